@@ -1,0 +1,30 @@
+//! Code generated from AWS's service models by `cargo xtask codegen`; do not edit.
+
+pub mod codebuild;
+pub mod codecommit;
+pub mod codedeploy;
+pub mod codepipeline;
+
+/// (target prefix, signing name, operations) of every generated service.
+pub const SERVICES: &[(&str, &str, &[&str])] = &[
+    (
+        codecommit::TARGET_PREFIX,
+        codecommit::SIGNING_NAME,
+        codecommit::OPERATIONS,
+    ),
+    (
+        codepipeline::TARGET_PREFIX,
+        codepipeline::SIGNING_NAME,
+        codepipeline::OPERATIONS,
+    ),
+    (
+        codebuild::TARGET_PREFIX,
+        codebuild::SIGNING_NAME,
+        codebuild::OPERATIONS,
+    ),
+    (
+        codedeploy::TARGET_PREFIX,
+        codedeploy::SIGNING_NAME,
+        codedeploy::OPERATIONS,
+    ),
+];
