@@ -1,1 +1,133 @@
-//! placeholder
+//! Slipway's state store: a sqlx pool, numbered migrations, and the transactional event outbox.
+//!
+//! The embedded backend is SQLite in WAL mode with `synchronous=FULL`, so a committed
+//! transaction is on disk before any request that made it is acknowledged. Domain crates use
+//! [`Db`] and write portable SQL (`$1` placeholders, no SQLite-only functions) so a PostgreSQL
+//! backend can follow behind the same interface.
+
+pub mod events;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Pool, Row};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The database the store runs on.
+pub type Db = sqlx::Sqlite;
+/// A pooled connection handle.
+pub type DbPool = Pool<Db>;
+/// A transaction on the store.
+pub type Tx<'a> = sqlx::Transaction<'a, Db>;
+
+pub use sqlx;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration {version} failed: {source}")]
+    Migration { version: i64, source: sqlx::Error },
+}
+
+/// (version, name, SQL) of every migration, applied in order exactly once.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
+
+/// The store: cheap to clone, shared by every service.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: DbPool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `DIR/slipway.db` and migrates it.
+    pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let url = format!("sqlite://{}", data_dir.join("slipway.db").display());
+        let options = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    /// Begins a transaction that takes the write lock at once (`BEGIN IMMEDIATE` on SQLite),
+    /// so read-then-write sequences inside it cannot race with another writer.
+    pub async fn begin_write(&self) -> Result<Tx<'static>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.get::<i64, _>(0))
+            .collect();
+        for (version, name, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            sqlx::raw_sql(sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| StoreError::Migration { version: *version, source })?;
+            sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                .bind(version)
+                .bind(name)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(version, name, "applied migration");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch, as stored in `REAL` timestamp columns.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// Whether an error is a uniqueness violation (a name already taken).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn migrations_apply_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).await.unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations").fetch_one(s.pool()).await.unwrap();
+        assert_eq!(n, MIGRATIONS.len() as i64);
+    }
+}

@@ -1,0 +1,64 @@
+//! The event outbox: every state change writes its event in the same transaction, in
+//! EventBridge's envelope (`version`, `id`, `detail-type`, `source`, `account`, `time`,
+//! `region`, `resources`, `detail`), for triggers, rules, notifications and audit to read.
+
+use crate::{StoreError, Tx};
+use serde_json::{json, Value};
+use sqlx::Row;
+
+/// An event before it is written.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub source: &'static str,
+    pub detail_type: &'static str,
+    pub account: String,
+    pub region: String,
+    pub resources: Vec<String>,
+    pub detail: Value,
+}
+
+/// Appends an event to the outbox inside `tx`; it becomes visible when `tx` commits.
+pub async fn append(tx: &mut Tx<'_>, event: &Event) -> Result<String, StoreError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let time = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let body = json!({
+        "version": "0",
+        "id": id,
+        "detail-type": event.detail_type,
+        "source": event.source,
+        "account": event.account,
+        "time": time,
+        "region": event.region,
+        "resources": event.resources,
+        "detail": event.detail,
+    });
+    sqlx::query("INSERT INTO event_outbox (event_id, source, detail_type, event_time, body) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&id)
+        .bind(event.source)
+        .bind(event.detail_type)
+        .bind(&time)
+        .bind(body.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(id)
+}
+
+/// Reads events with `seq > after`, oldest first: (seq, event JSON).
+pub async fn read_after(pool: &crate::DbPool, after: i64, limit: i64) -> Result<Vec<(i64, Value)>, StoreError> {
+    let rows = sqlx::query("SELECT seq, body FROM event_outbox WHERE seq > $1 ORDER BY seq LIMIT $2")
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let body: String = r.get(1);
+            (r.get::<i64, _>(0), serde_json::from_str(&body).unwrap_or(Value::Null))
+        })
+        .collect())
+}
