@@ -1,1 +1,459 @@
-//! placeholder
+//! CodeCommit's domain: repositories, branches, files, commits and differences over real
+//! bare git repositories, with every ref change recorded as an event.
+//!
+//! Knows nothing of HTTP or AWS's JSON: the API edge maps these plain types and [`Error`]s
+//! (whose codes are CodeCommit's exception names) onto the wire.
+
+pub mod files;
+pub mod git;
+pub mod refs;
+
+use git::Git;
+use slipway_store::{is_unique_violation, now, sqlx, Store, StoreError};
+use sqlx::Row;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A CodeCommit error: the AWS exception name and a message, or an internal failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{code}: {message}")]
+    Api { code: &'static str, message: String },
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// An error with CodeCommit's exception name `code`.
+pub fn err(code: &'static str, message: impl Into<String>) -> Error {
+    Error::Api { code, message: message.into() }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+impl From<git::GitError> for Error {
+    fn from(e: git::GitError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+/// A repository's metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repository {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub default_branch: Option<String>,
+    pub kms_key_id: String,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub arn: String,
+    pub clone_url_http: String,
+    pub clone_url_ssh: String,
+}
+
+/// Who is acting, for events and default commit identities.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub arn: String,
+    pub name: String,
+}
+
+/// Settings the service needs from the server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub git_bin: PathBuf,
+    pub account_id: String,
+    pub region: String,
+    /// The server's public base URL, e.g. `http://127.0.0.1:4566`.
+    pub public_url: String,
+}
+
+/// The CodeCommit service.
+#[derive(Clone, Debug)]
+pub struct CodeCommit {
+    store: Store,
+    cfg: std::sync::Arc<Config>,
+}
+
+/// Sort key for ListRepositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortBy {
+    Name,
+    LastModified,
+}
+
+/// One page of a listing and the token for the next one.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_token: Option<String>,
+}
+
+/// A pagination token: an opaque offset.
+pub fn encode_token(offset: usize) -> String {
+    hex::encode(format!("o:{offset}"))
+}
+
+/// Decodes a pagination token; `None` if it was not made by [`encode_token`].
+pub fn decode_token(token: &str) -> Option<usize> {
+    let raw = String::from_utf8(hex::decode(token).ok()?).ok()?;
+    raw.strip_prefix("o:")?.parse().ok()
+}
+
+/// Slices `items` into a page starting at `token` with at most `max` items.
+pub fn paginate<T>(items: Vec<T>, token: Option<&str>, max: usize, bad_token: &'static str) -> Result<Page<T>> {
+    let start = match token {
+        None => 0,
+        Some(t) => decode_token(t).filter(|&o| o <= items.len()).ok_or_else(|| err(bad_token, "The specified continuation token is not valid."))?,
+    };
+    let total = items.len();
+    let end = start.saturating_add(max).min(total);
+    let items: Vec<T> = items.into_iter().skip(start).take(end - start).collect();
+    Ok(Page { items, next_token: (end < total).then(|| encode_token(end)) })
+}
+
+/// CodeCommit's extra rules for repository names beyond the model's pattern.
+fn check_repository_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 100
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && name != "."
+        && name != ".."
+        && !name.to_ascii_lowercase().ends_with(".git");
+    if valid {
+        Ok(())
+    } else {
+        Err(err(
+            "InvalidRepositoryNameException",
+            "A specified repository name is not valid. Repository names may contain letters, numbers, periods, underscores and dashes, must not be . or .., and must not end in .git.",
+        ))
+    }
+}
+
+/// Appends committed ref updates (`<old> <new> <ref>` lines) to `$SLIPWAY_REF_LOG`.
+const REFERENCE_TRANSACTION_HOOK: &str = "#!/bin/sh\n# Installed by Slipway: reports committed ref updates of a push to the server.\nif [ \"$1\" = committed ] && [ -n \"$SLIPWAY_REF_LOG\" ]; then\n  cat >> \"$SLIPWAY_REF_LOG\"\nelse\n  cat > /dev/null\nfi\nexit 0\n";
+
+const REPO_COLUMNS: &str = "repository_id, name, description, default_branch, kms_key_id, created_at, updated_at";
+
+impl CodeCommit {
+    pub fn new(store: Store, cfg: Config) -> Result<CodeCommit> {
+        std::fs::create_dir_all(cfg.data_dir.join("repos"))?;
+        let cc = CodeCommit { store, cfg: std::sync::Arc::new(cfg) };
+        cc.install_hooks()?;
+        Ok(cc)
+    }
+
+    /// The hooks directory pushes run with (`core.hooksPath`).
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.cfg.data_dir.join("hooks")
+    }
+
+    /// The directory holding every bare repository (`GIT_PROJECT_ROOT` for smart HTTP).
+    pub fn repos_dir(&self) -> PathBuf {
+        self.cfg.data_dir.join("repos")
+    }
+
+    /// Writes the `reference-transaction` hook that reports a push's committed ref updates
+    /// to the file named by `SLIPWAY_REF_LOG`, so each accepted update becomes one event.
+    fn install_hooks(&self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.hooks_dir();
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("reference-transaction");
+        let tmp = dir.join(".reference-transaction.tmp");
+        std::fs::write(&tmp, REFERENCE_TRANSACTION_HOOK)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The bare repository directory of a repository id.
+    pub fn repo_path(&self, id: &str) -> PathBuf {
+        self.cfg.data_dir.join("repos").join(format!("{id}.git"))
+    }
+
+    pub fn git(&self, repo: &Repository) -> Git {
+        Git::new(&self.cfg.git_bin, &self.repo_path(&repo.id))
+    }
+
+    pub fn arn(&self, name: &str) -> String {
+        format!("arn:aws:codecommit:{}:{}:{name}", self.cfg.region, self.cfg.account_id)
+    }
+
+    fn repo_from_row(&self, r: &sqlx::sqlite::SqliteRow) -> Repository {
+        let name: String = r.get("name");
+        let host = self
+            .cfg
+            .public_url
+            .split("://")
+            .nth(1)
+            .unwrap_or("127.0.0.1")
+            .split(':')
+            .next()
+            .unwrap_or("127.0.0.1")
+            .to_owned();
+        Repository {
+            id: r.get("repository_id"),
+            description: r.get("description"),
+            default_branch: r.get("default_branch"),
+            kms_key_id: r.get("kms_key_id"),
+            created_at: r.get("created_at"),
+            updated_at: r.get("updated_at"),
+            arn: self.arn(&name),
+            clone_url_http: format!("{}/v1/repos/{name}", self.cfg.public_url.trim_end_matches('/')),
+            clone_url_ssh: format!("ssh://{host}/v1/repos/{name}"),
+            name,
+        }
+    }
+
+    /// Looks a repository up by name.
+    pub async fn find(&self, name: &str) -> Result<Option<Repository>> {
+        let row = sqlx::query(&format!("SELECT {REPO_COLUMNS} FROM cc_repositories WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(self.store.pool())
+            .await?;
+        Ok(row.map(|r| self.repo_from_row(&r)))
+    }
+
+    /// A repository by name, or `RepositoryDoesNotExistException`.
+    pub async fn get(&self, name: &str) -> Result<Repository> {
+        self.find(name)
+            .await?
+            .ok_or_else(|| err("RepositoryDoesNotExistException", format!("{name} does not exist")))
+    }
+
+    pub async fn create_repository(
+        &self,
+        name: &str,
+        description: Option<&str>,
+        tags: &BTreeMap<String, String>,
+        kms_key_id: Option<&str>,
+    ) -> Result<Repository> {
+        check_repository_name(name)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let path = self.repo_path(&id);
+        let git = Git::new(&self.cfg.git_bin, &path);
+        // The git directory exists before the row commits, so a visible repository always
+        // has its storage; a crash in between leaves only an unreferenced directory.
+        init_bare(&git).await?;
+        let ts = now();
+        let kms = kms_key_id.map(str::to_owned).unwrap_or_else(|| {
+            format!("arn:aws:kms:{}:{}:alias/aws/codecommit", self.cfg.region, self.cfg.account_id)
+        });
+        let mut tx = self.store.begin_write().await?;
+        let res = sqlx::query(
+            "INSERT INTO cc_repositories (repository_id, name, description, default_branch, kms_key_id, created_at, updated_at) VALUES ($1, $2, $3, NULL, $4, $5, $5)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(description)
+        .bind(&kms)
+        .bind(ts)
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Err(e) if is_unique_violation(&e) => {
+                drop(tx);
+                let _ = tokio::fs::remove_dir_all(&path).await;
+                return Err(err("RepositoryNameExistsException", format!("Repository named {name} already exists")));
+            }
+            other => {
+                other?;
+            }
+        }
+        for (k, v) in tags {
+            sqlx::query("INSERT INTO resource_tags (resource_type, resource_id, tag_key, tag_value) VALUES ('repository', $1, $2, $3)")
+                .bind(&id)
+                .bind(k)
+                .bind(v)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        tracing::info!(repository = name, id = %id, "created repository");
+        self.get(name).await
+    }
+
+    /// Deletes a repository; `None` when there was none of that name (as AWS answers).
+    pub async fn delete_repository(&self, name: &str) -> Result<Option<String>> {
+        let Some(repo) = self.find(name).await? else { return Ok(None) };
+        let mut tx = self.store.begin_write().await?;
+        sqlx::query("DELETE FROM cc_repositories WHERE repository_id = $1").bind(&repo.id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM resource_tags WHERE resource_type = 'repository' AND resource_id = $1")
+            .bind(&repo.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        // Rename first so the directory vanishes atomically, then remove at leisure.
+        let path = self.repo_path(&repo.id);
+        let trash = path.with_extension("deleted");
+        if tokio::fs::rename(&path, &trash).await.is_ok() {
+            let _ = tokio::fs::remove_dir_all(&trash).await;
+        }
+        tracing::info!(repository = name, id = %repo.id, "deleted repository");
+        Ok(Some(repo.id))
+    }
+
+    pub async fn list_repositories(&self, sort: SortBy, ascending: bool, token: Option<&str>) -> Result<Page<(String, String)>> {
+        let order = match (sort, ascending) {
+            (SortBy::Name, true) => "name ASC",
+            (SortBy::Name, false) => "name DESC",
+            (SortBy::LastModified, true) => "updated_at ASC, name ASC",
+            (SortBy::LastModified, false) => "updated_at DESC, name ASC",
+        };
+        let rows = sqlx::query(&format!("SELECT name, repository_id FROM cc_repositories ORDER BY {order}"))
+            .fetch_all(self.store.pool())
+            .await?;
+        let items = rows.iter().map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))).collect();
+        paginate(items, token, 1000, "InvalidContinuationTokenException")
+    }
+
+    pub async fn update_repository_name(&self, old: &str, new: &str) -> Result<()> {
+        check_repository_name(new)?;
+        let repo = self.get(old).await?;
+        let res = sqlx::query("UPDATE cc_repositories SET name = $1, updated_at = $2 WHERE repository_id = $3")
+            .bind(new)
+            .bind(now())
+            .bind(&repo.id)
+            .execute(self.store.pool())
+            .await;
+        match res {
+            Err(e) if is_unique_violation(&e) => {
+                Err(err("RepositoryNameExistsException", format!("Repository named {new} already exists")))
+            }
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    pub async fn update_repository_description(&self, name: &str, description: Option<&str>) -> Result<()> {
+        let repo = self.get(name).await?;
+        sqlx::query("UPDATE cc_repositories SET description = $1, updated_at = $2 WHERE repository_id = $3")
+            .bind(description)
+            .bind(now())
+            .bind(&repo.id)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The repository an ARN names, or the errors TagResource and friends use.
+    pub async fn repository_for_arn(&self, arn: &str) -> Result<Repository> {
+        let prefix = format!("arn:aws:codecommit:{}:{}:", self.cfg.region, self.cfg.account_id);
+        let name = arn
+            .strip_prefix(&prefix)
+            .filter(|n| !n.is_empty() && !n.contains(':'))
+            .ok_or_else(|| err("InvalidResourceArnException", format!("The value for the resource ARN is not valid: {arn}")))?;
+        self.find(name)
+            .await?
+            .ok_or_else(|| err("RepositoryDoesNotExistException", format!("{name} does not exist")))
+    }
+
+    pub async fn tags(&self, repo: &Repository) -> Result<BTreeMap<String, String>> {
+        let rows = sqlx::query("SELECT tag_key, tag_value FROM resource_tags WHERE resource_type = 'repository' AND resource_id = $1 ORDER BY tag_key")
+            .bind(&repo.id)
+            .fetch_all(self.store.pool())
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub async fn tag(&self, repo: &Repository, tags: &BTreeMap<String, String>) -> Result<()> {
+        let mut tx = self.store.begin_write().await?;
+        for (k, v) in tags {
+            sqlx::query(
+                "INSERT INTO resource_tags (resource_type, resource_id, tag_key, tag_value) VALUES ('repository', $1, $2, $3)
+                 ON CONFLICT (resource_type, resource_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
+            )
+            .bind(&repo.id)
+            .bind(k)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM resource_tags WHERE resource_type = 'repository' AND resource_id = $1")
+            .bind(&repo.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if n > 50 {
+            return Err(err("TooManyTagsException", "The maximum number of tags for an AWS CodeCommit resource has been exceeded."));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn untag(&self, repo: &Repository, keys: &[String]) -> Result<()> {
+        let mut tx = self.store.begin_write().await?;
+        for k in keys {
+            sqlx::query("DELETE FROM resource_tags WHERE resource_type = 'repository' AND resource_id = $1 AND tag_key = $2")
+                .bind(&repo.id)
+                .bind(k)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a repository modified (for sorting by lastModifiedDate).
+    pub async fn touch(&self, repo: &Repository) -> Result<()> {
+        sqlx::query("UPDATE cc_repositories SET updated_at = $1 WHERE repository_id = $2")
+            .bind(now())
+            .bind(&repo.id)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Creates a bare repository configured for durability and integrity.
+async fn init_bare(git: &Git) -> Result<()> {
+    let path = git.repo.to_string_lossy().to_string();
+    let init = Git::new(&git.bin, Path::new("/nonexistent"));
+    // `git init` takes the directory as an argument; --git-dir is ignored for it.
+    let mut cmd = tokio::process::Command::new(&init.bin);
+    cmd.args(["init", "--quiet", "--bare", "--initial-branch=main", &path])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null");
+    let out = cmd.output().await?;
+    if !out.status.success() {
+        return Err(Error::Internal(format!("git init: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    for (k, v) in [
+        // Objects and refs reach the disk before a push or commit is acknowledged.
+        ("core.fsync", "committed"),
+        ("core.fsyncMethod", "fsync"),
+        // Reject corrupt or malformed objects in pushes.
+        ("receive.fsckObjects", "true"),
+        ("transfer.fsckObjects", "true"),
+        ("uploadpack.allowFilter", "true"),
+        ("http.receivepack", "true"),
+        ("core.logAllRefUpdates", "false"),
+    ] {
+        git.run(&["config", k, v]).await?;
+    }
+    Ok(())
+}

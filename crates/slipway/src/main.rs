@@ -1,1 +1,72 @@
-fn main(){}
+//! The `slipway` binary: command-line interface, configuration and wiring (kept thin).
+
+mod admin;
+mod server;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "slipway", version, about = "Self-hosted CodeCommit, CodePipeline, CodeBuild and CodeDeploy that speak AWS's APIs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: every API, git over HTTP and the console on one port.
+    Server(server::ServerArgs),
+    /// Administer users, keys, policies and credentials (mirrors `aws iam`).
+    Admin(admin::AdminArgs),
+    /// Run a remote build worker (not built yet).
+    Worker,
+    /// Run a remote deploy agent (not built yet).
+    Agent,
+    /// Run a buildspec locally without a server (not built yet).
+    Build {
+        #[arg(long)]
+        buildspec: Option<PathBuf>,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SLIPWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("SLIPWAY_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("slipway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Server(args) => server::run(args).await,
+            Command::Admin(args) => admin::run(args).await,
+            Command::Worker | Command::Agent | Command::Build { .. } => {
+                eprintln!("slipway: this command is not built yet; see README.md for what works today");
+                Ok(ExitCode::from(2))
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("slipway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

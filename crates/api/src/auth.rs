@@ -1,0 +1,125 @@
+//! Authentication of API requests (SigV4 header form) against IAM, and authorisation.
+
+use crate::sigv4::{self, AuthError};
+use crate::AppState;
+use axum::http::HeaderMap;
+use slipway_iam::policy::Decision;
+use slipway_model::{ApiError, Principal};
+
+impl AuthError {
+    /// The AWS error a JSON API answers for this failure.
+    pub fn to_api_error(&self) -> ApiError {
+        match self {
+            AuthError::Missing => ApiError::new("MissingAuthenticationTokenException", 403, "Missing Authentication Token"),
+            AuthError::Incomplete(m) => ApiError::new("IncompleteSignatureException", 403, m.clone()),
+            AuthError::UnknownKey => ApiError::new(
+                "UnrecognizedClientException",
+                403,
+                "The security token included in the request is invalid.",
+            ),
+            AuthError::BadSignature(m) => ApiError::new("InvalidSignatureException", 403, m.clone()),
+        }
+    }
+}
+
+/// The request line and headers SigV4 covers.
+pub struct SignedRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Verifies a SigV4-signed request for `service`; returns the caller.
+pub async fn authenticate(state: &AppState, req: &SignedRequest<'_>, service: &str) -> Result<Principal, ApiError> {
+    let header = req
+        .headers
+        .get("authorization")
+        .ok_or(AuthError::Missing)
+        .and_then(|h| h.to_str().map_err(|_| AuthError::Incomplete("Authorization header is not ASCII".into())))
+        .map_err(|e| e.to_api_error())?;
+    let auth = sigv4::parse_authorization(header).map_err(|e| e.to_api_error())?;
+    let amz_date = req
+        .headers
+        .get("x-amz-date")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| AuthError::Incomplete("Authorization requires the X-Amz-Date header.".into()).to_api_error())?;
+    if !auth.signed_headers.iter().any(|h| h == "host") {
+        return Err(AuthError::Incomplete("The host header must be signed.".into()).to_api_error());
+    }
+    let owner = state
+        .iam
+        .key_owner(&auth.access_key_id)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "looking up access key");
+            ApiError::internal()
+        })?
+        .ok_or_else(|| AuthError::UnknownKey.to_api_error())?;
+    let fail = |m: String| AuthError::BadSignature(m).to_api_error();
+    sigv4::check_skew(amz_date, now()).map_err(|e| e.to_api_error())?;
+    if !amz_date.starts_with(&auth.date) {
+        return Err(fail("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP.".into()));
+    }
+    if auth.region != state.region {
+        return Err(fail(format!("Credential should be scoped to a valid region, not '{}'.", auth.region)));
+    }
+    if auth.service != service {
+        return Err(fail(format!("Credential should be scoped to correct service: '{service}'.")));
+    }
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let payload_hash = req
+        .headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| sigv4::sha256_hex(req.body));
+    let canonical = sigv4::canonical_request(
+        req.method,
+        &sigv4::canonical_uri(req.path, service != "s3"),
+        req.query,
+        &headers,
+        &auth.signed_headers,
+        &payload_hash,
+    );
+    let expected = sigv4::sign(&owner.secret, amz_date, &auth, &canonical);
+    if !sigv4::signatures_equal(&expected, &auth.signature) {
+        tracing::debug!(access_key_id = %auth.access_key_id, "signature mismatch");
+        return Err(fail(
+            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.".into(),
+        ));
+    }
+    Ok(Principal { arn: owner.arn, access_key_id: auth.access_key_id, user_name: owner.user_name })
+}
+
+/// Whether the principal may perform `action` on all `resources`; AWS's AccessDenied if not.
+pub async fn authorize(state: &AppState, principal: &Principal, action: &str, resources: &[String]) -> Result<(), ApiError> {
+    let decision = state.iam.authorize(principal.user_name.as_deref(), action, resources).await.map_err(|e| {
+        tracing::error!(error = %e, "evaluating policies");
+        ApiError::internal()
+    })?;
+    match decision {
+        Decision::Allow => Ok(()),
+        d => {
+            let why = if d == Decision::ExplicitDeny {
+                format!("with an explicit deny in an identity-based policy")
+            } else {
+                format!("because no identity-based policy allows the {action} action")
+            };
+            Err(ApiError::access_denied(format!(
+                "User: {} is not authorized to perform: {action} on resource: {} {why}",
+                principal.arn,
+                resources.join(", ")
+            )))
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! AWS JSON-1.1: `POST /` routed by `X-Amz-Target`, authenticated, authorised, dispatched to
+//! the generated service traits, with errors rendered as AWS renders them.
+
+use crate::auth::{authenticate, authorize, SignedRequest};
+use crate::codecommit_api::CodeCommitService;
+use crate::AppState;
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use slipway_model::{codebuild, codecommit, codedeploy, codepipeline, ApiError, Context};
+use std::sync::Arc;
+
+/// Services with no operation built yet: every operation answers 501 through the defaults.
+struct Unbuilt;
+impl codebuild::CodeBuildApi for Unbuilt {}
+impl codepipeline::CodePipelineApi for Unbuilt {}
+impl codedeploy::CodeDeployApi for Unbuilt {}
+
+fn respond(request_id: &str, result: Result<Vec<u8>, ApiError>) -> Response {
+    let (status, body) = match result {
+        Ok(body) => (StatusCode::OK, body),
+        Err(e) => (StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST), e.body()),
+    };
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+/// The resources an operation acts on, read from its input, for IAM. Operations whose
+/// resource is not named in the input are checked against `*`.
+fn codecommit_resources(state: &AppState, input: &Value) -> Vec<String> {
+    let arn = |name: &str| state.codecommit.arn(name);
+    let mut out = Vec::new();
+    for key in ["repositoryName", "oldName"] {
+        if let Some(n) = input.get(key).and_then(Value::as_str) {
+            out.push(arn(n));
+        }
+    }
+    if let Some(names) = input.get("repositoryNames").and_then(Value::as_array) {
+        out.extend(names.iter().filter_map(Value::as_str).map(arn));
+    }
+    if let Some(a) = input.get("resourceArn").and_then(Value::as_str) {
+        out.push(a.to_owned());
+    }
+    if out.is_empty() {
+        out.push("*".into());
+    }
+    out
+}
+
+/// The fallback handler: everything that is not git or `/-/` is an AWS API request.
+pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let result = handle_inner(&state, req, &request_id).await;
+    if let Err(e) = &result {
+        tracing::info!(request_id, code = %e.code, status = e.status, "request failed");
+    }
+    respond(&request_id, result)
+}
+
+async fn handle_inner(state: &AppState, req: Request<Body>, request_id: &str) -> Result<Vec<u8>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let Some(target) = target else {
+        return Err(ApiError::new("UnknownOperationException", 404, format!("No route for {} {}", parts.method, parts.uri.path())));
+    };
+    if parts.method != Method::POST || parts.uri.path() != "/" {
+        return Err(ApiError::new("UnknownOperationException", 404, "AWS JSON requests are POST /"));
+    }
+    let (prefix, operation) = target.split_once('.').unwrap_or((target.as_str(), ""));
+    let Some((_, signing, operations)) = slipway_model::SERVICES.iter().find(|(p, _, _)| *p == prefix) else {
+        return Err(ApiError::unknown_operation(prefix, operation));
+    };
+    let body = to_bytes(body, state.max_json_body).await.map_err(|_| {
+        ApiError::new("RequestEntityTooLargeException", 413, format!("Request body exceeds {} bytes", state.max_json_body))
+    })?;
+    let signed = SignedRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        body: &body,
+    };
+    let principal = authenticate(state, &signed, signing).await?;
+    if !operations.contains(&operation) {
+        return Err(ApiError::unknown_operation(prefix, operation));
+    }
+    let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::serialization(format!("Request body is not valid JSON: {e}")))?
+    };
+    if !input.is_object() {
+        return Err(ApiError::serialization("Request body must be a JSON object"));
+    }
+    let action = format!("{signing}:{operation}");
+    let resources = match *signing {
+        "codecommit" => codecommit_resources(state, &input),
+        _ => vec!["*".to_owned()],
+    };
+    authorize(state, &principal, &action, &resources).await?;
+    tracing::debug!(request_id, %action, caller = %principal.arn, "authorized");
+    let ctx = Context {
+        request_id: request_id.to_owned(),
+        region: state.region.clone(),
+        account_id: state.account_id.clone(),
+        principal,
+    };
+    match *signing {
+        "codecommit" => {
+            let svc = CodeCommitService { cc: state.codecommit.clone() };
+            codecommit::dispatch(&svc, &ctx, operation, input).await
+        }
+        "codebuild" => codebuild::dispatch(&Unbuilt, &ctx, operation, input).await,
+        "codepipeline" => codepipeline::dispatch(&Unbuilt, &ctx, operation, input).await,
+        "codedeploy" => codedeploy::dispatch(&Unbuilt, &ctx, operation, input).await,
+        _ => Err(ApiError::unknown_operation(prefix, operation)),
+    }
+}

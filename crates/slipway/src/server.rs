@@ -1,0 +1,133 @@
+//! `slipway server`: opens the data directory, wires the services and serves until signalled.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use slipway_api::AppState;
+use slipway_codecommit::{CodeCommit, Config};
+use slipway_iam::crypto::MasterKey;
+use slipway_iam::{Iam, RootCredentials};
+use slipway_store::Store;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Where state, repositories and keys live.
+    #[arg(long, env = "SLIPWAY_DATA_DIR", default_value = "./slipway-data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "SLIPWAY_LISTEN", default_value = "127.0.0.1:4566")]
+    pub listen: String,
+    /// AWS region reported in ARNs and required in signatures.
+    #[arg(long, env = "SLIPWAY_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// AWS account id reported in ARNs.
+    #[arg(long, env = "SLIPWAY_ACCOUNT_ID", default_value = "000000000000")]
+    pub account_id: String,
+    /// Base URL clients reach this server at (default: http://LISTEN-ADDRESS).
+    #[arg(long, env = "SLIPWAY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The git executable (2.28 or newer).
+    #[arg(long, env = "SLIPWAY_GIT", default_value = "git")]
+    pub git: PathBuf,
+}
+
+/// Finds git and checks it is new enough for the `reference-transaction` hook.
+pub fn find_git(git: &Path) -> Result<PathBuf> {
+    let out = std::process::Command::new(git)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("cannot run {} (install git 2.28 or newer, or set SLIPWAY_GIT)", git.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version: Vec<u32> = text
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("")
+        .split('.')
+        .take(2)
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    if version.len() < 2 || (version[0], version[1]) < (2, 28) {
+        bail!("{} reports '{}'; Slipway needs git 2.28 or newer", git.display(), text.trim());
+    }
+    Ok(git.to_path_buf())
+}
+
+/// Opens everything a server or admin command needs from the data directory.
+pub async fn open_data_dir(data_dir: &Path, region: &str, account_id: &str) -> Result<(Store, Iam, bool)> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", data_dir.display()))?;
+    }
+    let store = Store::open(data_dir).await.context("opening the database")?;
+    let key = MasterKey::load_or_create(data_dir).context("loading the master key")?;
+    let (root, created) = RootCredentials::load_or_create(data_dir).context("loading root credentials")?;
+    let iam = Iam::new(store.clone(), key, root.clone(), account_id.to_owned());
+    if created {
+        // Printed once, on the terminal of whoever started the server; never logged.
+        println!(
+            "Generated root credentials (also in {}):\n  aws_access_key_id = {}\n  aws_secret_access_key = {}",
+            data_dir.join("root-credentials").display(),
+            root.access_key_id,
+            root.secret_access_key
+        );
+    }
+    let _ = region;
+    Ok((store, iam, created))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; finishing requests in flight"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; finishing requests in flight"),
+    }
+}
+
+pub async fn run(args: ServerArgs) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let git = find_git(&args.git)?;
+    let (store, iam, _) = open_data_dir(&args.data_dir, &args.region, &args.account_id).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let codecommit = CodeCommit::new(
+        store.clone(),
+        Config {
+            data_dir,
+            git_bin: git,
+            account_id: args.account_id.clone(),
+            region: args.region.clone(),
+            public_url: public_url.clone(),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let missed = codecommit.reconcile().await.map_err(|e| anyhow::anyhow!("reconciling refs: {e}"))?;
+    if missed > 0 {
+        tracing::warn!(missed, "recorded ref changes that a previous run had not");
+    }
+    let state = Arc::new(AppState {
+        iam,
+        codecommit,
+        region: args.region.clone(),
+        account_id: args.account_id.clone(),
+        max_json_body: slipway_api::MAX_JSON_BODY,
+    });
+    tracing::info!(%addr, %public_url, region = %args.region, account = %args.account_id, startup_ms = started.elapsed().as_millis() as u64, "listening");
+    println!("Slipway listening on http://{addr}");
+    slipway_api::serve(listener, state, shutdown_signal()).await?;
+    store.pool().close().await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
