@@ -442,18 +442,26 @@ async fn init_bare(git: &Git) -> Result<()> {
     if !out.status.success() {
         return Err(Error::Internal(format!("git init: {}", String::from_utf8_lossy(&out.stderr))));
     }
-    for (k, v) in [
-        // Objects and refs reach the disk before a push or commit is acknowledged.
-        ("core.fsync", "committed"),
-        ("core.fsyncMethod", "fsync"),
-        // Reject corrupt or malformed objects in pushes.
-        ("receive.fsckObjects", "true"),
-        ("transfer.fsckObjects", "true"),
-        ("uploadpack.allowFilter", "true"),
-        ("http.receivepack", "true"),
-        ("core.logAllRefUpdates", "false"),
-    ] {
-        git.run(&["config", k, v]).await?;
-    }
+    // Appended as a second [core] section etc., which git merges; one write, no extra processes.
+    let extra = "\
+[core]
+\t# Objects and refs reach the disk before a push or commit is acknowledged.
+\tfsync = committed
+\tfsyncMethod = fsync
+\tlogAllRefUpdates = false
+[receive]
+\t# Reject corrupt or malformed objects in pushes.
+\tfsckObjects = true
+[transfer]
+\tfsckObjects = true
+[uploadpack]
+\tallowFilter = true
+[http]
+\treceivepack = true
+";
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(git.repo.join("config"))?;
+    f.write_all(extra.as_bytes())?;
+    f.sync_all()?;
     Ok(())
 }

@@ -97,6 +97,20 @@ pub fn new_secret_key() -> String {
 }
 
 impl RootCredentials {
+    /// Root credentials that match no request (for tools that never authenticate anyone).
+    pub fn disabled() -> RootCredentials {
+        RootCredentials { access_key_id: String::new(), secret_access_key: String::new() }
+    }
+
+    /// Existing root credentials (env or file), without creating any.
+    pub fn load(data_dir: &Path) -> Option<RootCredentials> {
+        let has_env = std::env::var("SLIPWAY_ROOT_ACCESS_KEY_ID").is_ok_and(|v| !v.is_empty());
+        if !has_env && !data_dir.join("root-credentials").exists() {
+            return None;
+        }
+        Self::load_or_create(data_dir).ok().map(|(c, _)| c)
+    }
+
     /// From `SLIPWAY_ROOT_ACCESS_KEY_ID`/`SLIPWAY_ROOT_SECRET_ACCESS_KEY` if both are set;
     /// otherwise from `DIR/root-credentials`, generated (mode 0600) on first start.
     /// Returns the credentials and whether they were generated just now.
@@ -226,6 +240,9 @@ impl Iam {
 
     /// The owner and secret of an active access key, if there is one.
     pub async fn key_owner(&self, access_key_id: &str) -> Result<Option<KeyOwner>, IamError> {
+        if access_key_id.is_empty() {
+            return Ok(None);
+        }
         if access_key_id == self.root.access_key_id {
             return Ok(Some(KeyOwner {
                 arn: self.root_arn(),

@@ -12,8 +12,6 @@ use std::process::ExitCode;
 pub struct AdminArgs {
     #[arg(long, env = "SLIPWAY_DATA_DIR", default_value = "./slipway-data")]
     pub data_dir: PathBuf,
-    #[arg(long, env = "SLIPWAY_REGION", default_value = "us-east-1")]
-    pub region: String,
     #[arg(long, env = "SLIPWAY_ACCOUNT_ID", default_value = "000000000000")]
     pub account_id: String,
     #[command(subcommand)]
@@ -153,7 +151,7 @@ async fn execute(iam: &Iam, cmd: &AdminCommand) -> Result<Option<Value>, IamErro
 }
 
 pub async fn run(args: AdminArgs) -> Result<ExitCode> {
-    let (_store, iam, _) = crate::server::open_data_dir(&args.data_dir, &args.region, &args.account_id).await?;
+    let (_store, iam) = crate::server::open_data_dir(&args.data_dir, &args.account_id, false).await?;
     match execute(&iam, &args.command).await {
         Ok(Some(out)) => {
             println!("{}", serde_json::to_string_pretty(&out)?);

@@ -55,7 +55,8 @@ pub fn find_git(git: &Path) -> Result<PathBuf> {
 }
 
 /// Opens everything a server or admin command needs from the data directory.
-pub async fn open_data_dir(data_dir: &Path, region: &str, account_id: &str) -> Result<(Store, Iam, bool)> {
+/// The server creates root credentials on first start; admin commands never do.
+pub async fn open_data_dir(data_dir: &Path, account_id: &str, create_root: bool) -> Result<(Store, Iam)> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -64,7 +65,11 @@ pub async fn open_data_dir(data_dir: &Path, region: &str, account_id: &str) -> R
     }
     let store = Store::open(data_dir).await.context("opening the database")?;
     let key = MasterKey::load_or_create(data_dir).context("loading the master key")?;
-    let (root, created) = RootCredentials::load_or_create(data_dir).context("loading root credentials")?;
+    let (root, created) = if create_root {
+        RootCredentials::load_or_create(data_dir).context("loading root credentials")?
+    } else {
+        (RootCredentials::load(data_dir).unwrap_or_else(RootCredentials::disabled), false)
+    };
     let iam = Iam::new(store.clone(), key, root.clone(), account_id.to_owned());
     if created {
         // Printed once, on the terminal of whoever started the server; never logged.
@@ -75,8 +80,7 @@ pub async fn open_data_dir(data_dir: &Path, region: &str, account_id: &str) -> R
             root.secret_access_key
         );
     }
-    let _ = region;
-    Ok((store, iam, created))
+    Ok((store, iam))
 }
 
 async fn shutdown_signal() {
@@ -97,7 +101,7 @@ async fn shutdown_signal() {
 pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let git = find_git(&args.git)?;
-    let (store, iam, _) = open_data_dir(&args.data_dir, &args.region, &args.account_id).await?;
+    let (store, iam) = open_data_dir(&args.data_dir, &args.account_id, true).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
