@@ -98,8 +98,19 @@ impl CodeCommitApi for CodeCommitService {
     }
 
     async fn batch_get_repositories(&self, ctx: &Context, input: BatchGetRepositoriesInput) -> Result<BatchGetRepositoriesOutput, ApiError> {
+        let names = req(input.repository_names);
+        if names.is_empty() {
+            return Err(ApiError::new("RepositoryNamesRequiredException", 400, "At least one repository name is required."));
+        }
+        if names.len() > 100 {
+            return Err(ApiError::new(
+                "MaximumRepositoryNamesExceededException",
+                400,
+                "The maximum number of allowed repository names was exceeded. Currently, this number is 100.",
+            ));
+        }
         let (mut found, mut missing, mut errors) = (vec![], vec![], vec![]);
-        for name in req(input.repository_names) {
+        for name in names {
             match self.cc.find(&name).await.map_err(api_error)? {
                 Some(r) => found.push(metadata(ctx, &r)),
                 None => {

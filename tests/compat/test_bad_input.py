@@ -1,0 +1,77 @@
+"""Bad input gets AWS's error and changes nothing; every operation of every service is routed."""
+
+import gzip
+import json
+import os
+
+import botocore.session
+import pytest
+from test_auth import send, signed
+
+
+def repo_count(server):
+    return len(server.aws("codecommit", "list-repositories")["repositories"])
+
+
+def test_malformed_requests(server):
+    server.aws("codecommit", "create-repository", "--repository-name", "keep")
+    cases = [
+        ("CodeCommit_20150413.CreateRepository", "{not json", 400, "SerializationException"),
+        ("CodeCommit_20150413.CreateRepository", "[1,2]", 400, "SerializationException"),
+        ("CodeCommit_20150413.CreateRepository", '{"repositoryName": 42}', 400, "SerializationException"),
+        ("CodeCommit_20150413.CreateRepository", '{"repositoryName": "x", "tags": "no"}', 400, "SerializationException"),
+        ("CodeCommit_20150413.CreateRepository", "{}", 400, "RepositoryNameRequiredException"),
+        ("CodeCommit_20150413.CreateRepository", '{"repositoryName": ""}', 400, "InvalidRepositoryNameException"),
+        ("CodeCommit_20150413.CreateRepository", '{"repositoryName": "a/b"}', 400, "InvalidRepositoryNameException"),
+        ("CodeCommit_20150413.CreateRepository", '{"repositoryName": ".."}', 400, "InvalidRepositoryNameException"),
+        ("CodeCommit_20150413.CreateRepository", '{"repositoryName": "x.git"}', 400, "InvalidRepositoryNameException"),
+        ("CodeCommit_20150413.CreateRepository", json.dumps({"repositoryName": "y" * 101}), 400, "InvalidRepositoryNameException"),
+        ("CodeCommit_20150413.GetRepository", '{"repositoryName": "../keep"}', 400, "InvalidRepositoryNameException"),
+        ("CodeCommit_20150413.CreateBranch", '{"repositoryName": "keep"}', 400, "BranchNameRequiredException"),
+        ("CodeCommit_20150413.BatchGetRepositories", json.dumps({"repositoryNames": ["a"] * 101}), 400, "MaximumRepositoryNamesExceededException"),
+        ("CodeCommit_20150413.ListRepositories", '{"sortBy": "size"}', 400, "InvalidSortByException"),
+        ("CodeCommit_20150413.GetBlob", '{"repositoryName": "keep", "blobId": "../../etc/passwd"}', 400, "InvalidBlobIdException"),
+        ("CodeCommit_20150413.GetFile", '{"repositoryName": "keep", "filePath": "../../etc/passwd"}', 400, "InvalidPathException"),
+        ("CodeCommit_20150413.NoSuchOperation", "{}", 400, "UnknownOperationException"),
+        ("NoSuchService_20200101.Anything", "{}", 400, "UnknownOperationException"),
+    ]
+    for target, body, status, code in cases:
+        got_status, got, headers = signed(server, target, body)
+        assert (got_status, got.get("__type")) == (status, code), (target, body, got)
+        assert headers.get("content-type") == "application/x-amz-json-1.1"
+        assert got.get("message"), got
+    assert repo_count(server) == 1
+
+    # Oversized bodies are refused before they are read whole.
+    big = json.dumps({"repositoryName": "big", "repositoryDescription": "x" * (11 * 1024 * 1024)})
+    status, body, _ = signed(server, "CodeCommit_20150413.CreateRepository", big)
+    assert status == 413
+    assert repo_count(server) == 1
+
+    # Still serving.
+    assert server.aws("codecommit", "get-repository", "--repository-name", "keep")
+
+
+def test_every_operation_is_routed(server):
+    """All 229 operations of the four services answer AWS-shaped JSON: never 404, HTML or 5xx
+    other than 501 for operations not built yet."""
+    session = botocore.session.get_session()
+    total = 0
+    for service in ["codecommit", "codepipeline", "codebuild", "codedeploy"]:
+        model = session.get_service_model(service)
+        for op in model.operation_names:
+            total += 1
+            status, body, headers = signed(server, f"{model.metadata['targetPrefix']}.{op}", "{}", service=service)
+            assert status != 404, (service, op)
+            assert "__type" in body or status == 200, (service, op, body)
+            assert status < 500 or (status == 501 and body["__type"] == "NotImplementedException"), (service, op, body)
+            assert headers.get("x-amzn-requestid")
+    assert total == 229
+
+
+def test_unbuilt_operation_answers_501_through_sdk(server):
+    cb = server.client("codebuild")
+    with pytest.raises(cb.exceptions.ClientError) as e:
+        cb.list_projects()
+    assert e.value.response["Error"]["Code"] == "NotImplementedException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
