@@ -16,15 +16,31 @@ use std::path::Path;
 const RUST_KEYWORDS: &[&str] = &[
     "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for",
     "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return",
-    "self", "Self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use",
-    "where", "while", "async", "await", "dyn", "abstract", "become", "box", "do", "final",
-    "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen",
+    "self", "Self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where",
+    "while", "async", "await", "dyn", "abstract", "become", "box", "do", "final", "macro",
+    "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen",
 ];
 
 /// Type names that would shadow the prelude or the runtime if used for a shape.
 const RESERVED_TYPE_NAMES: &[&str] = &[
-    "Result", "Option", "Vec", "String", "Box", "Default", "Error", "Context", "Blob",
-    "Timestamp", "Validator", "ApiError", "Value", "BTreeMap", "Some", "None", "Ok", "Err",
+    "Result",
+    "Option",
+    "Vec",
+    "String",
+    "Box",
+    "Default",
+    "Error",
+    "Context",
+    "Blob",
+    "Timestamp",
+    "Validator",
+    "ApiError",
+    "Value",
+    "BTreeMap",
+    "Some",
+    "None",
+    "Ok",
+    "Err",
 ];
 
 pub fn snake_case(name: &str) -> String {
@@ -63,7 +79,10 @@ fn field_ident(member: &str) -> String {
 }
 
 fn type_ident(shape: &str) -> String {
-    let mut s: String = shape.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    let mut s: String = shape
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
     if let Some(first) = s.get(0..1) {
         let up = first.to_ascii_uppercase();
         s.replace_range(0..1, &up);
@@ -149,7 +168,11 @@ impl<'a> Service<'a> {
     }
 
     fn kind(&self, name: &str) -> Result<&'a str> {
-        Ok(self.shape(name)?.get("type").and_then(Value::as_str).unwrap_or("structure"))
+        Ok(self
+            .shape(name)?
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("structure"))
     }
 
     fn members(&self, name: &str) -> Result<Vec<(&'a str, &'a str)>> {
@@ -157,7 +180,10 @@ impl<'a> Service<'a> {
         let mut out = Vec::new();
         if let Some(m) = s.get("members").and_then(Value::as_object) {
             for (k, v) in m {
-                out.push((k.as_str(), v["shape"].as_str().context("member without shape")?));
+                out.push((
+                    k.as_str(),
+                    v["shape"].as_str().context("member without shape")?,
+                ));
             }
         }
         Ok(out)
@@ -229,7 +255,10 @@ impl<'a> Service<'a> {
             "double" | "float" => "f64".into(),
             "timestamp" => "Timestamp".into(),
             "blob" => "Blob".into(),
-            "list" => format!("Vec<{}>", self.rust_type(s["member"]["shape"].as_str().unwrap_or_default())?),
+            "list" => format!(
+                "Vec<{}>",
+                self.rust_type(s["member"]["shape"].as_str().unwrap_or_default())?
+            ),
             "map" => format!(
                 "BTreeMap<String, {}>",
                 self.rust_type(s["value"]["shape"].as_str().unwrap_or_default())?
@@ -240,7 +269,14 @@ impl<'a> Service<'a> {
     }
 
     /// Emits validation statements for a present value `expr` (a reference) of shape `name`.
-    fn emit_checks(&self, out: &mut String, indent: usize, expr: &str, name: &str, depth: usize) -> Result<()> {
+    fn emit_checks(
+        &self,
+        out: &mut String,
+        indent: usize,
+        expr: &str,
+        name: &str,
+        depth: usize,
+    ) -> Result<()> {
         let s = self.shape(name)?;
         let pad = " ".repeat(indent);
         let min = s.get("min").and_then(Value::as_f64);
@@ -248,7 +284,12 @@ impl<'a> Service<'a> {
         match self.kind(name)? {
             "string" => {
                 if min.is_some() || max.is_some() {
-                    writeln!(out, "{pad}v.length({expr}.chars().count(), {}, {});", opt_u(min), opt_u(max))?;
+                    writeln!(
+                        out,
+                        "{pad}v.length({expr}.chars().count(), {}, {});",
+                        opt_u(min),
+                        opt_u(max)
+                    )?;
                 }
                 if let Some(p) = s.get("pattern").and_then(Value::as_str) {
                     let rp = rust_pattern(p);
@@ -262,23 +303,38 @@ impl<'a> Service<'a> {
                     }
                 }
                 if let Some(e) = s.get("enum").and_then(Value::as_array) {
-                    let vals: Vec<String> = e.iter().filter_map(Value::as_str).map(|x| format!("{x:?}")).collect();
+                    let vals: Vec<String> = e
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(|x| format!("{x:?}"))
+                        .collect();
                     writeln!(out, "{pad}v.one_of({expr}, &[{}]);", vals.join(", "))?;
                 }
             }
-            "integer" | "long" | "double" | "float" => {
-                if min.is_some() || max.is_some() {
-                    writeln!(out, "{pad}v.range(*{expr} as f64, {}, {});", opt_f(min), opt_f(max))?;
-                }
+            "integer" | "long" | "double" | "float" if min.is_some() || max.is_some() => {
+                writeln!(
+                    out,
+                    "{pad}v.range(*{expr} as f64, {}, {});",
+                    opt_f(min),
+                    opt_f(max)
+                )?;
             }
-            "blob" => {
-                if min.is_some() || max.is_some() {
-                    writeln!(out, "{pad}v.length({expr}.0.len(), {}, {});", opt_u(min), opt_u(max))?;
-                }
+            "blob" if min.is_some() || max.is_some() => {
+                writeln!(
+                    out,
+                    "{pad}v.length({expr}.0.len(), {}, {});",
+                    opt_u(min),
+                    opt_u(max)
+                )?;
             }
             "list" => {
                 if min.is_some() || max.is_some() {
-                    writeln!(out, "{pad}v.count({expr}.len(), {}, {});", opt_u(min), opt_u(max))?;
+                    writeln!(
+                        out,
+                        "{pad}v.count({expr}.len(), {}, {});",
+                        opt_u(min),
+                        opt_u(max)
+                    )?;
                 }
                 let inner = s["member"]["shape"].as_str().unwrap_or_default();
                 let mut body = String::new();
@@ -294,7 +350,12 @@ impl<'a> Service<'a> {
             }
             "map" => {
                 if min.is_some() || max.is_some() {
-                    writeln!(out, "{pad}v.count({expr}.len(), {}, {});", opt_u(min), opt_u(max))?;
+                    writeln!(
+                        out,
+                        "{pad}v.count({expr}.len(), {}, {});",
+                        opt_u(min),
+                        opt_u(max)
+                    )?;
                 }
                 let key = s["key"]["shape"].as_str().unwrap_or_default();
                 let val = s["value"]["shape"].as_str().unwrap_or_default();
@@ -325,13 +386,19 @@ impl<'a> Service<'a> {
         let ident = type_ident(name);
         let required = self.required(name)?;
         let members = self.members(name)?;
-        writeln!(out, "#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]")?;
+        writeln!(
+            out,
+            "#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]"
+        )?;
         writeln!(out, "pub struct {ident} {{")?;
         let mut seen = BTreeSet::new();
         for (m, t) in &members {
             let f = field_ident(m);
             if !seen.insert(f.clone()) {
-                bail!("{}: {name}.{m} collides with another member as {f}", self.module);
+                bail!(
+                    "{}: {name}.{m} collides with another member as {f}",
+                    self.module
+                );
             }
             let mut ty = self.rust_type(t)?;
             if self.kind(t)? == "structure" && self.reaches(t, name)? {
@@ -386,17 +453,29 @@ impl<'a> Service<'a> {
                     .and_then(|e| e.get("httpStatusCode"))
                     .and_then(Value::as_u64)
                     .map(|s| s as u16)
-                    .unwrap_or(if v.get("fault").and_then(Value::as_bool) == Some(true) { 500 } else { 400 });
+                    .unwrap_or(if v.get("fault").and_then(Value::as_bool) == Some(true) {
+                        500
+                    } else {
+                        400
+                    });
                 (k.as_str(), status)
             })
             .collect()
     }
 
     /// The service-specific exceptions for a top-level input member: (missing, invalid, too many).
-    fn member_errors(&self, op_errors: &BTreeSet<&str>, member: &str, target: &str) -> [Option<String>; 3] {
+    fn member_errors(
+        &self,
+        op_errors: &BTreeSet<&str>,
+        member: &str,
+        target: &str,
+    ) -> [Option<String>; 3] {
         let bases = [capitalize(member), type_ident(target)];
         let find = |fmt: &dyn Fn(&str) -> String| {
-            bases.iter().map(|b| fmt(b)).find(|name| op_errors.contains(name.as_str()))
+            bases
+                .iter()
+                .map(|b| fmt(b))
+                .find(|name| op_errors.contains(name.as_str()))
         };
         [
             find(&|b| format!("{b}RequiredException")),
@@ -408,12 +487,26 @@ impl<'a> Service<'a> {
     fn generate(&self) -> Result<String> {
         let mut out = String::new();
         let prefix = self.meta["targetPrefix"].as_str().context("targetPrefix")?;
-        let signing = self.meta.get("signingName").or(self.meta.get("endpointPrefix")).and_then(Value::as_str).context("signing name")?;
-        let sid = self.meta["serviceId"].as_str().context("serviceId")?.replace(' ', "");
-        writeln!(out, "//! {sid} API ({prefix}): shapes, validation, errors, handler trait and dispatcher.")?;
+        let signing = self
+            .meta
+            .get("signingName")
+            .or(self.meta.get("endpointPrefix"))
+            .and_then(Value::as_str)
+            .context("signing name")?;
+        let sid = self.meta["serviceId"]
+            .as_str()
+            .context("serviceId")?
+            .replace(' ', "");
+        writeln!(
+            out,
+            "//! {sid} API ({prefix}): shapes, validation, errors, handler trait and dispatcher."
+        )?;
         writeln!(out, "//!")?;
         writeln!(out, "//! Generated by `cargo xtask codegen` from botocore {BOTOCORE_VERSION}'s model; do not edit.\n")?;
-        writeln!(out, "#![allow(clippy::all, unused_imports, unused_variables, non_camel_case_types)]\n")?;
+        writeln!(
+            out,
+            "#![allow(clippy::all, unused_imports, unused_variables, non_camel_case_types)]\n"
+        )?;
         writeln!(out, "use crate::runtime::*;")?;
         writeln!(out, "use regex::Regex;")?;
         writeln!(out, "use serde::{{Deserialize, Serialize}};")?;
@@ -422,12 +515,18 @@ impl<'a> Service<'a> {
         writeln!(out, "use std::sync::LazyLock;\n")?;
         writeln!(out, "/// The `X-Amz-Target` prefix of this service.")?;
         writeln!(out, "pub const TARGET_PREFIX: &str = {prefix:?};")?;
-        writeln!(out, "/// The SigV4 signing name (credential scope service) and IAM action prefix.")?;
+        writeln!(
+            out,
+            "/// The SigV4 signing name (credential scope service) and IAM action prefix."
+        )?;
         writeln!(out, "pub const SIGNING_NAME: &str = {signing:?};\n")?;
 
         // Errors.
         let exceptions = self.exceptions();
-        writeln!(out, "/// The exception shapes this service's model defines.")?;
+        writeln!(
+            out,
+            "/// The exception shapes this service's model defines."
+        )?;
         writeln!(out, "#[derive(Debug, Clone, Copy, PartialEq, Eq)]")?;
         writeln!(out, "pub enum ErrorKind {{")?;
         for (e, _) in &exceptions {
@@ -436,20 +535,32 @@ impl<'a> Service<'a> {
         writeln!(out, "}}\n")?;
         writeln!(out, "impl ErrorKind {{")?;
         writeln!(out, "    /// The `__type` AWS sends for this error.")?;
-        writeln!(out, "    pub fn code(self) -> &'static str {{\n        match self {{")?;
+        writeln!(
+            out,
+            "    pub fn code(self) -> &'static str {{\n        match self {{"
+        )?;
         for (e, _) in &exceptions {
             writeln!(out, "            ErrorKind::{} => {e:?},", type_ident(e))?;
         }
         writeln!(out, "        }}\n    }}\n")?;
         writeln!(out, "    /// The HTTP status AWS answers this error with.")?;
-        writeln!(out, "    pub fn status(self) -> u16 {{\n        match self {{")?;
+        writeln!(
+            out,
+            "    pub fn status(self) -> u16 {{\n        match self {{"
+        )?;
         for (e, s) in &exceptions {
             writeln!(out, "            ErrorKind::{} => {s},", type_ident(e))?;
         }
         writeln!(out, "        }}\n    }}\n")?;
         writeln!(out, "    /// An [`ApiError`] of this kind with a message.")?;
-        writeln!(out, "    pub fn with(self, message: impl Into<String>) -> ApiError {{")?;
-        writeln!(out, "        ApiError::new(self.code(), self.status(), message)")?;
+        writeln!(
+            out,
+            "    pub fn with(self, message: impl Into<String>) -> ApiError {{"
+        )?;
+        writeln!(
+            out,
+            "        ApiError::new(self.code(), self.status(), message)"
+        )?;
         writeln!(out, "    }}\n}}\n")?;
 
         // Shapes.
@@ -468,7 +579,10 @@ impl<'a> Service<'a> {
             writeln!(out, "    {op:?},")?;
         }
         writeln!(out, "];\n")?;
-        writeln!(out, "/// One method per operation; the defaults answer 501 `NotImplementedException`.")?;
+        writeln!(
+            out,
+            "/// One method per operation; the defaults answer 501 `NotImplementedException`."
+        )?;
         writeln!(out, "pub trait {trait_name}: Send + Sync {{")?;
         let mut arms = String::new();
         for (op, spec) in self.ops {
@@ -482,7 +596,10 @@ impl<'a> Service<'a> {
                 "    fn {method}(&self, ctx: &Context, input: {in_ty}) -> impl Future<Output = Result<{out_ty}, ApiError>> + Send {{"
             )?;
             writeln!(out, "        let _ = (ctx, input);")?;
-            writeln!(out, "        async move {{ Err(ApiError::not_implemented({sid:?}, {op:?})) }}")?;
+            writeln!(
+                out,
+                "        async move {{ Err(ApiError::not_implemented({sid:?}, {op:?})) }}"
+            )?;
             writeln!(out, "    }}")?;
 
             // Per-operation mapping of top-level validation failures to the service's exceptions.
@@ -500,7 +617,12 @@ impl<'a> Service<'a> {
                             Some(e) => format!("Some({e:?})"),
                             None => "None".into(),
                         };
-                        table.push(format!("({m:?}, {}, {}, {})", f(&errs[0]), f(&errs[1]), f(&errs[2])));
+                        table.push(format!(
+                            "({m:?}, {}, {}, {})",
+                            f(&errs[0]),
+                            f(&errs[1]),
+                            f(&errs[2])
+                        ));
                     }
                 }
             }
@@ -518,28 +640,37 @@ impl<'a> Service<'a> {
         )?;
         writeln!(out, "    match operation {{")?;
         out.push_str(&arms);
-        writeln!(out, "        _ => Err(ApiError::unknown_operation(TARGET_PREFIX, operation)),")?;
+        writeln!(
+            out,
+            "        _ => Err(ApiError::unknown_operation(TARGET_PREFIX, operation)),"
+        )?;
         writeln!(out, "    }}\n}}")?;
         Ok(out)
     }
 }
 
 fn opt_u(v: Option<f64>) -> String {
-    v.map(|x| format!("Some({})", x as u64)).unwrap_or_else(|| "None".into())
+    v.map(|x| format!("Some({})", x as u64))
+        .unwrap_or_else(|| "None".into())
 }
 
 fn opt_f(v: Option<f64>) -> String {
-    v.map(|x| format!("Some({x:?})")).unwrap_or_else(|| "None".into())
+    v.map(|x| format!("Some({x:?})"))
+        .unwrap_or_else(|| "None".into())
 }
 
 fn generate_all(root: &Path) -> Result<BTreeMap<String, String>> {
     let mut files = BTreeMap::new();
     let mut modrs = String::new();
-    writeln!(modrs, "//! Code generated from AWS's service models by `cargo xtask codegen`; do not edit.\n")?;
+    writeln!(
+        modrs,
+        "//! Code generated from AWS's service models by `cargo xtask codegen`; do not edit.\n"
+    )?;
     let mut table = String::new();
     for (service, module) in SERVICES {
         let path = root.join(format!("models/botocore/{service}.json"));
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let model: Value = serde_json::from_str(&text)?;
         let svc = Service {
             module,
@@ -549,10 +680,19 @@ fn generate_all(root: &Path) -> Result<BTreeMap<String, String>> {
         };
         files.insert(format!("{module}.rs"), svc.generate()?);
         writeln!(modrs, "pub mod {module};")?;
-        writeln!(table, "    ({module}::TARGET_PREFIX, {module}::SIGNING_NAME, {module}::OPERATIONS),")?;
+        writeln!(
+            table,
+            "    ({module}::TARGET_PREFIX, {module}::SIGNING_NAME, {module}::OPERATIONS),"
+        )?;
     }
-    writeln!(modrs, "\n/// (target prefix, signing name, operations) of every generated service.")?;
-    writeln!(modrs, "pub const SERVICES: &[(&str, &str, &[&str])] = &[\n{table}];")?;
+    writeln!(
+        modrs,
+        "\n/// (target prefix, signing name, operations) of every generated service."
+    )?;
+    writeln!(
+        modrs,
+        "pub const SERVICES: &[(&str, &str, &[&str])] = &[\n{table}];"
+    )?;
     files.insert("mod.rs".into(), modrs);
     Ok(files)
 }
@@ -569,7 +709,9 @@ fn rustfmt(text: &str) -> Result<String> {
     let input = text.to_owned();
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let out = child.wait_with_output()?;
-    writer.join().map_err(|_| anyhow::anyhow!("rustfmt writer panicked"))??;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("rustfmt writer panicked"))??;
     if !out.status.success() {
         bail!("rustfmt failed on generated code");
     }
@@ -595,7 +737,10 @@ pub fn run(root: &Path, check: bool) -> Result<()> {
         }
     }
     if !stale.is_empty() {
-        bail!("generated code is stale (run `cargo xtask codegen`): {}", stale.join(", "));
+        bail!(
+            "generated code is stale (run `cargo xtask codegen`): {}",
+            stale.join(", ")
+        );
     }
     if check {
         println!("generated code is current ({} files)", files.len());

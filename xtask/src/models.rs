@@ -8,7 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Keys that carry prose or examples, not shape: dropped from the vendored models.
-const DROPPED_KEYS: &[&str] = &["documentation", "documentationUrl", "examples", "deprecatedMessage"];
+const DROPPED_KEYS: &[&str] = &[
+    "documentation",
+    "documentationUrl",
+    "examples",
+    "deprecatedMessage",
+];
 
 fn botocore_data_dir() -> Result<PathBuf> {
     let out = Command::new("python3")
@@ -50,8 +55,10 @@ fn read_model(dir: &Path) -> Result<Value> {
     if plain.exists() {
         text = std::fs::read_to_string(&plain)?;
     } else {
-        flate2::read::GzDecoder::new(std::fs::File::open(&gz).with_context(|| gz.display().to_string())?)
-            .read_to_string(&mut text)?;
+        flate2::read::GzDecoder::new(
+            std::fs::File::open(&gz).with_context(|| gz.display().to_string())?,
+        )
+        .read_to_string(&mut text)?;
     }
     Ok(serde_json::from_str(&text)?)
 }
@@ -78,6 +85,9 @@ pub fn import(root: &Path, data_dir: Option<PathBuf>) -> Result<()> {
         std::fs::write(&path, text)?;
         println!("wrote {}", path.display());
     }
-    std::fs::write(out_dir.join("VERSION"), format!("botocore {BOTOCORE_VERSION}\n"))?;
+    std::fs::write(
+        out_dir.join("VERSION"),
+        format!("botocore {BOTOCORE_VERSION}\n"),
+    )?;
     Ok(())
 }

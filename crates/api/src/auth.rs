@@ -10,14 +10,22 @@ impl AuthError {
     /// The AWS error a JSON API answers for this failure.
     pub fn to_api_error(&self) -> ApiError {
         match self {
-            AuthError::Missing => ApiError::new("MissingAuthenticationTokenException", 403, "Missing Authentication Token"),
-            AuthError::Incomplete(m) => ApiError::new("IncompleteSignatureException", 403, m.clone()),
+            AuthError::Missing => ApiError::new(
+                "MissingAuthenticationTokenException",
+                403,
+                "Missing Authentication Token",
+            ),
+            AuthError::Incomplete(m) => {
+                ApiError::new("IncompleteSignatureException", 403, m.clone())
+            }
             AuthError::UnknownKey => ApiError::new(
                 "UnrecognizedClientException",
                 403,
                 "The security token included in the request is invalid.",
             ),
-            AuthError::BadSignature(m) => ApiError::new("InvalidSignatureException", 403, m.clone()),
+            AuthError::BadSignature(m) => {
+                ApiError::new("InvalidSignatureException", 403, m.clone())
+            }
         }
     }
 }
@@ -32,23 +40,36 @@ pub struct SignedRequest<'a> {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Verifies a SigV4-signed request for `service`; returns the caller.
-pub async fn authenticate(state: &AppState, req: &SignedRequest<'_>, service: &str) -> Result<Principal, ApiError> {
+pub async fn authenticate(
+    state: &AppState,
+    req: &SignedRequest<'_>,
+    service: &str,
+) -> Result<Principal, ApiError> {
     let header = req
         .headers
         .get("authorization")
         .ok_or(AuthError::Missing)
-        .and_then(|h| h.to_str().map_err(|_| AuthError::Incomplete("Authorization header is not ASCII".into())))
+        .and_then(|h| {
+            h.to_str()
+                .map_err(|_| AuthError::Incomplete("Authorization header is not ASCII".into()))
+        })
         .map_err(|e| e.to_api_error())?;
     let auth = sigv4::parse_authorization(header).map_err(|e| e.to_api_error())?;
     let amz_date = req
         .headers
         .get("x-amz-date")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| AuthError::Incomplete("Authorization requires the X-Amz-Date header.".into()).to_api_error())?;
+        .ok_or_else(|| {
+            AuthError::Incomplete("Authorization requires the X-Amz-Date header.".into())
+                .to_api_error()
+        })?;
     if !auth.signed_headers.iter().any(|h| h == "host") {
         return Err(AuthError::Incomplete("The host header must be signed.".into()).to_api_error());
     }
@@ -67,15 +88,25 @@ pub async fn authenticate(state: &AppState, req: &SignedRequest<'_>, service: &s
         return Err(fail("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP.".into()));
     }
     if auth.region != state.region {
-        return Err(fail(format!("Credential should be scoped to a valid region, not '{}'.", auth.region)));
+        return Err(fail(format!(
+            "Credential should be scoped to a valid region, not '{}'.",
+            auth.region
+        )));
     }
     if auth.service != service {
-        return Err(fail(format!("Credential should be scoped to correct service: '{service}'.")));
+        return Err(fail(format!(
+            "Credential should be scoped to correct service: '{service}'."
+        )));
     }
     let headers: Vec<(String, String)> = req
         .headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let payload_hash = req
         .headers
@@ -98,20 +129,33 @@ pub async fn authenticate(state: &AppState, req: &SignedRequest<'_>, service: &s
             "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.".into(),
         ));
     }
-    Ok(Principal { arn: owner.arn, access_key_id: auth.access_key_id, user_name: owner.user_name })
+    Ok(Principal {
+        arn: owner.arn,
+        access_key_id: auth.access_key_id,
+        user_name: owner.user_name,
+    })
 }
 
 /// Whether the principal may perform `action` on all `resources`; AWS's AccessDenied if not.
-pub async fn authorize(state: &AppState, principal: &Principal, action: &str, resources: &[String]) -> Result<(), ApiError> {
-    let decision = state.iam.authorize(principal.user_name.as_deref(), action, resources).await.map_err(|e| {
-        tracing::error!(error = %e, "evaluating policies");
-        ApiError::internal()
-    })?;
+pub async fn authorize(
+    state: &AppState,
+    principal: &Principal,
+    action: &str,
+    resources: &[String],
+) -> Result<(), ApiError> {
+    let decision = state
+        .iam
+        .authorize(principal.user_name.as_deref(), action, resources)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "evaluating policies");
+            ApiError::internal()
+        })?;
     match decision {
         Decision::Allow => Ok(()),
         d => {
             let why = if d == Decision::ExplicitDeny {
-                format!("with an explicit deny in an identity-based policy")
+                "with an explicit deny in an identity-based policy".to_owned()
             } else {
                 format!("because no identity-based policy allows the {action} action")
             };

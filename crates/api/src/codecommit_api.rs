@@ -1,6 +1,6 @@
 //! CodeCommit's JSON API: maps the generated request/response shapes onto the domain crate.
 
-use slipway_codecommit::files::{CommitRequest, FileMode, PutFile};
+use slipway_codecommit::files::{CommitRequest, DiffQuery, FileMode, PutFile};
 use slipway_codecommit::{self as cc, Caller, CodeCommit, Repository, SortBy};
 use slipway_model::codecommit::*;
 use slipway_model::{ApiError, Blob, Context, Empty};
@@ -27,7 +27,14 @@ fn req<T: Default>(v: Option<T>) -> T {
 }
 
 fn caller(ctx: &Context) -> Caller {
-    Caller { arn: ctx.principal.arn.clone(), name: ctx.principal.user_name.clone().unwrap_or_else(|| "root".into()) }
+    Caller {
+        arn: ctx.principal.arn.clone(),
+        name: ctx
+            .principal
+            .user_name
+            .clone()
+            .unwrap_or_else(|| "root".into()),
+    }
 }
 
 fn metadata(ctx: &Context, r: &Repository) -> RepositoryMetadata {
@@ -47,7 +54,11 @@ fn metadata(ctx: &Context, r: &Repository) -> RepositoryMetadata {
 }
 
 fn commit_shape(c: cc::files::Commit) -> Commit {
-    let user = |p: cc::files::Person| UserInfo { name: Some(p.name), email: Some(p.email), date: Some(p.date) };
+    let user = |p: cc::files::Person| UserInfo {
+        name: Some(p.name),
+        email: Some(p.email),
+        date: Some(p.date),
+    };
     Commit {
         commit_id: Some(c.commit_id),
         tree_id: Some(c.tree_id),
@@ -66,7 +77,11 @@ fn file_mode(mode: Option<String>) -> Option<FileMode> {
 fn changes(list: Vec<cc::files::Change>) -> Option<Vec<FileMetadata>> {
     Some(
         list.into_iter()
-            .map(|c| FileMetadata { absolute_path: Some(c.path), blob_id: Some(c.blob_id), file_mode: Some(c.mode.aws().into()) })
+            .map(|c| FileMetadata {
+                absolute_path: Some(c.path),
+                blob_id: Some(c.blob_id),
+                file_mode: Some(c.mode.aws().into()),
+            })
             .collect(),
     )
 }
@@ -78,7 +93,11 @@ impl CodeCommitService {
 }
 
 impl CodeCommitApi for CodeCommitService {
-    async fn create_repository(&self, ctx: &Context, input: CreateRepositoryInput) -> Result<CreateRepositoryOutput, ApiError> {
+    async fn create_repository(
+        &self,
+        ctx: &Context,
+        input: CreateRepositoryInput,
+    ) -> Result<CreateRepositoryOutput, ApiError> {
         let r = self
             .cc
             .create_repository(
@@ -89,18 +108,34 @@ impl CodeCommitApi for CodeCommitService {
             )
             .await
             .map_err(api_error)?;
-        Ok(CreateRepositoryOutput { repository_metadata: Some(metadata(ctx, &r)) })
+        Ok(CreateRepositoryOutput {
+            repository_metadata: Some(metadata(ctx, &r)),
+        })
     }
 
-    async fn get_repository(&self, ctx: &Context, input: GetRepositoryInput) -> Result<GetRepositoryOutput, ApiError> {
+    async fn get_repository(
+        &self,
+        ctx: &Context,
+        input: GetRepositoryInput,
+    ) -> Result<GetRepositoryOutput, ApiError> {
         let r = self.repo(&req(input.repository_name)).await?;
-        Ok(GetRepositoryOutput { repository_metadata: Some(metadata(ctx, &r)) })
+        Ok(GetRepositoryOutput {
+            repository_metadata: Some(metadata(ctx, &r)),
+        })
     }
 
-    async fn batch_get_repositories(&self, ctx: &Context, input: BatchGetRepositoriesInput) -> Result<BatchGetRepositoriesOutput, ApiError> {
+    async fn batch_get_repositories(
+        &self,
+        ctx: &Context,
+        input: BatchGetRepositoriesInput,
+    ) -> Result<BatchGetRepositoriesOutput, ApiError> {
         let names = req(input.repository_names);
         if names.is_empty() {
-            return Err(ApiError::new("RepositoryNamesRequiredException", 400, "At least one repository name is required."));
+            return Err(ApiError::new(
+                "RepositoryNamesRequiredException",
+                400,
+                "At least one repository name is required.",
+            ));
         }
         if names.len() > 100 {
             return Err(ApiError::new(
@@ -124,92 +159,190 @@ impl CodeCommitApi for CodeCommitService {
                 }
             }
         }
-        Ok(BatchGetRepositoriesOutput { repositories: Some(found), repositories_not_found: Some(missing), errors: Some(errors) })
+        Ok(BatchGetRepositoriesOutput {
+            repositories: Some(found),
+            repositories_not_found: Some(missing),
+            errors: Some(errors),
+        })
     }
 
-    async fn list_repositories(&self, _ctx: &Context, input: ListRepositoriesInput) -> Result<ListRepositoriesOutput, ApiError> {
+    async fn list_repositories(
+        &self,
+        _ctx: &Context,
+        input: ListRepositoriesInput,
+    ) -> Result<ListRepositoriesOutput, ApiError> {
         let sort = match input.sort_by.as_deref() {
             Some("lastModifiedDate") => SortBy::LastModified,
             _ => SortBy::Name,
         };
         let ascending = input.order.as_deref() != Some("descending");
-        let page = self.cc.list_repositories(sort, ascending, input.next_token.as_deref()).await.map_err(api_error)?;
+        let page = self
+            .cc
+            .list_repositories(sort, ascending, input.next_token.as_deref())
+            .await
+            .map_err(api_error)?;
         Ok(ListRepositoriesOutput {
             repositories: Some(
                 page.items
                     .into_iter()
-                    .map(|(name, id)| RepositoryNameIdPair { repository_name: Some(name), repository_id: Some(id) })
+                    .map(|(name, id)| RepositoryNameIdPair {
+                        repository_name: Some(name),
+                        repository_id: Some(id),
+                    })
                     .collect(),
             ),
             next_token: page.next_token,
         })
     }
 
-    async fn delete_repository(&self, _ctx: &Context, input: DeleteRepositoryInput) -> Result<DeleteRepositoryOutput, ApiError> {
+    async fn delete_repository(
+        &self,
+        _ctx: &Context,
+        input: DeleteRepositoryInput,
+    ) -> Result<DeleteRepositoryOutput, ApiError> {
         let name = req(input.repository_name);
         let id = self.cc.delete_repository(&name).await.map_err(api_error)?;
         Ok(DeleteRepositoryOutput { repository_id: id })
     }
 
-    async fn update_repository_name(&self, _ctx: &Context, input: UpdateRepositoryNameInput) -> Result<Empty, ApiError> {
-        self.cc.update_repository_name(&req(input.old_name), &req(input.new_name)).await.map_err(api_error)?;
-        Ok(Empty {})
-    }
-
-    async fn update_repository_description(&self, _ctx: &Context, input: UpdateRepositoryDescriptionInput) -> Result<Empty, ApiError> {
+    async fn update_repository_name(
+        &self,
+        _ctx: &Context,
+        input: UpdateRepositoryNameInput,
+    ) -> Result<Empty, ApiError> {
         self.cc
-            .update_repository_description(&req(input.repository_name), input.repository_description.as_deref())
+            .update_repository_name(&req(input.old_name), &req(input.new_name))
             .await
             .map_err(api_error)?;
         Ok(Empty {})
     }
 
-    async fn create_branch(&self, ctx: &Context, input: CreateBranchInput) -> Result<Empty, ApiError> {
+    async fn update_repository_description(
+        &self,
+        _ctx: &Context,
+        input: UpdateRepositoryDescriptionInput,
+    ) -> Result<Empty, ApiError> {
+        self.cc
+            .update_repository_description(
+                &req(input.repository_name),
+                input.repository_description.as_deref(),
+            )
+            .await
+            .map_err(api_error)?;
+        Ok(Empty {})
+    }
+
+    async fn create_branch(
+        &self,
+        ctx: &Context,
+        input: CreateBranchInput,
+    ) -> Result<Empty, ApiError> {
         let r = self.repo(&req(input.repository_name)).await?;
         self.cc
-            .create_branch(&r, &req(input.branch_name), &req(input.commit_id), &ctx.principal.arn)
+            .create_branch(
+                &r,
+                &req(input.branch_name),
+                &req(input.commit_id),
+                &ctx.principal.arn,
+            )
             .await
             .map_err(api_error)?;
         Ok(Empty {})
     }
 
-    async fn get_branch(&self, _ctx: &Context, input: GetBranchInput) -> Result<GetBranchOutput, ApiError> {
+    async fn get_branch(
+        &self,
+        _ctx: &Context,
+        input: GetBranchInput,
+    ) -> Result<GetBranchOutput, ApiError> {
         let r = self.repo(&req(input.repository_name)).await?;
         let branch = req(input.branch_name);
         let commit = self.cc.get_branch(&r, &branch).await.map_err(api_error)?;
-        Ok(GetBranchOutput { branch: Some(BranchInfo { branch_name: Some(branch), commit_id: Some(commit) }) })
-    }
-
-    async fn list_branches(&self, _ctx: &Context, input: ListBranchesInput) -> Result<ListBranchesOutput, ApiError> {
-        let r = self.repo(&req(input.repository_name)).await?;
-        let page = self.cc.list_branches(&r, input.next_token.as_deref()).await.map_err(api_error)?;
-        Ok(ListBranchesOutput { branches: Some(page.items), next_token: page.next_token })
-    }
-
-    async fn delete_branch(&self, ctx: &Context, input: DeleteBranchInput) -> Result<DeleteBranchOutput, ApiError> {
-        let r = self.repo(&req(input.repository_name)).await?;
-        let branch = req(input.branch_name);
-        let tip = self.cc.delete_branch(&r, &branch, &ctx.principal.arn).await.map_err(api_error)?;
-        Ok(DeleteBranchOutput {
-            deleted_branch: tip.map(|c| BranchInfo { branch_name: Some(branch), commit_id: Some(c) }),
+        Ok(GetBranchOutput {
+            branch: Some(BranchInfo {
+                branch_name: Some(branch),
+                commit_id: Some(commit),
+            }),
         })
     }
 
-    async fn update_default_branch(&self, _ctx: &Context, input: UpdateDefaultBranchInput) -> Result<Empty, ApiError> {
+    async fn list_branches(
+        &self,
+        _ctx: &Context,
+        input: ListBranchesInput,
+    ) -> Result<ListBranchesOutput, ApiError> {
         let r = self.repo(&req(input.repository_name)).await?;
-        self.cc.update_default_branch(&r, &req(input.default_branch_name)).await.map_err(api_error)?;
+        let page = self
+            .cc
+            .list_branches(&r, input.next_token.as_deref())
+            .await
+            .map_err(api_error)?;
+        Ok(ListBranchesOutput {
+            branches: Some(page.items),
+            next_token: page.next_token,
+        })
+    }
+
+    async fn delete_branch(
+        &self,
+        ctx: &Context,
+        input: DeleteBranchInput,
+    ) -> Result<DeleteBranchOutput, ApiError> {
+        let r = self.repo(&req(input.repository_name)).await?;
+        let branch = req(input.branch_name);
+        let tip = self
+            .cc
+            .delete_branch(&r, &branch, &ctx.principal.arn)
+            .await
+            .map_err(api_error)?;
+        Ok(DeleteBranchOutput {
+            deleted_branch: tip.map(|c| BranchInfo {
+                branch_name: Some(branch),
+                commit_id: Some(c),
+            }),
+        })
+    }
+
+    async fn update_default_branch(
+        &self,
+        _ctx: &Context,
+        input: UpdateDefaultBranchInput,
+    ) -> Result<Empty, ApiError> {
+        let r = self.repo(&req(input.repository_name)).await?;
+        self.cc
+            .update_default_branch(&r, &req(input.default_branch_name))
+            .await
+            .map_err(api_error)?;
         Ok(Empty {})
     }
 
-    async fn get_blob(&self, _ctx: &Context, input: GetBlobInput) -> Result<GetBlobOutput, ApiError> {
+    async fn get_blob(
+        &self,
+        _ctx: &Context,
+        input: GetBlobInput,
+    ) -> Result<GetBlobOutput, ApiError> {
         let r = self.repo(&req(input.repository_name)).await?;
-        let content = self.cc.get_blob(&r, &req(input.blob_id)).await.map_err(api_error)?;
-        Ok(GetBlobOutput { content: Some(Blob(content)) })
+        let content = self
+            .cc
+            .get_blob(&r, &req(input.blob_id))
+            .await
+            .map_err(api_error)?;
+        Ok(GetBlobOutput {
+            content: Some(Blob(content)),
+        })
     }
 
-    async fn get_file(&self, _ctx: &Context, input: GetFileInput) -> Result<GetFileOutput, ApiError> {
+    async fn get_file(
+        &self,
+        _ctx: &Context,
+        input: GetFileInput,
+    ) -> Result<GetFileOutput, ApiError> {
         let r = self.repo(&req(input.repository_name)).await?;
-        let f = self.cc.get_file(&r, input.commit_specifier.as_deref(), &req(input.file_path)).await.map_err(api_error)?;
+        let f = self
+            .cc
+            .get_file(&r, input.commit_specifier.as_deref(), &req(input.file_path))
+            .await
+            .map_err(api_error)?;
         Ok(GetFileOutput {
             commit_id: Some(f.commit_id),
             blob_id: Some(f.blob_id),
@@ -220,9 +353,21 @@ impl CodeCommitApi for CodeCommitService {
         })
     }
 
-    async fn get_folder(&self, _ctx: &Context, input: GetFolderInput) -> Result<GetFolderOutput, ApiError> {
+    async fn get_folder(
+        &self,
+        _ctx: &Context,
+        input: GetFolderInput,
+    ) -> Result<GetFolderOutput, ApiError> {
         let r = self.repo(&req(input.repository_name)).await?;
-        let f = self.cc.get_folder(&r, input.commit_specifier.as_deref(), &req(input.folder_path)).await.map_err(api_error)?;
+        let f = self
+            .cc
+            .get_folder(
+                &r,
+                input.commit_specifier.as_deref(),
+                &req(input.folder_path),
+            )
+            .await
+            .map_err(api_error)?;
         let mode = |m: Option<FileMode>| m.map(|m| m.aws().to_owned());
         Ok(GetFolderOutput {
             commit_id: Some(f.commit_id),
@@ -231,7 +376,11 @@ impl CodeCommitApi for CodeCommitService {
             sub_folders: Some(
                 f.sub_folders
                     .into_iter()
-                    .map(|e| Folder { tree_id: Some(e.id), absolute_path: Some(e.absolute_path), relative_path: Some(e.relative_path) })
+                    .map(|e| Folder {
+                        tree_id: Some(e.id),
+                        absolute_path: Some(e.absolute_path),
+                        relative_path: Some(e.relative_path),
+                    })
                     .collect(),
             ),
             files: Some(
@@ -259,13 +408,21 @@ impl CodeCommitApi for CodeCommitService {
             sub_modules: Some(
                 f.sub_modules
                     .into_iter()
-                    .map(|e| SubModule { commit_id: Some(e.id), absolute_path: Some(e.absolute_path), relative_path: Some(e.relative_path) })
+                    .map(|e| SubModule {
+                        commit_id: Some(e.id),
+                        absolute_path: Some(e.absolute_path),
+                        relative_path: Some(e.relative_path),
+                    })
                     .collect(),
             ),
         })
     }
 
-    async fn put_file(&self, ctx: &Context, input: PutFileInput) -> Result<PutFileOutput, ApiError> {
+    async fn put_file(
+        &self,
+        ctx: &Context,
+        input: PutFileInput,
+    ) -> Result<PutFileOutput, ApiError> {
         let r = self.repo(&req(input.repository_name)).await?;
         let content = req(input.file_content).0;
         if content.is_empty() {
@@ -278,15 +435,37 @@ impl CodeCommitApi for CodeCommitService {
             author_name: input.name,
             email: input.email,
             message: input.commit_message,
-            put: vec![PutFile { path: path.clone(), mode: file_mode(input.file_mode), content: Some(content), source: None }],
+            put: vec![PutFile {
+                path: path.clone(),
+                mode: file_mode(input.file_mode),
+                content: Some(content),
+                source: None,
+            }],
             ..Default::default()
         };
-        let res = self.cc.create_commit(&r, &request, &caller(ctx), "SameFileContentException").await.map_err(api_error)?;
-        let blob = res.added.iter().chain(res.updated.iter()).next().map(|c| c.blob_id.clone());
-        Ok(PutFileOutput { commit_id: Some(res.commit_id), blob_id: blob, tree_id: Some(res.tree_id) })
+        let res = self
+            .cc
+            .create_commit(&r, &request, &caller(ctx), "SameFileContentException")
+            .await
+            .map_err(api_error)?;
+        let blob = res
+            .added
+            .iter()
+            .chain(res.updated.iter())
+            .next()
+            .map(|c| c.blob_id.clone());
+        Ok(PutFileOutput {
+            commit_id: Some(res.commit_id),
+            blob_id: blob,
+            tree_id: Some(res.tree_id),
+        })
     }
 
-    async fn delete_file(&self, ctx: &Context, input: DeleteFileInput) -> Result<DeleteFileOutput, ApiError> {
+    async fn delete_file(
+        &self,
+        ctx: &Context,
+        input: DeleteFileInput,
+    ) -> Result<DeleteFileOutput, ApiError> {
         let r = self.repo(&req(input.repository_name)).await?;
         let path = req(input.file_path);
         let request = CommitRequest {
@@ -299,7 +478,11 @@ impl CodeCommitApi for CodeCommitService {
             delete: vec![path.clone()],
             ..Default::default()
         };
-        let res = self.cc.create_commit(&r, &request, &caller(ctx), "NoChangeException").await.map_err(api_error)?;
+        let res = self
+            .cc
+            .create_commit(&r, &request, &caller(ctx), "NoChangeException")
+            .await
+            .map_err(api_error)?;
         let deleted = res.deleted.first();
         Ok(DeleteFileOutput {
             commit_id: Some(res.commit_id.clone()),
@@ -309,7 +492,11 @@ impl CodeCommitApi for CodeCommitService {
         })
     }
 
-    async fn create_commit(&self, ctx: &Context, input: CreateCommitInput) -> Result<CreateCommitOutput, ApiError> {
+    async fn create_commit(
+        &self,
+        ctx: &Context,
+        input: CreateCommitInput,
+    ) -> Result<CreateCommitOutput, ApiError> {
         let r = self.repo(&req(input.repository_name)).await?;
         let request = CommitRequest {
             branch: req(input.branch_name),
@@ -326,10 +513,17 @@ impl CodeCommitApi for CodeCommitService {
                     path: req(p.file_path),
                     mode: file_mode(p.file_mode),
                     content: p.file_content.map(|b| b.0),
-                    source: p.source_file.map(|s| (req(s.file_path), s.is_move.unwrap_or(false))),
+                    source: p
+                        .source_file
+                        .map(|s| (req(s.file_path), s.is_move.unwrap_or(false))),
                 })
                 .collect(),
-            delete: input.delete_files.unwrap_or_default().into_iter().map(|d| req(d.file_path)).collect(),
+            delete: input
+                .delete_files
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| req(d.file_path))
+                .collect(),
             set_modes: input
                 .set_file_modes
                 .unwrap_or_default()
@@ -337,7 +531,11 @@ impl CodeCommitApi for CodeCommitService {
                 .filter_map(|s| Some((req(s.file_path), file_mode(s.file_mode)?)))
                 .collect(),
         };
-        let res = self.cc.create_commit(&r, &request, &caller(ctx), "NoChangeException").await.map_err(api_error)?;
+        let res = self
+            .cc
+            .create_commit(&r, &request, &caller(ctx), "NoChangeException")
+            .await
+            .map_err(api_error)?;
         Ok(CreateCommitOutput {
             commit_id: Some(res.commit_id),
             tree_id: Some(res.tree_id),
@@ -347,13 +545,27 @@ impl CodeCommitApi for CodeCommitService {
         })
     }
 
-    async fn get_commit(&self, _ctx: &Context, input: GetCommitInput) -> Result<GetCommitOutput, ApiError> {
+    async fn get_commit(
+        &self,
+        _ctx: &Context,
+        input: GetCommitInput,
+    ) -> Result<GetCommitOutput, ApiError> {
         let r = self.repo(&req(input.repository_name)).await?;
-        let c = self.cc.get_commit(&r, &req(input.commit_id)).await.map_err(api_error)?;
-        Ok(GetCommitOutput { commit: Some(commit_shape(c)) })
+        let c = self
+            .cc
+            .get_commit(&r, &req(input.commit_id))
+            .await
+            .map_err(api_error)?;
+        Ok(GetCommitOutput {
+            commit: Some(commit_shape(c)),
+        })
     }
 
-    async fn batch_get_commits(&self, _ctx: &Context, input: BatchGetCommitsInput) -> Result<BatchGetCommitsOutput, ApiError> {
+    async fn batch_get_commits(
+        &self,
+        _ctx: &Context,
+        input: BatchGetCommitsInput,
+    ) -> Result<BatchGetCommitsOutput, ApiError> {
         let r = self.repo(&req(input.repository_name)).await?;
         let (mut commits, mut errors) = (vec![], vec![]);
         for id in req(input.commit_ids) {
@@ -367,15 +579,32 @@ impl CodeCommitApi for CodeCommitService {
                 Err(e) => return Err(api_error(e)),
             }
         }
-        Ok(BatchGetCommitsOutput { commits: Some(commits), errors: Some(errors) })
+        Ok(BatchGetCommitsOutput {
+            commits: Some(commits),
+            errors: Some(errors),
+        })
     }
 
-    async fn list_file_commit_history(&self, _ctx: &Context, input: ListFileCommitHistoryRequest) -> Result<ListFileCommitHistoryResponse, ApiError> {
+    async fn list_file_commit_history(
+        &self,
+        _ctx: &Context,
+        input: ListFileCommitHistoryRequest,
+    ) -> Result<ListFileCommitHistoryResponse, ApiError> {
         let r = self.repo(&req(input.repository_name)).await?;
         let path = req(input.file_path);
-        let history = self.cc.file_history(&r, input.commit_specifier.as_deref(), &path).await.map_err(api_error)?;
+        let history = self
+            .cc
+            .file_history(&r, input.commit_specifier.as_deref(), &path)
+            .await
+            .map_err(api_error)?;
         let max = input.max_results.filter(|m| *m > 0).unwrap_or(100) as usize;
-        let page = cc::paginate(history, input.next_token.as_deref(), max, "InvalidContinuationTokenException").map_err(api_error)?;
+        let page = cc::paginate(
+            history,
+            input.next_token.as_deref(),
+            max,
+            "InvalidContinuationTokenException",
+        )
+        .map_err(api_error)?;
         let mut dag = Vec::new();
         for id in page.items {
             let c = self.cc.get_commit(&r, &id).await.map_err(api_error)?;
@@ -389,51 +618,100 @@ impl CodeCommitApi for CodeCommitService {
                 revision_children: Some(parents),
             });
         }
-        Ok(ListFileCommitHistoryResponse { revision_dag: Some(dag), next_token: page.next_token })
+        Ok(ListFileCommitHistoryResponse {
+            revision_dag: Some(dag),
+            next_token: page.next_token,
+        })
     }
 
-    async fn get_differences(&self, _ctx: &Context, input: GetDifferencesInput) -> Result<GetDifferencesOutput, ApiError> {
+    async fn get_differences(
+        &self,
+        _ctx: &Context,
+        input: GetDifferencesInput,
+    ) -> Result<GetDifferencesOutput, ApiError> {
         let r = self.repo(&req(input.repository_name)).await?;
         let max = input.max_results.filter(|m| *m > 0).unwrap_or(100) as usize;
         let page = self
             .cc
             .get_differences(
                 &r,
-                input.before_commit_specifier.as_deref(),
-                &req(input.after_commit_specifier),
-                input.before_path.as_deref(),
-                input.after_path.as_deref(),
-                max,
-                input.next_token.as_deref(),
+                &DiffQuery {
+                    before: input.before_commit_specifier.as_deref(),
+                    after: &req(input.after_commit_specifier),
+                    before_path: input.before_path.as_deref(),
+                    after_path: input.after_path.as_deref(),
+                    max,
+                    token: input.next_token.as_deref(),
+                },
             )
             .await
             .map_err(api_error)?;
-        let blob = |b: Option<cc::files::BlobMeta>| b.map(|b| BlobMetadata { blob_id: Some(b.blob_id), path: Some(b.path), mode: Some(b.mode) });
+        let blob = |b: Option<cc::files::BlobMeta>| {
+            b.map(|b| BlobMetadata {
+                blob_id: Some(b.blob_id),
+                path: Some(b.path),
+                mode: Some(b.mode),
+            })
+        };
         Ok(GetDifferencesOutput {
             differences: Some(
                 page.items
                     .into_iter()
-                    .map(|d| Difference { before_blob: blob(d.before), after_blob: blob(d.after), change_type: Some(d.change_type.to_string()) })
+                    .map(|d| Difference {
+                        before_blob: blob(d.before),
+                        after_blob: blob(d.after),
+                        change_type: Some(d.change_type.to_string()),
+                    })
                     .collect(),
             ),
             next_token: page.next_token,
         })
     }
 
-    async fn tag_resource(&self, _ctx: &Context, input: TagResourceInput) -> Result<Empty, ApiError> {
-        let r = self.cc.repository_for_arn(&req(input.resource_arn)).await.map_err(api_error)?;
+    async fn tag_resource(
+        &self,
+        _ctx: &Context,
+        input: TagResourceInput,
+    ) -> Result<Empty, ApiError> {
+        let r = self
+            .cc
+            .repository_for_arn(&req(input.resource_arn))
+            .await
+            .map_err(api_error)?;
         self.cc.tag(&r, &req(input.tags)).await.map_err(api_error)?;
         Ok(Empty {})
     }
 
-    async fn untag_resource(&self, _ctx: &Context, input: UntagResourceInput) -> Result<Empty, ApiError> {
-        let r = self.cc.repository_for_arn(&req(input.resource_arn)).await.map_err(api_error)?;
-        self.cc.untag(&r, &req(input.tag_keys)).await.map_err(api_error)?;
+    async fn untag_resource(
+        &self,
+        _ctx: &Context,
+        input: UntagResourceInput,
+    ) -> Result<Empty, ApiError> {
+        let r = self
+            .cc
+            .repository_for_arn(&req(input.resource_arn))
+            .await
+            .map_err(api_error)?;
+        self.cc
+            .untag(&r, &req(input.tag_keys))
+            .await
+            .map_err(api_error)?;
         Ok(Empty {})
     }
 
-    async fn list_tags_for_resource(&self, _ctx: &Context, input: ListTagsForResourceInput) -> Result<ListTagsForResourceOutput, ApiError> {
-        let r = self.cc.repository_for_arn(&req(input.resource_arn)).await.map_err(api_error)?;
-        Ok(ListTagsForResourceOutput { tags: Some(self.cc.tags(&r).await.map_err(api_error)?), next_token: None })
+    async fn list_tags_for_resource(
+        &self,
+        _ctx: &Context,
+        input: ListTagsForResourceInput,
+    ) -> Result<ListTagsForResourceOutput, ApiError> {
+        let r = self
+            .cc
+            .repository_for_arn(&req(input.resource_arn))
+            .await
+            .map_err(api_error)?;
+        Ok(ListTagsForResourceOutput {
+            tags: Some(self.cc.tags(&r).await.map_err(api_error)?),
+            next_token: None,
+        })
     }
 }

@@ -42,21 +42,36 @@ impl GitService {
 }
 
 fn plain(status: StatusCode, message: &str) -> Response {
-    (status, [("content-type", "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
+    (
+        status,
+        [("content-type", "text/plain; charset=utf-8")],
+        format!("{message}\n"),
+    )
+        .into_response()
 }
 
 fn unauthorized(message: &str) -> Response {
     let mut r = plain(StatusCode::UNAUTHORIZED, message);
-    r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Basic realm=\"Slipway CodeCommit\""));
+    r.headers_mut().insert(
+        "www-authenticate",
+        HeaderValue::from_static("Basic realm=\"Slipway CodeCommit\""),
+    );
     r
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Who the Basic credentials belong to, or the response that refuses them.
-async fn authenticate(state: &AppState, headers: &HeaderMap, repo_path: &str) -> Result<Principal, Response> {
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    repo_path: &str,
+) -> Result<Principal, Response> {
     let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
         return Err(unauthorized("Authentication required"));
     };
@@ -65,7 +80,9 @@ async fn authenticate(state: &AppState, headers: &HeaderMap, repo_path: &str) ->
         .and_then(|b| base64_decode(b.trim()))
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| unauthorized("Malformed Basic credentials"))?;
-    let (user, password) = decoded.split_once(':').ok_or_else(|| unauthorized("Malformed Basic credentials"))?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| unauthorized("Malformed Basic credentials"))?;
     let internal = |e: slipway_iam::IamError| {
         tracing::error!(error = %e, "git authentication");
         plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
@@ -75,10 +92,27 @@ async fn authenticate(state: &AppState, headers: &HeaderMap, repo_path: &str) ->
     let looks_signed = password.len() == 80 && password.as_bytes()[15] == b'Z';
     if looks_signed {
         if let Some(owner) = state.iam.key_owner(access_key_id).await.map_err(internal)? {
-            let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
-            let hostname = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
-            return match sigv4::verify_git_password(&owner.secret, password, repo_path, hostname, &state.region, now()) {
-                Ok(()) => Ok(Principal { arn: owner.arn, access_key_id: access_key_id.to_owned(), user_name: owner.user_name }),
+            let host = headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            let hostname = host
+                .rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(host, |(h, _)| h);
+            return match sigv4::verify_git_password(
+                &owner.secret,
+                password,
+                repo_path,
+                hostname,
+                &state.region,
+                now(),
+            ) {
+                Ok(()) => Ok(Principal {
+                    arn: owner.arn,
+                    access_key_id: access_key_id.to_owned(),
+                    user_name: owner.user_name,
+                }),
                 Err(e) => {
                     tracing::info!(access_key_id, reason = ?e, "git credential-helper password rejected");
                     Err(unauthorized("Invalid credentials"))
@@ -86,7 +120,12 @@ async fn authenticate(state: &AppState, headers: &HeaderMap, repo_path: &str) ->
             };
         }
     }
-    match state.iam.verify_service_credential("codecommit.amazonaws.com", user, password).await.map_err(internal)? {
+    match state
+        .iam
+        .verify_service_credential("codecommit.amazonaws.com", user, password)
+        .await
+        .map_err(internal)?
+    {
         Some(user_name) => Ok(Principal {
             arn: state.iam.user_arn(&user_name),
             access_key_id: String::new(),
@@ -107,7 +146,12 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         ("GET", "info/refs") => match query.split('&').find_map(|p| p.strip_prefix("service=")) {
             Some("git-upload-pack") => GitService::UploadPack,
             Some("git-receive-pack") => GitService::ReceivePack,
-            _ => return plain(StatusCode::FORBIDDEN, "Only the smart HTTP protocol is supported"),
+            _ => {
+                return plain(
+                    StatusCode::FORBIDDEN,
+                    "Only the smart HTTP protocol is supported",
+                )
+            }
         },
         ("POST", "git-upload-pack") => GitService::UploadPack,
         ("POST", "git-receive-pack") => GitService::ReceivePack,
@@ -119,13 +163,32 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         Err(resp) => return resp,
     };
     let arn = state.codecommit.arn(&name);
-    if let Err(e) = authorize(&state, &principal, service.action(), std::slice::from_ref(&arn)).await {
+    if let Err(e) = authorize(
+        &state,
+        &principal,
+        service.action(),
+        std::slice::from_ref(&arn),
+    )
+    .await
+    {
         tracing::info!(caller = %principal.arn, repository = %name, action = service.action(), "git access denied");
-        return plain(if e.status == 500 { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::FORBIDDEN }, &e.message);
+        return plain(
+            if e.status == 500 {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::FORBIDDEN
+            },
+            &e.message,
+        );
     }
     let repo = match state.codecommit.find(&name).await {
         Ok(Some(r)) => r,
-        Ok(None) => return plain(StatusCode::NOT_FOUND, &format!("Repository {name} does not exist")),
+        Ok(None) => {
+            return plain(
+                StatusCode::NOT_FOUND,
+                &format!("Repository {name} does not exist"),
+            )
+        }
         Err(e) => {
             tracing::error!(error = %e, "finding repository");
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal error");
@@ -141,17 +204,31 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     }
 }
 
+/// A CGI response head: status, headers, and where the body starts.
+type CgiHead = (StatusCode, Vec<(String, String)>, usize);
+
 /// Splits CGI output into (status, headers) and the bytes after the blank line.
-fn parse_cgi_headers(buf: &[u8]) -> Option<(StatusCode, Vec<(String, String)>, usize)> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4).or_else(|| buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))?;
+fn parse_cgi_headers(buf: &[u8]) -> Option<CgiHead> {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .or_else(|| buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))?;
     let text = String::from_utf8_lossy(&buf[..end]);
     let mut status = StatusCode::OK;
     let mut headers = Vec::new();
     for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         if k.eq_ignore_ascii_case("status") {
-            status = v.split(' ').next().and_then(|c| c.parse().ok()).and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            status = v
+                .split(' ')
+                .next()
+                .and_then(|c| c.parse().ok())
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         } else {
             headers.push((k.to_owned(), v.to_owned()));
         }
@@ -171,7 +248,14 @@ async fn run_backend(
     let cc = &state.codecommit;
     let cfg = cc.config();
     let (parts, body) = req.into_parts();
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
     let ref_log = tempfile::NamedTempFile::new()?;
     let hooks = cc.hooks_dir();
     let mut cmd = Command::new(&cfg.git_bin);
@@ -184,7 +268,10 @@ async fn run_backend(
         .env("REQUEST_METHOD", parts.method.as_str())
         .env("QUERY_STRING", query)
         .env("CONTENT_TYPE", header("content-type"))
-        .env("REMOTE_USER", principal.user_name.as_deref().unwrap_or("root"))
+        .env(
+            "REMOTE_USER",
+            principal.user_name.as_deref().unwrap_or("root"),
+        )
         .env("REMOTE_ADDR", "127.0.0.1")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -197,16 +284,29 @@ async fn run_backend(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    for (h, var) in [("content-encoding", "HTTP_CONTENT_ENCODING"), ("git-protocol", "GIT_PROTOCOL"), ("content-length", "CONTENT_LENGTH")] {
+    for (h, var) in [
+        ("content-encoding", "HTTP_CONTENT_ENCODING"),
+        ("git-protocol", "GIT_PROTOCOL"),
+        ("content-length", "CONTENT_LENGTH"),
+    ] {
         let v = header(h);
         if !v.is_empty() {
             cmd.env(var, v);
         }
     }
     let mut child = cmd.spawn()?;
-    let mut stdin = child.stdin.take().ok_or_else(|| std::io::Error::other("no stdin"))?;
-    let mut stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
-    let mut stderr = child.stderr.take().ok_or_else(|| std::io::Error::other("no stderr"))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdin"))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout"))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stderr"))?;
 
     // Request body → git, chunk by chunk: a push of any size never sits whole in memory.
     tokio::spawn(async move {
@@ -239,14 +339,19 @@ async fn run_backend(
             break parsed;
         }
         if buf.len() > MAX_CGI_HEADER {
-            return Err(std::io::Error::other("git http-backend printed oversized headers"));
+            return Err(std::io::Error::other(
+                "git http-backend printed oversized headers",
+            ));
         }
         let mut chunk = [0u8; 8192];
         let n = stdout.read(&mut chunk).await?;
         if n == 0 {
             let status = child.wait().await?;
             let err = stderr_task.await.unwrap_or_default();
-            return Err(std::io::Error::other(format!("git http-backend exited {status} without a response: {}", String::from_utf8_lossy(&err))));
+            return Err(std::io::Error::other(format!(
+                "git http-backend exited {status} without a response: {}",
+                String::from_utf8_lossy(&err)
+            )));
         }
         buf.extend_from_slice(&chunk[..n]);
     };
@@ -261,18 +366,31 @@ async fn run_backend(
         // Buffer the status report until git has finished and the ref updates are recorded,
         // so a client never sees its push acknowledged before its events exist.
         let mut out = first.to_vec();
-        (&mut stdout).take(MAX_RECEIVE_PACK_RESPONSE as u64).read_to_end(&mut out).await?;
+        (&mut stdout)
+            .take(MAX_RECEIVE_PACK_RESPONSE as u64)
+            .read_to_end(&mut out)
+            .await?;
         let exit = child.wait().await?;
         let err = stderr_task.await.unwrap_or_default();
         if !exit.success() {
             tracing::warn!(repository = %repo.name, %exit, stderr = %String::from_utf8_lossy(&err), "receive-pack failed");
         }
-        let log = tokio::fs::read_to_string(ref_log.path()).await.unwrap_or_default();
+        let log = tokio::fs::read_to_string(ref_log.path())
+            .await
+            .unwrap_or_default();
         let updates = RefUpdate::parse_lines(&log);
         if !updates.is_empty() {
             // The repository row may have changed (default branch) since it was read.
-            let fresh = cc.find(&repo.name).await.ok().flatten().unwrap_or_else(|| repo.clone());
-            if let Err(e) = cc.record_ref_updates(&fresh, &updates, &principal.arn).await {
+            let fresh = cc
+                .find(&repo.name)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| repo.clone());
+            if let Err(e) = cc
+                .record_ref_updates(&fresh, &updates, &principal.arn)
+                .await
+            {
                 tracing::error!(error = %e, repository = %repo.name, "recording pushed ref updates");
                 return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal error"));
             }
@@ -283,7 +401,8 @@ async fn run_backend(
 
     // Everything else streams: the pack of a multi-GB clone flows straight from git.
     let rest = tokio_util::io::ReaderStream::new(stdout);
-    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(first) }).chain(rest);
+    let stream =
+        futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(first) }).chain(rest);
     tokio::spawn(async move {
         let status = child.wait().await;
         let err = stderr_task.await.unwrap_or_default();
@@ -292,7 +411,9 @@ async fn run_backend(
         }
         drop(ref_log);
     });
-    builder.body(Body::from_stream(stream)).map_err(std::io::Error::other)
+    builder
+        .body(Body::from_stream(stream))
+        .map_err(std::io::Error::other)
 }
 
 #[cfg(test)]

@@ -21,11 +21,17 @@ impl codedeploy::CodeDeployApi for Unbuilt {}
 fn respond(request_id: &str, result: Result<Vec<u8>, ApiError>) -> Response {
     let (status, body) = match result {
         Ok(body) => (StatusCode::OK, body),
-        Err(e) => (StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST), e.body()),
+        Err(e) => (
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            e.body(),
+        ),
     };
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-amzn-requestid", v);
     }
@@ -64,21 +70,44 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     respond(&request_id, result)
 }
 
-async fn handle_inner(state: &AppState, req: Request<Body>, request_id: &str) -> Result<Vec<u8>, ApiError> {
+async fn handle_inner(
+    state: &AppState,
+    req: Request<Body>,
+    request_id: &str,
+) -> Result<Vec<u8>, ApiError> {
     let (parts, body) = req.into_parts();
-    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let Some(target) = target else {
-        return Err(ApiError::new("UnknownOperationException", 404, format!("No route for {} {}", parts.method, parts.uri.path())));
+        return Err(ApiError::new(
+            "UnknownOperationException",
+            404,
+            format!("No route for {} {}", parts.method, parts.uri.path()),
+        ));
     };
     if parts.method != Method::POST || parts.uri.path() != "/" {
-        return Err(ApiError::new("UnknownOperationException", 404, "AWS JSON requests are POST /"));
+        return Err(ApiError::new(
+            "UnknownOperationException",
+            404,
+            "AWS JSON requests are POST /",
+        ));
     }
     let (prefix, operation) = target.split_once('.').unwrap_or((target.as_str(), ""));
-    let Some((_, signing, operations)) = slipway_model::SERVICES.iter().find(|(p, _, _)| *p == prefix) else {
+    let Some((_, signing, operations)) = slipway_model::SERVICES
+        .iter()
+        .find(|(p, _, _)| *p == prefix)
+    else {
         return Err(ApiError::unknown_operation(prefix, operation));
     };
     let body = to_bytes(body, state.max_json_body).await.map_err(|_| {
-        ApiError::new("RequestEntityTooLargeException", 413, format!("Request body exceeds {} bytes", state.max_json_body))
+        ApiError::new(
+            "RequestEntityTooLargeException",
+            413,
+            format!("Request body exceeds {} bytes", state.max_json_body),
+        )
     })?;
     let signed = SignedRequest {
         method: parts.method.as_str(),
@@ -94,10 +123,13 @@ async fn handle_inner(state: &AppState, req: Request<Body>, request_id: &str) ->
     let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::serialization(format!("Request body is not valid JSON: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::serialization(format!("Request body is not valid JSON: {e}")))?
     };
     if !input.is_object() {
-        return Err(ApiError::serialization("Request body must be a JSON object"));
+        return Err(ApiError::serialization(
+            "Request body must be a JSON object",
+        ));
     }
     let action = format!("{signing}:{operation}");
     let resources = match *signing {
@@ -114,7 +146,9 @@ async fn handle_inner(state: &AppState, req: Request<Body>, request_id: &str) ->
     };
     match *signing {
         "codecommit" => {
-            let svc = CodeCommitService { cc: state.codecommit.clone() };
+            let svc = CodeCommitService {
+                cc: state.codecommit.clone(),
+            };
             codecommit::dispatch(&svc, &ctx, operation, input).await
         }
         "codebuild" => codebuild::dispatch(&Unbuilt, &ctx, operation, input).await,

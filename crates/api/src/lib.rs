@@ -32,7 +32,15 @@ pub struct AppState {
 /// Builds the router for every protocol Slipway serves.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/-/health", get(|| async { ([("content-type", "application/json")], "{\"status\":\"ok\"}") }))
+        .route(
+            "/-/health",
+            get(|| async {
+                (
+                    [("content-type", "application/json")],
+                    "{\"status\":\"ok\"}",
+                )
+            }),
+        )
         .route("/v1/repos/{name}", any(git_http::handle))
         .route("/v1/repos/{name}/{*rest}", any(git_http::handle))
         .fallback(json::handle)
@@ -46,5 +54,7 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

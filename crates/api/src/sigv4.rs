@@ -36,15 +36,20 @@ pub struct Authorization {
 
 impl Authorization {
     pub fn scope(&self) -> String {
-        format!("{}/{}/{}/aws4_request", self.date, self.region, self.service)
+        format!(
+            "{}/{}/{}/aws4_request",
+            self.date, self.region, self.service
+        )
     }
 }
 
 /// Parses the Authorization header.
 pub fn parse_authorization(header: &str) -> Result<Authorization, AuthError> {
-    let rest = header
-        .strip_prefix("AWS4-HMAC-SHA256 ")
-        .ok_or_else(|| AuthError::Incomplete("Authorization header requires the AWS4-HMAC-SHA256 algorithm.".into()))?;
+    let rest = header.strip_prefix("AWS4-HMAC-SHA256 ").ok_or_else(|| {
+        AuthError::Incomplete(
+            "Authorization header requires the AWS4-HMAC-SHA256 algorithm.".into(),
+        )
+    })?;
     let (mut credential, mut signed, mut signature) = (None, None, None);
     for part in rest.split(',') {
         let part = part.trim();
@@ -56,7 +61,11 @@ pub fn parse_authorization(header: &str) -> Result<Authorization, AuthError> {
             signature = Some(v);
         }
     }
-    let missing = |what: &str| AuthError::Incomplete(format!("Authorization header requires '{what}' parameter. Authorization={header}"));
+    let missing = |what: &str| {
+        AuthError::Incomplete(format!(
+            "Authorization header requires '{what}' parameter. Authorization={header}"
+        ))
+    };
     let credential = credential.ok_or_else(|| missing("Credential"))?;
     let signed = signed.ok_or_else(|| missing("SignedHeaders"))?;
     let signature = signature.ok_or_else(|| missing("Signature"))?;
@@ -67,7 +76,9 @@ pub fn parse_authorization(header: &str) -> Result<Authorization, AuthError> {
         )));
     }
     if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(AuthError::Incomplete("Signature must be 64 hexadecimal characters.".into()));
+        return Err(AuthError::Incomplete(
+            "Signature must be 64 hexadecimal characters.".into(),
+        ));
     }
     Ok(Authorization {
         access_key_id: parts[0].to_owned(),
@@ -99,13 +110,21 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec
 }
 
 /// The hex signature of a canonical request.
-pub fn sign(secret: &str, amz_date: &str, scope: &Authorization, canonical_request: &str) -> String {
+pub fn sign(
+    secret: &str,
+    amz_date: &str,
+    scope: &Authorization,
+    canonical_request: &str,
+) -> String {
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{}\n{}",
         scope.scope(),
         sha256_hex(canonical_request.as_bytes())
     );
-    hex::encode(hmac(&signing_key(secret, &scope.date, &scope.region, &scope.service), string_to_sign.as_bytes()))
+    hex::encode(hmac(
+        &signing_key(secret, &scope.date, &scope.region, &scope.service),
+        string_to_sign.as_bytes(),
+    ))
 }
 
 /// RFC 3986 percent-encoding of everything but unreserved characters (and `/` if asked).
@@ -113,7 +132,9 @@ pub fn uri_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b'/' if keep_slash => out.push('/'),
             _ => {
                 let _ = write!(out, "%{b:02X}");
@@ -131,7 +152,10 @@ pub fn percent_decode(s: &str, plus: bool) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(v) => {
                         out.push(v);
                         i += 3;
@@ -155,11 +179,18 @@ pub fn canonical_query(query: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (uri_encode(&percent_decode(k, false), false), uri_encode(&percent_decode(v, false), false))
+            (
+                uri_encode(&percent_decode(k, false), false),
+                uri_encode(&percent_decode(v, false), false),
+            )
         })
         .collect();
     pairs.sort();
-    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// The canonical URI of a path as received (already percent-encoded): for every service but
@@ -191,8 +222,11 @@ pub fn canonical_request(
 ) -> String {
     let mut out = format!("{method}\n{canonical_uri}\n{}\n", canonical_query(query));
     for name in signed_headers {
-        let values: Vec<String> =
-            headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| canonical_header_value(v)).collect();
+        let values: Vec<String> = headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| canonical_header_value(v))
+            .collect();
         let _ = writeln!(out, "{name}:{}", values.join(","));
     }
     let _ = write!(out, "\n{}\n{payload_hash}", signed_headers.join(";"));
@@ -201,27 +235,41 @@ pub fn canonical_request(
 
 /// Constant-time equality of two hex signatures.
 pub fn signatures_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Parses `YYYYMMDDTHHMMSSZ` into Unix seconds.
 pub fn parse_amz_date(s: &str) -> Option<i64> {
     let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    time::PrimitiveDateTime::parse(s, &fmt).ok().map(|t| t.assume_utc().unix_timestamp())
+    time::PrimitiveDateTime::parse(s, &fmt)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
 }
 
 /// Formats Unix seconds as `YYYYMMDDTHHMMSSZ`.
 pub fn format_amz_date(secs: i64) -> String {
     let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    time::OffsetDateTime::from_unix_timestamp(secs).ok().and_then(|t| t.format(&fmt).ok()).unwrap_or_default()
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_default()
 }
 
 /// Checks that `amz_date` is within [`MAX_SKEW_SECS`] of `now`.
 pub fn check_skew(amz_date: &str, now: i64) -> Result<(), AuthError> {
-    let t = parse_amz_date(amz_date).ok_or_else(|| AuthError::Incomplete(format!("Invalid X-Amz-Date: {amz_date}")))?;
+    let t = parse_amz_date(amz_date)
+        .ok_or_else(|| AuthError::Incomplete(format!("Invalid X-Amz-Date: {amz_date}")))?;
     if (now - t).abs() > MAX_SKEW_SECS {
         let which = if t < now { "earlier" } else { "later" };
-        let bound = if t < now { now - MAX_SKEW_SECS } else { now + MAX_SKEW_SECS };
+        let bound = if t < now {
+            now - MAX_SKEW_SECS
+        } else {
+            now + MAX_SKEW_SECS
+        };
         let sign = if t < now { '-' } else { '+' };
         return Err(AuthError::BadSignature(format!(
             "Signature expired: {amz_date} is now {which} than {} ({} {sign} 15 min.)",
@@ -235,7 +283,14 @@ pub fn check_skew(amz_date: &str, now: i64) -> Result<(), AuthError> {
 /// Verifies the password the aws-cli credential helper makes for git over HTTPS:
 /// `<YYYYMMDDTHHMMSS>Z<hex signature>`, signing (with the timestamp sans `Z`) the canonical request
 /// `GIT\n<repo path>\n\nhost:<hostname>\n\nhost\n`, scoped to `codecommit` in `region`.
-pub fn verify_git_password(secret: &str, password: &str, repo_path: &str, hostname: &str, region: &str, now: i64) -> Result<(), AuthError> {
+pub fn verify_git_password(
+    secret: &str,
+    password: &str,
+    repo_path: &str,
+    hostname: &str,
+    region: &str,
+    now: i64,
+) -> Result<(), AuthError> {
     let (stamp, signature) = password
         .split_once('Z')
         .filter(|(s, sig)| s.len() == 15 && sig.len() == 64)
@@ -256,7 +311,9 @@ pub fn verify_git_password(secret: &str, password: &str, repo_path: &str, hostna
     if signatures_equal(&expected, &signature.to_ascii_lowercase()) {
         Ok(())
     } else {
-        Err(AuthError::BadSignature("The git password does not match.".into()))
+        Err(AuthError::BadSignature(
+            "The git password does not match.".into(),
+        ))
     }
 }
 
@@ -266,9 +323,21 @@ mod tests {
 
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
 
-    fn vector_request(method: &str, path: &str, query: &str, headers: &[(&str, &str)], body: &[u8]) -> (String, Authorization) {
-        let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut signed: Vec<String> = headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+    fn vector_request(
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (String, Authorization) {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut signed: Vec<String> = headers
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect();
         signed.sort();
         signed.dedup();
         let auth = Authorization {
@@ -279,15 +348,34 @@ mod tests {
             signed_headers: signed.clone(),
             signature: String::new(),
         };
-        let creq = canonical_request(method, &canonical_uri(path, true), query, &headers, &signed, &sha256_hex(body));
+        let creq = canonical_request(
+            method,
+            &canonical_uri(path, true),
+            query,
+            &headers,
+            &signed,
+            &sha256_hex(body),
+        );
         (sign(SECRET, "20150830T123600Z", &auth, &creq), auth)
     }
 
     // Vectors from AWS's published SigV4 test suite (aws-sig-v4-test-suite).
     #[test]
     fn aws_test_suite_get_vanilla() {
-        let (sig, _) = vector_request("GET", "/", "", &[("Host", "example.amazonaws.com"), ("X-Amz-Date", "20150830T123600Z")], b"");
-        assert_eq!(sig, "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31");
+        let (sig, _) = vector_request(
+            "GET",
+            "/",
+            "",
+            &[
+                ("Host", "example.amazonaws.com"),
+                ("X-Amz-Date", "20150830T123600Z"),
+            ],
+            b"",
+        );
+        assert_eq!(
+            sig,
+            "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+        );
     }
 
     #[test]
@@ -296,10 +384,16 @@ mod tests {
             "GET",
             "/",
             "Param2=value2&Param1=value1",
-            &[("Host", "example.amazonaws.com"), ("X-Amz-Date", "20150830T123600Z")],
+            &[
+                ("Host", "example.amazonaws.com"),
+                ("X-Amz-Date", "20150830T123600Z"),
+            ],
             b"",
         );
-        assert_eq!(sig, "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500");
+        assert_eq!(
+            sig,
+            "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"
+        );
     }
 
     #[test]
@@ -315,7 +409,10 @@ mod tests {
             ],
             b"Param1=value1",
         );
-        assert_eq!(sig, "ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a");
+        assert_eq!(
+            sig,
+            "ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a"
+        );
     }
 
     #[test]
@@ -325,8 +422,15 @@ mod tests {
         assert_eq!(a.access_key_id, "AKIDEXAMPLE");
         assert_eq!(a.scope(), "20150830/us-east-1/service/aws4_request");
         assert_eq!(a.signed_headers, vec!["host", "x-amz-date"]);
-        for bad in ["Basic abc", "AWS4-HMAC-SHA256 Credential=a/b/c", "AWS4-HMAC-SHA256 Credential=A/1/r/s/aws4_request, SignedHeaders=host, Signature=zz"] {
-            assert!(matches!(parse_authorization(bad), Err(AuthError::Incomplete(_))), "{bad}");
+        for bad in [
+            "Basic abc",
+            "AWS4-HMAC-SHA256 Credential=a/b/c",
+            "AWS4-HMAC-SHA256 Credential=A/1/r/s/aws4_request, SignedHeaders=host, Signature=zz",
+        ] {
+            assert!(
+                matches!(parse_authorization(bad), Err(AuthError::Incomplete(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -334,8 +438,14 @@ mod tests {
     fn skew_window() {
         let t = parse_amz_date("20150830T123600Z").unwrap();
         assert!(check_skew("20150830T123600Z", t + 899).is_ok());
-        assert!(matches!(check_skew("20150830T123600Z", t + 901), Err(AuthError::BadSignature(_))));
-        assert!(matches!(check_skew("20150830T123600Z", t - 901), Err(AuthError::BadSignature(_))));
+        assert!(matches!(
+            check_skew("20150830T123600Z", t + 901),
+            Err(AuthError::BadSignature(_))
+        ));
+        assert!(matches!(
+            check_skew("20150830T123600Z", t - 901),
+            Err(AuthError::BadSignature(_))
+        ));
         assert_eq!(format_amz_date(t), "20150830T123600Z");
     }
 

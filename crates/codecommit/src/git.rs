@@ -26,7 +26,10 @@ pub struct Git {
 
 impl Git {
     pub fn new(bin: &Path, repo: &Path) -> Git {
-        Git { bin: bin.to_path_buf(), repo: repo.to_path_buf() }
+        Git {
+            bin: bin.to_path_buf(),
+            repo: repo.to_path_buf(),
+        }
     }
 
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -44,31 +47,52 @@ impl Git {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         cmd
     }
 
     /// Runs git; returns stdout on success, `Ok(None)` when it exits 1 and `allow_fail` is set.
-    pub async fn run_env(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Result<Vec<u8>, GitError> {
+    pub async fn run_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&[u8]>,
+    ) -> Result<Vec<u8>, GitError> {
         let mut cmd = self.command(args, env);
         if stdin.is_some() {
             cmd.stdin(Stdio::piped());
         }
-        let fail = |status: i32, stderr: String| GitError { args: args.join(" "), status, stderr };
+        let fail = |status: i32, stderr: String| GitError {
+            args: args.join(" "),
+            status,
+            stderr,
+        };
         let mut child = cmd.spawn().map_err(|e| fail(-1, e.to_string()))?;
         if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().ok_or_else(|| fail(-1, "no stdin".into()))?;
+            let mut pipe = child
+                .stdin
+                .take()
+                .ok_or_else(|| fail(-1, "no stdin".into()))?;
             let data = input.to_vec();
             // Write concurrently with reading output, so large inputs and outputs cannot deadlock.
             let writer = tokio::spawn(async move {
                 let _ = pipe.write_all(&data).await;
                 drop(pipe);
             });
-            let out = child.wait_with_output().await.map_err(|e| fail(-1, e.to_string()))?;
+            let out = child
+                .wait_with_output()
+                .await
+                .map_err(|e| fail(-1, e.to_string()))?;
             let _ = writer.await;
             return finish(out, args);
         }
-        let out = child.wait_with_output().await.map_err(|e| fail(-1, e.to_string()))?;
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| fail(-1, e.to_string()))?;
         finish(out, args)
     }
 
@@ -78,12 +102,17 @@ impl Git {
 
     /// Runs git and returns trimmed stdout as text.
     pub async fn text(&self, args: &[&str]) -> Result<String, GitError> {
-        Ok(String::from_utf8_lossy(&self.run(args).await?).trim().to_owned())
+        Ok(String::from_utf8_lossy(&self.run(args).await?)
+            .trim()
+            .to_owned())
     }
 
     /// Resolves `rev` to a full object id, `None` if it does not name an object of that kind.
     pub async fn resolve(&self, rev: &str) -> Result<Option<String>, GitError> {
-        match self.run(&["rev-parse", "--verify", "--quiet", "--end-of-options", rev]).await {
+        match self
+            .run(&["rev-parse", "--verify", "--quiet", "--end-of-options", rev])
+            .await
+        {
             Ok(out) => Ok(Some(String::from_utf8_lossy(&out).trim().to_owned())),
             Err(e) if e.status == 1 => Ok(None),
             Err(e) => Err(e),
@@ -92,7 +121,14 @@ impl Git {
 
     /// Every branch and tag: (full ref name, object id the ref points at).
     pub async fn refs(&self) -> Result<Vec<(String, String)>, GitError> {
-        let out = self.text(&["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags"]).await?;
+        let out = self
+            .text(&[
+                "for-each-ref",
+                "--format=%(refname) %(objectname)",
+                "refs/heads",
+                "refs/tags",
+            ])
+            .await?;
         Ok(out
             .lines()
             .filter_map(|l| l.split_once(' '))
@@ -108,14 +144,20 @@ fn finish(out: std::process::Output, args: &[&str]) -> Result<Vec<u8>, GitError>
         Err(GitError {
             args: args.join(" "),
             status: out.status.code().unwrap_or(-1),
-            stderr: String::from_utf8_lossy(&out.stderr).chars().take(2000).collect(),
+            stderr: String::from_utf8_lossy(&out.stderr)
+                .chars()
+                .take(2000)
+                .collect(),
         })
     }
 }
 
 /// Whether `oid` looks like a full SHA-1 object id.
 pub fn is_oid(oid: &str) -> bool {
-    oid.len() == 40 && oid.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    oid.len() == 40
+        && oid
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// Git's rules for a ref name component (`git check-ref-format`), applied to a branch name.
@@ -131,6 +173,10 @@ pub fn valid_branch_name(name: &str) -> bool {
         && !name.contains("//")
         && !name.contains("@{")
         && name != "@"
-        && !name.split('/').any(|c| c.starts_with('.') || c.ends_with(".lock"))
-        && !name.chars().any(|c| c.is_control() || " ~^:?*[\\".contains(c))
+        && !name
+            .split('/')
+            .any(|c| c.starts_with('.') || c.ends_with(".lock"))
+        && !name
+            .chars()
+            .any(|c| c.is_control() || " ~^:?*[\\".contains(c))
 }

@@ -27,7 +27,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// An error with CodeCommit's exception name `code`.
 pub fn err(code: &'static str, message: impl Into<String>) -> Error {
-    Error::Api { code, message: message.into() }
+    Error::Api {
+        code,
+        message: message.into(),
+    }
 }
 
 impl From<StoreError> for Error {
@@ -117,22 +120,34 @@ pub fn decode_token(token: &str) -> Option<usize> {
 }
 
 /// Slices `items` into a page starting at `token` with at most `max` items.
-pub fn paginate<T>(items: Vec<T>, token: Option<&str>, max: usize, bad_token: &'static str) -> Result<Page<T>> {
+pub fn paginate<T>(
+    items: Vec<T>,
+    token: Option<&str>,
+    max: usize,
+    bad_token: &'static str,
+) -> Result<Page<T>> {
     let start = match token {
         None => 0,
-        Some(t) => decode_token(t).filter(|&o| o <= items.len()).ok_or_else(|| err(bad_token, "The specified continuation token is not valid."))?,
+        Some(t) => decode_token(t)
+            .filter(|&o| o <= items.len())
+            .ok_or_else(|| err(bad_token, "The specified continuation token is not valid."))?,
     };
     let total = items.len();
     let end = start.saturating_add(max).min(total);
     let items: Vec<T> = items.into_iter().skip(start).take(end - start).collect();
-    Ok(Page { items, next_token: (end < total).then(|| encode_token(end)) })
+    Ok(Page {
+        items,
+        next_token: (end < total).then(|| encode_token(end)),
+    })
 }
 
 /// CodeCommit's extra rules for repository names beyond the model's pattern.
 fn check_repository_name(name: &str) -> Result<()> {
     let valid = !name.is_empty()
         && name.len() <= 100
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         && name != "."
         && name != ".."
         && !name.to_ascii_lowercase().ends_with(".git");
@@ -149,12 +164,16 @@ fn check_repository_name(name: &str) -> Result<()> {
 /// Appends committed ref updates (`<old> <new> <ref>` lines) to `$SLIPWAY_REF_LOG`.
 const REFERENCE_TRANSACTION_HOOK: &str = "#!/bin/sh\n# Installed by Slipway: reports committed ref updates of a push to the server.\nif [ \"$1\" = committed ] && [ -n \"$SLIPWAY_REF_LOG\" ]; then\n  cat >> \"$SLIPWAY_REF_LOG\"\nelse\n  cat > /dev/null\nfi\nexit 0\n";
 
-const REPO_COLUMNS: &str = "repository_id, name, description, default_branch, kms_key_id, created_at, updated_at";
+const REPO_COLUMNS: &str =
+    "repository_id, name, description, default_branch, kms_key_id, created_at, updated_at";
 
 impl CodeCommit {
     pub fn new(store: Store, cfg: Config) -> Result<CodeCommit> {
         std::fs::create_dir_all(cfg.data_dir.join("repos"))?;
-        let cc = CodeCommit { store, cfg: std::sync::Arc::new(cfg) };
+        let cc = CodeCommit {
+            store,
+            cfg: std::sync::Arc::new(cfg),
+        };
         cc.install_hooks()?;
         Ok(cc)
     }
@@ -201,7 +220,10 @@ impl CodeCommit {
     }
 
     pub fn arn(&self, name: &str) -> String {
-        format!("arn:aws:codecommit:{}:{}:{name}", self.cfg.region, self.cfg.account_id)
+        format!(
+            "arn:aws:codecommit:{}:{}:{name}",
+            self.cfg.region, self.cfg.account_id
+        )
     }
 
     fn repo_from_row(&self, r: &sqlx::sqlite::SqliteRow) -> Repository {
@@ -224,7 +246,10 @@ impl CodeCommit {
             created_at: r.get("created_at"),
             updated_at: r.get("updated_at"),
             arn: self.arn(&name),
-            clone_url_http: format!("{}/v1/repos/{name}", self.cfg.public_url.trim_end_matches('/')),
+            clone_url_http: format!(
+                "{}/v1/repos/{name}",
+                self.cfg.public_url.trim_end_matches('/')
+            ),
             clone_url_ssh: format!("ssh://{host}/v1/repos/{name}"),
             name,
         }
@@ -232,18 +257,23 @@ impl CodeCommit {
 
     /// Looks a repository up by name.
     pub async fn find(&self, name: &str) -> Result<Option<Repository>> {
-        let row = sqlx::query(&format!("SELECT {REPO_COLUMNS} FROM cc_repositories WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(self.store.pool())
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {REPO_COLUMNS} FROM cc_repositories WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(self.store.pool())
+        .await?;
         Ok(row.map(|r| self.repo_from_row(&r)))
     }
 
     /// A repository by name, or `RepositoryDoesNotExistException`.
     pub async fn get(&self, name: &str) -> Result<Repository> {
-        self.find(name)
-            .await?
-            .ok_or_else(|| err("RepositoryDoesNotExistException", format!("{name} does not exist")))
+        self.find(name).await?.ok_or_else(|| {
+            err(
+                "RepositoryDoesNotExistException",
+                format!("{name} does not exist"),
+            )
+        })
     }
 
     pub async fn create_repository(
@@ -262,7 +292,10 @@ impl CodeCommit {
         init_bare(&git).await?;
         let ts = now();
         let kms = kms_key_id.map(str::to_owned).unwrap_or_else(|| {
-            format!("arn:aws:kms:{}:{}:alias/aws/codecommit", self.cfg.region, self.cfg.account_id)
+            format!(
+                "arn:aws:kms:{}:{}:alias/aws/codecommit",
+                self.cfg.region, self.cfg.account_id
+            )
         });
         let mut tx = self.store.begin_write().await?;
         let res = sqlx::query(
@@ -279,7 +312,10 @@ impl CodeCommit {
             Err(e) if is_unique_violation(&e) => {
                 drop(tx);
                 let _ = tokio::fs::remove_dir_all(&path).await;
-                return Err(err("RepositoryNameExistsException", format!("Repository named {name} already exists")));
+                return Err(err(
+                    "RepositoryNameExistsException",
+                    format!("Repository named {name} already exists"),
+                ));
             }
             other => {
                 other?;
@@ -300,13 +336,20 @@ impl CodeCommit {
 
     /// Deletes a repository; `None` when there was none of that name (as AWS answers).
     pub async fn delete_repository(&self, name: &str) -> Result<Option<String>> {
-        let Some(repo) = self.find(name).await? else { return Ok(None) };
+        let Some(repo) = self.find(name).await? else {
+            return Ok(None);
+        };
         let mut tx = self.store.begin_write().await?;
-        sqlx::query("DELETE FROM cc_repositories WHERE repository_id = $1").bind(&repo.id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM resource_tags WHERE resource_type = 'repository' AND resource_id = $1")
+        sqlx::query("DELETE FROM cc_repositories WHERE repository_id = $1")
             .bind(&repo.id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "DELETE FROM resource_tags WHERE resource_type = 'repository' AND resource_id = $1",
+        )
+        .bind(&repo.id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         // Rename first so the directory vanishes atomically, then remove at leisure.
         let path = self.repo_path(&repo.id);
@@ -318,59 +361,89 @@ impl CodeCommit {
         Ok(Some(repo.id))
     }
 
-    pub async fn list_repositories(&self, sort: SortBy, ascending: bool, token: Option<&str>) -> Result<Page<(String, String)>> {
+    pub async fn list_repositories(
+        &self,
+        sort: SortBy,
+        ascending: bool,
+        token: Option<&str>,
+    ) -> Result<Page<(String, String)>> {
         let order = match (sort, ascending) {
             (SortBy::Name, true) => "name ASC",
             (SortBy::Name, false) => "name DESC",
             (SortBy::LastModified, true) => "updated_at ASC, name ASC",
             (SortBy::LastModified, false) => "updated_at DESC, name ASC",
         };
-        let rows = sqlx::query(&format!("SELECT name, repository_id FROM cc_repositories ORDER BY {order}"))
-            .fetch_all(self.store.pool())
-            .await?;
-        let items = rows.iter().map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT name, repository_id FROM cc_repositories ORDER BY {order}"
+        ))
+        .fetch_all(self.store.pool())
+        .await?;
+        let items = rows
+            .iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+            .collect();
         paginate(items, token, 1000, "InvalidContinuationTokenException")
     }
 
     pub async fn update_repository_name(&self, old: &str, new: &str) -> Result<()> {
         check_repository_name(new)?;
         let repo = self.get(old).await?;
-        let res = sqlx::query("UPDATE cc_repositories SET name = $1, updated_at = $2 WHERE repository_id = $3")
-            .bind(new)
-            .bind(now())
-            .bind(&repo.id)
-            .execute(self.store.pool())
-            .await;
+        let res = sqlx::query(
+            "UPDATE cc_repositories SET name = $1, updated_at = $2 WHERE repository_id = $3",
+        )
+        .bind(new)
+        .bind(now())
+        .bind(&repo.id)
+        .execute(self.store.pool())
+        .await;
         match res {
-            Err(e) if is_unique_violation(&e) => {
-                Err(err("RepositoryNameExistsException", format!("Repository named {new} already exists")))
-            }
+            Err(e) if is_unique_violation(&e) => Err(err(
+                "RepositoryNameExistsException",
+                format!("Repository named {new} already exists"),
+            )),
             Err(e) => Err(e.into()),
             Ok(_) => Ok(()),
         }
     }
 
-    pub async fn update_repository_description(&self, name: &str, description: Option<&str>) -> Result<()> {
+    pub async fn update_repository_description(
+        &self,
+        name: &str,
+        description: Option<&str>,
+    ) -> Result<()> {
         let repo = self.get(name).await?;
-        sqlx::query("UPDATE cc_repositories SET description = $1, updated_at = $2 WHERE repository_id = $3")
-            .bind(description)
-            .bind(now())
-            .bind(&repo.id)
-            .execute(self.store.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE cc_repositories SET description = $1, updated_at = $2 WHERE repository_id = $3",
+        )
+        .bind(description)
+        .bind(now())
+        .bind(&repo.id)
+        .execute(self.store.pool())
+        .await?;
         Ok(())
     }
 
     /// The repository an ARN names, or the errors TagResource and friends use.
     pub async fn repository_for_arn(&self, arn: &str) -> Result<Repository> {
-        let prefix = format!("arn:aws:codecommit:{}:{}:", self.cfg.region, self.cfg.account_id);
+        let prefix = format!(
+            "arn:aws:codecommit:{}:{}:",
+            self.cfg.region, self.cfg.account_id
+        );
         let name = arn
             .strip_prefix(&prefix)
             .filter(|n| !n.is_empty() && !n.contains(':'))
-            .ok_or_else(|| err("InvalidResourceArnException", format!("The value for the resource ARN is not valid: {arn}")))?;
-        self.find(name)
-            .await?
-            .ok_or_else(|| err("RepositoryDoesNotExistException", format!("{name} does not exist")))
+            .ok_or_else(|| {
+                err(
+                    "InvalidResourceArnException",
+                    format!("The value for the resource ARN is not valid: {arn}"),
+                )
+            })?;
+        self.find(name).await?.ok_or_else(|| {
+            err(
+                "RepositoryDoesNotExistException",
+                format!("{name} does not exist"),
+            )
+        })
     }
 
     pub async fn tags(&self, repo: &Repository) -> Result<BTreeMap<String, String>> {
@@ -399,7 +472,10 @@ impl CodeCommit {
             .fetch_one(&mut *tx)
             .await?;
         if n > 50 {
-            return Err(err("TooManyTagsException", "The maximum number of tags for an AWS CodeCommit resource has been exceeded."));
+            return Err(err(
+                "TooManyTagsException",
+                "The maximum number of tags for an AWS CodeCommit resource has been exceeded.",
+            ));
         }
         tx.commit().await?;
         Ok(())
@@ -440,7 +516,10 @@ async fn init_bare(git: &Git) -> Result<()> {
         .env("GIT_CONFIG_GLOBAL", "/dev/null");
     let out = cmd.output().await?;
     if !out.status.success() {
-        return Err(Error::Internal(format!("git init: {}", String::from_utf8_lossy(&out.stderr))));
+        return Err(Error::Internal(format!(
+            "git init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
     }
     // Appended as a second [core] section etc., which git merges; one write, no extra processes.
     let extra = "\
@@ -460,7 +539,9 @@ async fn init_bare(git: &Git) -> Result<()> {
 \treceivepack = true
 ";
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().append(true).open(git.repo.join("config"))?;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(git.repo.join("config"))?;
     f.write_all(extra.as_bytes())?;
     f.sync_all()?;
     Ok(())

@@ -29,7 +29,11 @@ impl RefUpdate {
             .filter_map(|l| {
                 let mut it = l.splitn(3, ' ');
                 let (old, new, name) = (it.next()?, it.next()?, it.next()?);
-                (is_oid(old) && is_oid(new)).then(|| RefUpdate { name: name.to_owned(), old: old.to_owned(), new: new.to_owned() })
+                (is_oid(old) && is_oid(new)).then(|| RefUpdate {
+                    name: name.to_owned(),
+                    old: old.to_owned(),
+                    new: new.to_owned(),
+                })
             })
             .collect()
     }
@@ -46,7 +50,12 @@ fn split_ref(name: &str) -> Option<(&'static str, &str)> {
 impl CodeCommit {
     /// Records ref updates that git has already applied: events plus the ref snapshot, in one
     /// transaction; picks a default branch when the repository had none.
-    pub async fn record_ref_updates(&self, repo: &Repository, updates: &[RefUpdate], caller_arn: &str) -> Result<()> {
+    pub async fn record_ref_updates(
+        &self,
+        repo: &Repository,
+        updates: &[RefUpdate],
+        caller_arn: &str,
+    ) -> Result<()> {
         let git = self.git(repo);
         let mut tx = self.store.begin_write().await?;
         // Read git's refs inside the write transaction: recorders are serialised by it, so the
@@ -54,11 +63,16 @@ impl CodeCommit {
         let current = git.refs().await?;
         let mut n = 0;
         for u in updates {
-            let Some((kind, short)) = split_ref(&u.name) else { continue };
+            let Some((kind, short)) = split_ref(&u.name) else {
+                continue;
+            };
             let (event, mut detail) = match (u.old == ZERO_OID, u.new == ZERO_OID) {
                 (true, false) => ("referenceCreated", json!({ "commitId": u.new })),
                 (false, true) => ("referenceDeleted", json!({ "oldCommitId": u.old })),
-                (false, false) => ("referenceUpdated", json!({ "commitId": u.new, "oldCommitId": u.old })),
+                (false, false) => (
+                    "referenceUpdated",
+                    json!({ "commitId": u.new, "oldCommitId": u.old }),
+                ),
                 (true, true) => continue,
             };
             let obj = detail.as_object_mut().expect("json object");
@@ -83,21 +97,31 @@ impl CodeCommit {
             .await?;
             n += 1;
         }
-        sqlx::query("DELETE FROM cc_refs WHERE repository_id = $1").bind(&repo.id).execute(&mut *tx).await?;
-        for (name, oid) in &current {
-            sqlx::query("INSERT INTO cc_refs (repository_id, ref_name, commit_id) VALUES ($1, $2, $3)")
-                .bind(&repo.id)
-                .bind(name)
-                .bind(oid)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let default: Option<String> = sqlx::query_scalar("SELECT default_branch FROM cc_repositories WHERE repository_id = $1")
+        sqlx::query("DELETE FROM cc_refs WHERE repository_id = $1")
             .bind(&repo.id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .flatten();
-        let branches: Vec<&str> = current.iter().filter_map(|(r, _)| r.strip_prefix("refs/heads/")).collect();
+            .execute(&mut *tx)
+            .await?;
+        for (name, oid) in &current {
+            sqlx::query(
+                "INSERT INTO cc_refs (repository_id, ref_name, commit_id) VALUES ($1, $2, $3)",
+            )
+            .bind(&repo.id)
+            .bind(name)
+            .bind(oid)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let default: Option<String> = sqlx::query_scalar(
+            "SELECT default_branch FROM cc_repositories WHERE repository_id = $1",
+        )
+        .bind(&repo.id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
+        let branches: Vec<&str> = current
+            .iter()
+            .filter_map(|(r, _)| r.strip_prefix("refs/heads/"))
+            .collect();
         let mut new_default = None;
         if default.as_deref().is_none_or(|d| !branches.contains(&d)) {
             new_default = ["main", "master"]
@@ -122,7 +146,8 @@ impl CodeCommit {
         }
         tx.commit().await?;
         if let Some(d) = new_default {
-            git.run(&["symbolic-ref", "HEAD", &format!("refs/heads/{d}")]).await?;
+            git.run(&["symbolic-ref", "HEAD", &format!("refs/heads/{d}")])
+                .await?;
         }
         Ok(())
     }
@@ -130,34 +155,53 @@ impl CodeCommit {
     /// Records ref changes that happened without being recorded (a crash between git's ref
     /// update and the event transaction). Returns how many were found.
     pub async fn reconcile(&self) -> Result<usize> {
-        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM cc_repositories").fetch_all(self.store.pool()).await?;
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM cc_repositories")
+            .fetch_all(self.store.pool())
+            .await?;
         let mut found = 0;
         for name in names {
-            let Some(repo) = self.find(&name).await? else { continue };
-            let recorded: BTreeMap<String, String> = sqlx::query("SELECT ref_name, commit_id FROM cc_refs WHERE repository_id = $1")
-                .bind(&repo.id)
-                .fetch_all(self.store.pool())
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            let actual: BTreeMap<String, String> = self.git(&repo).refs().await?.into_iter().collect();
+            let Some(repo) = self.find(&name).await? else {
+                continue;
+            };
+            let recorded: BTreeMap<String, String> =
+                sqlx::query("SELECT ref_name, commit_id FROM cc_refs WHERE repository_id = $1")
+                    .bind(&repo.id)
+                    .fetch_all(self.store.pool())
+                    .await?
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect();
+            let actual: BTreeMap<String, String> =
+                self.git(&repo).refs().await?.into_iter().collect();
             let mut updates = Vec::new();
             for (r, new) in &actual {
                 let old = recorded.get(r).cloned().unwrap_or_else(|| ZERO_OID.into());
                 if &old != new {
-                    updates.push(RefUpdate { name: r.clone(), old, new: new.clone() });
+                    updates.push(RefUpdate {
+                        name: r.clone(),
+                        old,
+                        new: new.clone(),
+                    });
                 }
             }
             for (r, old) in &recorded {
                 if !actual.contains_key(r) {
-                    updates.push(RefUpdate { name: r.clone(), old: old.clone(), new: ZERO_OID.into() });
+                    updates.push(RefUpdate {
+                        name: r.clone(),
+                        old: old.clone(),
+                        new: ZERO_OID.into(),
+                    });
                 }
             }
             if !updates.is_empty() {
                 tracing::warn!(repository = %repo.name, count = updates.len(), "recording ref changes missed before a restart");
                 found += updates.len();
-                self.record_ref_updates(&repo, &updates, &format!("arn:aws:iam::{}:root", self.cfg.account_id)).await?;
+                self.record_ref_updates(
+                    &repo,
+                    &updates,
+                    &format!("arn:aws:iam::{}:root", self.cfg.account_id),
+                )
+                .await?;
             }
         }
         Ok(found)
@@ -165,16 +209,35 @@ impl CodeCommit {
 
     /// Moves `refs/heads/<branch>` from `old` (None: must not exist) to `new` atomically.
     /// Returns false when the branch was not at `old` (someone else moved it first).
-    pub async fn compare_and_swap(&self, repo: &Repository, branch: &str, new: &str, old: Option<&str>, caller_arn: &str) -> Result<bool> {
+    pub async fn compare_and_swap(
+        &self,
+        repo: &Repository,
+        branch: &str,
+        new: &str,
+        old: Option<&str>,
+        caller_arn: &str,
+    ) -> Result<bool> {
         let full = format!("refs/heads/{branch}");
         let old_oid = old.unwrap_or(ZERO_OID);
-        match self.git(repo).run(&["update-ref", "--no-deref", &full, new, old_oid]).await {
+        match self
+            .git(repo)
+            .run(&["update-ref", "--no-deref", &full, new, old_oid])
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.status == 128 || e.status == 1 => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        self.record_ref_updates(repo, &[RefUpdate { name: full, old: old_oid.into(), new: new.into() }], caller_arn)
-            .await?;
+        self.record_ref_updates(
+            repo,
+            &[RefUpdate {
+                name: full,
+                old: old_oid.into(),
+                new: new.into(),
+            }],
+            caller_arn,
+        )
+        .await?;
         Ok(true)
     }
 
@@ -183,48 +246,97 @@ impl CodeCommit {
         if !valid_branch_name(branch) {
             return Ok(None);
         }
-        Ok(self.git(repo).resolve(&format!("refs/heads/{branch}^{{commit}}")).await?)
+        Ok(self
+            .git(repo)
+            .resolve(&format!("refs/heads/{branch}^{{commit}}"))
+            .await?)
     }
 
     fn check_branch_name(branch: &str) -> Result<()> {
         if valid_branch_name(branch) {
             Ok(())
         } else {
-            Err(err("InvalidBranchNameException", format!("The specified branch name is not valid: {branch}")))
+            Err(err(
+                "InvalidBranchNameException",
+                format!("The specified branch name is not valid: {branch}"),
+            ))
         }
     }
 
     /// Resolves a full commit id that must exist in the repository.
-    pub async fn require_commit(&self, repo: &Repository, commit_id: &str, invalid: &'static str, missing: &'static str) -> Result<String> {
+    pub async fn require_commit(
+        &self,
+        repo: &Repository,
+        commit_id: &str,
+        invalid: &'static str,
+        missing: &'static str,
+    ) -> Result<String> {
         if !is_oid(commit_id) {
-            return Err(err(invalid, format!("The specified commit ID is not valid: {commit_id}")));
+            return Err(err(
+                invalid,
+                format!("The specified commit ID is not valid: {commit_id}"),
+            ));
         }
         self.git(repo)
             .resolve(&format!("{commit_id}^{{commit}}"))
             .await?
-            .ok_or_else(|| err(missing, format!("Commit {commit_id} does not exist in {}", repo.name)))
+            .ok_or_else(|| {
+                err(
+                    missing,
+                    format!("Commit {commit_id} does not exist in {}", repo.name),
+                )
+            })
     }
 
-    pub async fn create_branch(&self, repo: &Repository, branch: &str, commit_id: &str, caller_arn: &str) -> Result<()> {
+    pub async fn create_branch(
+        &self,
+        repo: &Repository,
+        branch: &str,
+        commit_id: &str,
+        caller_arn: &str,
+    ) -> Result<()> {
         Self::check_branch_name(branch)?;
-        let commit = self.require_commit(repo, commit_id, "InvalidCommitIdException", "CommitDoesNotExistException").await?;
+        let commit = self
+            .require_commit(
+                repo,
+                commit_id,
+                "InvalidCommitIdException",
+                "CommitDoesNotExistException",
+            )
+            .await?;
         if self.branch_tip(repo, branch).await?.is_some() {
-            return Err(err("BranchNameExistsException", format!("Branch {branch} already exists")));
+            return Err(err(
+                "BranchNameExistsException",
+                format!("Branch {branch} already exists"),
+            ));
         }
-        if !self.compare_and_swap(repo, branch, &commit, None, caller_arn).await? {
-            return Err(err("BranchNameExistsException", format!("Branch {branch} already exists")));
+        if !self
+            .compare_and_swap(repo, branch, &commit, None, caller_arn)
+            .await?
+        {
+            return Err(err(
+                "BranchNameExistsException",
+                format!("Branch {branch} already exists"),
+            ));
         }
         Ok(())
     }
 
     pub async fn get_branch(&self, repo: &Repository, branch: &str) -> Result<String> {
         Self::check_branch_name(branch)?;
-        self.branch_tip(repo, branch)
-            .await?
-            .ok_or_else(|| err("BranchDoesNotExistException", format!("Branch {branch} does not exist")))
+        self.branch_tip(repo, branch).await?.ok_or_else(|| {
+            err(
+                "BranchDoesNotExistException",
+                format!("Branch {branch} does not exist"),
+            )
+        })
     }
 
-    pub async fn list_branches(&self, repo: &Repository, token: Option<&str>) -> Result<Page<String>> {
+    pub async fn list_branches(
+        &self,
+        repo: &Repository,
+        token: Option<&str>,
+    ) -> Result<Page<String>> {
         let branches: Vec<String> = self
             .git(repo)
             .refs()
@@ -236,23 +348,45 @@ impl CodeCommit {
     }
 
     /// Deletes a branch; `None` if it did not exist (as AWS answers).
-    pub async fn delete_branch(&self, repo: &Repository, branch: &str, caller_arn: &str) -> Result<Option<String>> {
+    pub async fn delete_branch(
+        &self,
+        repo: &Repository,
+        branch: &str,
+        caller_arn: &str,
+    ) -> Result<Option<String>> {
         Self::check_branch_name(branch)?;
         if repo.default_branch.as_deref() == Some(branch) {
             return Err(err(
                 "DefaultBranchCannotBeDeletedException",
-                format!("Branch {branch} is the default branch of {} and cannot be deleted", repo.name),
+                format!(
+                    "Branch {branch} is the default branch of {} and cannot be deleted",
+                    repo.name
+                ),
             ));
         }
-        let Some(tip) = self.branch_tip(repo, branch).await? else { return Ok(None) };
+        let Some(tip) = self.branch_tip(repo, branch).await? else {
+            return Ok(None);
+        };
         let full = format!("refs/heads/{branch}");
-        match self.git(repo).run(&["update-ref", "--no-deref", "-d", &full, &tip]).await {
+        match self
+            .git(repo)
+            .run(&["update-ref", "--no-deref", "-d", &full, &tip])
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.status == 1 || e.status == 128 => return Ok(None),
             Err(e) => return Err(e.into()),
         }
-        self.record_ref_updates(repo, &[RefUpdate { name: full, old: tip.clone(), new: ZERO_OID.into() }], caller_arn)
-            .await?;
+        self.record_ref_updates(
+            repo,
+            &[RefUpdate {
+                name: full,
+                old: tip.clone(),
+                new: ZERO_OID.into(),
+            }],
+            caller_arn,
+        )
+        .await?;
         Ok(Some(tip))
     }
 
@@ -263,7 +397,10 @@ impl CodeCommit {
             .bind(&repo.id)
             .execute(self.store.pool())
             .await?;
-        self.git(repo).run(&["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")]).await.map_err(Error::from)?;
+        self.git(repo)
+            .run(&["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")])
+            .await
+            .map_err(Error::from)?;
         Ok(())
     }
 }
@@ -279,7 +416,14 @@ mod tests {
         let text = format!("{z} {a} refs/heads/main\n{a} {z} refs/tags/v1\ngarbage\n");
         let u = RefUpdate::parse_lines(&text);
         assert_eq!(u.len(), 2);
-        assert_eq!(u[0], RefUpdate { name: "refs/heads/main".into(), old: z.into(), new: a.clone() });
+        assert_eq!(
+            u[0],
+            RefUpdate {
+                name: "refs/heads/main".into(),
+                old: z.into(),
+                new: a.clone()
+            }
+        );
         assert_eq!(u[1].name, "refs/tags/v1");
     }
 }

@@ -37,9 +37,14 @@ impl MasterKey {
     pub fn from_hex(text: &str) -> Result<Self, CryptoError> {
         let bytes = hex::decode(text.trim()).map_err(|_| CryptoError::Key("not hex".into()))?;
         if bytes.len() != 32 {
-            return Err(CryptoError::Key("must be 32 bytes (64 hex characters)".into()));
+            return Err(CryptoError::Key(
+                "must be 32 bytes (64 hex characters)".into(),
+            ));
         }
-        Ok(MasterKey { cipher: Aes256Gcm::new_from_slice(&bytes).map_err(|e| CryptoError::Key(e.to_string()))? })
+        Ok(MasterKey {
+            cipher: Aes256Gcm::new_from_slice(&bytes)
+                .map_err(|e| CryptoError::Key(e.to_string()))?,
+        })
     }
 
     /// Loads `SLIPWAY_MASTER_KEY` if set, else `DIR/master.key`, creating it (mode 0600) on first use.
@@ -56,7 +61,9 @@ impl MasterKey {
                 write_private_file(&path, format!("{}\n", hex::encode(key)).as_bytes())
                     .map_err(|e| CryptoError::Key(format!("writing {}: {e}", path.display())))?;
                 // Another process may have won the race to create it: use whatever is on disk.
-                Self::from_hex(&std::fs::read_to_string(&path).map_err(|e| CryptoError::Key(e.to_string()))?)
+                Self::from_hex(
+                    &std::fs::read_to_string(&path).map_err(|e| CryptoError::Key(e.to_string()))?,
+                )
             }
             Err(e) => Err(CryptoError::Key(format!("reading {}: {e}", path.display()))),
         }
@@ -80,7 +87,9 @@ impl MasterKey {
         if data.len() < 13 || data[0] != FORMAT_V1 {
             return Err(CryptoError::Decrypt);
         }
-        self.cipher.decrypt(Nonce::from_slice(&data[1..13]), &data[13..]).map_err(|_| CryptoError::Decrypt)
+        self.cipher
+            .decrypt(Nonce::from_slice(&data[1..13]), &data[13..])
+            .map_err(|_| CryptoError::Decrypt)
     }
 }
 
@@ -88,7 +97,11 @@ impl MasterKey {
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(contents)?;
     f.sync_all()?;
     drop(f);
@@ -130,7 +143,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let k1 = MasterKey::load_or_create(dir.path()).unwrap();
-        let mode = std::fs::metadata(dir.path().join("master.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let k2 = MasterKey::load_or_create(dir.path()).unwrap();
         assert_eq!(k2.decrypt(&k1.encrypt(b"x")).unwrap(), b"x");

@@ -75,7 +75,9 @@ pub struct RootCredentials {
 
 impl std::fmt::Debug for RootCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RootCredentials").field("access_key_id", &self.access_key_id).finish_non_exhaustive()
+        f.debug_struct("RootCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -83,7 +85,10 @@ const ALNUM_UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const SECRET_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 fn random_string<const N: usize>(alphabet: &[u8]) -> String {
-    random_bytes::<N>().iter().map(|b| alphabet[*b as usize % alphabet.len()] as char).collect()
+    random_bytes::<N>()
+        .iter()
+        .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+        .collect()
 }
 
 /// A new access key id: `AKIA` + 16 characters, as AWS issues them.
@@ -99,7 +104,10 @@ pub fn new_secret_key() -> String {
 impl RootCredentials {
     /// Root credentials that match no request (for tools that never authenticate anyone).
     pub fn disabled() -> RootCredentials {
-        RootCredentials { access_key_id: String::new(), secret_access_key: String::new() }
+        RootCredentials {
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+        }
     }
 
     /// Existing root credentials (env or file), without creating any.
@@ -115,11 +123,18 @@ impl RootCredentials {
     /// otherwise from `DIR/root-credentials`, generated (mode 0600) on first start.
     /// Returns the credentials and whether they were generated just now.
     pub fn load_or_create(data_dir: &Path) -> Result<(RootCredentials, bool), IamError> {
-        if let (Ok(id), Ok(secret)) =
-            (std::env::var("SLIPWAY_ROOT_ACCESS_KEY_ID"), std::env::var("SLIPWAY_ROOT_SECRET_ACCESS_KEY"))
-        {
+        if let (Ok(id), Ok(secret)) = (
+            std::env::var("SLIPWAY_ROOT_ACCESS_KEY_ID"),
+            std::env::var("SLIPWAY_ROOT_SECRET_ACCESS_KEY"),
+        ) {
             if !id.is_empty() && !secret.is_empty() {
-                return Ok((RootCredentials { access_key_id: id, secret_access_key: secret }, false));
+                return Ok((
+                    RootCredentials {
+                        access_key_id: id,
+                        secret_access_key: secret,
+                    },
+                    false,
+                ));
             }
         }
         let path = data_dir.join("root-credentials");
@@ -134,7 +149,8 @@ impl RootCredentials {
                 .map_err(|e| IamError::Internal(format!("writing {}: {e}", path.display())))?;
             created = true;
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| IamError::Internal(format!("reading {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| IamError::Internal(format!("reading {}: {e}", path.display())))?;
         let field = |name: &str| {
             text.lines()
                 .filter_map(|l| l.split_once('='))
@@ -142,8 +158,17 @@ impl RootCredentials {
                 .map(|(_, v)| v.trim().to_owned())
         };
         match (field("aws_access_key_id"), field("aws_secret_access_key")) {
-            (Some(id), Some(secret)) => Ok((RootCredentials { access_key_id: id, secret_access_key: secret }, created)),
-            _ => Err(IamError::Internal(format!("{} lacks aws_access_key_id/aws_secret_access_key", path.display()))),
+            (Some(id), Some(secret)) => Ok((
+                RootCredentials {
+                    access_key_id: id,
+                    secret_access_key: secret,
+                },
+                created,
+            )),
+            _ => Err(IamError::Internal(format!(
+                "{} lacks aws_access_key_id/aws_secret_access_key",
+                path.display()
+            ))),
         }
     }
 }
@@ -186,7 +211,10 @@ pub struct ServiceSpecificCredential {
 pub fn iso8601(epoch: f64) -> String {
     time::OffsetDateTime::from_unix_timestamp(epoch as i64)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -196,7 +224,9 @@ const CREDENTIAL_SERVICES: &[&str] = &["codecommit.amazonaws.com"];
 fn valid_name(kind: &str, name: &str, max: usize) -> Result<(), IamError> {
     let ok = !name.is_empty()
         && name.len() <= max
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
     if ok {
         Ok(())
     } else {
@@ -207,7 +237,8 @@ fn valid_name(kind: &str, name: &str, max: usize) -> Result<(), IamError> {
 }
 
 fn password_digest(salt: &str, password: &str) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(salt.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(salt.as_bytes()).expect("HMAC takes any key length");
     mac.update(password.as_bytes());
     mac
 }
@@ -223,7 +254,12 @@ pub struct Iam {
 
 impl Iam {
     pub fn new(store: Store, key: MasterKey, root: RootCredentials, account_id: String) -> Iam {
-        Iam { store, key, root, account_id }
+        Iam {
+            store,
+            key,
+            root,
+            account_id,
+        }
     }
 
     pub fn account_id(&self) -> &str {
@@ -257,16 +293,25 @@ impl Iam {
         let Some(row) = row else { return Ok(None) };
         let user: String = row.get(0);
         let ct: Vec<u8> = row.get(1);
-        let secret = self.key.decrypt(&ct).map_err(|e| IamError::Internal(e.to_string()))?;
+        let secret = self
+            .key
+            .decrypt(&ct)
+            .map_err(|e| IamError::Internal(e.to_string()))?;
         Ok(Some(KeyOwner {
             arn: self.user_arn(&user),
             user_name: Some(user),
-            secret: String::from_utf8(secret).map_err(|_| IamError::Internal("secret is not UTF-8".into()))?,
+            secret: String::from_utf8(secret)
+                .map_err(|_| IamError::Internal("secret is not UTF-8".into()))?,
         }))
     }
 
     /// Checks a service-specific credential; returns the user it belongs to.
-    pub async fn verify_service_credential(&self, service: &str, user: &str, password: &str) -> Result<Option<String>, IamError> {
+    pub async fn verify_service_credential(
+        &self,
+        service: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<Option<String>, IamError> {
         let row = sqlx::query(
             "SELECT user_name, password_salt, password_hash FROM iam_service_credentials WHERE service_user_name = $1 AND service_name = $2 AND status = 'Active'",
         )
@@ -275,20 +320,31 @@ impl Iam {
         .fetch_optional(self.store.pool())
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let expected = hex::decode(row.get::<String, _>(2)).map_err(|_| IamError::Internal("bad hash".into()))?;
+        let expected = hex::decode(row.get::<String, _>(2))
+            .map_err(|_| IamError::Internal("bad hash".into()))?;
         // The password is 44 random characters, so a keyed fast hash is as strong as a slow
         // one here, and git sends it on every request. verify_slice compares in constant time.
-        let ok = password_digest(&row.get::<String, _>(1), password).verify_slice(&expected).is_ok();
+        let ok = password_digest(&row.get::<String, _>(1), password)
+            .verify_slice(&expected)
+            .is_ok();
         Ok(ok.then(|| row.get(0)))
     }
 
     /// Whether `user_name` (None = root) may perform `action` on every one of `resources`.
-    pub async fn authorize(&self, user_name: Option<&str>, action: &str, resources: &[String]) -> Result<Decision, IamError> {
-        let Some(user) = user_name else { return Ok(Decision::Allow) };
-        let docs: Vec<String> = sqlx::query_scalar("SELECT document FROM iam_user_policies WHERE user_name = $1")
-            .bind(user)
-            .fetch_all(self.store.pool())
-            .await?;
+    pub async fn authorize(
+        &self,
+        user_name: Option<&str>,
+        action: &str,
+        resources: &[String],
+    ) -> Result<Decision, IamError> {
+        let Some(user) = user_name else {
+            return Ok(Decision::Allow);
+        };
+        let docs: Vec<String> =
+            sqlx::query_scalar("SELECT document FROM iam_user_policies WHERE user_name = $1")
+                .bind(user)
+                .fetch_all(self.store.pool())
+                .await?;
         let policies: Vec<Policy> = docs.iter().filter_map(|d| Policy::parse(d).ok()).collect();
         let mut decision = Decision::Allow;
         for r in resources {
@@ -309,7 +365,9 @@ impl Iam {
             .fetch_one(self.store.pool())
             .await?;
         if n == 0 {
-            return Err(IamError::NoSuchEntity(format!("The user with name {user} cannot be found.")));
+            return Err(IamError::NoSuchEntity(format!(
+                "The user with name {user} cannot be found."
+            )));
         }
         Ok(())
     }
@@ -330,20 +388,24 @@ impl Iam {
         valid_name("userName", user, 64)?;
         let path = path.unwrap_or("/");
         if !path.starts_with('/') || !path.ends_with('/') {
-            return Err(IamError::Validation("The path must begin and end with /".into()));
+            return Err(IamError::Validation(
+                "The path must begin and end with /".into(),
+            ));
         }
         let user_id = format!("AIDA{}", random_string::<17>(ALNUM_UPPER));
-        let res = sqlx::query("INSERT INTO iam_users (user_name, user_id, path, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(user)
-            .bind(&user_id)
-            .bind(path)
-            .bind(now())
-            .execute(self.store.pool())
-            .await;
+        let res = sqlx::query(
+            "INSERT INTO iam_users (user_name, user_id, path, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(user)
+        .bind(&user_id)
+        .bind(path)
+        .bind(now())
+        .execute(self.store.pool())
+        .await;
         match res {
-            Err(e) if is_unique_violation(&e) => {
-                Err(IamError::EntityAlreadyExists(format!("User with name {user} already exists.")))
-            }
+            Err(e) if is_unique_violation(&e) => Err(IamError::EntityAlreadyExists(format!(
+                "User with name {user} already exists."
+            ))),
             Err(e) => Err(e.into()),
             Ok(_) => self.get_user(user).await,
         }
@@ -354,12 +416,16 @@ impl Iam {
             .bind(user)
             .fetch_optional(self.store.pool())
             .await?
-            .ok_or_else(|| IamError::NoSuchEntity(format!("The user with name {user} cannot be found.")))?;
+            .ok_or_else(|| {
+                IamError::NoSuchEntity(format!("The user with name {user} cannot be found."))
+            })?;
         Ok(self.user_from_row(&row))
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>, IamError> {
-        let rows = sqlx::query("SELECT * FROM iam_users ORDER BY user_name").fetch_all(self.store.pool()).await?;
+        let rows = sqlx::query("SELECT * FROM iam_users ORDER BY user_name")
+            .fetch_all(self.store.pool())
+            .await?;
         Ok(rows.iter().map(|r| self.user_from_row(r)).collect())
     }
 
@@ -372,15 +438,22 @@ impl Iam {
             ("iam_user_policies", "policies"),
             ("iam_service_credentials", "service-specific credentials"),
         ] {
-            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE user_name = $1"))
-                .bind(user)
-                .fetch_one(&mut *tx)
-                .await?;
+            let n: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE user_name = $1"
+            ))
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
             if n > 0 {
-                return Err(IamError::DeleteConflict(format!("Cannot delete entity, must delete {what} first.")));
+                return Err(IamError::DeleteConflict(format!(
+                    "Cannot delete entity, must delete {what} first."
+                )));
             }
         }
-        sqlx::query("DELETE FROM iam_users WHERE user_name = $1").bind(user).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM iam_users WHERE user_name = $1")
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -388,12 +461,15 @@ impl Iam {
     pub async fn create_access_key(&self, user: &str) -> Result<AccessKey, IamError> {
         self.require_user(user).await?;
         let mut tx = self.store.begin_write().await?;
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM iam_access_keys WHERE user_name = $1")
-            .bind(user)
-            .fetch_one(&mut *tx)
-            .await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM iam_access_keys WHERE user_name = $1")
+                .bind(user)
+                .fetch_one(&mut *tx)
+                .await?;
         if n >= 2 {
-            return Err(IamError::LimitExceeded("Cannot exceed quota for AccessKeysPerUser: 2".into()));
+            return Err(IamError::LimitExceeded(
+                "Cannot exceed quota for AccessKeysPerUser: 2".into(),
+            ));
         }
         let id = new_access_key_id();
         let secret = new_secret_key();
@@ -433,35 +509,54 @@ impl Iam {
             .collect())
     }
 
-    pub async fn update_access_key(&self, user: &str, id: &str, status: &str) -> Result<(), IamError> {
+    pub async fn update_access_key(
+        &self,
+        user: &str,
+        id: &str,
+        status: &str,
+    ) -> Result<(), IamError> {
         if status != "Active" && status != "Inactive" {
-            return Err(IamError::Validation("Status must be Active or Inactive".into()));
+            return Err(IamError::Validation(
+                "Status must be Active or Inactive".into(),
+            ));
         }
-        let res = sqlx::query("UPDATE iam_access_keys SET status = $1 WHERE access_key_id = $2 AND user_name = $3")
-            .bind(status)
-            .bind(id)
-            .bind(user)
-            .execute(self.store.pool())
-            .await?;
+        let res = sqlx::query(
+            "UPDATE iam_access_keys SET status = $1 WHERE access_key_id = $2 AND user_name = $3",
+        )
+        .bind(status)
+        .bind(id)
+        .bind(user)
+        .execute(self.store.pool())
+        .await?;
         if res.rows_affected() == 0 {
-            return Err(IamError::NoSuchEntity(format!("The Access Key with id {id} cannot be found.")));
+            return Err(IamError::NoSuchEntity(format!(
+                "The Access Key with id {id} cannot be found."
+            )));
         }
         Ok(())
     }
 
     pub async fn delete_access_key(&self, user: &str, id: &str) -> Result<(), IamError> {
-        let res = sqlx::query("DELETE FROM iam_access_keys WHERE access_key_id = $1 AND user_name = $2")
-            .bind(id)
-            .bind(user)
-            .execute(self.store.pool())
-            .await?;
+        let res =
+            sqlx::query("DELETE FROM iam_access_keys WHERE access_key_id = $1 AND user_name = $2")
+                .bind(id)
+                .bind(user)
+                .execute(self.store.pool())
+                .await?;
         if res.rows_affected() == 0 {
-            return Err(IamError::NoSuchEntity(format!("The Access Key with id {id} cannot be found.")));
+            return Err(IamError::NoSuchEntity(format!(
+                "The Access Key with id {id} cannot be found."
+            )));
         }
         Ok(())
     }
 
-    pub async fn put_user_policy(&self, user: &str, name: &str, document: &str) -> Result<(), IamError> {
+    pub async fn put_user_policy(
+        &self,
+        user: &str,
+        name: &str,
+        document: &str,
+    ) -> Result<(), IamError> {
         valid_name("policyName", name, 128)?;
         self.require_user(user).await?;
         Policy::parse(document).map_err(IamError::MalformedPolicyDocument)?;
@@ -479,36 +574,49 @@ impl Iam {
 
     pub async fn get_user_policy(&self, user: &str, name: &str) -> Result<String, IamError> {
         self.require_user(user).await?;
-        sqlx::query_scalar("SELECT document FROM iam_user_policies WHERE user_name = $1 AND policy_name = $2")
-            .bind(user)
-            .bind(name)
-            .fetch_optional(self.store.pool())
-            .await?
-            .ok_or_else(|| IamError::NoSuchEntity(format!("The user policy with name {name} cannot be found.")))
+        sqlx::query_scalar(
+            "SELECT document FROM iam_user_policies WHERE user_name = $1 AND policy_name = $2",
+        )
+        .bind(user)
+        .bind(name)
+        .fetch_optional(self.store.pool())
+        .await?
+        .ok_or_else(|| {
+            IamError::NoSuchEntity(format!("The user policy with name {name} cannot be found."))
+        })
     }
 
     pub async fn list_user_policies(&self, user: &str) -> Result<Vec<String>, IamError> {
         self.require_user(user).await?;
-        Ok(sqlx::query_scalar("SELECT policy_name FROM iam_user_policies WHERE user_name = $1 ORDER BY policy_name")
-            .bind(user)
-            .fetch_all(self.store.pool())
-            .await?)
+        Ok(sqlx::query_scalar(
+            "SELECT policy_name FROM iam_user_policies WHERE user_name = $1 ORDER BY policy_name",
+        )
+        .bind(user)
+        .fetch_all(self.store.pool())
+        .await?)
     }
 
     pub async fn delete_user_policy(&self, user: &str, name: &str) -> Result<(), IamError> {
         self.require_user(user).await?;
-        let res = sqlx::query("DELETE FROM iam_user_policies WHERE user_name = $1 AND policy_name = $2")
-            .bind(user)
-            .bind(name)
-            .execute(self.store.pool())
-            .await?;
+        let res =
+            sqlx::query("DELETE FROM iam_user_policies WHERE user_name = $1 AND policy_name = $2")
+                .bind(user)
+                .bind(name)
+                .execute(self.store.pool())
+                .await?;
         if res.rows_affected() == 0 {
-            return Err(IamError::NoSuchEntity(format!("The user policy with name {name} cannot be found.")));
+            return Err(IamError::NoSuchEntity(format!(
+                "The user policy with name {name} cannot be found."
+            )));
         }
         Ok(())
     }
 
-    pub async fn create_service_specific_credential(&self, user: &str, service: &str) -> Result<ServiceSpecificCredential, IamError> {
+    pub async fn create_service_specific_credential(
+        &self,
+        user: &str,
+        service: &str,
+    ) -> Result<ServiceSpecificCredential, IamError> {
         if !CREDENTIAL_SERVICES.contains(&service) {
             return Err(IamError::Validation(format!(
                 "No such service {service} is supported for Service Specific Credentials"
@@ -522,11 +630,17 @@ impl Iam {
             .fetch_one(&mut *tx)
             .await?;
         if n >= 2 {
-            return Err(IamError::LimitExceeded("Cannot exceed quota for ServiceSpecificCredentialsPerUserPerService: 2".into()));
+            return Err(IamError::LimitExceeded(
+                "Cannot exceed quota for ServiceSpecificCredentialsPerUserPerService: 2".into(),
+            ));
         }
         let id = format!("ACCA{}", random_string::<17>(ALNUM_UPPER));
         // Two credentials per user and service: suffix the second so names stay unique.
-        let suffix = if n == 0 { String::new() } else { format!("+{}", n) };
+        let suffix = if n == 0 {
+            String::new()
+        } else {
+            format!("+{}", n)
+        };
         let service_user = format!("{user}-at-{}{suffix}", self.account_id);
         let password = random_string::<44>(SECRET_CHARS);
         let salt = hex::encode(random_bytes::<16>());
@@ -557,7 +671,10 @@ impl Iam {
         })
     }
 
-    pub async fn list_service_specific_credentials(&self, user: &str) -> Result<Vec<ServiceSpecificCredential>, IamError> {
+    pub async fn list_service_specific_credentials(
+        &self,
+        user: &str,
+    ) -> Result<Vec<ServiceSpecificCredential>, IamError> {
         self.require_user(user).await?;
         let rows = sqlx::query(
             "SELECT credential_id, service_name, service_user_name, status, created_at FROM iam_service_credentials WHERE user_name = $1 ORDER BY created_at",
@@ -579,15 +696,23 @@ impl Iam {
             .collect())
     }
 
-    pub async fn delete_service_specific_credential(&self, user: &str, id: &str) -> Result<(), IamError> {
+    pub async fn delete_service_specific_credential(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<(), IamError> {
         self.require_user(user).await?;
-        let res = sqlx::query("DELETE FROM iam_service_credentials WHERE credential_id = $1 AND user_name = $2")
-            .bind(id)
-            .bind(user)
-            .execute(self.store.pool())
-            .await?;
+        let res = sqlx::query(
+            "DELETE FROM iam_service_credentials WHERE credential_id = $1 AND user_name = $2",
+        )
+        .bind(id)
+        .bind(user)
+        .execute(self.store.pool())
+        .await?;
         if res.rows_affected() == 0 {
-            return Err(IamError::NoSuchEntity(format!("No such credential {id} exists")));
+            return Err(IamError::NoSuchEntity(format!(
+                "No such credential {id} exists"
+            )));
         }
         Ok(())
     }
@@ -601,7 +726,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         let key = MasterKey::load_or_create(dir.path()).unwrap();
-        let root = RootCredentials { access_key_id: "AKIAROOT".into(), secret_access_key: "s".into() };
+        let root = RootCredentials {
+            access_key_id: "AKIAROOT".into(),
+            secret_access_key: "s".into(),
+        };
         (dir, Iam::new(store, key, root, "000000000000".into()))
     }
 
@@ -609,7 +737,10 @@ mod tests {
     async fn keys_are_encrypted_and_resolvable() {
         let (dir, iam) = iam().await;
         iam.create_user("alice", None).await.unwrap();
-        assert!(matches!(iam.create_user("alice", None).await, Err(IamError::EntityAlreadyExists(_))));
+        assert!(matches!(
+            iam.create_user("alice", None).await,
+            Err(IamError::EntityAlreadyExists(_))
+        ));
         let k = iam.create_access_key("alice").await.unwrap();
         let secret = k.secret_access_key.clone().unwrap();
         let owner = iam.key_owner(&k.access_key_id).await.unwrap().unwrap();
@@ -618,12 +749,23 @@ mod tests {
         let db = std::fs::read(dir.path().join("slipway.db")).unwrap();
         let wal = std::fs::read(dir.path().join("slipway.db-wal")).unwrap_or_default();
         for bytes in [db, wal] {
-            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "secret stored in plaintext");
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "secret stored in plaintext"
+            );
         }
         iam.create_access_key("alice").await.unwrap();
-        assert!(matches!(iam.create_access_key("alice").await, Err(IamError::LimitExceeded(_))));
-        assert!(matches!(iam.delete_user("alice").await, Err(IamError::DeleteConflict(_))));
-        iam.update_access_key("alice", &k.access_key_id, "Inactive").await.unwrap();
+        assert!(matches!(
+            iam.create_access_key("alice").await,
+            Err(IamError::LimitExceeded(_))
+        ));
+        assert!(matches!(
+            iam.delete_user("alice").await,
+            Err(IamError::DeleteConflict(_))
+        ));
+        iam.update_access_key("alice", &k.access_key_id, "Inactive")
+            .await
+            .unwrap();
         assert!(iam.key_owner(&k.access_key_id).await.unwrap().is_none());
     }
 
@@ -631,12 +773,29 @@ mod tests {
     async fn service_credentials_verify() {
         let (_dir, iam) = iam().await;
         iam.create_user("bob", None).await.unwrap();
-        let c = iam.create_service_specific_credential("bob", "codecommit.amazonaws.com").await.unwrap();
+        let c = iam
+            .create_service_specific_credential("bob", "codecommit.amazonaws.com")
+            .await
+            .unwrap();
         let pw = c.service_password.clone().unwrap();
         let svc = "codecommit.amazonaws.com";
-        assert_eq!(iam.verify_service_credential(svc, &c.service_user_name, &pw).await.unwrap().as_deref(), Some("bob"));
-        assert_eq!(iam.verify_service_credential(svc, &c.service_user_name, "wrong").await.unwrap(), None);
-        assert!(iam.create_service_specific_credential("bob", "s3.amazonaws.com").await.is_err());
+        assert_eq!(
+            iam.verify_service_credential(svc, &c.service_user_name, &pw)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("bob")
+        );
+        assert_eq!(
+            iam.verify_service_credential(svc, &c.service_user_name, "wrong")
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(iam
+            .create_service_specific_credential("bob", "s3.amazonaws.com")
+            .await
+            .is_err());
     }
 
     #[tokio::test]
@@ -644,12 +803,34 @@ mod tests {
         let (_dir, iam) = iam().await;
         iam.create_user("carol", None).await.unwrap();
         let repo = vec!["arn:aws:codecommit:us-east-1:000000000000:r".to_string()];
-        assert_eq!(iam.authorize(Some("carol"), "codecommit:GitPull", &repo).await.unwrap(), Decision::ImplicitDeny);
-        assert_eq!(iam.authorize(None, "codecommit:GitPull", &repo).await.unwrap(), Decision::Allow);
-        assert!(matches!(iam.put_user_policy("carol", "p", "{").await, Err(IamError::MalformedPolicyDocument(_))));
-        iam.put_user_policy("carol", "p", r#"{"Statement":{"Effect":"Allow","Action":"codecommit:Git*","Resource":"*"}}"#)
-            .await
-            .unwrap();
-        assert_eq!(iam.authorize(Some("carol"), "codecommit:GitPull", &repo).await.unwrap(), Decision::Allow);
+        assert_eq!(
+            iam.authorize(Some("carol"), "codecommit:GitPull", &repo)
+                .await
+                .unwrap(),
+            Decision::ImplicitDeny
+        );
+        assert_eq!(
+            iam.authorize(None, "codecommit:GitPull", &repo)
+                .await
+                .unwrap(),
+            Decision::Allow
+        );
+        assert!(matches!(
+            iam.put_user_policy("carol", "p", "{").await,
+            Err(IamError::MalformedPolicyDocument(_))
+        ));
+        iam.put_user_policy(
+            "carol",
+            "p",
+            r#"{"Statement":{"Effect":"Allow","Action":"codecommit:Git*","Resource":"*"}}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            iam.authorize(Some("carol"), "codecommit:GitPull", &repo)
+                .await
+                .unwrap(),
+            Decision::Allow
+        );
     }
 }

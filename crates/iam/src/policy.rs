@@ -60,19 +60,39 @@ fn string_or_list(v: &Value, key: &str) -> Result<Vec<String>, String> {
         Value::String(s) => Ok(vec![s.clone()]),
         Value::Array(items) if !items.is_empty() => items
             .iter()
-            .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| format!("{key} entries must be strings")))
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("{key} entries must be strings"))
+            })
             .collect(),
-        _ => Err(format!("{key} must be a string or a non-empty list of strings")),
+        _ => Err(format!(
+            "{key} must be a string or a non-empty list of strings"
+        )),
     }
 }
 
-fn pair(stmt: &serde_json::Map<String, Value>, pos: &str, neg: &str, required: bool) -> Result<Patterns, String> {
+fn pair(
+    stmt: &serde_json::Map<String, Value>,
+    pos: &str,
+    neg: &str,
+    required: bool,
+) -> Result<Patterns, String> {
     match (stmt.get(pos), stmt.get(neg)) {
         (Some(_), Some(_)) => Err(format!("a statement cannot have both {pos} and {neg}")),
-        (Some(v), None) => Ok(Patterns { negated: false, patterns: string_or_list(v, pos)? }),
-        (None, Some(v)) => Ok(Patterns { negated: true, patterns: string_or_list(v, neg)? }),
+        (Some(v), None) => Ok(Patterns {
+            negated: false,
+            patterns: string_or_list(v, pos)?,
+        }),
+        (None, Some(v)) => Ok(Patterns {
+            negated: true,
+            patterns: string_or_list(v, neg)?,
+        }),
         (None, None) if required => Err(format!("a statement needs {pos} or {neg}")),
-        (None, None) => Ok(Patterns { negated: false, patterns: vec!["*".into()] }),
+        (None, None) => Ok(Patterns {
+            negated: false,
+            patterns: vec!["*".into()],
+        }),
     }
 }
 
@@ -206,18 +226,49 @@ mod tests {
     #[test]
     fn decisions() {
         let allow_pull = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"codecommit:GitPull","Resource":"*"}]}"#;
-        assert_eq!(decide(allow_pull, "codecommit:GitPull", REPO), Decision::Allow);
-        assert_eq!(decide(allow_pull, "CodeCommit:gitpull", REPO), Decision::Allow);
-        assert_eq!(decide(allow_pull, "codecommit:GitPush", REPO), Decision::ImplicitDeny);
+        assert_eq!(
+            decide(allow_pull, "codecommit:GitPull", REPO),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(allow_pull, "CodeCommit:gitpull", REPO),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(allow_pull, "codecommit:GitPush", REPO),
+            Decision::ImplicitDeny
+        );
         let deny_wins = r#"{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"},{"Effect":"Deny","Action":"codecommit:Delete*","Resource":"arn:aws:codecommit:*:*:my-*"}]}"#;
-        assert_eq!(decide(deny_wins, "codecommit:DeleteRepository", REPO), Decision::ExplicitDeny);
-        assert_eq!(decide(deny_wins, "codecommit:GetRepository", REPO), Decision::Allow);
+        assert_eq!(
+            decide(deny_wins, "codecommit:DeleteRepository", REPO),
+            Decision::ExplicitDeny
+        );
+        assert_eq!(
+            decide(deny_wins, "codecommit:GetRepository", REPO),
+            Decision::Allow
+        );
         let not_action = r#"{"Statement":{"Effect":"Allow","NotAction":"codecommit:GitPush","NotResource":"arn:aws:codecommit:*:*:secret"}}"#;
-        assert_eq!(decide(not_action, "codecommit:GitPull", REPO), Decision::Allow);
-        assert_eq!(decide(not_action, "codecommit:GitPush", REPO), Decision::ImplicitDeny);
-        assert_eq!(decide(not_action, "codecommit:GitPull", "arn:aws:codecommit:us-east-1:0:secret"), Decision::ImplicitDeny);
+        assert_eq!(
+            decide(not_action, "codecommit:GitPull", REPO),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(not_action, "codecommit:GitPush", REPO),
+            Decision::ImplicitDeny
+        );
+        assert_eq!(
+            decide(
+                not_action,
+                "codecommit:GitPull",
+                "arn:aws:codecommit:us-east-1:0:secret"
+            ),
+            Decision::ImplicitDeny
+        );
         let cond = r#"{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"Bool":{"aws:SecureTransport":"true"}}}]}"#;
-        assert_eq!(decide(cond, "codecommit:GitPull", REPO), Decision::ImplicitDeny);
+        assert_eq!(
+            decide(cond, "codecommit:GitPull", REPO),
+            Decision::ImplicitDeny
+        );
     }
 
     #[test]

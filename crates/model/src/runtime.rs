@@ -47,7 +47,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -116,8 +120,16 @@ impl fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl ApiError {
-    pub fn new(code: impl Into<Cow<'static, str>>, status: u16, message: impl Into<String>) -> Self {
-        ApiError { code: code.into(), status, message: message.into() }
+    pub fn new(
+        code: impl Into<Cow<'static, str>>,
+        status: u16,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            code: code.into(),
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn not_implemented(service: &str, operation: &str) -> Self {
@@ -129,7 +141,11 @@ impl ApiError {
     }
 
     pub fn unknown_operation(prefix: &str, operation: &str) -> Self {
-        Self::new("UnknownOperationException", 400, format!("Unknown operation {prefix}.{operation}"))
+        Self::new(
+            "UnknownOperationException",
+            400,
+            format!("Unknown operation {prefix}.{operation}"),
+        )
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
@@ -146,7 +162,11 @@ impl ApiError {
 
     /// An internal failure; the detail goes to the log, never to the client.
     pub fn internal() -> Self {
-        Self::new("InternalFailure", 500, "The request processing has failed because of an unknown error.")
+        Self::new(
+            "InternalFailure",
+            500,
+            "The request processing has failed because of an unknown error.",
+        )
     }
 
     /// The JSON body AWS sends for this error.
@@ -158,7 +178,11 @@ impl ApiError {
 
 /// Decodes an operation's input from the request's JSON value.
 pub fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_json::from_value(value).map_err(|e| ApiError::serialization(format!("Start of structure or map found where not expected, or wrong type: {e}")))
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::serialization(format!(
+            "Start of structure or map found where not expected, or wrong type: {e}"
+        ))
+    })
 }
 
 /// Encodes an operation's output as the JSON response body.
@@ -213,81 +237,143 @@ impl Validator {
     fn fail(&mut self, kind: ViolationKind, value: &str, constraint: String) {
         let path = self.path.join(".");
         let member = self.path.first().cloned().unwrap_or_default();
-        let message = format!("Value {value} at '{path}' failed to satisfy constraint: {constraint}");
-        self.violations.push(Violation { member, path, kind, message });
+        let message =
+            format!("Value {value} at '{path}' failed to satisfy constraint: {constraint}");
+        self.violations.push(Violation {
+            member,
+            path,
+            kind,
+            message,
+        });
     }
 
     pub fn required(&mut self, present: bool) {
         if !present {
-            self.fail(ViolationKind::Missing, "null", "Member must not be null".into());
+            self.fail(
+                ViolationKind::Missing,
+                "null",
+                "Member must not be null".into(),
+            );
         }
     }
 
     pub fn length(&mut self, len: usize, min: Option<u64>, max: Option<u64>) {
         if let Some(min) = min.filter(|&m| (len as u64) < m) {
-            self.fail(ViolationKind::Invalid, "", format!("Member must have length greater than or equal to {min}"));
+            self.fail(
+                ViolationKind::Invalid,
+                "",
+                format!("Member must have length greater than or equal to {min}"),
+            );
         } else if let Some(max) = max.filter(|&m| (len as u64) > m) {
-            self.fail(ViolationKind::Invalid, "", format!("Member must have length less than or equal to {max}"));
+            self.fail(
+                ViolationKind::Invalid,
+                "",
+                format!("Member must have length less than or equal to {max}"),
+            );
         }
     }
 
     pub fn count(&mut self, len: usize, min: Option<u64>, max: Option<u64>) {
         if let Some(min) = min.filter(|&m| (len as u64) < m) {
-            self.fail(ViolationKind::Invalid, "", format!("Member must have length greater than or equal to {min}"));
+            self.fail(
+                ViolationKind::Invalid,
+                "",
+                format!("Member must have length greater than or equal to {min}"),
+            );
         } else if let Some(max) = max.filter(|&m| (len as u64) > m) {
-            self.fail(ViolationKind::TooMany, "", format!("Member must have length less than or equal to {max}"));
+            self.fail(
+                ViolationKind::TooMany,
+                "",
+                format!("Member must have length less than or equal to {max}"),
+            );
         }
     }
 
     pub fn range(&mut self, value: f64, min: Option<f64>, max: Option<f64>) {
         if let Some(min) = min.filter(|&m| value < m) {
-            self.fail(ViolationKind::Invalid, &format!("'{value}'"), format!("Member must have value greater than or equal to {min}"));
+            self.fail(
+                ViolationKind::Invalid,
+                &format!("'{value}'"),
+                format!("Member must have value greater than or equal to {min}"),
+            );
         } else if let Some(max) = max.filter(|&m| value > m) {
-            self.fail(ViolationKind::Invalid, &format!("'{value}'"), format!("Member must have value less than or equal to {max}"));
+            self.fail(
+                ViolationKind::Invalid,
+                &format!("'{value}'"),
+                format!("Member must have value less than or equal to {max}"),
+            );
         }
     }
 
     pub fn pattern(&mut self, value: &str, re: &Regex, pattern: &str) {
         if !re.is_match(value) {
             let shown = format!("'{}'", value.chars().take(256).collect::<String>());
-            self.fail(ViolationKind::Invalid, &shown, format!("Member must satisfy regular expression pattern: {pattern}"));
+            self.fail(
+                ViolationKind::Invalid,
+                &shown,
+                format!("Member must satisfy regular expression pattern: {pattern}"),
+            );
         }
     }
 
     pub fn one_of(&mut self, value: &str, allowed: &[&str]) {
         if !allowed.contains(&value) {
             let shown = format!("'{}'", value.chars().take(256).collect::<String>());
-            self.fail(ViolationKind::Invalid, &shown, format!("Member must satisfy enum value set: [{}]", allowed.join(", ")));
+            self.fail(
+                ViolationKind::Invalid,
+                &shown,
+                format!(
+                    "Member must satisfy enum value set: [{}]",
+                    allowed.join(", ")
+                ),
+            );
         }
     }
 }
 
 /// Top-level member → (missing, invalid, too-many) exception codes of one operation.
-pub type MemberErrors = (&'static str, Option<&'static str>, Option<&'static str>, Option<&'static str>);
+pub type MemberErrors = (
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
 
 /// Validates an input; the first violation becomes the service's own exception where the
 /// operation's model names one for that member, and `ValidationException` otherwise.
 pub fn check<T: Validate>(input: &T, table: &[MemberErrors]) -> Result<(), ApiError> {
     let mut v = Validator::default();
     input.validate(&mut v);
-    let Some(first) = v.violations.first() else { return Ok(()) };
-    let specific = table.iter().find(|(m, ..)| *m == first.member).and_then(|(_, missing, invalid, many)| {
-        match first.kind {
-            ViolationKind::Missing => *missing,
-            ViolationKind::Invalid => *invalid,
-            ViolationKind::TooMany => many.or(*invalid),
-        }
-    });
+    let Some(first) = v.violations.first() else {
+        return Ok(());
+    };
+    let specific =
+        table
+            .iter()
+            .find(|(m, ..)| *m == first.member)
+            .and_then(|(_, missing, invalid, many)| match first.kind {
+                ViolationKind::Missing => *missing,
+                ViolationKind::Invalid => *invalid,
+                ViolationKind::TooMany => many.or(*invalid),
+            });
     Err(match specific {
-        Some(code) if first.kind == ViolationKind::Missing => {
-            ApiError::new(code, 400, format!("{} is required but was not specified.", first.member))
-        }
+        Some(code) if first.kind == ViolationKind::Missing => ApiError::new(
+            code,
+            400,
+            format!("{} is required but was not specified.", first.member),
+        ),
         Some(code) => ApiError::new(code, 400, first.message.clone()),
-        None if v.violations.len() == 1 => ApiError::validation(format!("1 validation error detected: {}", first.message)),
+        None if v.violations.len() == 1 => {
+            ApiError::validation(format!("1 validation error detected: {}", first.message))
+        }
         None => ApiError::validation(format!(
             "{} validation errors detected: {}",
             v.violations.len(),
-            v.violations.iter().map(|x| x.message.as_str()).collect::<Vec<_>>().join("; ")
+            v.violations
+                .iter()
+                .map(|x| x.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
         )),
     })
 }
@@ -298,7 +384,16 @@ mod tests {
 
     #[test]
     fn base64_round_trips() {
-        for data in [&b""[..], b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar", &[0, 255, 128, 7]] {
+        for data in [
+            &b""[..],
+            b"f",
+            b"fo",
+            b"foo",
+            b"foob",
+            b"fooba",
+            b"foobar",
+            &[0, 255, 128, 7],
+        ] {
             let enc = base64_encode(data);
             assert_eq!(base64_decode(&enc).as_deref(), Some(data), "{enc}");
         }

@@ -104,13 +104,18 @@ impl AdminCommand {
     /// The IAM operation name, for error messages in the aws-cli's format.
     fn operation(&self) -> String {
         let debug = format!("{self:?}");
-        debug.split([' ', '{']).next().unwrap_or_default().to_owned()
+        debug
+            .split([' ', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
 fn read_document(arg: &str) -> Result<String, IamError> {
     match arg.strip_prefix("file://") {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| IamError::Validation(format!("cannot read {path}: {e}"))),
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| IamError::Validation(format!("cannot read {path}: {e}"))),
         None => Ok(arg.to_owned()),
     }
 }
@@ -118,40 +123,83 @@ fn read_document(arg: &str) -> Result<String, IamError> {
 async fn execute(iam: &Iam, cmd: &AdminCommand) -> Result<Option<Value>, IamError> {
     use AdminCommand::*;
     Ok(match cmd {
-        CreateUser { user_name, path } => Some(json!({ "User": iam.create_user(user_name, path.as_deref()).await? })),
+        CreateUser { user_name, path } => {
+            Some(json!({ "User": iam.create_user(user_name, path.as_deref()).await? }))
+        }
         GetUser { user_name } => Some(json!({ "User": iam.get_user(user_name).await? })),
         ListUsers => Some(json!({ "Users": iam.list_users().await? })),
         DeleteUser { user_name } => iam.delete_user(user_name).await.map(|_| None)?,
-        CreateAccessKey { user_name } => Some(json!({ "AccessKey": iam.create_access_key(user_name).await? })),
-        ListAccessKeys { user_name } => Some(json!({ "AccessKeyMetadata": iam.list_access_keys(user_name).await? })),
-        UpdateAccessKey { user_name, access_key_id, status } => {
-            iam.update_access_key(user_name, access_key_id, status).await.map(|_| None)?
+        CreateAccessKey { user_name } => {
+            Some(json!({ "AccessKey": iam.create_access_key(user_name).await? }))
         }
-        DeleteAccessKey { user_name, access_key_id } => iam.delete_access_key(user_name, access_key_id).await.map(|_| None)?,
-        PutUserPolicy { user_name, policy_name, policy_document } => {
-            iam.put_user_policy(user_name, policy_name, &read_document(policy_document)?).await.map(|_| None)?
+        ListAccessKeys { user_name } => {
+            Some(json!({ "AccessKeyMetadata": iam.list_access_keys(user_name).await? }))
         }
-        GetUserPolicy { user_name, policy_name } => {
+        UpdateAccessKey {
+            user_name,
+            access_key_id,
+            status,
+        } => iam
+            .update_access_key(user_name, access_key_id, status)
+            .await
+            .map(|_| None)?,
+        DeleteAccessKey {
+            user_name,
+            access_key_id,
+        } => iam
+            .delete_access_key(user_name, access_key_id)
+            .await
+            .map(|_| None)?,
+        PutUserPolicy {
+            user_name,
+            policy_name,
+            policy_document,
+        } => iam
+            .put_user_policy(user_name, policy_name, &read_document(policy_document)?)
+            .await
+            .map(|_| None)?,
+        GetUserPolicy {
+            user_name,
+            policy_name,
+        } => {
             let doc = iam.get_user_policy(user_name, policy_name).await?;
             let parsed: Value = serde_json::from_str(&doc).unwrap_or(Value::String(doc));
-            Some(json!({ "UserName": user_name, "PolicyName": policy_name, "PolicyDocument": parsed }))
+            Some(
+                json!({ "UserName": user_name, "PolicyName": policy_name, "PolicyDocument": parsed }),
+            )
         }
-        ListUserPolicies { user_name } => Some(json!({ "PolicyNames": iam.list_user_policies(user_name).await? })),
-        DeleteUserPolicy { user_name, policy_name } => iam.delete_user_policy(user_name, policy_name).await.map(|_| None)?,
-        CreateServiceSpecificCredential { user_name, service_name } => Some(json!({
+        ListUserPolicies { user_name } => {
+            Some(json!({ "PolicyNames": iam.list_user_policies(user_name).await? }))
+        }
+        DeleteUserPolicy {
+            user_name,
+            policy_name,
+        } => iam
+            .delete_user_policy(user_name, policy_name)
+            .await
+            .map(|_| None)?,
+        CreateServiceSpecificCredential {
+            user_name,
+            service_name,
+        } => Some(json!({
             "ServiceSpecificCredential": iam.create_service_specific_credential(user_name, service_name).await?
         })),
-        ListServiceSpecificCredentials { user_name } => {
-            Some(json!({ "ServiceSpecificCredentials": iam.list_service_specific_credentials(user_name).await? }))
-        }
-        DeleteServiceSpecificCredential { user_name, service_specific_credential_id } => {
-            iam.delete_service_specific_credential(user_name, service_specific_credential_id).await.map(|_| None)?
-        }
+        ListServiceSpecificCredentials { user_name } => Some(
+            json!({ "ServiceSpecificCredentials": iam.list_service_specific_credentials(user_name).await? }),
+        ),
+        DeleteServiceSpecificCredential {
+            user_name,
+            service_specific_credential_id,
+        } => iam
+            .delete_service_specific_credential(user_name, service_specific_credential_id)
+            .await
+            .map(|_| None)?,
     })
 }
 
 pub async fn run(args: AdminArgs) -> Result<ExitCode> {
-    let (_store, iam) = crate::server::open_data_dir(&args.data_dir, &args.account_id, false).await?;
+    let (_store, iam) =
+        crate::server::open_data_dir(&args.data_dir, &args.account_id, false).await?;
     match execute(&iam, &args.command).await {
         Ok(Some(out)) => {
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -160,7 +208,11 @@ pub async fn run(args: AdminArgs) -> Result<ExitCode> {
         Ok(None) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             // The aws-cli's format and exit status for a service error.
-            eprintln!("\nAn error occurred ({}) when calling the {} operation: {e}", e.code(), args.command.operation());
+            eprintln!(
+                "\nAn error occurred ({}) when calling the {} operation: {e}",
+                e.code(),
+                args.command.operation()
+            );
             Ok(ExitCode::from(254))
         }
     }

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "slipway", version, about = "Self-hosted CodeCommit, CodePipeline, CodeBuild and CodeDeploy that speak AWS's APIs")]
+#[command(
+    name = "slipway",
+    version,
+    about = "Self-hosted CodeCommit, CodePipeline, CodeBuild and CodeDeploy that speak AWS's APIs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,8 +37,11 @@ enum Command {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SLIPWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("SLIPWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("SLIPWAY_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
@@ -45,7 +52,10 @@ fn init_tracing() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("slipway: cannot start the async runtime: {e}");
@@ -57,7 +67,9 @@ fn main() -> ExitCode {
             Command::Server(args) => server::run(args).await,
             Command::Admin(args) => admin::run(args).await,
             Command::Worker | Command::Agent | Command::Build { .. } => {
-                eprintln!("slipway: this command is not built yet; see README.md for what works today");
+                eprintln!(
+                    "slipway: this command is not built yet; see README.md for what works today"
+                );
                 Ok(ExitCode::from(2))
             }
         }

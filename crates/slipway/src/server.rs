@@ -38,7 +38,12 @@ pub fn find_git(git: &Path) -> Result<PathBuf> {
     let out = std::process::Command::new(git)
         .arg("--version")
         .output()
-        .with_context(|| format!("cannot run {} (install git 2.28 or newer, or set SLIPWAY_GIT)", git.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot run {} (install git 2.28 or newer, or set SLIPWAY_GIT)",
+                git.display()
+            )
+        })?;
     let text = String::from_utf8_lossy(&out.stdout);
     let version: Vec<u32> = text
         .split_whitespace()
@@ -49,26 +54,40 @@ pub fn find_git(git: &Path) -> Result<PathBuf> {
         .filter_map(|p| p.parse().ok())
         .collect();
     if version.len() < 2 || (version[0], version[1]) < (2, 28) {
-        bail!("{} reports '{}'; Slipway needs git 2.28 or newer", git.display(), text.trim());
+        bail!(
+            "{} reports '{}'; Slipway needs git 2.28 or newer",
+            git.display(),
+            text.trim()
+        );
     }
     Ok(git.to_path_buf())
 }
 
 /// Opens everything a server or admin command needs from the data directory.
 /// The server creates root credentials on first start; admin commands never do.
-pub async fn open_data_dir(data_dir: &Path, account_id: &str, create_root: bool) -> Result<(Store, Iam)> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+pub async fn open_data_dir(
+    data_dir: &Path,
+    account_id: &str,
+    create_root: bool,
+) -> Result<(Store, Iam)> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {}", data_dir.display()))?;
     }
-    let store = Store::open(data_dir).await.context("opening the database")?;
+    let store = Store::open(data_dir)
+        .await
+        .context("opening the database")?;
     let key = MasterKey::load_or_create(data_dir).context("loading the master key")?;
     let (root, created) = if create_root {
         RootCredentials::load_or_create(data_dir).context("loading root credentials")?
     } else {
-        (RootCredentials::load(data_dir).unwrap_or_else(RootCredentials::disabled), false)
+        (
+            RootCredentials::load(data_dir).unwrap_or_else(RootCredentials::disabled),
+            false,
+        )
     };
     let iam = Iam::new(store.clone(), key, root.clone(), account_id.to_owned());
     if created {
@@ -102,9 +121,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let git = find_git(&args.git)?;
     let (store, iam) = open_data_dir(&args.data_dir, &args.account_id, true).await?;
-    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let codecommit = CodeCommit::new(
         store.clone(),
@@ -117,7 +141,10 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let missed = codecommit.reconcile().await.map_err(|e| anyhow::anyhow!("reconciling refs: {e}"))?;
+    let missed = codecommit
+        .reconcile()
+        .await
+        .map_err(|e| anyhow::anyhow!("reconciling refs: {e}"))?;
     if missed > 0 {
         tracing::warn!(missed, "recorded ref changes that a previous run had not");
     }

@@ -32,7 +32,11 @@ pub enum StoreError {
 }
 
 /// (version, name, SQL) of every migration, applied in order exactly once.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+)];
 
 /// The store: cheap to clone, shared by every service.
 #[derive(Clone, Debug)]
@@ -90,13 +94,18 @@ impl Store {
             sqlx::raw_sql(sql)
                 .execute(&mut *tx)
                 .await
-                .map_err(|source| StoreError::Migration { version: *version, source })?;
-            sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
-                .bind(version)
-                .bind(name)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
+                .map_err(|source| StoreError::Migration {
+                    version: *version,
+                    source,
+                })?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(version)
+            .bind(name)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
             tracing::info!(version, name, "applied migration");
         }
         tx.commit().await?;
@@ -127,7 +136,10 @@ mod tests {
         let s = Store::open(dir.path()).await.unwrap();
         drop(s);
         let s = Store::open(dir.path()).await.unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations").fetch_one(s.pool()).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
         assert_eq!(n, MIGRATIONS.len() as i64);
     }
 }

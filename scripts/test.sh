@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every check and test Slipway has, on a fresh Debian machine or a developer's:
+# installs what is missing (git, aws-cli, boto3, pytest), then code generation freshness,
+# formatting, lints, Rust tests and the compatibility suite with the real aws-cli/boto3/git.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Pinned to the botocore whose models the API layer is generated from.
+BOTOCORE=1.43.11
+AWSCLI=1.45.11
+
+step "checking tools"
+if ! command -v git >/dev/null 2>&1; then
+  step "installing git"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git
+fi
+if ! python3 -c "import boto3, botocore, pytest; assert botocore.__version__ == '$BOTOCORE'" 2>/dev/null \
+   || ! command -v aws >/dev/null 2>&1; then
+  step "installing aws-cli $AWSCLI, boto3/botocore $BOTOCORE and pytest"
+  python3 -m pip install --quiet --disable-pip-version-check \
+    "awscli==$AWSCLI" "botocore==$BOTOCORE" "boto3==$BOTOCORE" pytest 2>&1 | grep -v "Running pip as the 'root' user" || true
+fi
+git --version
+aws --version
+
+step "generated code is current"
+cargo xtask codegen --check
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "lints"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "building"
+cargo build --workspace --quiet
+
+step "rust tests"
+cargo test --workspace --quiet
+
+step "compatibility suite (aws-cli, boto3, git)"
+python3 -m pytest tests/compat -q -p no:cacheprovider
