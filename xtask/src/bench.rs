@@ -1,3 +1,448 @@
-pub fn run(_root: &std::path::Path, _args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("todo")
+//! `cargo xtask bench`: Slipway against a peer or the physical limit, in the same run.
+//!
+//! - `api`: GetRepository requests/s and p99 (SigV4-signed, keep-alive, 32 connections,
+//!   wrk) against Slipway and moto's server.
+//! - `clone`: cloning a ~40 MB repository over Slipway's HTTP vs `git clone --no-local file://`.
+//! - `idle`: resident memory with 100 repositories, and start to first answered request.
+//!
+//! Needs: a release build (made here), wrk, moto_server, python3 with botocore, git.
+
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "AKIABENCHBENCHBENCH0";
+const SECRET: &str = "benchsecretbenchsecretbenchsecretbenchse";
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn wait_healthy(port: u16, path: &str, timeout: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            );
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.0 200") {
+                return Ok(start.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    bail!("server on port {port} did not become healthy")
+}
+
+fn slipway(bin: &Path, data: &Path, port: u16) -> Result<Proc> {
+    let child = Command::new(bin)
+        .args(["server", "--data-dir"])
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("SLIPWAY_ROOT_ACCESS_KEY_ID", KEY)
+        .env("SLIPWAY_ROOT_SECRET_ACCESS_KEY", SECRET)
+        .env("SLIPWAY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting slipway")?;
+    Ok(Proc(child))
+}
+
+fn sh(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn aws_env(cmd: &mut Command, port: u16) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+}
+
+/// A wrk script that replays one SigV4-signed GetRepository request (valid for 15 minutes).
+fn signed_wrk_script(port: u16, dir: &Path) -> Result<PathBuf> {
+    let py = format!(
+        r#"
+import json
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+body = json.dumps({{"repositoryName": "bench"}})
+r = AWSRequest(method="POST", url="http://127.0.0.1:{port}/", data=body,
+               headers={{"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "CodeCommit_20150413.GetRepository"}})
+SigV4Auth(Credentials("{KEY}", "{SECRET}"), "codecommit", "us-east-1").add_auth(r)
+lines = ['wrk.method = "POST"', 'wrk.body = ' + json.dumps(body)]
+for k, v in r.headers.items():
+    lines.append('wrk.headers[%s] = %s' % (json.dumps(k), json.dumps(v)))
+print("\n".join(lines))
+"#
+    );
+    let script = sh(Command::new("python3").args(["-c", &py]))?;
+    let path = dir.join(format!("getrepository-{port}.lua"));
+    std::fs::write(&path, script)?;
+    Ok(path)
+}
+
+struct WrkResult {
+    rps: f64,
+    p99_ms: f64,
+    non2xx: u64,
+}
+
+fn parse_ms(s: &str) -> f64 {
+    let s = s.trim();
+    if let Some(v) = s.strip_suffix("us") {
+        v.parse::<f64>().unwrap_or(0.0) / 1000.0
+    } else if let Some(v) = s.strip_suffix("ms") {
+        v.parse().unwrap_or(0.0)
+    } else if let Some(v) = s.strip_suffix('s') {
+        v.parse::<f64>().unwrap_or(0.0) * 1000.0
+    } else {
+        0.0
+    }
+}
+
+fn wrk(port: u16, script: &Path, secs: u32) -> Result<WrkResult> {
+    let out = sh(Command::new("wrk").args([
+        "-t2",
+        "-c32",
+        &format!("-d{secs}s"),
+        "--latency",
+        "-s",
+        &script.to_string_lossy(),
+        &format!("http://127.0.0.1:{port}/"),
+    ]))?;
+    let mut r = WrkResult {
+        rps: 0.0,
+        p99_ms: 0.0,
+        non2xx: 0,
+    };
+    for line in out.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            r.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("99%") {
+            r.p99_ms = parse_ms(v);
+        } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            r.non2xx = v.trim().parse().unwrap_or(0);
+        }
+    }
+    Ok(r)
+}
+
+fn bench_api(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
+    let port = free_port()?;
+    let _server = slipway(bin, &tmp.join("api-data"), port)?;
+    wait_healthy(port, "/-/health", Duration::from_secs(30))?;
+    sh(aws_env(
+        Command::new("aws").args([
+            "codecommit",
+            "create-repository",
+            "--repository-name",
+            "bench",
+        ]),
+        port,
+    ))?;
+    let script = signed_wrk_script(port, tmp)?;
+    wrk(port, &script, 2)?; // warm-up
+    let s = wrk(port, &script, 10)?;
+
+    let mport = free_port()?;
+    let _moto = Proc(
+        Command::new("moto_server")
+            .args(["-p", &mport.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting moto_server (pip install 'moto[server]')")?,
+    );
+    wait_healthy(mport, "/moto-api/", Duration::from_secs(60))?;
+    sh(aws_env(
+        Command::new("aws").args([
+            "codecommit",
+            "create-repository",
+            "--repository-name",
+            "bench",
+        ]),
+        mport,
+    ))?;
+    let mscript = signed_wrk_script(mport, tmp)?;
+    wrk(mport, &mscript, 2)?;
+    let m = wrk(mport, &mscript, 10)?;
+    if s.non2xx > 0 || m.non2xx > 0 {
+        bail!(
+            "non-2xx responses during the run (slipway {}, moto {})",
+            s.non2xx,
+            m.non2xx
+        );
+    }
+    let line = format!(
+        "| GetRepository, SigV4, keep-alive, 32 connections, 10 s | {:.0} req/s, p99 {:.2} ms | moto_server: {:.0} req/s, p99 {:.2} ms | **{:.1}×** throughput |\n",
+        s.rps,
+        s.p99_ms,
+        m.rps,
+        m.p99_ms,
+        s.rps / m.rps.max(1e-9)
+    );
+    print!("{line}");
+    report.push_str(&line);
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+fn time(cmd: &mut Command) -> Result<f64> {
+    let start = Instant::now();
+    sh(cmd)?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn bench_clone(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
+    let src = tmp.join("clone-src");
+    std::fs::create_dir_all(&src)?;
+    let git = |args: &[&str], dir: &Path| -> Result<String> {
+        sh(Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "b")
+            .env("GIT_AUTHOR_EMAIL", "b@b")
+            .env("GIT_COMMITTER_NAME", "b")
+            .env("GIT_COMMITTER_EMAIL", "b@b"))
+    };
+    git(&["init", "-q", "-b", "main"], &src)?;
+    // ~40 MB of incompressible content over 200 commits of 200 files each.
+    let mut seed: u64 = 0x9e3779b97f4a7c15;
+    for c in 0..200 {
+        for f in 0..4 {
+            let mut data = vec![0u8; 50 * 1024];
+            for b in data.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *b = seed as u8;
+            }
+            std::fs::write(src.join(format!("f{f}-{c}.bin")), data)?;
+        }
+        git(&["add", "-A"], &src)?;
+        git(&["commit", "-qm", &format!("c{c}")], &src)?;
+    }
+    git(&["gc", "-q"], &src)?;
+    let size = sh(Command::new("du")
+        .args(["-sm", "--apparent-size"])
+        .arg(src.join(".git")))?;
+
+    let port = free_port()?;
+    let data = tmp.join("clone-data");
+    let _server = slipway(bin, &data, port)?;
+    wait_healthy(port, "/-/health", Duration::from_secs(30))?;
+    sh(aws_env(
+        Command::new("aws").args([
+            "codecommit",
+            "create-repository",
+            "--repository-name",
+            "big",
+        ]),
+        port,
+    ))?;
+    sh(aws_env(
+        Command::new(bin)
+            .args(["admin", "--data-dir"])
+            .arg(&data)
+            .args(["create-user", "--user-name", "b"]),
+        port,
+    ))?;
+    sh(Command::new(bin)
+        .args(["admin", "--data-dir"])
+        .arg(&data)
+        .args([
+            "put-user-policy",
+            "--user-name",
+            "b",
+            "--policy-name",
+            "p",
+            "--policy-document",
+            r#"{"Statement":[{"Effect":"Allow","Action":"codecommit:Git*","Resource":"*"}]}"#,
+        ]))?;
+    let cred = sh(Command::new(bin)
+        .args(["admin", "--data-dir"])
+        .arg(&data)
+        .args([
+            "create-service-specific-credential",
+            "--user-name",
+            "b",
+            "--service-name",
+            "codecommit.amazonaws.com",
+        ]))?;
+    let v: serde_json::Value = serde_json::from_str(&cred)?;
+    let user = v["ServiceSpecificCredential"]["ServiceUserName"]
+        .as_str()
+        .unwrap_or_default();
+    let pass = v["ServiceSpecificCredential"]["ServicePassword"]
+        .as_str()
+        .unwrap_or_default();
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    let url = format!(
+        "http://{}:{}@127.0.0.1:{port}/v1/repos/big",
+        enc(user),
+        enc(pass)
+    );
+    git(&["push", "-q", &url, "main"], &src)?;
+
+    let (mut http, mut file) = (vec![], vec![]);
+    for i in 0..5 {
+        let h = tmp.join(format!("h{i}"));
+        let f = tmp.join(format!("f{i}"));
+        http.push(time(
+            Command::new("git")
+                .args(["clone", "-q", "--bare", &url])
+                .arg(&h),
+        )?);
+        file.push(time(
+            Command::new("git")
+                .args(["clone", "-q", "--bare", "--no-local"])
+                .arg(format!("file://{}", src.display()))
+                .arg(&f),
+        )?);
+        std::fs::remove_dir_all(&h)?;
+        std::fs::remove_dir_all(&f)?;
+    }
+    let (h, f) = (median(http), median(file));
+    let line = format!(
+        "| clone of a {} MB repository (median of 5) | {:.3} s over Slipway HTTP | {:.3} s `git clone --no-local file://` | **{:.2}** ratio |\n",
+        size.split_whitespace().next().unwrap_or("?"),
+        h,
+        f,
+        h / f
+    );
+    print!("{line}");
+    report.push_str(&line);
+    Ok(())
+}
+
+fn rss_kb(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS")
+}
+
+fn bench_idle(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
+    let data = tmp.join("idle-data");
+    let port = free_port()?;
+    {
+        let _server = slipway(bin, &data, port)?;
+        wait_healthy(port, "/-/health", Duration::from_secs(30))?;
+        let py = format!(
+            "import boto3\nc=boto3.client('codecommit',endpoint_url='http://127.0.0.1:{port}',region_name='us-east-1',aws_access_key_id='{KEY}',aws_secret_access_key='{SECRET}')\nfor i in range(100):\n    c.create_repository(repositoryName='r%d'%i)\n    c.put_file(repositoryName='r%d'%i,branchName='main',filePath='README.md',fileContent=b'hello')\n"
+        );
+        sh(Command::new("python3").args(["-c", &py]))?;
+    }
+    let mut starts = vec![];
+    let mut rss = 0;
+    for _ in 0..5 {
+        let port = free_port()?;
+        let started = Instant::now();
+        let server = slipway(bin, &data, port)?;
+        wait_healthy(port, "/-/health", Duration::from_secs(30))?;
+        starts.push(started.elapsed().as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_secs(2));
+        rss = rss_kb(server.0.id())?;
+    }
+    let line = format!(
+        "| idle with 100 repositories | RSS {:.1} MB | start to first answered request: {:.0} ms (median of 5) | target < 40 MB, < 300 ms |\n",
+        rss as f64 / 1024.0,
+        median(starts)
+    );
+    print!("{line}");
+    report.push_str(&line);
+    Ok(())
+}
+
+pub fn run_all(root: &Path, which: &str) -> Result<()> {
+    println!("building the release binary…");
+    sh(Command::new("cargo")
+        .args(["build", "--release", "--quiet", "-p", "slipway"])
+        .current_dir(root))?;
+    let bin = root.join("target/release/slipway");
+    let tmp = tempfile_dir()?;
+    let mut report =
+        String::from("| benchmark | Slipway | peer / limit | result |\n|---|---|---|---|\n");
+    println!("{}", report.trim_end());
+    if which == "all" || which == "api" {
+        bench_api(&bin, &tmp, &mut report)?;
+    }
+    if which == "all" || which == "clone" {
+        bench_clone(&bin, &tmp, &mut report)?;
+    }
+    if which == "all" || which == "idle" {
+        bench_idle(&bin, &tmp, &mut report)?;
+    }
+    std::fs::write(root.join("target/bench-results.md"), &report)?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    println!("\n(written to target/bench-results.md)");
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("slipway-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    let which = args.first().map(String::as_str).unwrap_or("all");
+    if !["all", "api", "clone", "idle"].contains(&which) {
+        bail!("unknown benchmark {which}: use api, clone, idle or all");
+    }
+    run_all(root, which)
 }

@@ -92,6 +92,45 @@ pub struct Config {
 pub struct CodeCommit {
     store: Store,
     cfg: std::sync::Arc<Config>,
+    cache: std::sync::Arc<RepoCache>,
+}
+
+/// Repository rows by name, so the hot read path (every API call names a repository) skips a
+/// database round trip. Every write to `cc_repositories` goes through this process's
+/// [`CodeCommit`] and calls [`RepoCache::invalidate`] after it commits; `generation` makes a
+/// read that raced with a write discard its (possibly old) row instead of caching it.
+/// A deployment with several server processes on one database must not use this cache as is.
+#[derive(Debug, Default)]
+struct RepoCache {
+    rows: std::sync::RwLock<std::collections::HashMap<String, Repository>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl RepoCache {
+    fn get(&self, name: &str) -> Option<Repository> {
+        self.rows.read().ok()?.get(name).cloned()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Caches a row read when the generation was `seen`, unless a write happened since.
+    fn put(&self, seen: u64, repo: &Repository) {
+        if let Ok(mut rows) = self.rows.write() {
+            if self.generation() == seen {
+                rows.insert(repo.name.clone(), repo.clone());
+            }
+        }
+    }
+
+    fn invalidate(&self) {
+        if let Ok(mut rows) = self.rows.write() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            rows.clear();
+        }
+    }
 }
 
 /// Sort key for ListRepositories.
@@ -173,6 +212,7 @@ impl CodeCommit {
         let cc = CodeCommit {
             store,
             cfg: std::sync::Arc::new(cfg),
+            cache: Default::default(),
         };
         cc.install_hooks()?;
         Ok(cc)
@@ -257,13 +297,26 @@ impl CodeCommit {
 
     /// Looks a repository up by name.
     pub async fn find(&self, name: &str) -> Result<Option<Repository>> {
+        if let Some(r) = self.cache.get(name) {
+            return Ok(Some(r));
+        }
+        let seen = self.cache.generation();
         let row = sqlx::query(&format!(
             "SELECT {REPO_COLUMNS} FROM cc_repositories WHERE name = $1"
         ))
         .bind(name)
         .fetch_optional(self.store.pool())
         .await?;
-        Ok(row.map(|r| self.repo_from_row(&r)))
+        let repo = row.map(|r| self.repo_from_row(&r));
+        if let Some(r) = &repo {
+            self.cache.put(seen, r);
+        }
+        Ok(repo)
+    }
+
+    /// Drops cached repository rows; called after every committed write to them.
+    pub(crate) fn invalidate(&self) {
+        self.cache.invalidate();
     }
 
     /// A repository by name, or `RepositoryDoesNotExistException`.
@@ -330,6 +383,7 @@ impl CodeCommit {
                 .await?;
         }
         tx.commit().await?;
+        self.invalidate();
         tracing::info!(repository = name, id = %id, "created repository");
         self.get(name).await
     }
@@ -351,6 +405,7 @@ impl CodeCommit {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.invalidate();
         // Rename first so the directory vanishes atomically, then remove at leisure.
         let path = self.repo_path(&repo.id);
         let trash = path.with_extension("deleted");
@@ -396,6 +451,7 @@ impl CodeCommit {
         .bind(&repo.id)
         .execute(self.store.pool())
         .await;
+        self.invalidate();
         match res {
             Err(e) if is_unique_violation(&e) => Err(err(
                 "RepositoryNameExistsException",
@@ -420,6 +476,7 @@ impl CodeCommit {
         .bind(&repo.id)
         .execute(self.store.pool())
         .await?;
+        self.invalidate();
         Ok(())
     }
 
@@ -501,6 +558,7 @@ impl CodeCommit {
             .bind(&repo.id)
             .execute(self.store.pool())
             .await?;
+        self.invalidate();
         Ok(())
     }
 }

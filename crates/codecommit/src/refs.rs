@@ -145,6 +145,7 @@ impl CodeCommit {
                 .await?;
         }
         tx.commit().await?;
+        self.invalidate();
         if let Some(d) = new_default {
             git.run(&["symbolic-ref", "HEAD", &format!("refs/heads/{d}")])
                 .await?;
@@ -397,6 +398,7 @@ impl CodeCommit {
             .bind(&repo.id)
             .execute(self.store.pool())
             .await?;
+        self.invalidate();
         self.git(repo)
             .run(&["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")])
             .await
