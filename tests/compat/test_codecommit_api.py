@@ -198,6 +198,11 @@ def test_putfile_createcommit_then_fetch(server, workdir):
     subprocess.run(["git", "fsck", "--strict"], cwd=clone, check=True, capture_output=True)
     history = cc.list_file_commit_history(repositoryName="files", filePath="docs/a.txt")["revisionDag"]
     assert [v["commit"]["commitId"] for v in history] == [first["commitId"]]
+    assert history[0]["revisionChildren"] == [] and history[0]["path"] == "docs/a.txt"
+    z = cc.list_file_commit_history(repositoryName="files", filePath="x/y/z.txt")["revisionDag"]
+    assert [v["commit"]["commitId"] for v in z] == [modes["commitId"], third["commitId"]]
+    assert z[1]["revisionChildren"] == [modes["commitId"]] and z[0]["revisionChildren"] == []
+    assert z[1]["blobId"] == z[0]["blobId"]
 
 
 def test_branches(server):

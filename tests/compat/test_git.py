@@ -89,3 +89,29 @@ def test_unauthenticated_git_is_challenged(server):
     except urllib.error.HTTPError as e:
         assert e.code == 401
         assert e.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_gzip_upload_pack_request(server, workdir):
+    """A gzip-encoded upload-pack request (as git sends large ones) is decoded and answered."""
+    import base64
+    import gzip
+    import urllib.request
+
+    cc = server.client("codecommit")
+    cc.create_repository(repositoryName="gz")
+    commit = cc.put_file(repositoryName="gz", branchName="main", filePath="a", fileContent=b"hello")["commitId"]
+    server.user("puller", {"Statement": [{"Effect": "Allow", "Action": "codecommit:GitPull", "Resource": "*"}]})
+    cred = server.admin("create-service-specific-credential", "--user-name", "puller",
+                        "--service-name", "codecommit.amazonaws.com")["ServiceSpecificCredential"]
+    auth = base64.b64encode(f"{cred['ServiceUserName']}:{cred['ServicePassword']}".encode()).decode()
+    want = f"want {commit}\n"
+    body = f"{len(want) + 4:04x}{want}0000" + "0009done\n"
+    req = urllib.request.Request(
+        server.repo_url("gz") + "/git-upload-pack", data=gzip.compress(body.encode()), method="POST",
+        headers={"Authorization": f"Basic {auth}", "Content-Type": "application/x-git-upload-pack-request",
+                 "Content-Encoding": "gzip", "Accept": "application/x-git-upload-pack-result"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "application/x-git-upload-pack-result"
+        data = resp.read()
+    assert data.startswith(b"0008NAK\n") and b"PACK" in data

@@ -605,17 +605,16 @@ impl CodeCommitApi for CodeCommitService {
             "InvalidContinuationTokenException",
         )
         .map_err(api_error)?;
+        let norm = cc::files::normalize_path(&path, false).map_err(api_error)?;
         let mut dag = Vec::new();
-        for id in page.items {
+        for (id, children) in page.items {
             let c = self.cc.get_commit(&r, &id).await.map_err(api_error)?;
-            let norm = cc::files::normalize_path(&path, false).map_err(api_error)?;
             let blob = self.cc.blob_at(&r, &id, &norm).await.map_err(api_error)?;
-            let parents = c.parents.clone();
             dag.push(FileVersion {
                 commit: Some(commit_shape(c)),
                 blob_id: blob,
-                path: Some(norm),
-                revision_children: Some(parents),
+                path: Some(norm.clone()),
+                revision_children: Some(children),
             });
         }
         Ok(ListFileCommitHistoryResponse {

@@ -558,20 +558,47 @@ impl CodeCommit {
         paginate(diffs, token, max, "InvalidContinuationTokenException")
     }
 
-    /// Commits on `spec`'s history that touched `path`, newest first.
+    /// Commits on `spec`'s history that touched `path`, newest first, each with the commits
+    /// of that list that came next for the file (its `revisionChildren`).
     pub async fn file_history(
         &self,
         repo: &Repository,
         spec: Option<&str>,
         path: &str,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<(String, Vec<String>)>> {
         let path = normalize_path(path, false)?;
         let commit = self.resolve_commit(repo, spec).await?;
+        // --parents rewrites each commit's parents to the previous commits that touched path.
         let out = self
             .git(repo)
-            .text(&["log", "--format=%H", "--no-renames", &commit, "--", &path])
+            .text(&[
+                "log",
+                "--parents",
+                "--format=%H %P",
+                "--no-renames",
+                &commit,
+                "--",
+                &path,
+            ])
             .await?;
-        Ok(out.lines().map(str::to_owned).collect())
+        let entries: Vec<(String, Vec<String>)> = out
+            .lines()
+            .filter_map(|l| {
+                let mut ids = l.split_whitespace().map(str::to_owned);
+                Some((ids.next()?, ids.collect()))
+            })
+            .collect();
+        Ok(entries
+            .iter()
+            .map(|(id, _)| {
+                let children = entries
+                    .iter()
+                    .filter(|(_, parents)| parents.contains(id))
+                    .map(|(c, _)| c.clone())
+                    .collect();
+                (id.clone(), children)
+            })
+            .collect())
     }
 
     /// The blob a path has at a commit, if it is a file there.
