@@ -3,6 +3,8 @@
 //! - `api`: GetRepository requests/s and p99 (SigV4-signed, keep-alive, 32 connections,
 //!   wrk) against Slipway and moto's server.
 //! - `clone`: cloning a ~40 MB repository over Slipway's HTTP vs `git clone --no-local file://`.
+//! - `push`: pushing a 300 MB commit over Slipway's HTTP vs to a bare repository via
+//!   `file://`, and the server's peak resident memory meanwhile (the pack streams through).
 //! - `idle`: resident memory with 100 repositories, and start to first answered request.
 //!
 //! Needs: a release build (made here), wrk, moto_server, python3 with botocore, git.
@@ -237,17 +239,9 @@ fn time(cmd: &mut Command) -> Result<f64> {
 fn bench_clone(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
     let src = tmp.join("clone-src");
     std::fs::create_dir_all(&src)?;
-    let git = |args: &[&str], dir: &Path| -> Result<String> {
-        sh(Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "b")
-            .env("GIT_AUTHOR_EMAIL", "b@b")
-            .env("GIT_COMMITTER_NAME", "b")
-            .env("GIT_COMMITTER_EMAIL", "b@b"))
-    };
+    let git = git_cmd;
     git(&["init", "-q", "-b", "main"], &src)?;
-    // ~40 MB of incompressible content over 200 commits of 200 files each.
+    // ~40 MB of incompressible content: 200 commits of 4 files of 50 KB.
     let mut seed: u64 = 0x9e3779b97f4a7c15;
     for c in 0..200 {
         for f in 0..4 {
@@ -272,29 +266,70 @@ fn bench_clone(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
     let data = tmp.join("clone-data");
     let _server = slipway(bin, &data, port)?;
     wait_healthy(port, "/-/health", Duration::from_secs(30))?;
+    let url = repo_with_git_credentials(bin, &data, port, "big")?;
+    git(&["push", "-q", &url, "main"], &src)?;
+
+    let (mut http, mut file) = (vec![], vec![]);
+    // The baseline clones the very repository the server serves, so only the transport differs.
+    let meta = sh(aws_env(
+        Command::new("aws").args(["codecommit", "get-repository", "--repository-name", "big"]),
+        port,
+    ))?;
+    let meta: serde_json::Value = serde_json::from_str(&meta)?;
+    let id = meta["repositoryMetadata"]["repositoryId"]
+        .as_str()
+        .unwrap_or_default();
+    let served = data.join("repos").join(format!("{id}.git"));
+    for i in 0..15 {
+        let h = tmp.join(format!("h{i}"));
+        let f = tmp.join(format!("f{i}"));
+        http.push(time(
+            Command::new("git")
+                .args(["clone", "-q", "--bare", &url])
+                .arg(&h),
+        )?);
+        file.push(time(
+            Command::new("git")
+                .args(["clone", "-q", "--bare", "--no-local"])
+                .arg(format!("file://{}", served.display()))
+                .arg(&f),
+        )?);
+        std::fs::remove_dir_all(&h)?;
+        std::fs::remove_dir_all(&f)?;
+    }
+    let (h, f) = (median(http), median(file));
+    let line = format!(
+        "| clone of a {} MB repository (median of 15, interleaved) | {:.3} s over Slipway HTTP | {:.3} s `git clone --no-local file://` | **{:.2}** ratio |\n",
+        size.split_whitespace().next().unwrap_or("?"),
+        h,
+        f,
+        h / f
+    );
+    print!("{line}");
+    report.push_str(&line);
+    Ok(())
+}
+
+/// Creates repository `name` and a user with git credentials; returns a clone URL carrying them.
+fn repo_with_git_credentials(bin: &Path, data: &Path, port: u16, name: &str) -> Result<String> {
     sh(aws_env(
-        Command::new("aws").args([
-            "codecommit",
-            "create-repository",
-            "--repository-name",
-            "big",
-        ]),
+        Command::new("aws").args(["codecommit", "create-repository", "--repository-name", name]),
         port,
     ))?;
     sh(aws_env(
         Command::new(bin)
             .args(["admin", "--data-dir"])
-            .arg(&data)
-            .args(["create-user", "--user-name", "b"]),
+            .arg(data)
+            .args(["create-user", "--user-name", name]),
         port,
     ))?;
     sh(Command::new(bin)
         .args(["admin", "--data-dir"])
-        .arg(&data)
+        .arg(data)
         .args([
             "put-user-policy",
             "--user-name",
-            "b",
+            name,
             "--policy-name",
             "p",
             "--policy-document",
@@ -302,11 +337,11 @@ fn bench_clone(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
         ]))?;
     let cred = sh(Command::new(bin)
         .args(["admin", "--data-dir"])
-        .arg(&data)
+        .arg(data)
         .args([
             "create-service-specific-credential",
             "--user-name",
-            "b",
+            name,
             "--service-name",
             "codecommit.amazonaws.com",
         ]))?;
@@ -329,35 +364,86 @@ fn bench_clone(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
             .collect::<String>()
     };
     let url = format!(
-        "http://{}:{}@127.0.0.1:{port}/v1/repos/big",
+        "http://{}:{}@127.0.0.1:{port}/v1/repos/{name}",
         enc(user),
         enc(pass)
     );
-    git(&["push", "-q", &url, "main"], &src)?;
+    Ok(url)
+}
 
+fn git_cmd(args: &[&str], dir: &Path) -> Result<String> {
+    sh(Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "b")
+        .env("GIT_AUTHOR_EMAIL", "b@b")
+        .env("GIT_COMMITTER_NAME", "b")
+        .env("GIT_COMMITTER_EMAIL", "b@b"))
+}
+
+fn peak_rss_kb(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmHWM")
+}
+
+fn bench_push(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
+    let src = tmp.join("push-src");
+    std::fs::create_dir_all(&src)?;
+    git_cmd(&["init", "-q", "-b", "main"], &src)?;
+    let mut f = std::fs::File::create(src.join("big.bin"))?;
+    let mut seed: u64 = 0x2545f4914f6cdd1d;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..300 {
+        for chunk in buf.chunks_mut(8) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+        }
+        f.write_all(&buf)?;
+    }
+    drop(f);
+    git_cmd(&["add", "-A"], &src)?;
+    git_cmd(&["commit", "-qm", "big"], &src)?;
+    // Pack once up front so both pushes send an existing pack rather than compressing anew.
+    git_cmd(&["gc", "-q"], &src)?;
+
+    let port = free_port()?;
+    let data = tmp.join("push-data");
+    let server = slipway(bin, &data, port)?;
+    wait_healthy(port, "/-/health", Duration::from_secs(30))?;
     let (mut http, mut file) = (vec![], vec![]);
-    for i in 0..5 {
-        let h = tmp.join(format!("h{i}"));
-        let f = tmp.join(format!("f{i}"));
+    for i in 0..3 {
+        let url = repo_with_git_credentials(bin, &data, port, &format!("push{i}"))?;
         http.push(time(
             Command::new("git")
-                .args(["clone", "-q", "--bare", &url])
-                .arg(&h),
+                .args(["push", "-q", &url, "main"])
+                .current_dir(&src),
         )?);
+        let bare = tmp.join(format!("bare{i}.git"));
+        sh(Command::new("git")
+            .args(["init", "-q", "--bare"])
+            .arg(&bare))?;
         file.push(time(
             Command::new("git")
-                .args(["clone", "-q", "--bare", "--no-local"])
-                .arg(format!("file://{}", src.display()))
-                .arg(&f),
+                .args(["push", "-q"])
+                .arg(format!("file://{}", bare.display()))
+                .arg("main")
+                .current_dir(&src),
         )?);
-        std::fs::remove_dir_all(&h)?;
-        std::fs::remove_dir_all(&f)?;
+        std::fs::remove_dir_all(&bare)?;
     }
+    let peak = peak_rss_kb(server.0.id())?;
     let (h, f) = (median(http), median(file));
     let line = format!(
-        "| clone of a {} MB repository (median of 5) | {:.3} s over Slipway HTTP | {:.3} s `git clone --no-local file://` | **{:.2}** ratio |\n",
-        size.split_whitespace().next().unwrap_or("?"),
+        "| push of a 300 MB commit (median of 3) | {:.2} s over Slipway HTTP, server peak RSS {:.1} MB | {:.2} s `git push file://` | **{:.2}** ratio |\n",
         h,
+        peak as f64 / 1024.0,
         f,
         h / f
     );
@@ -424,6 +510,9 @@ pub fn run_all(root: &Path, which: &str) -> Result<()> {
     if which == "all" || which == "clone" {
         bench_clone(&bin, &tmp, &mut report)?;
     }
+    if which == "all" || which == "push" {
+        bench_push(&bin, &tmp, &mut report)?;
+    }
     if which == "all" || which == "idle" {
         bench_idle(&bin, &tmp, &mut report)?;
     }
@@ -441,8 +530,8 @@ fn tempfile_dir() -> Result<PathBuf> {
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let which = args.first().map(String::as_str).unwrap_or("all");
-    if !["all", "api", "clone", "idle"].contains(&which) {
-        bail!("unknown benchmark {which}: use api, clone, idle or all");
+    if !["all", "api", "clone", "push", "idle"].contains(&which) {
+        bail!("unknown benchmark {which}: use api, clone, push, idle or all");
     }
     run_all(root, which)
 }

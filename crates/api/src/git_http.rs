@@ -247,6 +247,13 @@ async fn run_backend(
 ) -> std::io::Result<Response> {
     let cc = &state.codecommit;
     let cfg = cc.config();
+    // Held until git exits (moved into the task that waits for it when the response streams).
+    let permit = state
+        .git_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(std::io::Error::other)?;
     let (parts, body) = req.into_parts();
     let header = |name: &str| {
         parts
@@ -400,7 +407,7 @@ async fn run_backend(
     }
 
     // Everything else streams: the pack of a multi-GB clone flows straight from git.
-    let rest = tokio_util::io::ReaderStream::new(stdout);
+    let rest = tokio_util::io::ReaderStream::with_capacity(stdout, 64 * 1024);
     let stream =
         futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(first) }).chain(rest);
     tokio::spawn(async move {
@@ -410,6 +417,7 @@ async fn run_backend(
             tracing::info!(?status, stderr = %String::from_utf8_lossy(&err), "git http-backend ended");
         }
         drop(ref_log);
+        drop(permit);
     });
     builder
         .body(Body::from_stream(stream))

@@ -27,6 +27,8 @@ pub struct AppState {
     pub region: String,
     pub account_id: String,
     pub max_json_body: usize,
+    /// Bounds how many git processes serve requests at once; further requests wait for a slot.
+    pub git_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Builds the router for every protocol Slipway serves.

@@ -537,16 +537,30 @@ impl Iam {
     }
 
     pub async fn delete_access_key(&self, user: &str, id: &str) -> Result<(), IamError> {
-        let res =
-            sqlx::query("DELETE FROM iam_access_keys WHERE access_key_id = $1 AND user_name = $2")
-                .bind(id)
-                .bind(user)
-                .execute(self.store.pool())
-                .await?;
+        self.delete_owned(
+            "DELETE FROM iam_access_keys WHERE user_name = $1 AND access_key_id = $2",
+            user,
+            id,
+            format!("The Access Key with id {id} cannot be found."),
+        )
+        .await
+    }
+
+    /// Runs a `DELETE … WHERE user_name = $1 AND <key> = $2`; `NoSuchEntity` if nothing matched.
+    async fn delete_owned(
+        &self,
+        sql: &str,
+        user: &str,
+        key: &str,
+        missing: String,
+    ) -> Result<(), IamError> {
+        let res = sqlx::query(sql)
+            .bind(user)
+            .bind(key)
+            .execute(self.store.pool())
+            .await?;
         if res.rows_affected() == 0 {
-            return Err(IamError::NoSuchEntity(format!(
-                "The Access Key with id {id} cannot be found."
-            )));
+            return Err(IamError::NoSuchEntity(missing));
         }
         Ok(())
     }
@@ -598,18 +612,13 @@ impl Iam {
 
     pub async fn delete_user_policy(&self, user: &str, name: &str) -> Result<(), IamError> {
         self.require_user(user).await?;
-        let res =
-            sqlx::query("DELETE FROM iam_user_policies WHERE user_name = $1 AND policy_name = $2")
-                .bind(user)
-                .bind(name)
-                .execute(self.store.pool())
-                .await?;
-        if res.rows_affected() == 0 {
-            return Err(IamError::NoSuchEntity(format!(
-                "The user policy with name {name} cannot be found."
-            )));
-        }
-        Ok(())
+        self.delete_owned(
+            "DELETE FROM iam_user_policies WHERE user_name = $1 AND policy_name = $2",
+            user,
+            name,
+            format!("The user policy with name {name} cannot be found."),
+        )
+        .await
     }
 
     pub async fn create_service_specific_credential(
@@ -702,19 +711,13 @@ impl Iam {
         id: &str,
     ) -> Result<(), IamError> {
         self.require_user(user).await?;
-        let res = sqlx::query(
-            "DELETE FROM iam_service_credentials WHERE credential_id = $1 AND user_name = $2",
+        self.delete_owned(
+            "DELETE FROM iam_service_credentials WHERE user_name = $1 AND credential_id = $2",
+            user,
+            id,
+            format!("No such credential {id} exists"),
         )
-        .bind(id)
-        .bind(user)
-        .execute(self.store.pool())
-        .await?;
-        if res.rows_affected() == 0 {
-            return Err(IamError::NoSuchEntity(format!(
-                "No such credential {id} exists"
-            )));
-        }
-        Ok(())
+        .await
     }
 }
 

@@ -28,6 +28,9 @@ pub struct ServerArgs {
     /// Base URL clients reach this server at (default: http://LISTEN-ADDRESS).
     #[arg(long, env = "SLIPWAY_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// How many git processes may serve clones and pushes at once (others wait).
+    #[arg(long, env = "SLIPWAY_MAX_GIT_PROCESSES", default_value_t = 64)]
+    pub max_git_processes: usize,
     /// The git executable (2.28 or newer).
     #[arg(long, env = "SLIPWAY_GIT", default_value = "git")]
     pub git: PathBuf,
@@ -154,6 +157,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         region: args.region.clone(),
         account_id: args.account_id.clone(),
         max_json_body: slipway_api::MAX_JSON_BODY,
+        git_slots: Arc::new(tokio::sync::Semaphore::new(args.max_git_processes.max(1))),
     });
     tracing::info!(%addr, %public_url, region = %args.region, account = %args.account_id, startup_ms = started.elapsed().as_millis() as u64, "listening");
     println!("Slipway listening on http://{addr}");
