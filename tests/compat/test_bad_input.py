@@ -53,8 +53,8 @@ def test_malformed_requests(server):
 
 
 def test_every_operation_is_routed(server):
-    """All 229 operations of the four services answer AWS-shaped JSON: never 404, HTML or 5xx
-    other than 501 for operations not built yet."""
+    """All 229 operations of the four services (and every SSM operation) answer AWS-shaped
+    JSON: never 404, HTML or 5xx other than 501 for operations not built yet."""
     session = botocore.session.get_session()
     total = 0
     for service in ["codecommit", "codepipeline", "codebuild", "codedeploy"]:
@@ -67,6 +67,11 @@ def test_every_operation_is_routed(server):
             assert status < 500 or (status == 501 and body["__type"] == "NotImplementedException"), (service, op, body)
             assert headers.get("x-amzn-requestid")
     assert total == 229
+    ssm = session.get_service_model("ssm")
+    for op in ssm.operation_names:
+        status, body, _ = signed(server, f"AmazonSSM.{op}", "{}", service="ssm")
+        assert status != 404 and "__type" in body or status == 200, (op, body)
+        assert status < 500 or (status == 501 and body["__type"] == "NotImplementedException"), (op, body)
 
 
 def test_unbuilt_operation_answers_501_through_sdk(server):

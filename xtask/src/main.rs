@@ -16,7 +16,24 @@ pub const SERVICES: &[(&str, &str)] = &[
     ("codepipeline", "codepipeline"),
     ("codebuild", "codebuild"),
     ("codedeploy", "codedeploy"),
+    ("ssm", "ssm"),
 ];
+
+/// Services of which only some operations are built: the others keep their names (so they
+/// are routed and answer 501) but lose their shapes in the vendored model.
+pub const PARTIAL_SERVICES: &[(&str, &[&str])] = &[(
+    "ssm",
+    &[
+        "PutParameter",
+        "GetParameter",
+        "GetParameters",
+        "GetParametersByPath",
+        "DeleteParameter",
+        "DeleteParameters",
+        "DescribeParameters",
+        "GetParameterHistory",
+    ],
+)];
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

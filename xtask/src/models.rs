@@ -1,6 +1,6 @@
 //! Imports botocore's service models into `models/botocore/`, pinned and stripped of documentation.
 
-use crate::{BOTOCORE_VERSION, SERVICES};
+use crate::{BOTOCORE_VERSION, PARTIAL_SERVICES, SERVICES};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::io::Read;
@@ -48,6 +48,60 @@ fn strip(v: &mut Value) {
     }
 }
 
+/// Keeps the shapes of the `keep` operations (and what they reach, and their errors); the
+/// other operations stay as bare names.
+fn trim(model: &mut Value, keep: &[&str]) -> Result<()> {
+    let shapes = model["shapes"].as_object().context("shapes")?.clone();
+    let mut wanted = std::collections::BTreeSet::new();
+    let mut todo: Vec<String> = Vec::new();
+    let ops = model["operations"].as_object_mut().context("operations")?;
+    for (name, op) in ops.iter_mut() {
+        if keep.contains(&name.as_str()) {
+            for key in ["input", "output"] {
+                if let Some(s) = op.get(key).and_then(|v| v["shape"].as_str()) {
+                    todo.push(s.to_owned());
+                }
+            }
+            for e in op
+                .get("errors")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(s) = e["shape"].as_str() {
+                    todo.push(s.to_owned());
+                }
+            }
+        } else {
+            *op = serde_json::json!({ "name": name, "http": op["http"].clone() });
+        }
+    }
+    while let Some(s) = todo.pop() {
+        if !wanted.insert(s.clone()) {
+            continue;
+        }
+        let shape = shapes
+            .get(&s)
+            .with_context(|| format!("unknown shape {s}"))?;
+        let mut refs = Vec::new();
+        if let Some(m) = shape.get("members").and_then(Value::as_object) {
+            refs.extend(m.values().filter_map(|v| v["shape"].as_str()));
+        }
+        for key in ["member", "key", "value"] {
+            if let Some(r) = shape.get(key).and_then(|v| v["shape"].as_str()) {
+                refs.push(r);
+            }
+        }
+        todo.extend(refs.into_iter().map(str::to_owned));
+    }
+    let kept: serde_json::Map<String, Value> = shapes
+        .into_iter()
+        .filter(|(k, _)| wanted.contains(k))
+        .collect();
+    model["shapes"] = Value::Object(kept);
+    Ok(())
+}
+
 fn read_model(dir: &Path) -> Result<Value> {
     let plain = dir.join("service-2.json");
     let gz = dir.join("service-2.json.gz");
@@ -79,6 +133,9 @@ pub fn import(root: &Path, data_dir: Option<PathBuf>) -> Result<()> {
             .with_context(|| format!("no model for {service}"))?;
         let mut model = read_model(&versions)?;
         strip(&mut model);
+        if let Some((_, keep)) = PARTIAL_SERVICES.iter().find(|(s, _)| s == service) {
+            trim(&mut model, keep)?;
+        }
         let mut text = serde_json::to_string_pretty(&model)?;
         text.push('\n');
         let path = out_dir.join(format!("{service}.json"));

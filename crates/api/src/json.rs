@@ -3,13 +3,14 @@
 
 use crate::auth::{authenticate, authorize, SignedRequest};
 use crate::codecommit_api::CodeCommitService;
+use crate::ssm_api::SsmService;
 use crate::AppState;
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
 use axum::http::{HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use slipway_model::{codebuild, codecommit, codedeploy, codepipeline, ApiError, Context};
+use slipway_model::{codebuild, codecommit, codedeploy, codepipeline, ssm, ApiError, Context};
 use std::sync::Arc;
 
 /// Services with no operation built yet: every operation answers 501 through the defaults.
@@ -53,6 +54,25 @@ fn codecommit_resources(state: &AppState, input: &Value) -> Vec<String> {
     }
     if let Some(a) = input.get("resourceArn").and_then(Value::as_str) {
         out.push(a.to_owned());
+    }
+    if out.is_empty() {
+        out.push("*".into());
+    }
+    out
+}
+
+/// The parameters an SSM operation acts on (`*` for listings), for IAM.
+fn ssm_resources(state: &AppState, input: &Value) -> Vec<String> {
+    let arn = |name: &str| state.ssm.arn(name.split(':').next().unwrap_or(name));
+    let mut out: Vec<String> = Vec::new();
+    if let Some(n) = input.get("Name").and_then(Value::as_str) {
+        out.push(arn(n));
+    }
+    if let Some(names) = input.get("Names").and_then(Value::as_array) {
+        out.extend(names.iter().filter_map(Value::as_str).map(arn));
+    }
+    if let Some(p) = input.get("Path").and_then(Value::as_str) {
+        out.push(arn(p));
     }
     if out.is_empty() {
         out.push("*".into());
@@ -134,6 +154,7 @@ async fn handle_inner(
     let action = format!("{signing}:{operation}");
     let resources = match *signing {
         "codecommit" => codecommit_resources(state, &input),
+        "ssm" => ssm_resources(state, &input),
         _ => vec!["*".to_owned()],
     };
     authorize(state, &principal, &action, &resources).await?;
@@ -154,6 +175,12 @@ async fn handle_inner(
         "codebuild" => codebuild::dispatch(&Unbuilt, &ctx, operation, input).await,
         "codepipeline" => codepipeline::dispatch(&Unbuilt, &ctx, operation, input).await,
         "codedeploy" => codedeploy::dispatch(&Unbuilt, &ctx, operation, input).await,
+        "ssm" => {
+            let svc = SsmService {
+                ps: state.ssm.clone(),
+            };
+            ssm::dispatch(&svc, &ctx, operation, input).await
+        }
         _ => Err(ApiError::unknown_operation(prefix, operation)),
     }
 }

@@ -9,11 +9,13 @@ pub mod codecommit_api;
 pub mod git_http;
 pub mod json;
 pub mod sigv4;
+pub mod ssm_api;
 
 use axum::routing::{any, get};
 use axum::Router;
 use slipway_codecommit::CodeCommit;
 use slipway_iam::Iam;
+use slipway_ssm::ParameterStore;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -24,6 +26,7 @@ pub const MAX_JSON_BODY: usize = 10 * 1024 * 1024;
 pub struct AppState {
     pub iam: Iam,
     pub codecommit: CodeCommit,
+    pub ssm: ParameterStore,
     pub region: String,
     pub account_id: String,
     pub max_json_body: usize,

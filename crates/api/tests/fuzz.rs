@@ -7,7 +7,7 @@ use slipway_codecommit::files::normalize_path;
 use slipway_codecommit::refs::RefUpdate;
 use slipway_iam::policy::Policy;
 use slipway_model::{
-    codebuild, codecommit, codedeploy, codepipeline, ApiError, Context, Principal,
+    codebuild, codecommit, codedeploy, codepipeline, ssm, ApiError, Context, Principal,
 };
 
 /// xorshift64*: small, seedable, good enough to drive mutations.
@@ -170,6 +170,7 @@ impl codecommit::CodeCommitApi for Unbuilt {}
 impl codebuild::CodeBuildApi for Unbuilt {}
 impl codepipeline::CodePipelineApi for Unbuilt {}
 impl codedeploy::CodeDeployApi for Unbuilt {}
+impl ssm::SSMApi for Unbuilt {}
 
 #[tokio::test]
 async fn generated_decoding_and_validation() {
@@ -186,6 +187,7 @@ async fn generated_decoding_and_validation() {
     let seeds: &[&[u8]] = &[
         br#"{"repositoryName":"r","putFiles":[{"filePath":"a","fileContent":"aGk=","fileMode":"NORMAL"}],"tags":{"k":"v"}}"#,
         br#"{"pipeline":{"name":"p","stages":[{"name":"s","actions":[{"name":"a","actionTypeId":{"category":"Source"}}]}]}}"#,
+        br#"{"Name":"/a/b","Value":"v","Type":"SecureString","Tags":[{"Key":"k","Value":"v"}],"ParameterFilters":[{"Key":"Path","Option":"Recursive","Values":["/"]}]}"#,
         br#"{"projectName":"p","environmentVariablesOverride":[{"name":"A","value":"b","type":"PLAINTEXT"}],"timeoutInMinutesOverride":-5}"#,
     ];
     let mut inputs = Vec::new();
@@ -199,12 +201,14 @@ async fn generated_decoding_and_validation() {
             ("codebuild", codebuild::OPERATIONS),
             ("codepipeline", codepipeline::OPERATIONS),
             ("codedeploy", codedeploy::OPERATIONS),
+            ("ssm", ssm::OPERATIONS),
         ] {
             let op = ops[i % ops.len()];
             let r: Result<Vec<u8>, ApiError> = match service {
                 "codecommit" => codecommit::dispatch(&Unbuilt, &ctx, op, value.clone()).await,
                 "codebuild" => codebuild::dispatch(&Unbuilt, &ctx, op, value.clone()).await,
                 "codepipeline" => codepipeline::dispatch(&Unbuilt, &ctx, op, value.clone()).await,
+                "ssm" => ssm::dispatch(&Unbuilt, &ctx, op, value.clone()).await,
                 _ => codedeploy::dispatch(&Unbuilt, &ctx, op, value.clone()).await,
             };
             let e = r.expect_err("nothing is implemented by Unbuilt");

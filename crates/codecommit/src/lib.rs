@@ -140,44 +140,17 @@ pub enum SortBy {
     LastModified,
 }
 
-/// One page of a listing and the token for the next one.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_token: Option<String>,
-}
+pub use slipway_store::paging::Page;
 
-/// A pagination token: an opaque offset.
-pub fn encode_token(offset: usize) -> String {
-    hex::encode(format!("o:{offset}"))
-}
-
-/// Decodes a pagination token; `None` if it was not made by [`encode_token`].
-pub fn decode_token(token: &str) -> Option<usize> {
-    let raw = String::from_utf8(hex::decode(token).ok()?).ok()?;
-    raw.strip_prefix("o:")?.parse().ok()
-}
-
-/// Slices `items` into a page starting at `token` with at most `max` items.
+/// A page of `items`, or `bad_token` (CodeCommit's exception name) for a token it did not make.
 pub fn paginate<T>(
     items: Vec<T>,
     token: Option<&str>,
     max: usize,
     bad_token: &'static str,
 ) -> Result<Page<T>> {
-    let start = match token {
-        None => 0,
-        Some(t) => decode_token(t)
-            .filter(|&o| o <= items.len())
-            .ok_or_else(|| err(bad_token, "The specified continuation token is not valid."))?,
-    };
-    let total = items.len();
-    let end = start.saturating_add(max).min(total);
-    let items: Vec<T> = items.into_iter().skip(start).take(end - start).collect();
-    Ok(Page {
-        items,
-        next_token: (end < total).then(|| encode_token(end)),
-    })
+    slipway_store::paging::paginate(items, token, max)
+        .ok_or_else(|| err(bad_token, "The specified continuation token is not valid."))
 }
 
 /// CodeCommit's extra rules for repository names beyond the model's pattern.

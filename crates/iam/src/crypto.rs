@@ -9,8 +9,10 @@ use rand::RngCore;
 use std::io::Write;
 use std::path::Path;
 
-/// Format byte of ciphertexts written by this version.
+/// Format byte of ciphertexts sealed directly under the master key.
 const FORMAT_V1: u8 = 1;
+/// Format byte of envelopes: a data key wrapped by the master key, then the data under it.
+const FORMAT_ENVELOPE: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -83,6 +85,42 @@ impl MasterKey {
         out
     }
 
+    /// Envelope encryption: a fresh AES-256 data key encrypts `plaintext`; the master key
+    /// wraps the data key. Layout: `2 | len(wrapped) u16 BE | wrapped | nonce(12) | ciphertext`.
+    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        let data_key = random_bytes::<32>();
+        let wrapped = self.encrypt(&data_key);
+        let nonce = random_bytes::<12>();
+        let cipher = Aes256Gcm::new_from_slice(&data_key).expect("32-byte key");
+        let ct = cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .expect("AES-GCM encryption cannot fail for in-memory buffers");
+        let mut out = Vec::with_capacity(3 + wrapped.len() + 12 + ct.len());
+        out.push(FORMAT_ENVELOPE);
+        out.extend_from_slice(&(wrapped.len() as u16).to_be_bytes());
+        out.extend_from_slice(&wrapped);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Opens an envelope made by [`MasterKey::seal`].
+    pub fn open(&self, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if data.len() < 3 || data[0] != FORMAT_ENVELOPE {
+            return Err(CryptoError::Decrypt);
+        }
+        let n = u16::from_be_bytes([data[1], data[2]]) as usize;
+        let rest = &data[3..];
+        if rest.len() < n + 12 {
+            return Err(CryptoError::Decrypt);
+        }
+        let data_key = self.decrypt(&rest[..n])?;
+        let cipher = Aes256Gcm::new_from_slice(&data_key).map_err(|_| CryptoError::Decrypt)?;
+        cipher
+            .decrypt(Nonce::from_slice(&rest[n..n + 12]), &rest[n + 12..])
+            .map_err(|_| CryptoError::Decrypt)
+    }
+
     pub fn decrypt(&self, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
         if data.len() < 13 || data[0] != FORMAT_V1 {
             return Err(CryptoError::Decrypt);
@@ -136,6 +174,22 @@ mod tests {
         assert!(k.decrypt(&bad).is_err());
         let other = MasterKey::from_hex(&"cd".repeat(32)).unwrap();
         assert!(other.decrypt(&ct).is_err());
+    }
+
+    #[test]
+    fn envelopes_round_trip_and_resist_tampering() {
+        let k = MasterKey::from_hex(&"ab".repeat(32)).unwrap();
+        let sealed = k.seal(b"database password");
+        assert!(!sealed.windows(8).any(|w| w == b"database"));
+        assert_eq!(k.open(&sealed).unwrap(), b"database password");
+        for i in [0, 1, 5, sealed.len() - 1] {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x40;
+            assert!(k.open(&bad).is_err(), "byte {i}");
+        }
+        assert!(k.open(&sealed[..10]).is_err());
+        let other = MasterKey::from_hex(&"cd".repeat(32)).unwrap();
+        assert!(other.open(&sealed).is_err());
     }
 
     #[test]

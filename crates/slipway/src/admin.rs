@@ -198,7 +198,7 @@ async fn execute(iam: &Iam, cmd: &AdminCommand) -> Result<Option<Value>, IamErro
 }
 
 pub async fn run(args: AdminArgs) -> Result<ExitCode> {
-    let (_store, iam) =
+    let (_store, iam, _key) =
         crate::server::open_data_dir(&args.data_dir, &args.account_id, false).await?;
     match execute(&iam, &args.command).await {
         Ok(Some(out)) => {

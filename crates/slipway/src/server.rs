@@ -6,6 +6,7 @@ use slipway_api::AppState;
 use slipway_codecommit::{CodeCommit, Config};
 use slipway_iam::crypto::MasterKey;
 use slipway_iam::{Iam, RootCredentials};
+use slipway_ssm::ParameterStore;
 use slipway_store::Store;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,7 +73,7 @@ pub async fn open_data_dir(
     data_dir: &Path,
     account_id: &str,
     create_root: bool,
-) -> Result<(Store, Iam)> {
+) -> Result<(Store, Iam, MasterKey)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     {
@@ -92,7 +93,12 @@ pub async fn open_data_dir(
             false,
         )
     };
-    let iam = Iam::new(store.clone(), key, root.clone(), account_id.to_owned());
+    let iam = Iam::new(
+        store.clone(),
+        key.clone(),
+        root.clone(),
+        account_id.to_owned(),
+    );
     if created {
         // Printed once, on the terminal of whoever started the server; never logged.
         println!(
@@ -102,7 +108,7 @@ pub async fn open_data_dir(
             root.secret_access_key
         );
     }
-    Ok((store, iam))
+    Ok((store, iam, key))
 }
 
 async fn shutdown_signal() {
@@ -123,7 +129,13 @@ async fn shutdown_signal() {
 pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let git = find_git(&args.git)?;
-    let (store, iam) = open_data_dir(&args.data_dir, &args.account_id, true).await?;
+    let (store, iam, key) = open_data_dir(&args.data_dir, &args.account_id, true).await?;
+    let ssm = ParameterStore::new(
+        store.clone(),
+        key,
+        args.region.clone(),
+        args.account_id.clone(),
+    );
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -154,6 +166,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let state = Arc::new(AppState {
         iam,
         codecommit,
+        ssm,
         region: args.region.clone(),
         account_id: args.account_id.clone(),
         max_json_body: slipway_api::MAX_JSON_BODY,

@@ -6,6 +6,7 @@
 //! backend can follow behind the same interface.
 
 pub mod events;
+pub mod paging;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Pool, Row};
@@ -32,11 +33,14 @@ pub enum StoreError {
 }
 
 /// (version, name, SQL) of every migration, applied in order exactly once.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (2, "ssm", include_str!("../migrations/sqlite/0002_ssm.sql")),
+];
 
 /// The store: cheap to clone, shared by every service.
 #[derive(Clone, Debug)]

@@ -4,6 +4,7 @@ pub mod codebuild;
 pub mod codecommit;
 pub mod codedeploy;
 pub mod codepipeline;
+pub mod ssm;
 
 /// (target prefix, signing name, operations) of every generated service.
 pub const SERVICES: &[(&str, &str, &[&str])] = &[
@@ -27,4 +28,5 @@ pub const SERVICES: &[(&str, &str, &[&str])] = &[
         codedeploy::SIGNING_NAME,
         codedeploy::OPERATIONS,
     ),
+    (ssm::TARGET_PREFIX, ssm::SIGNING_NAME, ssm::OPERATIONS),
 ];
