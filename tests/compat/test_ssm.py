@@ -117,3 +117,32 @@ def test_iam_and_events(server):
 def test_unbuilt_ssm_operations_answer_501(server):
     err = server.aws("ssm", "describe-instance-information", check=False)
     assert err.code == "NotImplementedException"
+
+
+def test_rotate_master_key_while_serving(workdir):
+    from conftest import Server
+
+    server = Server(workdir / "data").start()
+    server.aws("ssm", "put-parameter", "--name", "/rot/a", "--type", "SecureString", "--value", "before-rotation")
+    user = server.user("rotator", {"Statement": [{"Effect": "Allow", "Action": "ssm:*", "Resource": "*"}]})
+    keyfile = server.data_dir / "master.key"
+    keys = lambda: [l for l in keyfile.read_text().splitlines() if l and not l.startswith("#")]
+    assert len(keys()) == 1
+
+    out = server.admin("rotate-master-key")
+    assert out == {"MasterKeyId": "00000002", "AccessKeysReencrypted": 1, "SecureStringVersionsRewrapped": 1}
+    assert len(keys()) == 2 and (keyfile.stat().st_mode & 0o777) == 0o600
+
+    # The running server follows the new key file: old and new secrets read, keys authenticate.
+    got = server.aws("ssm", "get-parameter", "--name", "/rot/a", "--with-decryption", creds=user)["Parameter"]
+    assert got["Value"] == "before-rotation"
+    server.aws("ssm", "put-parameter", "--name", "/rot/b", "--type", "SecureString", "--value", "after-rotation", creds=user)
+    assert server.stop() == 0
+
+    server = Server(workdir / "data", port=server.port).start()
+    for name, value in [("/rot/a", "before-rotation"), ("/rot/b", "after-rotation")]:
+        assert server.aws("ssm", "get-parameter", "--name", name, "--with-decryption", creds=user)["Parameter"]["Value"] == value
+    for f in ["slipway.db", "slipway.db-wal"]:
+        p = server.data_dir / f
+        assert b"rotation" not in (p.read_bytes() if p.exists() else b"")
+    assert server.stop() == 0

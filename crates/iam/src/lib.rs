@@ -357,6 +357,31 @@ impl Iam {
         Ok(decision)
     }
 
+    /// Re-encrypts every stored access-key secret under the primary master key (after a
+    /// rotation). Returns how many were re-encrypted.
+    pub async fn reencrypt_secrets(&self) -> Result<usize, IamError> {
+        let mut tx = self.store.begin_write().await?;
+        let rows = sqlx::query("SELECT access_key_id, secret_ciphertext FROM iam_access_keys")
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in &rows {
+            let ct: Vec<u8> = r.get(1);
+            let fresh = self
+                .key
+                .reencrypt(&ct)
+                .map_err(|e| IamError::Internal(e.to_string()))?;
+            sqlx::query(
+                "UPDATE iam_access_keys SET secret_ciphertext = $1 WHERE access_key_id = $2",
+            )
+            .bind(fresh)
+            .bind(r.get::<String, _>(0))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+
     // ---- administration (the `slipway admin` commands; later the IAM API) ----
 
     async fn require_user(&self, user: &str) -> Result<(), IamError> {

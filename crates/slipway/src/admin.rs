@@ -4,7 +4,9 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
+use slipway_iam::crypto::MasterKey;
 use slipway_iam::{Iam, IamError};
+use slipway_store::Store;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -98,6 +100,8 @@ pub enum AdminCommand {
         #[arg(long)]
         service_specific_credential_id: String,
     },
+    /// Adds a new master key and re-wraps every secret's key under it (data is not rewritten).
+    RotateMasterKey,
 }
 
 impl AdminCommand {
@@ -120,7 +124,12 @@ fn read_document(arg: &str) -> Result<String, IamError> {
     }
 }
 
-async fn execute(iam: &Iam, cmd: &AdminCommand) -> Result<Option<Value>, IamError> {
+async fn execute(
+    store: &Store,
+    iam: &Iam,
+    key: &MasterKey,
+    cmd: &AdminCommand,
+) -> Result<Option<Value>, IamError> {
     use AdminCommand::*;
     Ok(match cmd {
         CreateUser { user_name, path } => {
@@ -187,6 +196,7 @@ async fn execute(iam: &Iam, cmd: &AdminCommand) -> Result<Option<Value>, IamErro
         ListServiceSpecificCredentials { user_name } => Some(
             json!({ "ServiceSpecificCredentials": iam.list_service_specific_credentials(user_name).await? }),
         ),
+        RotateMasterKey => Some(rotate(store, iam, key).await?),
         DeleteServiceSpecificCredential {
             user_name,
             service_specific_credential_id,
@@ -197,10 +207,28 @@ async fn execute(iam: &Iam, cmd: &AdminCommand) -> Result<Option<Value>, IamErro
     })
 }
 
+/// `rotate-master-key`: new primary key, then every secret re-wrapped under it. Older keys
+/// stay in the key file so that anything written with them meanwhile still reads.
+async fn rotate(store: &Store, iam: &Iam, key: &MasterKey) -> Result<Value, IamError> {
+    let id = key
+        .add_primary()
+        .map_err(|e| IamError::Internal(e.to_string()))?;
+    eprintln!("added master key {id:08x}; re-wrapping secrets…");
+    let keys = iam.reencrypt_secrets().await?;
+    let params = slipway_ssm::rewrap_secrets(store, key)
+        .await
+        .map_err(|e| IamError::Internal(e.to_string()))?;
+    Ok(json!({
+        "MasterKeyId": format!("{id:08x}"),
+        "AccessKeysReencrypted": keys,
+        "SecureStringVersionsRewrapped": params,
+    }))
+}
+
 pub async fn run(args: AdminArgs) -> Result<ExitCode> {
-    let (_store, iam, _key) =
+    let (store, iam, key) =
         crate::server::open_data_dir(&args.data_dir, &args.account_id, false).await?;
-    match execute(&iam, &args.command).await {
+    match execute(&store, &iam, &key, &args.command).await {
         Ok(Some(out)) => {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)

@@ -612,6 +612,33 @@ impl ParameterStore {
     }
 }
 
+/// Re-wraps the data key of every SecureString version under the primary master key (after a
+/// rotation); values are not re-encrypted. Returns how many versions were re-wrapped.
+pub async fn rewrap_secrets(store: &Store, key: &MasterKey) -> Result<usize> {
+    let mut tx = store.begin_write().await?;
+    let rows = sqlx::query(
+        "SELECT name, version, value FROM ssm_parameter_versions WHERE type = 'SecureString'",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for r in &rows {
+        let value: Vec<u8> = r.get(2);
+        let rewrapped = key
+            .rewrap(&value)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        sqlx::query(
+            "UPDATE ssm_parameter_versions SET value = $1 WHERE name = $2 AND version = $3",
+        )
+        .bind(rewrapped)
+        .bind(r.get::<String, _>(0))
+        .bind(r.get::<i64, _>(1))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len())
+}
+
 const FILTER_KEYS: &[&str] = &["Name", "Type", "KeyId", "Path", "Tier", "DataType"];
 
 fn check_filter(f: &Filter, by_path: bool) -> Result<()> {
