@@ -10,16 +10,7 @@ pub struct CodeCommitService {
     pub cc: CodeCommit,
 }
 
-/// Turns a domain error into its wire form; internal detail goes to the log only.
-pub fn api_error(e: cc::Error) -> ApiError {
-    match e {
-        cc::Error::Api { code, message } => ApiError::new(code, 400, message),
-        cc::Error::Internal(detail) => {
-            tracing::error!(%detail, "codecommit internal error");
-            ApiError::internal()
-        }
-    }
-}
+use crate::domain_error as api_error;
 
 /// A member the generated validation has already proven present.
 fn req<T: Default>(v: Option<T>) -> T {

@@ -19,6 +19,20 @@ use slipway_ssm::ParameterStore;
 use std::future::Future;
 use std::sync::Arc;
 
+/// A domain error on the wire: the service's exception (HTTP 400), or `InternalFailure`
+/// with the detail logged and never sent.
+pub fn domain_error(e: slipway_store::ServiceError) -> slipway_model::ApiError {
+    match e {
+        slipway_store::ServiceError::Api { code, message } => {
+            slipway_model::ApiError::new(code, 400, message)
+        }
+        slipway_store::ServiceError::Internal(detail) => {
+            tracing::error!(%detail, "internal error");
+            slipway_model::ApiError::internal()
+        }
+    }
+}
+
 /// The largest JSON request body accepted (CodeCommit's 6 MB files arrive base64-encoded).
 pub const MAX_JSON_BODY: usize = 10 * 1024 * 1024;
 
@@ -32,6 +46,9 @@ pub struct AppState {
     pub max_json_body: usize,
     /// Bounds how many git processes serve requests at once; further requests wait for a slot.
     pub git_slots: Arc<tokio::sync::Semaphore>,
+    /// How long a client may take to send a request's headers before its connection is
+    /// closed (a slow or idle sender must not hold a connection forever).
+    pub header_read_timeout: std::time::Duration,
 }
 
 /// Builds the router for every protocol Slipway serves.
@@ -52,6 +69,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Connections served at once; more wait in the listen backlog until one closes.
+pub const MAX_CONNECTIONS: usize = 4096;
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting and drains requests
 /// in flight before returning.
 pub async fn serve(
@@ -59,7 +79,45 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let header_timeout = state.header_read_timeout;
+    let app = router(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    // Bounds concurrent connections; each holds a permit until it closes.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.map_err(std::io::Error::other)?,
+            _ = &mut shutdown => break,
+        };
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -10,15 +10,7 @@ pub struct SsmService {
     pub ps: ParameterStore,
 }
 
-fn api_error(e: domain::Error) -> ApiError {
-    match e {
-        domain::Error::Api { code, message } => ApiError::new(code, 400, message),
-        domain::Error::Internal(detail) => {
-            tracing::error!(%detail, "ssm internal error");
-            ApiError::internal()
-        }
-    }
-}
+use crate::domain_error as api_error;
 
 /// A member the generated validation has already proven present.
 fn req<T: Default>(v: Option<T>) -> T {

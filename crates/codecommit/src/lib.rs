@@ -9,47 +9,21 @@ pub mod git;
 pub mod refs;
 
 use git::Git;
-use slipway_store::{is_unique_violation, now, sqlx, Store, StoreError};
+use slipway_store::{is_unique_violation, now, sqlx, Store};
 use sqlx::Row;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// A CodeCommit error: the AWS exception name and a message, or an internal failure.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{code}: {message}")]
-    Api { code: &'static str, message: String },
-    #[error("internal: {0}")]
-    Internal(String),
-}
+/// A CodeCommit error: CodeCommit's exception name and a message, or an internal failure.
+pub use slipway_store::ServiceError as Error;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// An error with CodeCommit's exception name `code`.
-pub fn err(code: &'static str, message: impl Into<String>) -> Error {
-    Error::Api {
-        code,
-        message: message.into(),
-    }
-}
+pub use slipway_store::service_err as err;
 
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
-        Error::Internal(e.to_string())
-    }
-}
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        Error::Internal(e.to_string())
-    }
-}
 impl From<git::GitError> for Error {
     fn from(e: git::GitError) -> Self {
-        Error::Internal(e.to_string())
-    }
-}
-impl From<std::io::Error> for Error {
-    fn from(e: std::io::Error) -> Self {
         Error::Internal(e.to_string())
     }
 }

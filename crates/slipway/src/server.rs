@@ -32,6 +32,9 @@ pub struct ServerArgs {
     /// How many git processes may serve clones and pushes at once (others wait).
     #[arg(long, env = "SLIPWAY_MAX_GIT_PROCESSES", default_value_t = 64)]
     pub max_git_processes: usize,
+    /// Seconds a client may take to send request headers before the connection is closed.
+    #[arg(long, env = "SLIPWAY_HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
+    pub header_read_timeout_secs: u64,
     /// The git executable (2.28 or newer).
     #[arg(long, env = "SLIPWAY_GIT", default_value = "git")]
     pub git: PathBuf,
@@ -171,6 +174,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         account_id: args.account_id.clone(),
         max_json_body: slipway_api::MAX_JSON_BODY,
         git_slots: Arc::new(tokio::sync::Semaphore::new(args.max_git_processes.max(1))),
+        header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout_secs.max(1)),
     });
     tracing::info!(%addr, %public_url, region = %args.region, account = %args.account_id, startup_ms = started.elapsed().as_millis() as u64, "listening");
     println!("Slipway listening on http://{addr}");

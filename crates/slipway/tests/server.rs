@@ -209,3 +209,28 @@ fn sigterm_lets_requests_in_flight_finish() {
     // No new connections are accepted after shutdown.
     assert!(TcpStream::connect(&s.addr).is_err());
 }
+
+#[test]
+fn slow_header_senders_are_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = Server::start(dir.path(), &[("SLIPWAY_HEADER_READ_TIMEOUT_SECS", "1")]);
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(b"GET /-/health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    // The server closes the connection (possibly after a 408) instead of waiting forever.
+    let n = conn
+        .read_to_end(&mut buf)
+        .expect("the server closes the connection");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    // Other clients are served meanwhile and afterwards.
+    let (status, _) = s.request("GET /-/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    assert_eq!(s.terminate(), 0);
+}

@@ -8,38 +8,16 @@ use serde_json::json;
 use slipway_iam::crypto::MasterKey;
 use slipway_store::events::{self, Event};
 use slipway_store::paging::{paginate, Page};
-use slipway_store::{now, sqlx, Store, StoreError};
+use slipway_store::{now, sqlx, Store};
 use sqlx::Row;
 use std::collections::BTreeMap;
 
-/// An SSM error: the AWS exception name and a message, or an internal failure.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{code}: {message}")]
-    Api { code: &'static str, message: String },
-    #[error("internal: {0}")]
-    Internal(String),
-}
+/// An SSM error: SSM's exception name and a message, or an internal failure.
+pub use slipway_store::ServiceError as Error;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-fn err(code: &'static str, message: impl Into<String>) -> Error {
-    Error::Api {
-        code,
-        message: message.into(),
-    }
-}
-
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
-        Error::Internal(e.to_string())
-    }
-}
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        Error::Internal(e.to_string())
-    }
-}
+use slipway_store::service_err as err;
 
 /// The most versions a parameter keeps; writing more drops the oldest, as SSM does.
 pub const MAX_VERSIONS: i64 = 100;

@@ -32,6 +32,40 @@ pub enum StoreError {
     Migration { version: i64, source: sqlx::Error },
 }
 
+/// The error every domain crate returns: the AWS exception name of a failure the caller
+/// caused (`Api`), or an internal failure whose detail belongs in the log only.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{code}: {message}")]
+    Api { code: &'static str, message: String },
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// A [`ServiceError::Api`] with the service's exception name `code`.
+pub fn service_err(code: &'static str, message: impl Into<String>) -> ServiceError {
+    ServiceError::Api {
+        code,
+        message: message.into(),
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
+}
+impl From<sqlx::Error> for ServiceError {
+    fn from(e: sqlx::Error) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
+}
+impl From<std::io::Error> for ServiceError {
+    fn from(e: std::io::Error) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
+}
+
 /// (version, name, SQL) of every migration, applied in order exactly once.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
