@@ -381,14 +381,15 @@ fn git_cmd(args: &[&str], dir: &Path) -> Result<String> {
         .env("GIT_COMMITTER_EMAIL", "b@b"))
 }
 
-fn peak_rss_kb(pid: u32) -> Result<u64> {
+/// A kB figure from `/proc/PID/status` (`VmRSS`, `VmHWM`, …).
+fn proc_status_kb(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .context("VmHWM")
+        .with_context(|| format!("{field} of process {pid}"))
 }
 
 fn bench_push(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
@@ -438,7 +439,7 @@ fn bench_push(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
         )?);
         std::fs::remove_dir_all(&bare)?;
     }
-    let peak = peak_rss_kb(server.0.id())?;
+    let peak = proc_status_kb(server.0.id(), "VmHWM")?;
     let (h, f) = (median(http), median(file));
     let line = format!(
         "| push of a 300 MB commit (median of 3) | {:.2} s over Slipway HTTP, server peak RSS {:.1} MB | {:.2} s `git push file://` | **{:.2}** ratio |\n",
@@ -450,16 +451,6 @@ fn bench_push(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
     print!("{line}");
     report.push_str(&line);
     Ok(())
-}
-
-fn rss_kb(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS")
 }
 
 fn bench_idle(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
@@ -482,7 +473,7 @@ fn bench_idle(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
         wait_healthy(port, "/-/health", Duration::from_secs(30))?;
         starts.push(started.elapsed().as_secs_f64() * 1000.0);
         std::thread::sleep(Duration::from_secs(2));
-        rss = rss_kb(server.0.id())?;
+        rss = proc_status_kb(server.0.id(), "VmRSS")?;
     }
     let line = format!(
         "| idle with 100 repositories | RSS {:.1} MB | start to first answered request: {:.0} ms (median of 5) | target < 40 MB, < 300 ms |\n",

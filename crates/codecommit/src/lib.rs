@@ -321,14 +321,7 @@ impl CodeCommit {
                 other?;
             }
         }
-        for (k, v) in tags {
-            sqlx::query("INSERT INTO resource_tags (resource_type, resource_id, tag_key, tag_value) VALUES ('repository', $1, $2, $3)")
-                .bind(&id)
-                .bind(k)
-                .bind(v)
-                .execute(&mut *tx)
-                .await?;
-        }
+        slipway_store::tags::put(&mut tx, "repository", &id, tags).await?;
         tx.commit().await?;
         self.invalidate();
         tracing::info!(repository = name, id = %id, "created repository");
@@ -345,12 +338,7 @@ impl CodeCommit {
             .bind(&repo.id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "DELETE FROM resource_tags WHERE resource_type = 'repository' AND resource_id = $1",
-        )
-        .bind(&repo.id)
-        .execute(&mut *tx)
-        .await?;
+        slipway_store::tags::delete_all(&mut tx, "repository", &repo.id).await?;
         tx.commit().await?;
         self.invalidate();
         // Rename first so the directory vanishes atomically, then remove at leisure.
@@ -460,17 +448,7 @@ impl CodeCommit {
 
     pub async fn tag(&self, repo: &Repository, tags: &BTreeMap<String, String>) -> Result<()> {
         let mut tx = self.store.begin_write().await?;
-        for (k, v) in tags {
-            sqlx::query(
-                "INSERT INTO resource_tags (resource_type, resource_id, tag_key, tag_value) VALUES ('repository', $1, $2, $3)
-                 ON CONFLICT (resource_type, resource_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
-            )
-            .bind(&repo.id)
-            .bind(k)
-            .bind(v)
-            .execute(&mut *tx)
-            .await?;
-        }
+        slipway_store::tags::put(&mut tx, "repository", &repo.id, tags).await?;
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM resource_tags WHERE resource_type = 'repository' AND resource_id = $1")
             .bind(&repo.id)
             .fetch_one(&mut *tx)

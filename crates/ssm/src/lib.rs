@@ -333,17 +333,7 @@ impl ParameterStore {
             .bind(version - MAX_VERSIONS)
             .execute(&mut *tx)
             .await?;
-        for (k, v) in &p.tags {
-            sqlx::query(
-                "INSERT INTO resource_tags (resource_type, resource_id, tag_key, tag_value) VALUES ('parameter', $1, $2, $3)
-                 ON CONFLICT (resource_type, resource_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
-            )
-            .bind(&p.name)
-            .bind(k)
-            .bind(v)
-            .execute(&mut *tx)
-            .await?;
-        }
+        slipway_store::tags::put(&mut tx, "parameter", &p.name, &p.tags).await?;
         events::append(
             &mut tx,
             &self.event(operation, &p.name, &ptype, p.description.as_deref()),
@@ -565,12 +555,7 @@ impl ParameterStore {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "DELETE FROM resource_tags WHERE resource_type = 'parameter' AND resource_id = $1",
-        )
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+        slipway_store::tags::delete_all(&mut tx, "parameter", name).await?;
         events::append(&mut tx, &self.event("Delete", name, &ptype, None)).await?;
         tx.commit().await?;
         Ok(())

@@ -7,6 +7,7 @@
 
 pub mod events;
 pub mod paging;
+pub mod tags;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Pool, Row};
