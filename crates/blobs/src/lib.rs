@@ -312,11 +312,6 @@ impl BlobStore {
             Err(e) => Err(e.into()),
         }
     }
-
-    /// The master key that wraps data keys (for re-wrapping after a rotation).
-    pub fn master_key(&self) -> &MasterKey {
-        &self.key
-    }
 }
 
 #[cfg(test)]

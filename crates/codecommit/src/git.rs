@@ -54,7 +54,8 @@ impl Git {
         cmd
     }
 
-    /// Runs git; returns stdout on success, `Ok(None)` when it exits 1 and `allow_fail` is set.
+    /// Runs git with extra environment and optional stdin; returns stdout, or the exit status
+    /// and stderr as a [`GitError`].
     pub async fn run_env(
         &self,
         args: &[&str],

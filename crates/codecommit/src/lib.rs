@@ -193,10 +193,6 @@ impl CodeCommit {
         &self.cfg
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// The bare repository directory of a repository id.
     pub fn repo_path(&self, id: &str) -> PathBuf {
         self.cfg.data_dir.join("repos").join(format!("{id}.git"))
@@ -473,17 +469,6 @@ impl CodeCommit {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
-    }
-
-    /// Marks a repository modified (for sorting by lastModifiedDate).
-    pub async fn touch(&self, repo: &Repository) -> Result<()> {
-        sqlx::query("UPDATE cc_repositories SET updated_at = $1 WHERE repository_id = $2")
-            .bind(now())
-            .bind(&repo.id)
-            .execute(self.store.pool())
-            .await?;
-        self.invalidate();
         Ok(())
     }
 }

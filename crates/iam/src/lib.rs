@@ -262,10 +262,6 @@ impl Iam {
         }
     }
 
-    pub fn account_id(&self) -> &str {
-        &self.account_id
-    }
-
     pub fn root_arn(&self) -> String {
         format!("arn:aws:iam::{}:root", self.account_id)
     }

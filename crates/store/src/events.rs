@@ -4,7 +4,6 @@
 
 use crate::{StoreError, Tx};
 use serde_json::{json, Value};
-use sqlx::Row;
 
 /// An event before it is written.
 #[derive(Debug, Clone)]
@@ -45,28 +44,4 @@ pub async fn append(tx: &mut Tx<'_>, event: &Event) -> Result<String, StoreError
         .execute(&mut **tx)
         .await?;
     Ok(id)
-}
-
-/// Reads events with `seq > after`, oldest first: (seq, event JSON).
-pub async fn read_after(
-    pool: &crate::DbPool,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<(i64, Value)>, StoreError> {
-    let rows =
-        sqlx::query("SELECT seq, body FROM event_outbox WHERE seq > $1 ORDER BY seq LIMIT $2")
-            .bind(after)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let body: String = r.get(1);
-            (
-                r.get::<i64, _>(0),
-                serde_json::from_str(&body).unwrap_or(Value::Null),
-            )
-        })
-        .collect())
 }
