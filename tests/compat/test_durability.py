@@ -22,17 +22,22 @@ def basic_url(server, name):
     return server.repo_url(name).replace("http://", f"http://{user}:{pw}@")
 
 
+def seed(path, url, env, name):
+    """A new local repository with one commit of file `name`, pushed to `url`; returns its id."""
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main", env=env)
+    (path / name).write_text(name)
+    git(path, "add", "-A", env=env)
+    git(path, "commit", "-qm", name, env=env)
+    git(path, "push", "-q", url, "main", env=env)
+    return git(path, "rev-parse", "HEAD").stdout.strip()
+
+
 def test_simultaneous_pushes_to_one_branch(server, workdir):
     server.aws("codecommit", "create-repository", "--repository-name", "race")
     url = basic_url(server, "race")
     env = server.env()
-    seed = workdir / "seed"
-    seed.mkdir()
-    git(seed, "init", "-q", "-b", "main", env=env)
-    (seed / "base").write_text("base")
-    git(seed, "add", "-A", env=env)
-    git(seed, "commit", "-qm", "base", env=env)
-    git(seed, "push", "-q", url, "main", env=env)
+    seed(workdir / "seed", url, env, "base")
 
     clones = []
     for i in range(12):
@@ -86,13 +91,7 @@ def test_kill9_during_large_push(workdir):
     url = basic_url(server, "big")
     env = server.env()
     local = workdir / "local"
-    local.mkdir()
-    git(local, "init", "-q", "-b", "main", env=env)
-    (local / "small").write_text("small")
-    git(local, "add", "-A", env=env)
-    git(local, "commit", "-qm", "small", env=env)
-    git(local, "push", "-q", url, "main", env=env)
-    old = git(local, "rev-parse", "HEAD").stdout.strip()
+    old = seed(local, url, env, "small")
     with open(local / "blob.bin", "wb") as f:
         f.write(os.urandom(150 * 1024 * 1024))
     git(local, "add", "-A", env=env)

@@ -226,49 +226,28 @@ mod tests {
     #[test]
     fn decisions() {
         let allow_pull = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"codecommit:GitPull","Resource":"*"}]}"#;
-        assert_eq!(
-            decide(allow_pull, "codecommit:GitPull", REPO),
-            Decision::Allow
-        );
-        assert_eq!(
-            decide(allow_pull, "CodeCommit:gitpull", REPO),
-            Decision::Allow
-        );
-        assert_eq!(
-            decide(allow_pull, "codecommit:GitPush", REPO),
-            Decision::ImplicitDeny
-        );
         let deny_wins = r#"{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"},{"Effect":"Deny","Action":"codecommit:Delete*","Resource":"arn:aws:codecommit:*:*:my-*"}]}"#;
-        assert_eq!(
-            decide(deny_wins, "codecommit:DeleteRepository", REPO),
-            Decision::ExplicitDeny
-        );
-        assert_eq!(
-            decide(deny_wins, "codecommit:GetRepository", REPO),
-            Decision::Allow
-        );
         let not_action = r#"{"Statement":{"Effect":"Allow","NotAction":"codecommit:GitPush","NotResource":"arn:aws:codecommit:*:*:secret"}}"#;
-        assert_eq!(
-            decide(not_action, "codecommit:GitPull", REPO),
-            Decision::Allow
-        );
-        assert_eq!(
-            decide(not_action, "codecommit:GitPush", REPO),
-            Decision::ImplicitDeny
-        );
-        assert_eq!(
-            decide(
-                not_action,
-                "codecommit:GitPull",
-                "arn:aws:codecommit:us-east-1:0:secret"
-            ),
-            Decision::ImplicitDeny
-        );
         let cond = r#"{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"Bool":{"aws:SecureTransport":"true"}}}]}"#;
-        assert_eq!(
-            decide(cond, "codecommit:GitPull", REPO),
-            Decision::ImplicitDeny
-        );
+        let secret = "arn:aws:codecommit:us-east-1:0:secret";
+        use Decision::*;
+        for (doc, action, resource, want) in [
+            (allow_pull, "codecommit:GitPull", REPO, Allow),
+            (allow_pull, "CodeCommit:gitpull", REPO, Allow),
+            (allow_pull, "codecommit:GitPush", REPO, ImplicitDeny),
+            (deny_wins, "codecommit:DeleteRepository", REPO, ExplicitDeny),
+            (deny_wins, "codecommit:GetRepository", REPO, Allow),
+            (not_action, "codecommit:GitPull", REPO, Allow),
+            (not_action, "codecommit:GitPush", REPO, ImplicitDeny),
+            (not_action, "codecommit:GitPull", secret, ImplicitDeny),
+            (cond, "codecommit:GitPull", REPO, ImplicitDeny),
+        ] {
+            assert_eq!(
+                decide(doc, action, resource),
+                want,
+                "{action} on {resource} under {doc}"
+            );
+        }
     }
 
     #[test]
