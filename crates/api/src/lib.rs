@@ -1,5 +1,6 @@
 //! The protocol edge: one listener serving AWS JSON-1.1 (`POST /` by `X-Amz-Target`), git
-//! smart HTTP (`/v1/repos/NAME`) and Slipway's own routes (`/-/…`).
+//! smart HTTP (`/v1/repos/NAME`), Slipway's own routes (`/-/…`) and the S3 REST API
+//! (path-style, everything else).
 //!
 //! Only this crate knows HTTP, JSON-1.1 and SigV4: it authenticates every request, asks IAM
 //! for a decision, and hands plain Rust values to the domain crates.
@@ -8,6 +9,7 @@ pub mod auth;
 pub mod codecommit_api;
 pub mod git_http;
 pub mod json;
+pub mod s3_edge;
 pub mod sigv4;
 pub mod ssm_api;
 
@@ -41,6 +43,7 @@ pub struct AppState {
     pub iam: Iam,
     pub codecommit: CodeCommit,
     pub ssm: ParameterStore,
+    pub s3: slipway_s3::S3Store,
     pub region: String,
     pub account_id: String,
     pub max_json_body: usize,
@@ -69,6 +72,39 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Sends each request to the S3 service or to the router (JSON-1.1, git, `/-/`).
+fn dispatch(
+    app: Router,
+    s3: s3s::service::S3Service,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    use hyper::service::Service as _;
+    let app = hyper_util::service::TowerToHyperService::new(app);
+    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (app, s3) = (app.clone(), s3.clone());
+        async move {
+            if !s3_edge::is_s3(req.method(), req.uri(), req.headers()) {
+                return app.call(req).await;
+            }
+            match s3.call(req.map(s3s::Body::from)).await {
+                Ok(resp) => Ok(resp.map(axum::body::Body::new)),
+                Err(e) => {
+                    tracing::error!(error = ?e, "S3 request failed");
+                    let mut resp = axum::response::Response::new(axum::body::Body::from(
+                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>",
+                    ));
+                    *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                    Ok(resp)
+                }
+            }
+        }
+    })
+}
+
 /// Connections served at once; more wait in the listen backlog until one closes.
 pub const MAX_CONNECTIONS: usize = 4096;
 
@@ -81,6 +117,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let header_timeout = state.header_read_timeout;
+    let s3 = s3_edge::service(&state);
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -108,7 +145,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let service = dispatch(app.clone(), s3.clone());
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {

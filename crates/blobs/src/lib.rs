@@ -119,10 +119,28 @@ impl BlobStore {
     }
 
     /// Writes a blob from a stream of plaintext chunks; visible only once complete.
-    pub async fn put<S>(&self, path: &str, mut source: S) -> Result<BlobInfo>
+    pub async fn put<S>(&self, path: &str, source: S) -> Result<BlobInfo>
     where
-        S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+        S: Stream<Item = std::io::Result<Bytes>> + Send,
     {
+        // The work happens in one non-generic function, so that it is compiled (and
+        // optimised) in this crate rather than in every caller's.
+        self.put_boxed(path, source.boxed()).await
+    }
+
+    fn put_boxed<'a>(
+        &'a self,
+        path: &'a str,
+        source: futures_util::stream::BoxStream<'a, std::io::Result<Bytes>>,
+    ) -> futures_util::future::BoxFuture<'a, Result<BlobInfo>> {
+        Box::pin(self.put_stream(path, source))
+    }
+
+    async fn put_stream(
+        &self,
+        path: &str,
+        mut source: futures_util::stream::BoxStream<'_, std::io::Result<Bytes>>,
+    ) -> Result<BlobInfo> {
         let location = check_path(path)?;
         let data_key = random_bytes::<32>();
         let cipher =
@@ -217,7 +235,7 @@ impl BlobStore {
         path: &str,
         info: &BlobInfo,
         range: Option<Range<u64>>,
-    ) -> impl Stream<Item = Result<Bytes>> + Send + 'static {
+    ) -> futures_util::stream::BoxStream<'static, Result<Bytes>> {
         let this = self.clone();
         let path = path.to_owned();
         let info = info.clone();
@@ -226,6 +244,7 @@ impl BlobStore {
                 Ok(s) => s.boxed(),
                 Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
             })
+            .boxed()
     }
 
     async fn read_stream(

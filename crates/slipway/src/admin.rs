@@ -218,10 +218,14 @@ async fn rotate(store: &Store, iam: &Iam, key: &MasterKey) -> Result<Value, IamE
     let params = slipway_ssm::rewrap_secrets(store, key)
         .await
         .map_err(|e| IamError::Internal(e.to_string()))?;
+    let blobs = slipway_s3::S3Store::rewrap_keys(store, key)
+        .await
+        .map_err(IamError::Internal)?;
     Ok(json!({
         "MasterKeyId": format!("{id:08x}"),
         "AccessKeysReencrypted": keys,
         "SecureStringVersionsRewrapped": params,
+        "ObjectDataKeysRewrapped": blobs,
     }))
 }
 

@@ -133,6 +133,11 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let git = find_git(&args.git)?;
     let (store, iam, key) = open_data_dir(&args.data_dir, &args.account_id, true).await?;
+    let blobs = slipway_blobs::BlobStore::local(&args.data_dir.join("blobs"), key.clone())
+        .context("opening the blob store")?;
+    let s3 = slipway_s3::S3Store::new(store.clone(), blobs, &args.region, &args.account_id);
+    // Blobs a previous run queued for deletion but did not get to.
+    s3.purge_trash().await;
     let ssm = ParameterStore::new(
         store.clone(),
         key,
@@ -170,6 +175,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         iam,
         codecommit,
         ssm,
+        s3,
         region: args.region.clone(),
         account_id: args.account_id.clone(),
         max_json_body: slipway_api::MAX_JSON_BODY,

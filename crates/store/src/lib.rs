@@ -75,6 +75,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0001_init.sql"),
     ),
     (2, "ssm", include_str!("../migrations/sqlite/0002_ssm.sql")),
+    (3, "s3", include_str!("../migrations/sqlite/0003_s3.sql")),
 ];
 
 /// The store: cheap to clone, shared by every service.
