@@ -119,7 +119,7 @@ class Server:
         return env
 
     def aws(self, *args, creds=None, check=True):
-        """Runs the aws-cli; returns parsed JSON output or raises AwsError."""
+        """Runs the aws-cli; returns parsed JSON output (or text) or raises AwsError."""
         p = subprocess.run(
             ["aws", *args, "--output", "json"], capture_output=True, text=True, env=self.env(creds), timeout=120
         )
@@ -131,7 +131,12 @@ class Server:
             if check:
                 raise err
             return err
-        return json.loads(p.stdout) if p.stdout.strip() else {}
+        if not p.stdout.strip():
+            return {}
+        try:
+            return json.loads(p.stdout)
+        except ValueError:
+            return p.stdout  # the text `aws s3 …` commands print
 
     def client(self, service, creds=None):
         creds = creds or self.root
