@@ -48,7 +48,8 @@ class Creds:
 class Server:
     """One `slipway server` process with its own data directory and port."""
 
-    def __init__(self, data_dir, port=None):
+    def __init__(self, data_dir, port=None, env=None):
+        self.extra_env = env or {}
         self.data_dir = pathlib.Path(data_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -63,6 +64,7 @@ class Server:
             SLIPWAY_ROOT_SECRET_ACCESS_KEY=ROOT_SECRET,
             SLIPWAY_LOG="info,slipway_api=debug",
         )
+        env.update(self.extra_env)
         self.proc = subprocess.Popen(
             [BIN, "server", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"],
             stdout=self.log,

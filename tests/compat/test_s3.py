@@ -486,3 +486,44 @@ def test_routes_do_not_collide(server):
     assert status == 200 and b"ListAllMyBucketsResult" in body
     status, _, _ = raw(server, "GET", "/v1/repos/repo/info/refs?service=git-upload-pack", sign=False)
     assert status == 401  # git's auth challenge, not an S3 error
+
+
+def test_blobs_on_an_s3_compatible_store(server, workdir):
+    """SLIPWAY_BLOB_URL=s3://bucket/prefix: a second Slipway keeps its object bytes in the
+    first one's S3 API (any S3-compatible store works the same way)."""
+    from conftest import Server
+
+    server.aws("s3", "mb", "s3://backend")
+    keeper = server.user("blob-keeper", {"Statement": [
+        {"Effect": "Allow", "Action": "s3:*", "Resource": ["arn:aws:s3:::backend", "arn:aws:s3:::backend/*"]}]})
+    front = Server(workdir / "front", env={
+        "SLIPWAY_BLOB_URL": "s3://backend/front-blobs",
+        "SLIPWAY_BLOB_ENDPOINT": server.url,
+        "SLIPWAY_BLOB_ACCESS_KEY_ID": keeper.key,
+        "SLIPWAY_BLOB_SECRET_ACCESS_KEY": keeper.secret,
+        "SLIPWAY_BLOB_REGION": "us-east-1",
+    }).start()
+    try:
+        front.aws("s3", "mb", "s3://artifacts")
+        big = write_random(workdir / "mid.bin", 20 * MB, seed=3)
+        front.aws("s3", "cp", str(big), "s3://artifacts/mid.bin")
+        front.client("s3").put_object(Bucket="artifacts", Key="small.txt", Body=b"FRONT-PLAINTEXT " * 100)
+        back = workdir / "back.bin"
+        front.aws("s3", "cp", "s3://artifacts/mid.bin", str(back))
+        assert digest(back) == digest(big)
+        part = front.client("s3").get_object(Bucket="artifacts", Key="mid.bin", Range="bytes=9000000-9000099")
+        with open(big, "rb") as f:
+            f.seek(9000000)
+            assert part["Body"].read() == f.read(100)
+        # The bytes live, sealed, in the backend bucket under the prefix; none on local disk.
+        stored = server.client("s3").list_objects_v2(Bucket="backend")["Contents"]
+        assert stored and all(o["Key"].startswith("front-blobs/s3/") for o in stored)
+        assert sum(o["Size"] for o in stored) > 20 * MB
+        for o in stored:
+            body = server.client("s3").get_object(Bucket="backend", Key=o["Key"])["Body"].read()
+            assert b"FRONT-PLAINTEXT" not in body
+        assert not (workdir / "front" / "blobs").exists()
+        front.aws("s3", "rm", "--recursive", "s3://artifacts")
+        assert server.client("s3").list_objects_v2(Bucket="backend")["KeyCount"] == 0
+    finally:
+        front.stop()

@@ -25,6 +25,8 @@ use std::sync::Arc;
 /// Plaintext bytes per sealed chunk.
 pub const CHUNK: usize = 64 * 1024;
 const TAG: usize = 16;
+/// Chunks fetched from the backend per read request (about 1 MiB).
+const WINDOW: u64 = 16;
 /// Magic and version at the start of every blob.
 const MAGIC: &[u8; 4] = b"SWB1";
 /// MAGIC + the 8-byte nonce prefix.
@@ -111,6 +113,48 @@ impl BlobStore {
             backend: Arc::new(fs),
             key,
         })
+    }
+
+    /// The backend a URL names: `file:///dir` (or a plain path), or `s3://bucket/prefix` on
+    /// AWS S3 or any S3-compatible store. The S3 endpoint, credentials and region come from
+    /// `SLIPWAY_BLOB_ENDPOINT`, `SLIPWAY_BLOB_ACCESS_KEY_ID`, `SLIPWAY_BLOB_SECRET_ACCESS_KEY`
+    /// and `SLIPWAY_BLOB_REGION`, else from the standard `AWS_*` variables.
+    pub fn from_url(url: &str, key: MasterKey) -> Result<BlobStore> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(BlobError::Key(format!("{url}: no bucket named")));
+            }
+            let env = |name: &str| std::env::var(format!("SLIPWAY_BLOB_{name}")).ok();
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Some(endpoint) = env("ENDPOINT") {
+                b = b
+                    .with_allow_http(endpoint.starts_with("http://"))
+                    .with_endpoint(endpoint);
+            }
+            if let Some(v) = env("ACCESS_KEY_ID") {
+                b = b.with_access_key_id(v);
+            }
+            if let Some(v) = env("SECRET_ACCESS_KEY") {
+                b = b.with_secret_access_key(v);
+            }
+            if let Some(v) = env("REGION") {
+                b = b.with_region(v);
+            }
+            let s3: Arc<dyn ObjectStore> = Arc::new(b.build()?);
+            let backend: Arc<dyn ObjectStore> = match prefix.trim_matches('/') {
+                "" => s3,
+                p => Arc::new(object_store::prefix::PrefixStore::new(s3, p)),
+            };
+            return Ok(BlobStore::with_backend(backend, key));
+        }
+        let dir = url.strip_prefix("file://").unwrap_or(url);
+        if dir.contains("://") {
+            return Err(BlobError::Key(format!(
+                "{url}: unsupported blob store URL (use file:///dir or s3://bucket/prefix)"
+            )));
+        }
+        BlobStore::local(Path::new(dir), key)
     }
 
     /// Any `object_store` backend (S3-compatible stores at scale).
@@ -275,10 +319,12 @@ impl BlobStore {
             (range.end - 1) / CHUNK as u64 + 1
         };
         let this = self.clone();
-        let state = (first, Sha256::new());
+        // State: the next chunk to yield, the hash so far, and a window of sealed bytes
+        // fetched ahead (one backend request per WINDOW chunks, not per chunk).
+        let state = (first, Sha256::new(), Bytes::new(), first);
         Ok(futures_util::stream::try_unfold(
             state,
-            move |(index, mut hasher)| {
+            move |(index, mut hasher, mut window, mut window_first)| {
                 let (this, path, location, cipher, info, range) = (
                     this.clone(),
                     path.clone(),
@@ -294,12 +340,29 @@ impl BlobStore {
                         }
                         return Ok(None);
                     }
+                    let sealed_at = |chunk: u64| HEADER as u64 + chunk * (CHUNK + TAG) as u64;
                     let plain_start = index * CHUNK as u64;
                     let plain_len = (info.size - plain_start).min(CHUNK as u64);
-                    let at = HEADER as u64 + index * (CHUNK + TAG) as u64;
-                    let sealed = this
-                        .read_sealed(&location, &path, at..at + plain_len + TAG as u64)
-                        .await?;
+                    let offset = sealed_at(index) - sealed_at(window_first);
+                    if index < window_first || offset + plain_len + TAG as u64 > window.len() as u64
+                    {
+                        // Fetch the next window: up to WINDOW chunks, never past the range.
+                        let last = (index + WINDOW).min(end_chunk.max(index + 1));
+                        let end = (sealed_at(last - 1)
+                            + ((info.size - (last - 1) * CHUNK as u64).min(CHUNK as u64))
+                            + TAG as u64)
+                            .min(sealed_len(info.size));
+                        window = this
+                            .read_sealed(&location, &path, sealed_at(index)..end)
+                            .await?;
+                        window_first = index;
+                    }
+                    let at = (sealed_at(index) - sealed_at(window_first)) as usize;
+                    let take = plain_len as usize + TAG;
+                    if window.len() < at + take {
+                        return Err(BlobError::Corrupt(path));
+                    }
+                    let sealed = window.slice(at..at + take);
                     let last = index + 1 == chunks;
                     let plain = cipher
                         .decrypt(
@@ -317,7 +380,7 @@ impl BlobStore {
                     let to = (range.end - plain_start).min(plain_len) as usize;
                     Ok(Some((
                         Bytes::from(plain).slice(from..to.max(from)),
-                        (index + 1, hasher),
+                        (index + 1, hasher, window, window_first),
                     )))
                 }
             },

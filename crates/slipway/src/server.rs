@@ -35,6 +35,10 @@ pub struct ServerArgs {
     /// Seconds a client may take to send request headers before the connection is closed.
     #[arg(long, env = "SLIPWAY_HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
     pub header_read_timeout_secs: u64,
+    /// Where object and artifact bytes live: `file:///dir` or `s3://bucket/prefix` (an
+    /// S3-compatible store; see SLIPWAY_BLOB_ENDPOINT and friends). Default: DATA_DIR/blobs.
+    #[arg(long, env = "SLIPWAY_BLOB_URL")]
+    pub blob_url: Option<String>,
     /// The git executable (2.28 or newer).
     #[arg(long, env = "SLIPWAY_GIT", default_value = "git")]
     pub git: PathBuf,
@@ -133,8 +137,12 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let git = find_git(&args.git)?;
     let (store, iam, key) = open_data_dir(&args.data_dir, &args.account_id, true).await?;
-    let blobs = slipway_blobs::BlobStore::local(&args.data_dir.join("blobs"), key.clone())
-        .context("opening the blob store")?;
+    let blob_url = args
+        .blob_url
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("blobs").display().to_string());
+    let blobs = slipway_blobs::BlobStore::from_url(&blob_url, key.clone())
+        .with_context(|| format!("opening the blob store {blob_url}"))?;
     let s3 = slipway_s3::S3Store::new(store.clone(), blobs, &args.region, &args.account_id);
     // Blobs a previous run queued for deletion but did not get to.
     s3.purge_trash().await;
@@ -182,7 +190,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         git_slots: Arc::new(tokio::sync::Semaphore::new(args.max_git_processes.max(1))),
         header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout_secs.max(1)),
     });
-    tracing::info!(%addr, %public_url, region = %args.region, account = %args.account_id, startup_ms = started.elapsed().as_millis() as u64, "listening");
+    tracing::info!(%addr, %public_url, blobs = %blob_url, region = %args.region, account = %args.account_id, startup_ms = started.elapsed().as_millis() as u64, "listening");
     println!("Slipway listening on http://{addr}");
     slipway_api::serve(listener, state, shutdown_signal()).await?;
     store.pool().close().await;
