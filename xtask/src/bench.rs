@@ -6,6 +6,9 @@
 //! - `push`: pushing a 300 MB commit over Slipway's HTTP vs to a bare repository via
 //!   `file://`, and the server's peak resident memory meanwhile (the pack streams through).
 //! - `idle`: resident memory with 100 repositories, and start to first answered request.
+//! - `s3-small`: 4 KB object PUT and GET requests/s (SigV4, 32 connections, wrk) against
+//!   Slipway and moto's S3. `s3-large`: a 1 GB object through `aws s3 cp` both ways against
+//!   `cp` of the same file on the same disk. `s3` runs both.
 //!
 //! Needs: a release build (made here), wrk, moto_server, python3 with botocore, git.
 
@@ -119,6 +122,155 @@ print("\n".join(lines))
     Ok(path)
 }
 
+/// A wrk script replaying one SigV4-signed S3 request on `path` (PUT of `body_len` bytes,
+/// or GET).
+fn signed_s3_script(
+    port: u16,
+    dir: &Path,
+    method: &str,
+    path: &str,
+    body_len: usize,
+) -> Result<PathBuf> {
+    let py = format!(
+        r#"
+import hashlib, json
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+body = ("x" * {body_len}) if "{method}" == "PUT" else ""
+r = AWSRequest(method="{method}", url="http://127.0.0.1:{port}{path}", data=body.encode())
+S3SigV4Auth(Credentials("{KEY}", "{SECRET}"), "s3", "us-east-1").add_auth(r)
+lines = ['wrk.method = "{method}"', 'wrk.path = "{path}"', 'wrk.body = ' + json.dumps(body)]
+for k, v in r.headers.items():
+    lines.append('wrk.headers[%s] = %s' % (json.dumps(k), json.dumps(v)))
+print("\n".join(lines))
+"#
+    );
+    let script = sh(Command::new("python3").args(["-c", &py]))?;
+    let path = dir.join(format!("s3-{method}-{port}.lua"));
+    std::fs::write(&path, script)?;
+    Ok(path)
+}
+
+fn moto(port: u16) -> Result<Proc> {
+    let p = Proc(
+        Command::new("moto_server")
+            .args(["-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting moto_server (pip install 'moto[server]')")?,
+    );
+    wait_healthy(port, "/moto-api/", Duration::from_secs(60))?;
+    Ok(p)
+}
+
+/// 4 KB PUT and GET requests per second, 32 connections, against Slipway and moto's S3.
+fn bench_s3_small(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
+    let port = free_port()?;
+    let _server = slipway(bin, &tmp.join("s3-small-data"), port)?;
+    wait_healthy(port, "/-/health", Duration::from_secs(30))?;
+    let mport = free_port()?;
+    let _moto = moto(mport)?;
+    let mut results = Vec::new();
+    for p in [port, mport] {
+        sh(aws_env(
+            Command::new("aws").args(["s3", "mb", "s3://bench"]),
+            p,
+        ))?;
+        let put = signed_s3_script(p, tmp, "PUT", "/bench/obj-4k", 4096)?;
+        let get = signed_s3_script(p, tmp, "GET", "/bench/obj-4k", 0)?;
+        wrk(p, &put, 2)?; // warm-up (and creates the object)
+        let w = wrk(p, &put, 10)?;
+        wrk(p, &get, 2)?;
+        let r = wrk(p, &get, 10)?;
+        if p == port && (w.non2xx > 0 || r.non2xx > 0) {
+            bail!(
+                "Slipway answered non-2xx during the S3 run ({} PUT, {} GET)",
+                w.non2xx,
+                r.non2xx
+            );
+        }
+        results.push((w, r));
+    }
+    let (s, m) = (&results[0], &results[1]);
+    for (name, a, b) in [("PUT", &s.0, &m.0), ("GET", &s.1, &m.1)] {
+        let line = format!(
+            "| S3 {name} 4 KB object, SigV4, 32 connections, 10 s | {:.0} req/s, p99 {:.2} ms | moto_server: {:.0} req/s, p99 {:.2} ms{} | **{:.1}×** throughput |\n",
+            a.rps,
+            a.p99_ms,
+            b.rps,
+            b.p99_ms,
+            if b.non2xx > 0 {
+                format!(" ({} errors)", b.non2xx)
+            } else {
+                String::new()
+            },
+            a.rps / b.rps.max(1e-9)
+        );
+        print!("{line}");
+        report.push_str(&line);
+    }
+    Ok(())
+}
+
+/// A 1 GB object through `aws s3 cp` (PUT and GET) against `cp` of the same file on the same
+/// disk, medians of 3 interleaved runs.
+fn bench_s3_large(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
+    let port = free_port()?;
+    let _server = slipway(bin, &tmp.join("s3-large-data"), port)?;
+    wait_healthy(port, "/-/health", Duration::from_secs(30))?;
+    sh(aws_env(
+        Command::new("aws").args(["s3", "mb", "s3://bench"]),
+        port,
+    ))?;
+    let src = tmp.join("1g.bin");
+    sh(Command::new("dd").args([
+        "if=/dev/urandom",
+        &format!("of={}", src.display()),
+        "bs=1M",
+        "count=1024",
+        "status=none",
+    ]))?;
+    let (mut cps, mut puts, mut gets) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let copy = tmp.join("1g.copy");
+        cps.push(time(Command::new("cp").arg(&src).arg(&copy))?);
+        std::fs::remove_file(&copy)?;
+        puts.push(time(aws_env(
+            Command::new("aws")
+                .args(["s3", "cp", "--only-show-errors"])
+                .arg(&src)
+                .arg("s3://bench/1g.bin"),
+            port,
+        ))?);
+        let out = tmp.join("1g.out");
+        gets.push(time(aws_env(
+            Command::new("aws")
+                .args(["s3", "cp", "--only-show-errors", "s3://bench/1g.bin"])
+                .arg(&out),
+            port,
+        ))?);
+        std::fs::remove_file(&out)?;
+    }
+    let (cp, put, get) = (median(cps), median(puts), median(gets));
+    let mbps = |secs: f64| 1024.0 / secs;
+    for (name, t) in [("PUT", put), ("GET", get)] {
+        let line = format!(
+            "| S3 {name} 1 GB via `aws s3 cp` (encrypted at rest) | {:.2} s, {:.0} MB/s | `cp` same file, same disk: {:.2} s, {:.0} MB/s | **{:.0}%** of disk copy speed |\n",
+            t,
+            mbps(t),
+            cp,
+            mbps(cp),
+            100.0 * cp / t
+        );
+        print!("{line}");
+        report.push_str(&line);
+    }
+    std::fs::remove_file(&src)?;
+    Ok(())
+}
+
 struct WrkResult {
     rps: f64,
     p99_ms: f64,
@@ -184,15 +336,7 @@ fn bench_api(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
     let s = wrk(port, &script, 10)?;
 
     let mport = free_port()?;
-    let _moto = Proc(
-        Command::new("moto_server")
-            .args(["-p", &mport.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting moto_server (pip install 'moto[server]')")?,
-    );
-    wait_healthy(mport, "/moto-api/", Duration::from_secs(60))?;
+    let _moto = moto(mport)?;
     sh(aws_env(
         Command::new("aws").args([
             "codecommit",
@@ -507,6 +651,12 @@ pub fn run_all(root: &Path, which: &str) -> Result<()> {
     if which == "all" || which == "idle" {
         bench_idle(&bin, &tmp, &mut report)?;
     }
+    if which == "all" || which == "s3" || which == "s3-small" {
+        bench_s3_small(&bin, &tmp, &mut report)?;
+    }
+    if which == "all" || which == "s3" || which == "s3-large" {
+        bench_s3_large(&bin, &tmp, &mut report)?;
+    }
     std::fs::write(root.join("target/bench-results.md"), &report)?;
     let _ = std::fs::remove_dir_all(&tmp);
     println!("\n(written to target/bench-results.md)");
@@ -521,8 +671,11 @@ fn tempfile_dir() -> Result<PathBuf> {
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let which = args.first().map(String::as_str).unwrap_or("all");
-    if !["all", "api", "clone", "push", "idle"].contains(&which) {
-        bail!("unknown benchmark {which}: use api, clone, push, idle or all");
+    const KINDS: &[&str] = &[
+        "all", "api", "clone", "push", "idle", "s3", "s3-small", "s3-large",
+    ];
+    if !KINDS.contains(&which) {
+        bail!("unknown benchmark {which}: use one of {}", KINDS.join(", "));
     }
     run_all(root, which)
 }

@@ -157,6 +157,19 @@ impl BlobStore {
         BlobStore::local(Path::new(dir), key)
     }
 
+    /// Seals a small value to keep inline (in a database row) instead of as a blob: the
+    /// same envelope encryption, one data key per value.
+    pub fn seal_small(&self, plaintext: &[u8]) -> Vec<u8> {
+        self.key.seal(plaintext)
+    }
+
+    /// Opens a value sealed by [`BlobStore::seal_small`].
+    pub fn open_small(&self, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.key
+            .open(sealed)
+            .map_err(|_| BlobError::Corrupt("inline value".into()))
+    }
+
     /// Any `object_store` backend (S3-compatible stores at scale).
     pub fn with_backend(backend: Arc<dyn ObjectStore>, key: MasterKey) -> BlobStore {
         BlobStore { backend, key }

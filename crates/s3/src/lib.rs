@@ -81,21 +81,27 @@ pub struct ObjectVersion {
     pub modified: f64,
 }
 
-/// Where a stretch of an object's bytes lives.
+/// Where a stretch of an object's bytes lives: a blob, or inline (sealed) in its row.
 #[derive(Debug, Clone)]
 pub struct Segment {
     pub start: u64,
-    pub blob: String,
+    pub blob: Option<String>,
     pub info: BlobInfo,
+    pub inline: Option<Vec<u8>>,
 }
 
-/// Bytes written to the blob store but not yet part of any object.
+/// Bytes received but not yet part of any object: a blob, or (small) sealed inline bytes.
 #[derive(Debug)]
 pub struct Staged {
-    pub blob: String,
+    pub blob: Option<String>,
     pub info: BlobInfo,
+    pub inline: Option<Vec<u8>>,
     pub md5: [u8; 16],
 }
+
+/// Objects up to this size live inline in their database row: one transaction to write,
+/// one query to read, no blob files.
+pub const INLINE_MAX: usize = 32 * 1024;
 
 /// A multipart upload in progress.
 #[derive(Debug, Clone)]
@@ -383,57 +389,87 @@ impl S3Store {
 
     // ----- writing bytes -----
 
-    /// Writes `body` to a new blob, hashing it with `hashers` on the way; the blob belongs
-    /// to nothing until [`S3Store::commit_object`] or [`S3Store::commit_part`] takes it.
+    /// Receives `body` (a new blob, or inline when it is small and `inline` allows),
+    /// hashing it with `hashers` on the way; the bytes belong to nothing until
+    /// [`S3Store::commit_object`] or [`S3Store::commit_part`] takes them.
     pub async fn stage<S>(
         &self,
         body: S,
         limit: u64,
+        inline: bool,
         hashers: &mut s3s::checksum::ChecksumHasher,
     ) -> S3Result<Staged>
     where
         S: Stream<Item = std::io::Result<bytes::Bytes>> + Send,
     {
         use s3s::crypto::Checksum as _;
-        let blob = new_blob_path();
         let mut md5 = s3s::crypto::Md5::new();
         let mut seen = 0u64;
-        let body = body.map(|chunk| {
-            let chunk = chunk?;
-            seen += chunk.len() as u64;
-            if seen > limit {
-                return Err(std::io::Error::other(TooLarge));
-            }
-            md5.update(&chunk);
-            hashers.update(&chunk);
-            Ok(chunk)
-        });
-        let result = self.blobs.put(&blob, body).await;
-        let info = match result {
-            Ok(info) => info,
-            Err(slipway_blobs::BlobError::Source(e)) => {
-                if e.get_ref().is_some_and(|i| i.is::<TooLarge>()) {
-                    return Err(s3_error!(
-                        EntityTooLarge,
-                        "Your proposed upload exceeds the maximum allowed size"
-                    ));
+        let result = {
+            let body = body.map(|chunk| {
+                let chunk = chunk?;
+                seen += chunk.len() as u64;
+                if seen > limit {
+                    return Err(std::io::Error::other(TooLarge));
                 }
-                tracing::debug!(error = %e, "request body ended early");
-                return Err(body_error(&e));
+                md5.update(&chunk);
+                hashers.update(&chunk);
+                Ok(chunk)
+            });
+            let mut body = std::pin::pin!(body);
+            // Read ahead up to INLINE_MAX: a body that ends by then stays inline.
+            let mut head = Vec::new();
+            let mut head_len = 0;
+            while inline && head_len <= INLINE_MAX {
+                match body.next().await {
+                    Some(Ok(b)) => {
+                        head_len += b.len();
+                        head.push(b);
+                    }
+                    Some(Err(e)) => return Err(source_error(e)),
+                    None => break,
+                }
             }
-            Err(e) => return Err(internal(e)),
+            if inline && head_len <= INLINE_MAX {
+                let data: Vec<u8> = head.concat();
+                let sha256 = {
+                    use sha2::Digest as _;
+                    hex::encode(sha2::Sha256::digest(&data))
+                };
+                Ok((
+                    None,
+                    BlobInfo {
+                        size: data.len() as u64,
+                        sha256,
+                        wrapped_key: Vec::new(),
+                    },
+                    Some(self.blobs.seal_small(&data)),
+                ))
+            } else {
+                let blob = new_blob_path();
+                let rest = futures_util::stream::iter(head.into_iter().map(Ok)).chain(body);
+                match self.blobs.put(&blob, rest).await {
+                    Ok(info) => Ok((Some(blob), info, None)),
+                    Err(slipway_blobs::BlobError::Source(e)) => Err(source_error(e)),
+                    Err(e) => Err(internal(e)),
+                }
+            }
         };
+        let (blob, info, inline) = result?;
         Ok(Staged {
             blob,
             info,
+            inline,
             md5: md5.finalize(),
         })
     }
 
     /// Deletes a staged blob that will not be committed.
     pub async fn discard(&self, staged: Staged) {
-        if let Err(e) = self.blobs.delete(&staged.blob).await {
-            tracing::warn!(error = %e, blob = staged.blob, "discarding a staged blob");
+        if let Some(blob) = &staged.blob {
+            if let Err(e) = self.blobs.delete(blob).await {
+                tracing::warn!(error = %e, blob, "discarding a staged blob");
+            }
         }
     }
 
@@ -453,6 +489,7 @@ impl S3Store {
             start: 0,
             blob: staged.blob.clone(),
             info: staged.info.clone(),
+            inline: staged.inline.clone(),
         }];
         let result = self
             .insert_version(
@@ -518,7 +555,7 @@ impl S3Store {
             .map_err(db)?
             .get(0);
         for (i, s) in new.segments.iter().enumerate() {
-            sqlx::query("INSERT INTO s3_segments (object_id, idx, start, size, blob, sha256, wrapped_key) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            sqlx::query("INSERT INTO s3_segments (object_id, idx, start, size, blob, sha256, wrapped_key, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(id)
                 .bind(i as i64)
                 .bind(s.start as i64)
@@ -526,6 +563,7 @@ impl S3Store {
                 .bind(&s.blob)
                 .bind(&s.info.sha256)
                 .bind(&s.info.wrapped_key)
+                .bind(&s.inline)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
@@ -593,24 +631,28 @@ impl S3Store {
         version_id: Option<&str>,
     ) -> Result<ObjectVersion, (S3Error, Option<ObjectVersion>)> {
         let fail = |e| (e, None);
-        self.bucket(bucket).await.map_err(fail)?;
-        let by_version = format!("SELECT {OBJECT_COLUMNS} FROM s3_objects WHERE bucket = $1 AND key = $2 AND version_id = $3");
-        let current = format!(
-            "SELECT {OBJECT_COLUMNS} FROM s3_objects WHERE bucket = $1 AND key = $2 AND latest = 1"
-        );
+        // One query answers both "which bucket" and "which version".
+        let columns = OBJECT_COLUMNS
+            .split(", ")
+            .map(|c| format!("o.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let by_version = format!("SELECT {columns} FROM s3_buckets b LEFT JOIN s3_objects o ON o.bucket = b.name AND o.key = $2 AND o.version_id = $3 WHERE b.name = $1");
+        let current = format!("SELECT {columns} FROM s3_buckets b LEFT JOIN s3_objects o ON o.bucket = b.name AND o.key = $2 AND o.latest = 1 WHERE b.name = $1");
         let row = match version_id {
             Some(v) => sqlx::query(&by_version).bind(bucket).bind(key).bind(v),
             None => sqlx::query(&current).bind(bucket).bind(key),
         }
         .fetch_optional(self.store.pool())
         .await
-        .map_err(|e| fail(db(e)))?;
-        let Some(row) = row else {
+        .map_err(|e| fail(db(e)))?
+        .ok_or_else(|| fail(no_such_bucket(bucket)))?;
+        if row.get::<Option<i64>, _>(0).is_none() {
             return Err(fail(match version_id {
                 Some(_) => s3_error!(NoSuchVersion, "The specified version does not exist."),
                 None => no_such_key(),
             }));
-        };
+        }
         let object = object_from_row(&row).map_err(fail)?;
         if object.delete_marker {
             let e = if version_id.is_some() {
@@ -627,7 +669,7 @@ impl S3Store {
     }
 
     pub async fn segments(&self, object: &ObjectVersion) -> S3Result<Vec<Segment>> {
-        let rows = sqlx::query("SELECT start, size, blob, sha256, wrapped_key FROM s3_segments WHERE object_id = $1 ORDER BY idx")
+        let rows = sqlx::query("SELECT start, size, blob, sha256, wrapped_key, data FROM s3_segments WHERE object_id = $1 ORDER BY idx")
             .bind(object.id)
             .fetch_all(self.store.pool())
             .await
@@ -642,6 +684,7 @@ impl S3Store {
                     sha256: r.get(3),
                     wrapped_key: r.get(4),
                 },
+                inline: r.get(5),
             })
             .collect())
     }
@@ -667,8 +710,22 @@ impl S3Store {
                 Some((s, (!whole).then_some(local)))
             })
             .collect();
-        futures_util::stream::iter(parts)
-            .flat_map(move |(s, local)| blobs.get(&s.blob, &s.info, local))
+        futures_util::stream::iter(parts).flat_map(move |(s, local)| match (&s.inline, &s.blob) {
+            (Some(sealed), _) => {
+                let plain = blobs.open_small(sealed).map(|p| {
+                    let r = local.unwrap_or(0..p.len() as u64);
+                    bytes::Bytes::from(p).slice(r.start as usize..r.end as usize)
+                });
+                futures_util::stream::once(async move { plain }).boxed()
+            }
+            (None, Some(blob)) => blobs.get(blob, &s.info, local),
+            (None, None) => futures_util::stream::once(async move {
+                Err(slipway_blobs::BlobError::Corrupt(
+                    "segment without bytes".into(),
+                ))
+            })
+            .boxed(),
+        })
     }
 
     // ----- deleting -----
@@ -992,7 +1049,7 @@ impl S3Store {
                 .bind(part_number)
                 .bind(staged.info.size as i64)
                 .bind(&etag)
-                .bind(&staged.blob)
+                .bind(staged.blob.as_deref().ok_or_else(|| internal("a part must be a blob"))?)
                 .bind(&staged.info.sha256)
                 .bind(&staged.info.wrapped_key)
                 .bind(slipway_store::now())
@@ -1082,7 +1139,8 @@ impl S3Store {
             md5s.extend(hex::decode(row.get::<&str, _>(2)).map_err(internal)?);
             segments.push(Segment {
                 start,
-                blob: row.get(3),
+                inline: None,
+                blob: Some(row.get(3)),
                 info: BlobInfo {
                     size,
                     sha256: row.get(4),
@@ -1097,7 +1155,7 @@ impl S3Store {
             h.update(&md5s);
             format!("{}-{}", hex::encode(h.finalize()), listed.len())
         };
-        let used: Vec<String> = segments.iter().map(|s| s.blob.clone()).collect();
+        let used: Vec<String> = segments.iter().filter_map(|s| s.blob.clone()).collect();
         let new = NewVersion {
             etag,
             size: start,
@@ -1175,7 +1233,7 @@ impl S3Store {
         let mut n = 0;
         for (select, update) in [
             (
-                "SELECT object_id, idx, wrapped_key FROM s3_segments",
+                "SELECT object_id, idx, wrapped_key FROM s3_segments WHERE data IS NULL",
                 "UPDATE s3_segments SET wrapped_key = $3 WHERE object_id = $1 AND idx = $2",
             ),
             (
@@ -1202,6 +1260,23 @@ impl S3Store {
                     .map_err(|e| e.to_string())?;
                 n += 1;
             }
+        }
+        // Inline objects: their envelopes re-wrapped.
+        let rows =
+            sqlx::query("SELECT object_id, idx, data FROM s3_segments WHERE data IS NOT NULL")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?;
+        for r in &rows {
+            let sealed: Vec<u8> = r.get(2);
+            sqlx::query("UPDATE s3_segments SET data = $3 WHERE object_id = $1 AND idx = $2")
+                .bind(r.get::<i64, _>(0))
+                .bind(r.get::<i64, _>(1))
+                .bind(key.rewrap(&sealed).map_err(|e| e.to_string())?)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?;
+            n += 1;
         }
         tx.commit().await.map_err(|e| e.to_string())?;
         Ok(n)
@@ -1233,6 +1308,18 @@ impl std::fmt::Display for TooLarge {
     }
 }
 impl std::error::Error for TooLarge {}
+
+/// The S3 error for a request body that failed while being read (or grew too large).
+fn source_error(e: std::io::Error) -> S3Error {
+    if e.get_ref().is_some_and(|i| i.is::<TooLarge>()) {
+        return s3_error!(
+            EntityTooLarge,
+            "Your proposed upload exceeds the maximum allowed size"
+        );
+    }
+    tracing::debug!(error = %e, "request body ended early");
+    body_error(&e)
+}
 
 /// The S3 error for a request body that failed while being read: a payload that did not
 /// match its signature or checksum, or a client that went away.
@@ -1322,7 +1409,7 @@ async fn trash(tx: &mut Tx<'_>, blob: &str) -> S3Result<()> {
 
 /// Removes a version row, queueing its blobs for deletion.
 async fn remove_version(tx: &mut Tx<'_>, id: i64) -> S3Result<()> {
-    sqlx::query("INSERT OR IGNORE INTO blob_trash (blob, queued) SELECT blob, $2 FROM s3_segments WHERE object_id = $1")
+    sqlx::query("INSERT OR IGNORE INTO blob_trash (blob, queued) SELECT blob, $2 FROM s3_segments WHERE object_id = $1 AND blob IS NOT NULL")
         .bind(id)
         .bind(slipway_store::now())
         .execute(&mut **tx)

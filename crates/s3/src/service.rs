@@ -322,13 +322,14 @@ impl SlipwayS3 {
         &self,
         body: Option<StreamingBlob>,
         limit: u64,
+        inline: bool,
         expected: Expected,
         trailers: Option<&s3s::TrailingHeaders>,
     ) -> S3Result<(Staged, Option<(String, String)>)> {
         let mut hasher = hasher_for(expected.algorithm.as_deref());
         let staged = self
             .store
-            .stage(body_stream(body), limit, &mut hasher)
+            .stage(body_stream(body), limit, inline, &mut hasher)
             .await?;
         let verdict = (|| {
             if let Some(md5) = expected.md5 {
@@ -769,7 +770,13 @@ impl S3 for SlipwayS3 {
             input.content_md5.as_ref(),
         )?;
         let (staged, checksum) = self
-            .receive(input.body, crate::MAX_PUT_SIZE, want, trailers.as_ref())
+            .receive(
+                input.body,
+                crate::MAX_PUT_SIZE,
+                true,
+                want,
+                trailers.as_ref(),
+            )
             .await?;
         meta.checksum = checksum.clone();
         let written = self
@@ -1126,7 +1133,7 @@ impl S3 for SlipwayS3 {
         let mut hasher = hasher_for(algorithm.as_deref());
         let staged = self
             .store
-            .stage(source, crate::MAX_PUT_SIZE, &mut hasher)
+            .stage(source, crate::MAX_PUT_SIZE, true, &mut hasher)
             .await?;
         meta.checksum =
             algorithm.and_then(|a| checksum_value(&hasher.finalize(), &a).map(|v| (a, v)));
@@ -1456,7 +1463,13 @@ impl S3 for SlipwayS3 {
             input.content_md5.as_ref(),
         )?;
         let (staged, checksum) = self
-            .receive(input.body, crate::MAX_PUT_SIZE, want, trailers.as_ref())
+            .receive(
+                input.body,
+                crate::MAX_PUT_SIZE,
+                false,
+                want,
+                trailers.as_ref(),
+            )
             .await?;
         let part_etag = self
             .store

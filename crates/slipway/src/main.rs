@@ -38,7 +38,10 @@ enum Command {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter =
-        EnvFilter::try_from_env("SLIPWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+        // s3s logs every client error (a missing key, a bad signature) at ERROR; Slipway logs
+        // what matters itself, so s3s stays quiet unless SLIPWAY_LOG asks for it.
+        EnvFilter::try_from_env("SLIPWAY_LOG")
+            .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,s3s=off"));
     // Colours only for a terminal: logs redirected to files or collectors stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

@@ -118,18 +118,24 @@ pub async fn open_data_dir(
     Ok((store, iam, key))
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (before the
+/// server says it is listening), so an early signal is never lost to the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            return std::future::pending().await;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (mut term, mut int) = match (term, int) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM/SIGINT");
+                return std::future::pending().await;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; finishing requests in flight"),
+            _ = int.recv() => tracing::info!("SIGINT received; finishing requests in flight"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received; finishing requests in flight"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; finishing requests in flight"),
     }
 }
 
@@ -191,8 +197,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout_secs.max(1)),
     });
     tracing::info!(%addr, %public_url, blobs = %blob_url, region = %args.region, account = %args.account_id, startup_ms = started.elapsed().as_millis() as u64, "listening");
+    let shutdown = shutdown_signal();
     println!("Slipway listening on http://{addr}");
-    slipway_api::serve(listener, state, shutdown_signal()).await?;
+    slipway_api::serve(listener, state, shutdown).await?;
     store.pool().close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

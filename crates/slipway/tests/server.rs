@@ -169,10 +169,15 @@ fn root_credentials_from_environment_and_aws_errors() {
     assert_eq!(status, 403);
     assert!(body.contains("IncompleteSignatureException"), "{body}");
 
+    // Other paths are S3's: its XML errors.
     let (status, body) =
         s.request("GET /no/such/path HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    assert_eq!(status, 404);
-    assert!(body.contains("\"__type\""), "{body}");
+    assert_eq!(status, 400);
+    assert!(body.contains("<Code>InvalidBucketName</Code>"), "{body}");
+    let (status, body) =
+        s.request("GET /some-bucket/key HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 403);
+    assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
     assert_eq!(s.terminate(), 0);
 }
 

@@ -31,15 +31,18 @@ CREATE TABLE s3_objects (
 CREATE INDEX s3_objects_latest ON s3_objects (bucket, key) WHERE latest = 1;
 
 -- The blobs an object's bytes are in, in order (one for a plain PUT, one per part for a
--- multipart upload). wrapped_key is the blob's data key under the master key.
+-- multipart upload). wrapped_key is the blob's data key under the master key. Small
+-- objects are kept inline instead: blob is NULL and data holds the sealed envelope (its
+-- own data key wrapped inside).
 CREATE TABLE s3_segments (
     object_id   INTEGER NOT NULL REFERENCES s3_objects(id) ON DELETE CASCADE,
     idx         INTEGER NOT NULL,
     start       BIGINT NOT NULL,
     size        BIGINT NOT NULL,
-    blob        TEXT NOT NULL,
+    blob        TEXT,
     sha256      TEXT NOT NULL,
     wrapped_key BLOB NOT NULL,
+    data        BLOB,
     PRIMARY KEY (object_id, idx)
 );
 
