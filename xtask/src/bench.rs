@@ -98,58 +98,44 @@ fn aws_env(cmd: &mut Command, port: u16) -> &mut Command {
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
 }
 
-/// A wrk script that replays one SigV4-signed GetRepository request (valid for 15 minutes).
-fn signed_wrk_script(port: u16, dir: &Path) -> Result<PathBuf> {
+/// A wrk script that replays one SigV4-signed request (valid for 15 minutes). `request` is
+/// Python that sets `method`, `path`, `body` (text), `headers` and `signer` (a botocore
+/// signer over `creds`).
+fn signed_wrk_script(port: u16, dir: &Path, name: &str, request: &str) -> Result<PathBuf> {
     let py = format!(
         r#"
 import json
-from botocore.auth import SigV4Auth
+from botocore.auth import SigV4Auth, S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-body = json.dumps({{"repositoryName": "bench"}})
-r = AWSRequest(method="POST", url="http://127.0.0.1:{port}/", data=body,
-               headers={{"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "CodeCommit_20150413.GetRepository"}})
-SigV4Auth(Credentials("{KEY}", "{SECRET}"), "codecommit", "us-east-1").add_auth(r)
-lines = ['wrk.method = "POST"', 'wrk.body = ' + json.dumps(body)]
+creds = Credentials("{KEY}", "{SECRET}")
+{request}
+r = AWSRequest(method=method, url="http://127.0.0.1:{port}" + path, data=body.encode(), headers=headers)
+signer.add_auth(r)
+lines = ['wrk.method = ' + json.dumps(method), 'wrk.path = ' + json.dumps(path), 'wrk.body = ' + json.dumps(body)]
 for k, v in r.headers.items():
     lines.append('wrk.headers[%s] = %s' % (json.dumps(k), json.dumps(v)))
 print("\n".join(lines))
 "#
     );
     let script = sh(Command::new("python3").args(["-c", &py]))?;
-    let path = dir.join(format!("getrepository-{port}.lua"));
+    let path = dir.join(format!("{name}-{port}.lua"));
     std::fs::write(&path, script)?;
     Ok(path)
 }
 
-/// A wrk script replaying one SigV4-signed S3 request on `path` (PUT of `body_len` bytes,
-/// or GET).
-fn signed_s3_script(
-    port: u16,
-    dir: &Path,
-    method: &str,
-    path: &str,
-    body_len: usize,
-) -> Result<PathBuf> {
-    let py = format!(
-        r#"
-import hashlib, json
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-body = ("x" * {body_len}) if "{method}" == "PUT" else ""
-r = AWSRequest(method="{method}", url="http://127.0.0.1:{port}{path}", data=body.encode())
-S3SigV4Auth(Credentials("{KEY}", "{SECRET}"), "s3", "us-east-1").add_auth(r)
-lines = ['wrk.method = "{method}"', 'wrk.path = "{path}"', 'wrk.body = ' + json.dumps(body)]
-for k, v in r.headers.items():
-    lines.append('wrk.headers[%s] = %s' % (json.dumps(k), json.dumps(v)))
-print("\n".join(lines))
-"#
-    );
-    let script = sh(Command::new("python3").args(["-c", &py]))?;
-    let path = dir.join(format!("s3-{method}-{port}.lua"));
-    std::fs::write(&path, script)?;
-    Ok(path)
+/// The Python for [`signed_wrk_script`] of CodeCommit's GetRepository on `bench`.
+const GET_REPOSITORY: &str = r#"method, path = "POST", "/"
+body = json.dumps({"repositoryName": "bench"})
+headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "CodeCommit_20150413.GetRepository"}
+signer = SigV4Auth(creds, "codecommit", "us-east-1")"#;
+
+/// The Python for [`signed_wrk_script`] of an S3 request on `path` (a body of `body_len`
+/// bytes).
+fn s3_request(method: &str, path: &str, body_len: usize) -> String {
+    format!(
+        "method, path = {method:?}, {path:?}\nbody = \"x\" * {body_len}\nheaders = {{}}\nsigner = S3SigV4Auth(creds, \"s3\", \"us-east-1\")"
+    )
 }
 
 fn moto(port: u16) -> Result<Proc> {
@@ -178,8 +164,8 @@ fn bench_s3_small(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
             Command::new("aws").args(["s3", "mb", "s3://bench"]),
             p,
         ))?;
-        let put = signed_s3_script(p, tmp, "PUT", "/bench/obj-4k", 4096)?;
-        let get = signed_s3_script(p, tmp, "GET", "/bench/obj-4k", 0)?;
+        let put = signed_wrk_script(p, tmp, "s3-put", &s3_request("PUT", "/bench/obj-4k", 4096))?;
+        let get = signed_wrk_script(p, tmp, "s3-get", &s3_request("GET", "/bench/obj-4k", 0))?;
         wrk(p, &put, 2)?; // warm-up (and creates the object)
         let w = wrk(p, &put, 10)?;
         wrk(p, &get, 2)?;
@@ -331,7 +317,7 @@ fn bench_api(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
         ]),
         port,
     ))?;
-    let script = signed_wrk_script(port, tmp)?;
+    let script = signed_wrk_script(port, tmp, "getrepository", GET_REPOSITORY)?;
     wrk(port, &script, 2)?; // warm-up
     let s = wrk(port, &script, 10)?;
 
@@ -346,7 +332,7 @@ fn bench_api(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
         ]),
         mport,
     ))?;
-    let mscript = signed_wrk_script(mport, tmp)?;
+    let mscript = signed_wrk_script(mport, tmp, "getrepository", GET_REPOSITORY)?;
     wrk(mport, &mscript, 2)?;
     let m = wrk(mport, &mscript, 10)?;
     if s.non2xx > 0 || m.non2xx > 0 {

@@ -171,23 +171,15 @@ fn internal(e: impl std::fmt::Display) -> S3Error {
     )
 }
 
-fn db(e: sqlx::Error) -> S3Error {
-    internal(e)
-}
-
-fn store_err(e: slipway_store::StoreError) -> S3Error {
-    internal(e)
-}
-
 fn new_blob_path() -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("s3/{}/{}", &id[..2], id)
 }
 
 fn new_version_id() -> String {
-    // Version ids sort by nothing (AWS's are opaque too); ordering uses the row id.
-    let a = uuid::Uuid::new_v4().simple().to_string();
-    a.chars().take(32).collect()
+    // 32 hex digits. Version ids sort by nothing (AWS's are opaque too); ordering uses the
+    // row id.
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 fn to_json<T: Serialize>(v: &T) -> String {
@@ -200,6 +192,19 @@ pub const RESERVED_BUCKETS: &[&str] = &["-", "v1"];
 
 const OBJECT_COLUMNS: &str =
     "id, bucket, key, version_id, latest, delete_marker, size, etag, meta, tags, parts, modified";
+
+/// The object lookups joined to their bucket: (by version id, current version).
+static OBJECT_LOOKUP: std::sync::LazyLock<(String, String)> = std::sync::LazyLock::new(|| {
+    let columns = OBJECT_COLUMNS
+        .split(", ")
+        .map(|c| format!("o.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let lookup = |which: &str| {
+        format!("SELECT {columns} FROM s3_buckets b LEFT JOIN s3_objects o ON o.bucket = b.name AND o.key = $2 AND {which} WHERE b.name = $1")
+    };
+    (lookup("o.version_id = $3"), lookup("o.latest = 1"))
+});
 
 fn object_from_row(r: &sqlx::sqlite::SqliteRow) -> S3Result<ObjectVersion> {
     Ok(ObjectVersion {
@@ -269,12 +274,12 @@ impl S3Store {
             }
             _ => {}
         }
-        let mut tx = self.store.begin_write().await.map_err(store_err)?;
+        let mut tx = self.store.begin_write().await.map_err(internal)?;
         let exists = sqlx::query("SELECT 1 FROM s3_buckets WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(db)?
+            .map_err(internal)?
             .is_some();
         if exists {
             // us-east-1 answers 200 to re-creating a bucket one owns; other regions refuse.
@@ -292,53 +297,34 @@ impl S3Store {
             .bind(slipway_store::now())
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+            .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
         tracing::info!(bucket = name, "bucket created");
         Ok(())
     }
 
     pub async fn bucket(&self, name: &str) -> S3Result<Bucket> {
-        let row =
-            sqlx::query("SELECT name, region, created, versioning FROM s3_buckets WHERE name = $1")
-                .bind(name)
-                .fetch_optional(self.store.pool())
-                .await
-                .map_err(db)?
-                .ok_or_else(|| no_such_bucket(name))?;
-        Ok(Bucket {
-            name: row.get(0),
-            region: row.get(1),
-            created: row.get(2),
-            versioning: row.get(3),
-        })
+        fetch_bucket(self.store.pool(), name).await
     }
 
     pub async fn list_buckets(&self) -> S3Result<Vec<Bucket>> {
-        let rows =
-            sqlx::query("SELECT name, region, created, versioning FROM s3_buckets ORDER BY name")
-                .fetch_all(self.store.pool())
-                .await
-                .map_err(db)?;
-        Ok(rows
-            .iter()
-            .map(|r| Bucket {
-                name: r.get(0),
-                region: r.get(1),
-                created: r.get(2),
-                versioning: r.get(3),
-            })
-            .collect())
+        let rows = sqlx::query(&format!(
+            "SELECT {BUCKET_COLUMNS} FROM s3_buckets ORDER BY name"
+        ))
+        .fetch_all(self.store.pool())
+        .await
+        .map_err(internal)?;
+        Ok(rows.iter().map(bucket_from_row).collect())
     }
 
     pub async fn delete_bucket(&self, name: &str) -> S3Result<()> {
-        let mut tx = self.store.begin_write().await.map_err(store_err)?;
+        let mut tx = self.store.begin_write().await.map_err(internal)?;
         bucket_in(&mut tx, name).await?;
         let used = sqlx::query("SELECT 1 FROM s3_objects WHERE bucket = $1 LIMIT 1")
             .bind(name)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(db)?
+            .map_err(internal)?
             .is_some();
         if used {
             return Err(s3_error!(
@@ -352,18 +338,18 @@ impl S3Store {
             .bind(slipway_store::now())
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
+            .map_err(internal)?;
         sqlx::query("DELETE FROM s3_uploads WHERE bucket = $1")
             .bind(name)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
+            .map_err(internal)?;
         sqlx::query("DELETE FROM s3_buckets WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+            .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
         self.purge_trash().await;
         tracing::info!(bucket = name, "bucket deleted");
         Ok(())
@@ -371,20 +357,17 @@ impl S3Store {
 
     pub async fn set_versioning(&self, name: &str, status: &str) -> S3Result<()> {
         if status != "Enabled" && status != "Suspended" {
-            return Err(s3_error!(
-                MalformedXML,
-                "The XML you provided was not well-formed or did not validate against our published schema"
-            ));
+            return Err(malformed_xml());
         }
-        let mut tx = self.store.begin_write().await.map_err(store_err)?;
+        let mut tx = self.store.begin_write().await.map_err(internal)?;
         bucket_in(&mut tx, name).await?;
         sqlx::query("UPDATE s3_buckets SET versioning = $2 WHERE name = $1")
             .bind(name)
             .bind(status)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)
+            .map_err(internal)?;
+        tx.commit().await.map_err(internal)
     }
 
     // ----- writing bytes -----
@@ -521,7 +504,7 @@ impl S3Store {
         if_none_match: bool,
         reason: &str,
     ) -> S3Result<Written> {
-        let mut tx = self.store.begin_write().await.map_err(store_err)?;
+        let mut tx = self.store.begin_write().await.map_err(internal)?;
         let b = bucket_in(&mut tx, bucket).await?;
         if if_none_match {
             let exists = sqlx::query("SELECT 1 FROM s3_objects WHERE bucket = $1 AND key = $2 AND latest = 1 AND delete_marker = 0")
@@ -529,13 +512,10 @@ impl S3Store {
                 .bind(key)
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(db)?
+                .map_err(internal)?
                 .is_some();
             if exists {
-                return Err(s3_error!(
-                    PreconditionFailed,
-                    "At least one of the pre-conditions you specified did not hold"
-                ));
+                return Err(precondition_failed());
             }
         }
         let version_id = make_room(&mut tx, &b, key).await?;
@@ -552,7 +532,7 @@ impl S3Store {
             .bind(now)
             .fetch_one(&mut *tx)
             .await
-            .map_err(db)?
+            .map_err(internal)?
             .get(0);
         for (i, s) in new.segments.iter().enumerate() {
             sqlx::query("INSERT INTO s3_segments (object_id, idx, start, size, blob, sha256, wrapped_key, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
@@ -566,7 +546,7 @@ impl S3Store {
                 .bind(&s.inline)
                 .execute(&mut *tx)
                 .await
-                .map_err(db)?;
+                .map_err(internal)?;
         }
         let versioned = b.versioning.is_some();
         self.event(
@@ -587,7 +567,7 @@ impl S3Store {
             }),
         )
         .await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(internal)?;
         self.purge_trash().await;
         Ok(Written {
             version_id: versioned.then_some(version_id),
@@ -617,7 +597,7 @@ impl S3Store {
         )
         .await
         .map(|_| ())
-        .map_err(store_err)
+        .map_err(internal)
     }
 
     // ----- reading -----
@@ -632,20 +612,14 @@ impl S3Store {
     ) -> Result<ObjectVersion, (S3Error, Option<ObjectVersion>)> {
         let fail = |e| (e, None);
         // One query answers both "which bucket" and "which version".
-        let columns = OBJECT_COLUMNS
-            .split(", ")
-            .map(|c| format!("o.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let by_version = format!("SELECT {columns} FROM s3_buckets b LEFT JOIN s3_objects o ON o.bucket = b.name AND o.key = $2 AND o.version_id = $3 WHERE b.name = $1");
-        let current = format!("SELECT {columns} FROM s3_buckets b LEFT JOIN s3_objects o ON o.bucket = b.name AND o.key = $2 AND o.latest = 1 WHERE b.name = $1");
+        let (by_version, current) = &*OBJECT_LOOKUP;
         let row = match version_id {
-            Some(v) => sqlx::query(&by_version).bind(bucket).bind(key).bind(v),
-            None => sqlx::query(&current).bind(bucket).bind(key),
+            Some(v) => sqlx::query(by_version).bind(bucket).bind(key).bind(v),
+            None => sqlx::query(current).bind(bucket).bind(key),
         }
         .fetch_optional(self.store.pool())
         .await
-        .map_err(|e| fail(db(e)))?
+        .map_err(|e| fail(internal(e)))?
         .ok_or_else(|| fail(no_such_bucket(bucket)))?;
         if row.get::<Option<i64>, _>(0).is_none() {
             return Err(fail(match version_id {
@@ -673,7 +647,7 @@ impl S3Store {
             .bind(object.id)
             .fetch_all(self.store.pool())
             .await
-            .map_err(db)?;
+            .map_err(internal)?;
         Ok(rows
             .iter()
             .map(|r| Segment {
@@ -738,7 +712,7 @@ impl S3Store {
         key: &str,
         version_id: Option<&str>,
     ) -> S3Result<Deleted> {
-        let mut tx = self.store.begin_write().await.map_err(store_err)?;
+        let mut tx = self.store.begin_write().await.map_err(internal)?;
         let b = bucket_in(&mut tx, bucket).await?;
         let deleted = match version_id {
             Some(v) => {
@@ -750,7 +724,7 @@ impl S3Store {
                 .bind(v)
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(db)?;
+                .map_err(internal)?;
                 let Some(row) = row else {
                     // Deleting a version that does not exist succeeds, as in S3; a version id
                     // that could never exist is an error.
@@ -770,7 +744,7 @@ impl S3Store {
                         .bind(key)
                         .execute(&mut *tx)
                         .await
-                        .map_err(db)?;
+                        .map_err(internal)?;
                 }
                 Deleted {
                     version_id: Some(v.into()),
@@ -785,7 +759,7 @@ impl S3Store {
                 .bind(key)
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(db)?;
+                .map_err(internal)?;
                 if let Some(row) = row {
                     remove_version(&mut tx, row.get(0)).await?;
                 }
@@ -800,7 +774,7 @@ impl S3Store {
                     .bind(slipway_store::now())
                     .execute(&mut *tx)
                     .await
-                    .map_err(db)?;
+                    .map_err(internal)?;
                 Deleted {
                     version_id: Some(version_id),
                     delete_marker: true,
@@ -820,7 +794,7 @@ impl S3Store {
             }),
         )
         .await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(internal)?;
         self.purge_trash().await;
         Ok(deleted)
     }
@@ -887,7 +861,7 @@ impl S3Store {
                 .bind(batch)
                 .fetch_all(self.store.pool())
                 .await
-                .map_err(db)?;
+                .map_err(internal)?;
             if rows.is_empty() {
                 break;
             }
@@ -934,7 +908,7 @@ impl S3Store {
             .bind(version_id)
             .fetch_optional(self.store.pool())
             .await
-            .map_err(db)?
+            .map_err(internal)?
             .map(|r| r.get(0))
             .ok_or_else(|| s3_error!(InvalidArgument, "Invalid version id specified"))
     }
@@ -957,7 +931,7 @@ impl S3Store {
             .bind(to_json(&tags))
             .execute(self.store.pool())
             .await
-            .map_err(db)?;
+            .map_err(internal)?;
         Ok(object)
     }
 
@@ -977,41 +951,43 @@ impl S3Store {
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        sqlx::query("INSERT INTO s3_uploads (upload_id, bucket, key, initiated, meta, tags, initiator) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(&upload_id)
-            .bind(bucket)
-            .bind(key)
-            .bind(slipway_store::now())
-            .bind(to_json(&meta))
-            .bind(to_json(&tags))
-            .bind(initiator)
-            .execute(self.store.pool())
-            .await
-            .map_err(db)?;
+        sqlx::query(&format!(
+            "INSERT INTO s3_uploads ({UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        ))
+        .bind(&upload_id)
+        .bind(bucket)
+        .bind(key)
+        .bind(slipway_store::now())
+        .bind(to_json(&meta))
+        .bind(to_json(&tags))
+        .bind(initiator)
+        .execute(self.store.pool())
+        .await
+        .map_err(internal)?;
         Ok(upload_id)
     }
 
     pub async fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> S3Result<Upload> {
         self.bucket(bucket).await?;
-        let row = sqlx::query("SELECT upload_id, bucket, key, initiated, meta, tags, initiator FROM s3_uploads WHERE upload_id = $1 AND bucket = $2 AND key = $3")
+        let row = sqlx::query(&format!("SELECT {UPLOAD_COLUMNS} FROM s3_uploads WHERE upload_id = $1 AND bucket = $2 AND key = $3"))
             .bind(upload_id)
             .bind(bucket)
             .bind(key)
             .fetch_optional(self.store.pool())
             .await
-            .map_err(db)?
+            .map_err(internal)?
             .ok_or_else(no_such_upload)?;
         upload_from_row(&row)
     }
 
     pub async fn list_uploads(&self, bucket: &str, prefix: &str) -> S3Result<Vec<Upload>> {
         self.bucket(bucket).await?;
-        let rows = sqlx::query("SELECT upload_id, bucket, key, initiated, meta, tags, initiator FROM s3_uploads WHERE bucket = $1 AND key >= $2 ORDER BY key, initiated")
+        let rows = sqlx::query(&format!("SELECT {UPLOAD_COLUMNS} FROM s3_uploads WHERE bucket = $1 AND key >= $2 ORDER BY key, initiated"))
             .bind(bucket)
             .bind(prefix)
             .fetch_all(self.store.pool())
             .await
-            .map_err(db)?;
+            .map_err(internal)?;
         rows.iter()
             .map(upload_from_row)
             .filter(|u| u.as_ref().map_or(true, |u| u.key.starts_with(prefix)))
@@ -1027,12 +1003,12 @@ impl S3Store {
     ) -> S3Result<String> {
         let etag = hex::encode(staged.md5);
         let result: S3Result<()> = async {
-            let mut tx = self.store.begin_write().await.map_err(store_err)?;
+            let mut tx = self.store.begin_write().await.map_err(internal)?;
             let live = sqlx::query("SELECT 1 FROM s3_uploads WHERE upload_id = $1")
                 .bind(&upload.upload_id)
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(db)?
+                .map_err(internal)?
                 .is_some();
             if !live {
                 return Err(no_such_upload());
@@ -1043,7 +1019,7 @@ impl S3Store {
                 .bind(slipway_store::now())
                 .execute(&mut *tx)
                 .await
-                .map_err(db)?;
+                .map_err(internal)?;
             sqlx::query("INSERT INTO s3_parts (upload_id, part_number, size, etag, blob, sha256, wrapped_key, modified) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (upload_id, part_number) DO UPDATE SET size = excluded.size, etag = excluded.etag, blob = excluded.blob, sha256 = excluded.sha256, wrapped_key = excluded.wrapped_key, modified = excluded.modified")
                 .bind(&upload.upload_id)
                 .bind(part_number)
@@ -1055,8 +1031,8 @@ impl S3Store {
                 .bind(slipway_store::now())
                 .execute(&mut *tx)
                 .await
-                .map_err(db)?;
-            tx.commit().await.map_err(db)
+                .map_err(internal)?;
+            tx.commit().await.map_err(internal)
         }
         .await;
         match result {
@@ -1076,7 +1052,7 @@ impl S3Store {
             .bind(upload_id)
             .fetch_all(self.store.pool())
             .await
-            .map_err(db)?;
+            .map_err(internal)?;
         Ok(rows
             .iter()
             .map(|r| PartRow {
@@ -1096,10 +1072,7 @@ impl S3Store {
         listed: &[(i32, String)],
     ) -> S3Result<Written> {
         if listed.is_empty() {
-            return Err(s3_error!(
-                MalformedXML,
-                "The XML you provided was not well-formed or did not validate against our published schema"
-            ));
+            return Err(malformed_xml());
         }
         if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(s3_error!(
@@ -1111,7 +1084,7 @@ impl S3Store {
             .bind(&upload.upload_id)
             .fetch_all(self.store.pool())
             .await
-            .map_err(db)?;
+            .map_err(internal)?;
         let mut have = BTreeMap::new();
         for r in &rows {
             have.insert(r.get::<i64, _>(0) as i32, r);
@@ -1165,12 +1138,12 @@ impl S3Store {
             segments,
         };
         // One transaction: the upload row must still exist (not aborted meanwhile).
-        let mut tx = self.store.begin_write().await.map_err(store_err)?;
+        let mut tx = self.store.begin_write().await.map_err(internal)?;
         let live = sqlx::query("DELETE FROM s3_uploads WHERE upload_id = $1")
             .bind(&upload.upload_id)
             .execute(&mut *tx)
             .await
-            .map_err(db)?
+            .map_err(internal)?
             .rows_affected();
         if live == 0 {
             return Err(no_such_upload());
@@ -1182,7 +1155,7 @@ impl S3Store {
                 trash(&mut tx, &blob).await?;
             }
         }
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(internal)?;
         // The upload is gone; should the insert fail now, the parts must not leak.
         match self
             .insert_version(
@@ -1205,23 +1178,23 @@ impl S3Store {
     }
 
     pub async fn abort_upload(&self, upload: &Upload) -> S3Result<()> {
-        let mut tx = self.store.begin_write().await.map_err(store_err)?;
+        let mut tx = self.store.begin_write().await.map_err(internal)?;
         sqlx::query("INSERT OR IGNORE INTO blob_trash (blob, queued) SELECT blob, $2 FROM s3_parts WHERE upload_id = $1")
             .bind(&upload.upload_id)
             .bind(slipway_store::now())
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
+            .map_err(internal)?;
         let n = sqlx::query("DELETE FROM s3_uploads WHERE upload_id = $1")
             .bind(&upload.upload_id)
             .execute(&mut *tx)
             .await
-            .map_err(db)?
+            .map_err(internal)?
             .rows_affected();
         if n == 0 {
             return Err(no_such_upload());
         }
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(internal)?;
         self.purge_trash().await;
         Ok(())
     }
@@ -1358,6 +1331,20 @@ pub fn custom(code: &'static str, status: u16, message: &'static str) -> S3Error
     e
 }
 
+pub fn malformed_xml() -> S3Error {
+    s3_error!(
+        MalformedXML,
+        "The XML you provided was not well-formed or did not validate against our published schema"
+    )
+}
+
+pub fn precondition_failed() -> S3Error {
+    s3_error!(
+        PreconditionFailed,
+        "At least one of the pre-conditions you specified did not hold"
+    )
+}
+
 pub fn no_such_key() -> S3Error {
     s3_error!(NoSuchKey, "The specified key does not exist.")
 }
@@ -1368,6 +1355,8 @@ pub fn no_such_upload() -> S3Error {
         "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
     )
 }
+
+const UPLOAD_COLUMNS: &str = "upload_id, bucket, key, initiated, meta, tags, initiator";
 
 fn upload_from_row(r: &sqlx::sqlite::SqliteRow) -> S3Result<Upload> {
     Ok(Upload {
@@ -1381,20 +1370,32 @@ fn upload_from_row(r: &sqlx::sqlite::SqliteRow) -> S3Result<Upload> {
     })
 }
 
+const BUCKET_COLUMNS: &str = "name, region, created, versioning";
+
+fn bucket_from_row(r: &sqlx::sqlite::SqliteRow) -> Bucket {
+    Bucket {
+        name: r.get(0),
+        region: r.get(1),
+        created: r.get(2),
+        versioning: r.get(3),
+    }
+}
+
+/// A bucket by name, through the pool or inside a transaction; NoSuchBucket if absent.
+async fn fetch_bucket<'e>(db: impl sqlx::SqliteExecutor<'e>, name: &str) -> S3Result<Bucket> {
+    sqlx::query(&format!(
+        "SELECT {BUCKET_COLUMNS} FROM s3_buckets WHERE name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(db)
+    .await
+    .map_err(internal)?
+    .map(|r| bucket_from_row(&r))
+    .ok_or_else(|| no_such_bucket(name))
+}
+
 async fn bucket_in(tx: &mut Tx<'_>, name: &str) -> S3Result<Bucket> {
-    let row =
-        sqlx::query("SELECT name, region, created, versioning FROM s3_buckets WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db)?
-            .ok_or_else(|| no_such_bucket(name))?;
-    Ok(Bucket {
-        name: row.get(0),
-        region: row.get(1),
-        created: row.get(2),
-        versioning: row.get(3),
-    })
+    fetch_bucket(&mut **tx, name).await
 }
 
 async fn trash(tx: &mut Tx<'_>, blob: &str) -> S3Result<()> {
@@ -1403,7 +1404,7 @@ async fn trash(tx: &mut Tx<'_>, blob: &str) -> S3Result<()> {
         .bind(slipway_store::now())
         .execute(&mut **tx)
         .await
-        .map_err(db)?;
+        .map_err(internal)?;
     Ok(())
 }
 
@@ -1414,12 +1415,12 @@ async fn remove_version(tx: &mut Tx<'_>, id: i64) -> S3Result<()> {
         .bind(slipway_store::now())
         .execute(&mut **tx)
         .await
-        .map_err(db)?;
+        .map_err(internal)?;
     sqlx::query("DELETE FROM s3_objects WHERE id = $1")
         .bind(id)
         .execute(&mut **tx)
         .await
-        .map_err(db)?;
+        .map_err(internal)?;
     Ok(())
 }
 
@@ -1436,7 +1437,7 @@ async fn make_room(tx: &mut Tx<'_>, bucket: &Bucket, key: &str) -> S3Result<Stri
             .bind(key)
             .execute(&mut **tx)
             .await
-            .map_err(db)?;
+            .map_err(internal)?;
             Ok(new_version_id())
         }
         _ => {
@@ -1447,7 +1448,7 @@ async fn make_room(tx: &mut Tx<'_>, bucket: &Bucket, key: &str) -> S3Result<Stri
             .bind(key)
             .fetch_optional(&mut **tx)
             .await
-            .map_err(db)?;
+            .map_err(internal)?;
             if let Some(r) = null {
                 remove_version(tx, r.get(0)).await?;
             }
@@ -1458,7 +1459,7 @@ async fn make_room(tx: &mut Tx<'_>, bucket: &Bucket, key: &str) -> S3Result<Stri
             .bind(key)
             .execute(&mut **tx)
             .await
-            .map_err(db)?;
+            .map_err(internal)?;
             Ok("null".into())
         }
     }

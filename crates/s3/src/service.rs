@@ -3,7 +3,9 @@
 //!
 //! Operations not listed here answer S3's `NotImplemented` (501) from `s3s`'s defaults.
 
-use crate::{Entry, Meta, ObjectVersion, S3Store, Staged, Tags};
+use crate::{
+    malformed_xml, precondition_failed, Entry, Meta, ObjectVersion, S3Store, Staged, Tags,
+};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use s3s::dto::*;
@@ -374,7 +376,9 @@ impl SlipwayS3 {
     }
 }
 
-fn apply_checksum(c: &Option<(String, String)>, out: &mut Checksum) {
+/// A stored (algorithm, value) checksum as the response's `x-amz-checksum-*` fields.
+fn checksum_of(c: Option<&(String, String)>) -> Checksum {
+    let mut out = Checksum::default();
     if let Some((a, v)) = c {
         match a.as_str() {
             "CRC32" => out.checksum_crc32 = Some(v.clone()),
@@ -385,10 +389,113 @@ fn apply_checksum(c: &Option<(String, String)>, out: &mut Checksum) {
             _ => {}
         }
     }
+    out
+}
+
+/// An output struct with the given fields and the checksum fields of `$c` (a [`Checksum`]).
+macro_rules! with_checksum {
+    ($t:ident { $($field:ident: $value:expr),* $(,)? }, $c:expr) => {{
+        let c: Checksum = $c;
+        $t {
+            $($field: $value,)*
+            checksum_crc32: c.checksum_crc32,
+            checksum_crc32c: c.checksum_crc32c,
+            checksum_crc64nvme: c.checksum_crc64nvme,
+            checksum_sha1: c.checksum_sha1,
+            checksum_sha256: c.checksum_sha256,
+            ..Default::default()
+        }
+    }};
+}
+
+/// What GET and HEAD report about version `$o` of an object (bytes `$range`), with the
+/// request's `response-*` overrides: a `GetObjectOutput` or a `HeadObjectOutput`.
+macro_rules! described {
+    ($t:ident, $input:ident, $o:expr, $range:expr, $partial:expr, $c:expr, { $($field:ident: $value:expr),* $(,)? }) => {{
+        let (o, range, m) = (&$o, &$range, &$o.meta);
+        with_checksum!($t {
+            $($field: $value,)*
+            accept_ranges: Some("bytes".into()),
+            content_length: Some((range.end - range.start) as i64),
+            content_range: $partial.then(|| content_range(range, o.size)),
+            content_type: $input
+                .response_content_type
+                .or_else(|| m.content_type.clone())
+                .or_else(|| Some("binary/octet-stream".into())),
+            content_encoding: $input
+                .response_content_encoding
+                .or_else(|| m.content_encoding.clone()),
+            content_disposition: $input
+                .response_content_disposition
+                .or_else(|| m.content_disposition.clone()),
+            content_language: $input
+                .response_content_language
+                .or_else(|| m.content_language.clone()),
+            cache_control: $input
+                .response_cache_control
+                .or_else(|| m.cache_control.clone()),
+            expires: $input
+                .response_expires
+                .or_else(|| m.expires.as_deref().and_then(parse_http_date)),
+            e_tag: Some(etag(&o.etag)),
+            last_modified: Some(ts(o.modified)),
+            metadata: (!m.user.is_empty()).then(|| m.user.clone().into_iter().collect()),
+            version_id: version_of(o),
+            server_side_encryption: sse(),
+            storage_class: m.storage_class.clone().map(StorageClass::from),
+            parts_count: $input.part_number.and(o.parts.map(|p| p as i32)),
+        }, $c)
+    }};
+}
+
+/// The stored headers of a write request (PutObject, CopyObject with REPLACE,
+/// CreateMultipartUpload: the same field names in each input).
+macro_rules! meta_of {
+    ($input:ident) => {
+        meta_from(
+            $input.content_type,
+            $input.content_encoding,
+            $input.content_disposition,
+            $input.content_language,
+            $input.cache_control,
+            $input.expires.as_ref(),
+            $input.storage_class.as_ref(),
+            $input.metadata,
+        )
+    };
+}
+
+/// What a body-carrying request (PutObject, UploadPart) must be checked against.
+macro_rules! expected_of {
+    ($headers:expr, $input:ident) => {
+        expected(
+            $headers,
+            $input.checksum_algorithm.as_ref(),
+            $input.checksum_crc32.as_ref(),
+            $input.checksum_crc32c.as_ref(),
+            $input.checksum_crc64nvme.as_ref(),
+            $input.checksum_sha1.as_ref(),
+            $input.checksum_sha256.as_ref(),
+            $input.content_md5.as_ref(),
+        )
+    };
+}
+
+/// Whether the request asked for checksums (`x-amz-checksum-mode: ENABLED`).
+fn checksum_wanted(mode: Option<&ChecksumMode>) -> bool {
+    mode.is_some_and(|m| m.as_str() == "ENABLED")
 }
 
 fn version_of(o: &ObjectVersion) -> Option<String> {
     (o.version_id != "null").then(|| o.version_id.clone())
+}
+
+/// Whether an If-Match / If-None-Match condition names the entity tag `etag` (or is `*`).
+fn etag_matches(c: &ETagCondition, etag: &str) -> bool {
+    match c {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => e.value() == etag,
+    }
 }
 
 /// Evaluates If-Match / If-None-Match / If-(Un)Modified-Since as RFC 7232 and S3 do.
@@ -399,24 +506,15 @@ fn preconditions(
     if_modified_since: Option<&Timestamp>,
     if_unmodified_since: Option<&Timestamp>,
 ) -> S3Result<()> {
-    let matches = |c: &ETagCondition| match c {
-        ETagCondition::Any => true,
-        ETagCondition::ETag(e) => e.value() == o.etag,
-    };
+    let matches = |c: &ETagCondition| etag_matches(c, &o.etag);
     let modified = time::OffsetDateTime::from(ts(o.modified.floor()));
-    let failed = || {
-        s3_error!(
-            PreconditionFailed,
-            "At least one of the pre-conditions you specified did not hold"
-        )
-    };
     if let Some(c) = if_match {
         if !matches(c) {
-            return Err(failed());
+            return Err(precondition_failed());
         }
     } else if let Some(t) = if_unmodified_since {
         if modified > time::OffsetDateTime::from(t.clone()) {
-            return Err(failed());
+            return Err(precondition_failed());
         }
     }
     let not_modified = || s3_error!(NotModified, "Not Modified");
@@ -462,12 +560,7 @@ fn select(
         ));
     }
     if let Some(n) = part_number {
-        if !(1..=crate::MAX_PART_NUMBER).contains(&n) {
-            return Err(s3_error!(
-                InvalidArgument,
-                "Part number must be an integer between 1 and 10000, inclusive"
-            ));
-        }
+        part_number_ok(n)?;
         let Some(s) = segments.get(n as usize - 1) else {
             return Err(crate::custom(
                 "InvalidPartNumber",
@@ -517,32 +610,46 @@ fn url_encode(s: &str, on: bool) -> String {
     }
 }
 
-fn max_keys(v: Option<i32>) -> S3Result<usize> {
+/// A page size (max-keys, max-parts, max-uploads): 1000 by default and at most; negative
+/// is refused with `negative` as the message.
+fn page_size(v: Option<i32>, negative: &'static str) -> S3Result<usize> {
     match v {
         None => Ok(1000),
-        Some(n) if n < 0 => Err(s3_error!(
-            InvalidArgument,
-            "Provided max-keys not an integer or within integer range"
-        )),
+        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "{negative}")),
         Some(n) => Ok((n as usize).min(1000)),
     }
 }
 
-fn object_entry(o: &ObjectVersion, enc: bool, owner: Option<Owner>) -> Object {
-    Object {
-        e_tag: Some(etag(&o.etag)),
-        key: Some(url_encode(&o.key, enc)),
-        last_modified: Some(ts(o.modified)),
-        size: Some(o.size as i64),
-        storage_class: Some(ObjectStorageClass::from(
-            o.meta
-                .storage_class
-                .clone()
-                .unwrap_or_else(|| "STANDARD".into()),
-        )),
-        owner,
-        ..Default::default()
-    }
+fn max_keys(v: Option<i32>) -> S3Result<usize> {
+    page_size(
+        v,
+        "Provided max-keys not an integer or within integer range",
+    )
+}
+
+/// The objects of a listing page (`None` when there are none, as S3 omits the element).
+fn contents(entries: &[Entry], enc: bool, owner: Option<Owner>) -> Option<Vec<Object>> {
+    let v: Vec<Object> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Object(o) => Some(Object {
+                e_tag: Some(etag(&o.etag)),
+                key: Some(url_encode(&o.key, enc)),
+                last_modified: Some(ts(o.modified)),
+                size: Some(o.size as i64),
+                storage_class: Some(ObjectStorageClass::from(
+                    o.meta
+                        .storage_class
+                        .clone()
+                        .unwrap_or_else(|| "STANDARD".into()),
+                )),
+                owner: owner.clone(),
+                ..Default::default()
+            }),
+            Entry::Prefix(_) => None,
+        })
+        .collect();
+    (!v.is_empty()).then_some(v)
 }
 
 fn prefixes(entries: &[Entry], enc: bool) -> Option<Vec<CommonPrefix>> {
@@ -582,6 +689,15 @@ fn token_decode(token: &str) -> S3Result<String> {
                 "The continuation token provided is incorrect"
             )
         })
+}
+
+/// A copy's metadata or tagging directive: whether it is REPLACE (COPY by default).
+fn replaces(directive: Option<&str>, unknown: &'static str) -> S3Result<bool> {
+    match directive {
+        None | Some("COPY") => Ok(false),
+        Some("REPLACE") => Ok(true),
+        Some(_) => Err(s3_error!(InvalidArgument, "{unknown}")),
+    }
 }
 
 fn part_number_ok(n: i32) -> S3Result<()> {
@@ -699,12 +815,7 @@ impl S3 for SlipwayS3 {
             .versioning_configuration
             .status
             .map(|s| s.as_str().to_owned())
-            .ok_or_else(|| {
-                s3_error!(
-                    MalformedXML,
-                    "The XML you provided was not well-formed or did not validate against our published schema"
-                )
-            })?;
+            .ok_or_else(malformed_xml)?;
         self.store.set_versioning(&input.bucket, &status).await?;
         Ok(S3Response::new(PutBucketVersioningOutput {}))
     }
@@ -746,29 +857,11 @@ impl S3 for SlipwayS3 {
                 "If-Match on PUT is not supported"
             ));
         }
-        let mut meta = meta_from(
-            input.content_type,
-            input.content_encoding,
-            input.content_disposition,
-            input.content_language,
-            input.cache_control,
-            input.expires.as_ref(),
-            input.storage_class.as_ref(),
-            input.metadata,
-        )?;
+        let mut meta = meta_of!(input)?;
         let tags = tags_from_header(input.tagging.as_deref())?;
         // Fail fast on a missing bucket rather than after reading the whole body.
         self.store.bucket(&input.bucket).await?;
-        let want = expected(
-            &headers,
-            input.checksum_algorithm.as_ref(),
-            input.checksum_crc32.as_ref(),
-            input.checksum_crc32c.as_ref(),
-            input.checksum_crc64nvme.as_ref(),
-            input.checksum_sha1.as_ref(),
-            input.checksum_sha256.as_ref(),
-            input.content_md5.as_ref(),
-        )?;
+        let want = expected_of!(&headers, input)?;
         let (staged, checksum) = self
             .receive(
                 input.body,
@@ -793,22 +886,17 @@ impl S3 for SlipwayS3 {
                 },
             )
             .await?;
-        let mut c = Checksum::default();
-        apply_checksum(&checksum, &mut c);
-        Ok(S3Response::new(PutObjectOutput {
-            e_tag: Some(etag(&written.etag)),
-            version_id: written.version_id,
-            server_side_encryption: sse(),
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            checksum_type: checksum
-                .is_some()
-                .then(|| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
-            ..Default::default()
-        }))
+        Ok(S3Response::new(with_checksum!(
+            PutObjectOutput {
+                e_tag: Some(etag(&written.etag)),
+                version_id: written.version_id,
+                server_side_encryption: sse(),
+                checksum_type: checksum
+                    .is_some()
+                    .then(|| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
+            },
+            checksum_of(checksum.as_ref())
+        )))
     }
 
     async fn get_object(
@@ -832,64 +920,17 @@ impl S3 for SlipwayS3 {
         let segments = self.store.segments(&o).await?;
         let (range, partial) = select(&o, &segments, input.part_number, input.range.as_ref())?;
         let whole = range.start == 0 && range.end == o.size;
-        let mut c = Checksum::default();
-        if input
-            .checksum_mode
+        let stored = o
+            .meta
+            .checksum
             .as_ref()
-            .is_some_and(|m| m.as_str() == "ENABLED")
-            && whole
-        {
-            apply_checksum(&o.meta.checksum, &mut c);
-        }
+            .filter(|_| checksum_wanted(input.checksum_mode.as_ref()) && whole);
         let body = pump(self.store.read(segments, range.clone()));
-        let m = &o.meta;
-        let output = GetObjectOutput {
+        let output = described!(GetObjectOutput, input, o, range, partial, checksum_of(stored), {
             body: Some(body),
-            accept_ranges: Some("bytes".into()),
-            content_length: Some((range.end - range.start) as i64),
-            content_range: partial.then(|| content_range(&range, o.size)),
-            content_type: input
-                .response_content_type
-                .or_else(|| m.content_type.clone())
-                .or_else(|| Some("binary/octet-stream".into())),
-            content_encoding: input
-                .response_content_encoding
-                .or_else(|| m.content_encoding.clone()),
-            content_disposition: input
-                .response_content_disposition
-                .or_else(|| m.content_disposition.clone()),
-            content_language: input
-                .response_content_language
-                .or_else(|| m.content_language.clone()),
-            cache_control: input
-                .response_cache_control
-                .or_else(|| m.cache_control.clone()),
-            expires: input
-                .response_expires
-                .or_else(|| m.expires.as_deref().and_then(parse_http_date)),
-            e_tag: Some(etag(&o.etag)),
-            last_modified: Some(ts(o.modified)),
-            metadata: (!m.user.is_empty()).then(|| m.user.clone().into_iter().collect()),
-            version_id: version_of(&o),
-            server_side_encryption: sse(),
-            storage_class: m.storage_class.clone().map(StorageClass::from),
             tag_count: (!o.tags.is_empty()).then_some(o.tags.len() as i32),
-            parts_count: input.part_number.and(o.parts.map(|p| p as i32)),
-            checksum_type: c
-                .checksum_crc32
-                .as_ref()
-                .or(c.checksum_crc32c.as_ref())
-                .or(c.checksum_crc64nvme.as_ref())
-                .or(c.checksum_sha1.as_ref())
-                .or(c.checksum_sha256.as_ref())
-                .map(|_| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            ..Default::default()
-        };
+            checksum_type: stored.map(|_| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
+        });
         let status = if partial {
             http::StatusCode::PARTIAL_CONTENT
         } else {
@@ -922,53 +963,20 @@ impl S3 for SlipwayS3 {
             Vec::new()
         };
         let (range, partial) = select(&o, &segments, input.part_number, input.range.as_ref())?;
-        let mut c = Checksum::default();
-        if input
-            .checksum_mode
+        let stored = o
+            .meta
+            .checksum
             .as_ref()
-            .is_some_and(|m| m.as_str() == "ENABLED")
-            && !partial
-        {
-            apply_checksum(&o.meta.checksum, &mut c);
-        }
-        let m = &o.meta;
-        Ok(S3Response::new(HeadObjectOutput {
-            accept_ranges: Some("bytes".into()),
-            content_length: Some((range.end - range.start) as i64),
-            content_range: partial.then(|| content_range(&range, o.size)),
-            content_type: input
-                .response_content_type
-                .or_else(|| m.content_type.clone())
-                .or_else(|| Some("binary/octet-stream".into())),
-            content_encoding: input
-                .response_content_encoding
-                .or_else(|| m.content_encoding.clone()),
-            content_disposition: input
-                .response_content_disposition
-                .or_else(|| m.content_disposition.clone()),
-            content_language: input
-                .response_content_language
-                .or_else(|| m.content_language.clone()),
-            cache_control: input
-                .response_cache_control
-                .or_else(|| m.cache_control.clone()),
-            expires: input
-                .response_expires
-                .or_else(|| m.expires.as_deref().and_then(parse_http_date)),
-            e_tag: Some(etag(&o.etag)),
-            last_modified: Some(ts(o.modified)),
-            metadata: (!m.user.is_empty()).then(|| m.user.clone().into_iter().collect()),
-            version_id: version_of(&o),
-            server_side_encryption: sse(),
-            storage_class: m.storage_class.clone().map(StorageClass::from),
-            parts_count: input.part_number.and(o.parts.map(|p| p as i32)),
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            ..Default::default()
-        }))
+            .filter(|_| checksum_wanted(input.checksum_mode.as_ref()) && !partial);
+        Ok(S3Response::new(described!(
+            HeadObjectOutput,
+            input,
+            o,
+            range,
+            partial,
+            checksum_of(stored),
+            {}
+        )))
     }
 
     async fn delete_object(
@@ -996,10 +1004,7 @@ impl S3 for SlipwayS3 {
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let input = req.input;
         if input.delete.objects.len() > 1000 {
-            return Err(s3_error!(
-                MalformedXML,
-                "The XML you provided was not well-formed or did not validate against our published schema"
-            ));
+            return Err(malformed_xml());
         }
         self.store.bucket(&input.bucket).await?;
         let quiet = input.delete.quiet == Some(true);
@@ -1061,33 +1066,23 @@ impl S3 for SlipwayS3 {
             .await
             .map_err(|(e, m)| marker_error(e, m))?;
         if let Some(c) = &input.copy_source_if_match {
-            if !matches!(c, ETagCondition::Any)
-                && !matches!(c, ETagCondition::ETag(e) if e.value() == src.etag)
-            {
-                return Err(s3_error!(
-                    PreconditionFailed,
-                    "At least one of the pre-conditions you specified did not hold"
-                ));
+            if !etag_matches(c, &src.etag) {
+                return Err(precondition_failed());
             }
         }
         if let Some(ETagCondition::ETag(e)) = &input.copy_source_if_none_match {
             if e.value() == src.etag {
-                return Err(s3_error!(
-                    PreconditionFailed,
-                    "At least one of the pre-conditions you specified did not hold"
-                ));
+                return Err(precondition_failed());
             }
         }
-        let replace_meta = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
-            None | Some("COPY") => false,
-            Some("REPLACE") => true,
-            Some(_) => return Err(s3_error!(InvalidArgument, "Unknown metadata directive.")),
-        };
-        let replace_tags = match input.tagging_directive.as_ref().map(|d| d.as_str()) {
-            None | Some("COPY") => false,
-            Some("REPLACE") => true,
-            Some(_) => return Err(s3_error!(InvalidArgument, "Unknown tagging directive.")),
-        };
+        let replace_meta = replaces(
+            input.metadata_directive.as_ref().map(|d| d.as_str()),
+            "Unknown metadata directive.",
+        )?;
+        let replace_tags = replaces(
+            input.tagging_directive.as_ref().map(|d| d.as_str()),
+            "Unknown tagging directive.",
+        )?;
         let same = **src_bucket == *input.bucket && **src_key == *input.key;
         if same
             && !replace_meta
@@ -1100,16 +1095,7 @@ impl S3 for SlipwayS3 {
             ));
         }
         let mut meta = if replace_meta {
-            meta_from(
-                input.content_type,
-                input.content_encoding,
-                input.content_disposition,
-                input.content_language,
-                input.cache_control,
-                input.expires.as_ref(),
-                input.storage_class.as_ref(),
-                input.metadata,
-            )?
+            meta_of!(input)?
         } else {
             let mut m = src.meta.clone();
             if let Some(s) = input.storage_class.as_ref() {
@@ -1189,18 +1175,6 @@ impl S3 for SlipwayS3 {
             )
             .await?;
         let fetch_owner = input.fetch_owner == Some(true);
-        let contents: Vec<Object> = listing
-            .entries
-            .iter()
-            .filter_map(|e| match e {
-                Entry::Object(o) => Some(object_entry(
-                    o,
-                    enc,
-                    fetch_owner.then(|| owner(&self.store)),
-                )),
-                Entry::Prefix(_) => None,
-            })
-            .collect();
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
             prefix: Some(url_encode(&prefix, enc)),
@@ -1212,7 +1186,11 @@ impl S3 for SlipwayS3 {
             next_continuation_token: listing.next.map(|(k, _)| token_encode(&k)),
             start_after: input.start_after.map(|s| url_encode(&s, enc)),
             common_prefixes: prefixes(&listing.entries, enc),
-            contents: (!contents.is_empty()).then_some(contents),
+            contents: contents(
+                &listing.entries,
+                enc,
+                fetch_owner.then(|| owner(&self.store)),
+            ),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -1237,14 +1215,6 @@ impl S3 for SlipwayS3 {
                 false,
             )
             .await?;
-        let contents: Vec<Object> = listing
-            .entries
-            .iter()
-            .filter_map(|e| match e {
-                Entry::Object(o) => Some(object_entry(o, enc, Some(owner(&self.store)))),
-                Entry::Prefix(_) => None,
-            })
-            .collect();
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
             prefix: Some(url_encode(&prefix, enc)),
@@ -1254,7 +1224,7 @@ impl S3 for SlipwayS3 {
             is_truncated: Some(listing.truncated),
             next_marker: listing.next.map(|(k, _)| url_encode(&k, enc)),
             common_prefixes: prefixes(&listing.entries, enc),
-            contents: (!contents.is_empty()).then_some(contents),
+            contents: contents(&listing.entries, enc, Some(owner(&self.store))),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -1414,16 +1384,7 @@ impl S3 for SlipwayS3 {
             input.server_side_encryption.as_ref(),
             input.sse_customer_algorithm.as_ref(),
         )?;
-        let meta = meta_from(
-            input.content_type,
-            input.content_encoding,
-            input.content_disposition,
-            input.content_language,
-            input.cache_control,
-            input.expires.as_ref(),
-            input.storage_class.as_ref(),
-            input.metadata,
-        )?;
+        let meta = meta_of!(input)?;
         let tags = tags_from_header(input.tagging.as_deref())?;
         let upload_id = self
             .store
@@ -1452,16 +1413,7 @@ impl S3 for SlipwayS3 {
             .store
             .upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
-        let want = expected(
-            &headers,
-            input.checksum_algorithm.as_ref(),
-            input.checksum_crc32.as_ref(),
-            input.checksum_crc32c.as_ref(),
-            input.checksum_crc64nvme.as_ref(),
-            input.checksum_sha1.as_ref(),
-            input.checksum_sha256.as_ref(),
-            input.content_md5.as_ref(),
-        )?;
+        let want = expected_of!(&headers, input)?;
         let (staged, checksum) = self
             .receive(
                 input.body,
@@ -1475,18 +1427,13 @@ impl S3 for SlipwayS3 {
             .store
             .commit_part(&upload, input.part_number, staged)
             .await?;
-        let mut c = Checksum::default();
-        apply_checksum(&checksum, &mut c);
-        Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(etag(&part_etag)),
-            server_side_encryption: sse(),
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            ..Default::default()
-        }))
+        Ok(S3Response::new(with_checksum!(
+            UploadPartOutput {
+                e_tag: Some(etag(&part_etag)),
+                server_side_encryption: sse(),
+            },
+            checksum_of(checksum.as_ref())
+        )))
     }
 
     async fn complete_multipart_upload(
@@ -1547,16 +1494,7 @@ impl S3 for SlipwayS3 {
             .store
             .upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
-        let max = match input.max_parts {
-            None => 1000,
-            Some(n) if n < 0 => {
-                return Err(s3_error!(
-                    InvalidArgument,
-                    "max-parts must be a non-negative integer"
-                ))
-            }
-            Some(n) => (n as usize).min(1000),
-        };
+        let max = page_size(input.max_parts, "max-parts must be a non-negative integer")?;
         let marker = input.part_number_marker.unwrap_or(0);
         let all: Vec<_> = self
             .store
@@ -1609,16 +1547,10 @@ impl S3 for SlipwayS3 {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
-        let max = match input.max_uploads {
-            None => 1000,
-            Some(n) if n < 0 => {
-                return Err(s3_error!(
-                    InvalidArgument,
-                    "max-uploads must be a non-negative integer"
-                ))
-            }
-            Some(n) => (n as usize).min(1000),
-        };
+        let max = page_size(
+            input.max_uploads,
+            "max-uploads must be a non-negative integer",
+        )?;
         let uploads = self.store.list_uploads(&input.bucket, &prefix).await?;
         let after = |u: &crate::Upload| match (&input.key_marker, &input.upload_id_marker) {
             (Some(k), Some(id)) => u.key > *k || (u.key == *k && u.upload_id > *id),
