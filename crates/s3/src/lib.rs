@@ -9,13 +9,14 @@
 
 pub mod service;
 
+use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
 use s3s::{s3_error, S3Error, S3Result};
 use serde::{Deserialize, Serialize};
 use slipway_blobs::{BlobInfo, BlobStore};
 use slipway_iam::crypto::MasterKey;
 use slipway_store::events::{self, Event};
-use slipway_store::{Store, Tx};
+use slipway_store::{Conn, Store, StoreError};
 use sqlx::Row;
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -161,6 +162,15 @@ pub struct Written {
     pub etag: String,
     pub size: u64,
     pub modified: f64,
+}
+
+/// An S3 error crossing the store's group commit (which needs `From<StoreError>`).
+struct Failed(S3Error);
+
+impl From<StoreError> for Failed {
+    fn from(e: StoreError) -> Self {
+        Failed(internal(e))
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> S3Error {
@@ -504,13 +514,35 @@ impl S3Store {
         if_none_match: bool,
         reason: &str,
     ) -> S3Result<Written> {
-        let mut tx = self.store.begin_write().await.map_err(internal)?;
-        let b = bucket_in(&mut tx, bucket).await?;
+        let this = self.clone();
+        let (bucket, key, reason) = (bucket.to_owned(), key.to_owned(), reason.to_owned());
+        let written = self
+            .grouped(move |conn| {
+                Box::pin(async move {
+                    this.insert_in(conn, &bucket, &key, new, if_none_match, &reason)
+                        .await
+                })
+            })
+            .await?;
+        self.purge_trash().await;
+        Ok(written)
+    }
+
+    async fn insert_in(
+        &self,
+        conn: &mut Conn,
+        bucket: &str,
+        key: &str,
+        new: NewVersion,
+        if_none_match: bool,
+        reason: &str,
+    ) -> S3Result<Written> {
+        let b = bucket_in(conn, bucket).await?;
         if if_none_match {
             let exists = sqlx::query("SELECT 1 FROM s3_objects WHERE bucket = $1 AND key = $2 AND latest = 1 AND delete_marker = 0")
                 .bind(bucket)
                 .bind(key)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(internal)?
                 .is_some();
@@ -518,7 +550,7 @@ impl S3Store {
                 return Err(precondition_failed());
             }
         }
-        let version_id = make_room(&mut tx, &b, key).await?;
+        let version_id = make_room(conn, &b, key).await?;
         let now = slipway_store::now();
         let id: i64 = sqlx::query("INSERT INTO s3_objects (bucket, key, version_id, latest, delete_marker, size, etag, meta, tags, parts, modified) VALUES ($1, $2, $3, 1, 0, $4, $5, $6, $7, $8, $9) RETURNING id")
             .bind(bucket)
@@ -530,7 +562,7 @@ impl S3Store {
             .bind(to_json(&new.tags))
             .bind(new.parts)
             .bind(now)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *conn)
             .await
             .map_err(internal)?
             .get(0);
@@ -544,13 +576,13 @@ impl S3Store {
                 .bind(&s.info.sha256)
                 .bind(&s.info.wrapped_key)
                 .bind(&s.inline)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(internal)?;
         }
         let versioned = b.versioning.is_some();
         self.event(
-            &mut tx,
+            conn,
             "Object Created",
             bucket,
             serde_json::json!({
@@ -567,8 +599,6 @@ impl S3Store {
             }),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
-        self.purge_trash().await;
         Ok(Written {
             version_id: versioned.then_some(version_id),
             etag: new.etag,
@@ -577,15 +607,27 @@ impl S3Store {
         })
     }
 
+    /// Runs a write through the store's group commit (see `slipway_store::group`).
+    async fn grouped<T, F>(&self, f: F) -> S3Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, S3Result<T>> + Send + 'static,
+    {
+        self.store
+            .grouped(move |conn| Box::pin(async move { f(conn).await.map_err(Failed) }))
+            .await
+            .map_err(|Failed(e)| e)
+    }
+
     async fn event(
         &self,
-        tx: &mut Tx<'_>,
+        conn: &mut Conn,
         detail_type: &'static str,
         bucket: &str,
         detail: serde_json::Value,
     ) -> S3Result<()> {
         events::append(
-            tx,
+            conn,
             &Event {
                 source: "aws.s3",
                 detail_type,
@@ -712,8 +754,29 @@ impl S3Store {
         key: &str,
         version_id: Option<&str>,
     ) -> S3Result<Deleted> {
-        let mut tx = self.store.begin_write().await.map_err(internal)?;
-        let b = bucket_in(&mut tx, bucket).await?;
+        let this = self.clone();
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        let version_id = version_id.map(str::to_owned);
+        let deleted = self
+            .grouped(move |conn| {
+                Box::pin(async move {
+                    this.delete_in(conn, &bucket, &key, version_id.as_deref())
+                        .await
+                })
+            })
+            .await?;
+        self.purge_trash().await;
+        Ok(deleted)
+    }
+
+    async fn delete_in(
+        &self,
+        conn: &mut Conn,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> S3Result<Deleted> {
+        let b = bucket_in(conn, bucket).await?;
         let deleted = match version_id {
             Some(v) => {
                 let row = sqlx::query(
@@ -722,7 +785,7 @@ impl S3Store {
                 .bind(bucket)
                 .bind(key)
                 .bind(v)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(internal)?;
                 let Some(row) = row else {
@@ -737,12 +800,12 @@ impl S3Store {
                     });
                 };
                 let (id, latest, marker): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-                remove_version(&mut tx, id).await?;
+                remove_version(conn, id).await?;
                 if latest != 0 {
                     sqlx::query("UPDATE s3_objects SET latest = 1 WHERE id = (SELECT max(id) FROM s3_objects WHERE bucket = $1 AND key = $2)")
                         .bind(bucket)
                         .bind(key)
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await
                         .map_err(internal)?;
                 }
@@ -757,22 +820,22 @@ impl S3Store {
                 )
                 .bind(bucket)
                 .bind(key)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(internal)?;
                 if let Some(row) = row {
-                    remove_version(&mut tx, row.get(0)).await?;
+                    remove_version(conn, row.get(0)).await?;
                 }
                 Deleted::default()
             }
             None => {
-                let version_id = make_room(&mut tx, &b, key).await?;
+                let version_id = make_room(conn, &b, key).await?;
                 sqlx::query("INSERT INTO s3_objects (bucket, key, version_id, latest, delete_marker, size, etag, meta, tags, parts, modified) VALUES ($1, $2, $3, 1, 1, 0, '', '{}', '[]', NULL, $4)")
                     .bind(bucket)
                     .bind(key)
                     .bind(&version_id)
                     .bind(slipway_store::now())
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(internal)?;
                 Deleted {
@@ -782,7 +845,7 @@ impl S3Store {
             }
         };
         self.event(
-            &mut tx,
+            conn,
             "Object Deleted",
             bucket,
             serde_json::json!({
@@ -794,8 +857,6 @@ impl S3Store {
             }),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
-        self.purge_trash().await;
         Ok(deleted)
     }
 
@@ -1002,39 +1063,18 @@ impl S3Store {
         staged: Staged,
     ) -> S3Result<String> {
         let etag = hex::encode(staged.md5);
-        let result: S3Result<()> = async {
-            let mut tx = self.store.begin_write().await.map_err(internal)?;
-            let live = sqlx::query("SELECT 1 FROM s3_uploads WHERE upload_id = $1")
-                .bind(&upload.upload_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(internal)?
-                .is_some();
-            if !live {
-                return Err(no_such_upload());
-            }
-            sqlx::query("INSERT OR IGNORE INTO blob_trash (blob, queued) SELECT blob, $3 FROM s3_parts WHERE upload_id = $1 AND part_number = $2")
-                .bind(&upload.upload_id)
-                .bind(part_number)
-                .bind(slipway_store::now())
-                .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
-            sqlx::query("INSERT INTO s3_parts (upload_id, part_number, size, etag, blob, sha256, wrapped_key, modified) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (upload_id, part_number) DO UPDATE SET size = excluded.size, etag = excluded.etag, blob = excluded.blob, sha256 = excluded.sha256, wrapped_key = excluded.wrapped_key, modified = excluded.modified")
-                .bind(&upload.upload_id)
-                .bind(part_number)
-                .bind(staged.info.size as i64)
-                .bind(&etag)
-                .bind(staged.blob.as_deref().ok_or_else(|| internal("a part must be a blob"))?)
-                .bind(&staged.info.sha256)
-                .bind(&staged.info.wrapped_key)
-                .bind(slipway_store::now())
-                .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
-            tx.commit().await.map_err(internal)
-        }
-        .await;
+        let Some(blob) = staged.blob.clone() else {
+            return Err(internal("a part must be a blob"));
+        };
+        let (upload_id, info, part_etag) =
+            (upload.upload_id.clone(), staged.info.clone(), etag.clone());
+        let result = self
+            .grouped(move |conn| {
+                Box::pin(async move {
+                    record_part(conn, &upload_id, part_number, &part_etag, &blob, &info).await
+                })
+            })
+            .await;
         match result {
             Ok(()) => {
                 self.purge_trash().await;
@@ -1394,31 +1434,72 @@ async fn fetch_bucket<'e>(db: impl sqlx::SqliteExecutor<'e>, name: &str) -> S3Re
     .ok_or_else(|| no_such_bucket(name))
 }
 
-async fn bucket_in(tx: &mut Tx<'_>, name: &str) -> S3Result<Bucket> {
-    fetch_bucket(&mut **tx, name).await
+/// Records an uploaded part (replacing an earlier upload of the same number, whose blob
+/// goes to the trash).
+async fn record_part(
+    conn: &mut Conn,
+    upload_id: &str,
+    part_number: i32,
+    etag: &str,
+    blob: &str,
+    info: &BlobInfo,
+) -> S3Result<()> {
+    let live = sqlx::query("SELECT 1 FROM s3_uploads WHERE upload_id = $1")
+        .bind(upload_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(internal)?
+        .is_some();
+    if !live {
+        return Err(no_such_upload());
+    }
+    sqlx::query("INSERT OR IGNORE INTO blob_trash (blob, queued) SELECT blob, $3 FROM s3_parts WHERE upload_id = $1 AND part_number = $2")
+        .bind(upload_id)
+        .bind(part_number)
+        .bind(slipway_store::now())
+        .execute(&mut *conn)
+        .await
+        .map_err(internal)?;
+    sqlx::query("INSERT INTO s3_parts (upload_id, part_number, size, etag, blob, sha256, wrapped_key, modified) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (upload_id, part_number) DO UPDATE SET size = excluded.size, etag = excluded.etag, blob = excluded.blob, sha256 = excluded.sha256, wrapped_key = excluded.wrapped_key, modified = excluded.modified")
+        .bind(upload_id)
+        .bind(part_number)
+        .bind(info.size as i64)
+        .bind(etag)
+        .bind(blob)
+        .bind(&info.sha256)
+        .bind(&info.wrapped_key)
+        .bind(slipway_store::now())
+        .execute(&mut *conn)
+        .await
+        .map_err(internal)?;
+    Ok(())
 }
 
-async fn trash(tx: &mut Tx<'_>, blob: &str) -> S3Result<()> {
+async fn bucket_in(conn: &mut Conn, name: &str) -> S3Result<Bucket> {
+    fetch_bucket(conn, name).await
+}
+
+async fn trash(conn: &mut Conn, blob: &str) -> S3Result<()> {
     sqlx::query("INSERT OR IGNORE INTO blob_trash (blob, queued) VALUES ($1, $2)")
         .bind(blob)
         .bind(slipway_store::now())
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(internal)?;
     Ok(())
 }
 
 /// Removes a version row, queueing its blobs for deletion.
-async fn remove_version(tx: &mut Tx<'_>, id: i64) -> S3Result<()> {
+async fn remove_version(conn: &mut Conn, id: i64) -> S3Result<()> {
     sqlx::query("INSERT OR IGNORE INTO blob_trash (blob, queued) SELECT blob, $2 FROM s3_segments WHERE object_id = $1 AND blob IS NOT NULL")
         .bind(id)
         .bind(slipway_store::now())
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(internal)?;
     sqlx::query("DELETE FROM s3_objects WHERE id = $1")
         .bind(id)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(internal)?;
     Ok(())
@@ -1427,7 +1508,7 @@ async fn remove_version(tx: &mut Tx<'_>, id: i64) -> S3Result<()> {
 /// Prepares for a new current version of `key`: the old current one stops being latest
 /// (versioning on) or goes (off, and the `null` version when suspended). Returns the new
 /// version's id.
-async fn make_room(tx: &mut Tx<'_>, bucket: &Bucket, key: &str) -> S3Result<String> {
+async fn make_room(conn: &mut Conn, bucket: &Bucket, key: &str) -> S3Result<String> {
     match bucket.versioning.as_deref() {
         Some("Enabled") => {
             sqlx::query(
@@ -1435,7 +1516,7 @@ async fn make_room(tx: &mut Tx<'_>, bucket: &Bucket, key: &str) -> S3Result<Stri
             )
             .bind(&bucket.name)
             .bind(key)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await
             .map_err(internal)?;
             Ok(new_version_id())
@@ -1446,18 +1527,18 @@ async fn make_room(tx: &mut Tx<'_>, bucket: &Bucket, key: &str) -> S3Result<Stri
             )
             .bind(&bucket.name)
             .bind(key)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(internal)?;
             if let Some(r) = null {
-                remove_version(tx, r.get(0)).await?;
+                remove_version(conn, r.get(0)).await?;
             }
             sqlx::query(
                 "UPDATE s3_objects SET latest = 0 WHERE bucket = $1 AND key = $2 AND latest = 1",
             )
             .bind(&bucket.name)
             .bind(key)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await
             .map_err(internal)?;
             Ok("null".into())

@@ -2,7 +2,7 @@
 //! EventBridge's envelope (`version`, `id`, `detail-type`, `source`, `account`, `time`,
 //! `region`, `resources`, `detail`), for triggers, rules, notifications and audit to read.
 
-use crate::{StoreError, Tx};
+use crate::{Conn, StoreError};
 use serde_json::{json, Value};
 
 /// An event before it is written.
@@ -16,8 +16,9 @@ pub struct Event {
     pub detail: Value,
 }
 
-/// Appends an event to the outbox inside `tx`; it becomes visible when `tx` commits.
-pub async fn append(tx: &mut Tx<'_>, event: &Event) -> Result<String, StoreError> {
+/// Appends an event to the outbox on `conn` (inside a transaction); it becomes visible when
+/// that transaction commits.
+pub async fn append(conn: &mut Conn, event: &Event) -> Result<String, StoreError> {
     let id = uuid::Uuid::new_v4().to_string();
     let time = time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
@@ -41,7 +42,7 @@ pub async fn append(tx: &mut Tx<'_>, event: &Event) -> Result<String, StoreError
         .bind(event.detail_type)
         .bind(&time)
         .bind(body.to_string())
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     Ok(id)
 }

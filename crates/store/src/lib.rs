@@ -6,6 +6,7 @@
 //! backend can follow behind the same interface.
 
 pub mod events;
+pub mod group;
 pub mod paging;
 pub mod tags;
 
@@ -19,6 +20,8 @@ use std::time::Duration;
 pub type Db = sqlx::Sqlite;
 /// A pooled connection handle.
 pub type DbPool = Pool<Db>;
+/// A connection to the store (what a transaction dereferences to).
+pub type Conn = sqlx::SqliteConnection;
 /// A transaction on the store.
 pub type Tx<'a> = sqlx::Transaction<'a, Db>;
 
@@ -29,6 +32,8 @@ pub use sqlx;
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("write: {0}")]
+    Group(String),
     #[error("migration {version} failed: {source}")]
     Migration { version: i64, source: sqlx::Error },
 }
@@ -82,6 +87,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: DbPool,
+    writer: group::GroupWriter,
 }
 
 impl Store {
@@ -97,15 +103,30 @@ impl Store {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        let store = Store { pool };
+        let writer = group::GroupWriter::start(options).await?;
+        let store = Store { pool, writer };
         store.migrate().await?;
         Ok(store)
     }
 
     pub fn pool(&self) -> &DbPool {
         &self.pool
+    }
+
+    /// Runs a small write through group commit ([`group`]): it shares a transaction (and
+    /// its `fsync`) with the writes that arrive with it, in a savepoint of its own, and is
+    /// answered once committed.
+    pub async fn grouped<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> futures_util::future::BoxFuture<'c, Result<T, E>>
+            + Send
+            + 'static,
+    {
+        self.writer.write(f).await
     }
 
     /// Begins a transaction that takes the write lock at once (`BEGIN IMMEDIATE` on SQLite),
@@ -181,5 +202,89 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, MIGRATIONS.len() as i64);
+    }
+
+    async fn counter_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).await.unwrap();
+        sqlx::query("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+            .execute(s.pool())
+            .await
+            .unwrap();
+        (dir, s)
+    }
+
+    async fn insert(s: &Store, n: i64, fail: bool) -> Result<i64, ServiceError> {
+        s.grouped(move |conn| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO t (n) VALUES ($1)")
+                    .bind(n)
+                    .execute(&mut *conn)
+                    .await?;
+                if fail {
+                    return Err(service_err("Nope", "asked to fail"));
+                }
+                if n < 0 {
+                    panic!("a write that panics");
+                }
+                Ok(n)
+            })
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grouped_writes_commit_together_and_fail_alone() {
+        let (_dir, s) = counter_store().await;
+        let mut tasks = Vec::new();
+        for n in 0..300 {
+            let s = s.clone();
+            // Every 7th write fails after its insert; every 50th panics (as a negative n).
+            tasks.push(tokio::spawn(async move {
+                let n2 = if n % 50 == 49 { -n } else { n };
+                (n, insert(&s, n2, n % 7 == 3).await)
+            }));
+        }
+        let mut ok = Vec::new();
+        for t in tasks {
+            let (n, r) = t.await.unwrap();
+            match r {
+                Ok(v) => {
+                    assert_eq!(v, n);
+                    ok.push(n)
+                }
+                Err(ServiceError::Api { code, .. }) => assert_eq!((code, n % 7), ("Nope", 3)),
+                Err(ServiceError::Internal(m)) => {
+                    assert!(n % 50 == 49 && m.contains("panicked"), "{n}: {m}")
+                }
+            }
+        }
+        // Exactly the writes that succeeded are there: the failed ones were rolled back
+        // to their savepoints without taking the rest of their batch with them.
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT n FROM t ORDER BY n")
+            .fetch_all(s.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, ok);
+        assert_eq!(rows.len(), 300 - 43 - 6 + 1);
+    }
+
+    #[tokio::test]
+    async fn a_grouped_write_sees_the_writes_before_it_and_is_durable() {
+        let (dir, s) = counter_store().await;
+        insert(&s, 1, false).await.unwrap();
+        // A duplicate key fails in SQL, inside its savepoint.
+        assert!(matches!(
+            insert(&s, 1, false).await,
+            Err(ServiceError::Internal(_))
+        ));
+        insert(&s, 2, false).await.unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).await.unwrap();
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT n FROM t ORDER BY n")
+            .fetch_all(s.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![1, 2]);
     }
 }
