@@ -20,6 +20,8 @@ use slipway_store::{Conn, Store, StoreError};
 use sqlx::Row;
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// The largest object a single PUT (or copy) may create: 5 GiB, as in AWS.
 pub const MAX_PUT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -240,6 +242,9 @@ pub struct S3Store {
     blobs: BlobStore,
     region: String,
     account_id: String,
+    /// Set when a write may have queued blobs in `blob_trash`, so that writes that did not
+    /// spare [`S3Store::purge_trash`] its query (true at start: a crash may have left some).
+    trash_pending: Arc<AtomicBool>,
 }
 
 impl S3Store {
@@ -249,6 +254,13 @@ impl S3Store {
             blobs,
             region: region.into(),
             account_id: account_id.into(),
+            trash_pending: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    fn trash_queued(&self, queued: bool) {
+        if queued {
+            self.trash_pending.store(true, Ordering::Release);
         }
     }
 
@@ -360,6 +372,7 @@ impl S3Store {
             .await
             .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
+        self.trash_queued(true);
         self.purge_trash().await;
         tracing::info!(bucket = name, "bucket deleted");
         Ok(())
@@ -550,7 +563,8 @@ impl S3Store {
                 return Err(precondition_failed());
             }
         }
-        let version_id = make_room(conn, &b, key).await?;
+        let (version_id, queued) = make_room(conn, &b, key).await?;
+        self.trash_queued(queued);
         let now = slipway_store::now();
         let id: i64 = sqlx::query("INSERT INTO s3_objects (bucket, key, version_id, latest, delete_marker, size, etag, meta, tags, parts, modified) VALUES ($1, $2, $3, 1, 0, $4, $5, $6, $7, $8, $9) RETURNING id")
             .bind(bucket)
@@ -800,7 +814,8 @@ impl S3Store {
                     });
                 };
                 let (id, latest, marker): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-                remove_version(conn, id).await?;
+                let queued = remove_version(conn, id).await?;
+                self.trash_queued(queued);
                 if latest != 0 {
                     sqlx::query("UPDATE s3_objects SET latest = 1 WHERE id = (SELECT max(id) FROM s3_objects WHERE bucket = $1 AND key = $2)")
                         .bind(bucket)
@@ -824,12 +839,14 @@ impl S3Store {
                 .await
                 .map_err(internal)?;
                 if let Some(row) = row {
-                    remove_version(conn, row.get(0)).await?;
+                    let queued = remove_version(conn, row.get(0)).await?;
+                    self.trash_queued(queued);
                 }
                 Deleted::default()
             }
             None => {
-                let version_id = make_room(conn, &b, key).await?;
+                let (version_id, queued) = make_room(conn, &b, key).await?;
+                self.trash_queued(queued);
                 sqlx::query("INSERT INTO s3_objects (bucket, key, version_id, latest, delete_marker, size, etag, meta, tags, parts, modified) VALUES ($1, $2, $3, 1, 1, 0, '', '{}', '[]', NULL, $4)")
                     .bind(bucket)
                     .bind(key)
@@ -860,8 +877,12 @@ impl S3Store {
         Ok(deleted)
     }
 
-    /// Deletes the blobs queued in `blob_trash`. Failures stay queued for the next call.
+    /// Deletes the blobs queued in `blob_trash` (when a write may have queued some).
+    /// Failures stay queued for the next call.
     pub async fn purge_trash(&self) {
+        if !self.trash_pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
         let rows = match sqlx::query("SELECT blob FROM blob_trash LIMIT 1000")
             .fetch_all(self.store.pool())
             .await
@@ -881,7 +902,10 @@ impl S3Store {
                         .execute(self.store.pool())
                         .await;
                 }
-                Err(e) => tracing::warn!(error = %e, blob, "deleting a blob"),
+                Err(e) => {
+                    tracing::warn!(error = %e, blob, "deleting a blob");
+                    self.trash_pending.store(true, Ordering::Release);
+                }
             }
         }
     }
@@ -1077,6 +1101,8 @@ impl S3Store {
             .await;
         match result {
             Ok(()) => {
+                // The part may have replaced an earlier upload of its number.
+                self.trash_queued(true);
                 self.purge_trash().await;
                 Ok(etag)
             }
@@ -1196,6 +1222,7 @@ impl S3Store {
             }
         }
         tx.commit().await.map_err(internal)?;
+        self.trash_queued(true);
         // The upload is gone; should the insert fail now, the parts must not leak.
         match self
             .insert_version(
@@ -1235,6 +1262,7 @@ impl S3Store {
             return Err(no_such_upload());
         }
         tx.commit().await.map_err(internal)?;
+        self.trash_queued(true);
         self.purge_trash().await;
         Ok(())
     }
@@ -1489,59 +1517,45 @@ async fn trash(conn: &mut Conn, blob: &str) -> S3Result<()> {
     Ok(())
 }
 
-/// Removes a version row, queueing its blobs for deletion.
-async fn remove_version(conn: &mut Conn, id: i64) -> S3Result<()> {
-    sqlx::query("INSERT OR IGNORE INTO blob_trash (blob, queued) SELECT blob, $2 FROM s3_segments WHERE object_id = $1 AND blob IS NOT NULL")
+/// Removes a version row, queueing its blobs for deletion; says whether any were queued.
+/// One round trip to SQLite.
+async fn remove_version(conn: &mut Conn, id: i64) -> S3Result<bool> {
+    let rows = sqlx::query("INSERT OR IGNORE INTO blob_trash (blob, queued) SELECT blob, $2 FROM s3_segments WHERE object_id = $1 AND blob IS NOT NULL; SELECT changes(); DELETE FROM s3_objects WHERE id = $1")
         .bind(id)
         .bind(slipway_store::now())
-        .execute(&mut *conn)
+        .fetch_all(&mut *conn)
         .await
         .map_err(internal)?;
-    sqlx::query("DELETE FROM s3_objects WHERE id = $1")
-        .bind(id)
-        .execute(&mut *conn)
-        .await
-        .map_err(internal)?;
-    Ok(())
+    Ok(rows.first().is_some_and(|r| r.get::<i64, _>(0) > 0))
 }
 
 /// Prepares for a new current version of `key`: the old current one stops being latest
 /// (versioning on) or goes (off, and the `null` version when suspended). Returns the new
-/// version's id.
-async fn make_room(conn: &mut Conn, bucket: &Bucket, key: &str) -> S3Result<String> {
-    match bucket.versioning.as_deref() {
-        Some("Enabled") => {
-            sqlx::query(
-                "UPDATE s3_objects SET latest = 0 WHERE bucket = $1 AND key = $2 AND latest = 1",
-            )
-            .bind(&bucket.name)
-            .bind(key)
-            .execute(&mut *conn)
-            .await
-            .map_err(internal)?;
-            Ok(new_version_id())
-        }
-        _ => {
-            let null = sqlx::query(
-                "SELECT id FROM s3_objects WHERE bucket = $1 AND key = $2 AND version_id = 'null'",
-            )
-            .bind(&bucket.name)
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(internal)?;
-            if let Some(r) = null {
-                remove_version(conn, r.get(0)).await?;
-            }
-            sqlx::query(
-                "UPDATE s3_objects SET latest = 0 WHERE bucket = $1 AND key = $2 AND latest = 1",
-            )
-            .bind(&bucket.name)
-            .bind(key)
-            .execute(&mut *conn)
-            .await
-            .map_err(internal)?;
-            Ok("null".into())
-        }
+/// version's id, and whether blobs were queued for deletion. One round trip to SQLite.
+async fn make_room(conn: &mut Conn, bucket: &Bucket, key: &str) -> S3Result<(String, bool)> {
+    if bucket.versioning.as_deref() == Some("Enabled") {
+        sqlx::query(
+            "UPDATE s3_objects SET latest = 0 WHERE bucket = $1 AND key = $2 AND latest = 1",
+        )
+        .bind(&bucket.name)
+        .bind(key)
+        .execute(&mut *conn)
+        .await
+        .map_err(internal)?;
+        return Ok((new_version_id(), false));
     }
+    let rows = sqlx::query(
+        "INSERT OR IGNORE INTO blob_trash (blob, queued) SELECT s.blob, $3 FROM s3_segments s JOIN s3_objects o ON o.id = s.object_id WHERE o.bucket = $1 AND o.key = $2 AND o.version_id = 'null' AND s.blob IS NOT NULL; \
+         SELECT changes(); \
+         DELETE FROM s3_objects WHERE bucket = $1 AND key = $2 AND version_id = 'null'; \
+         UPDATE s3_objects SET latest = 0 WHERE bucket = $1 AND key = $2 AND latest = 1",
+    )
+    .bind(&bucket.name)
+    .bind(key)
+    .bind(slipway_store::now())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(internal)?;
+    let queued = rows.first().is_some_and(|r| r.get::<i64, _>(0) > 0);
+    Ok(("null".into(), queued))
 }

@@ -108,41 +108,41 @@ async fn run(
                 Err(_) => break,
             }
         }
-        if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE").await {
+        // The savepoint statements between two writes go in one round trip to SQLite's
+        // thread ("RELEASE w; SAVEPOINT w"), and the batch's COMMIT with the last of them.
+        if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE; SAVEPOINT w").await {
             tracing::error!(error = %e, "group commit: BEGIN failed");
+            let _ = exec(&mut conn, "ROLLBACK").await;
             for job in batch {
                 let (_, finish) = job(None).await;
                 finish(Err(e.clone()));
             }
             continue;
         }
+        let last = batch.len() - 1;
         let mut finishes = Vec::with_capacity(batch.len());
         let mut broken = None;
-        for job in batch {
+        for (i, job) in batch.into_iter().enumerate() {
             if broken.is_some() {
-                let (_, finish) = job(None).await;
-                finishes.push(finish);
-                continue;
-            }
-            if let Err(e) = exec(&mut conn, "SAVEPOINT w").await {
-                broken = Some(e);
                 let (_, finish) = job(None).await;
                 finishes.push(finish);
                 continue;
             }
             let (ok, finish) = job(Some(&mut conn)).await;
             finishes.push(finish);
-            let undone = match ok {
-                true => Ok(()),
-                false => exec(&mut conn, "ROLLBACK TO w").await,
+            let next = match (ok, i == last) {
+                (true, false) => "RELEASE w; SAVEPOINT w",
+                (false, false) => "ROLLBACK TO w; RELEASE w; SAVEPOINT w",
+                (true, true) => "RELEASE w; COMMIT",
+                (false, true) => "ROLLBACK TO w; RELEASE w; COMMIT",
             };
-            if let Err(e) = undone.and(exec(&mut conn, "RELEASE w").await) {
+            if let Err(e) = exec(&mut conn, next).await {
                 broken = Some(e);
             }
         }
         let committed = match broken {
             Some(e) => Err(e),
-            None => exec(&mut conn, "COMMIT").await,
+            None => Ok(()),
         };
         if let Err(e) = &committed {
             tracing::error!(error = %e, writes = finishes.len(), "group commit failed; rolling back");
