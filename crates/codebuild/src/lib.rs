@@ -1,3 +1,8 @@
 //! CodeBuild: buildspecs, sandboxes made by an OCI runtime, and the build runner.
 
+pub mod artifacts;
 pub mod buildspec;
+pub mod execute;
+pub mod runner;
+pub mod sandbox;
+pub mod session;

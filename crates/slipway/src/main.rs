@@ -1,10 +1,10 @@
 //! The `slipway` binary: command-line interface, configuration and wiring (kept thin).
 
 mod admin;
+mod build;
 mod server;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -28,11 +28,8 @@ enum Command {
     Worker,
     /// Run a remote deploy agent (not built yet).
     Agent,
-    /// Run a buildspec locally without a server (not built yet).
-    Build {
-        #[arg(long)]
-        buildspec: Option<PathBuf>,
-    },
+    /// Run a buildspec locally in a sandbox, without a server.
+    Build(build::BuildArgs),
 }
 
 fn init_tracing() {
@@ -72,7 +69,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Server(args) => server::run(args).await,
             Command::Admin(args) => admin::run(args).await,
-            Command::Worker | Command::Agent | Command::Build { .. } => {
+            Command::Build(args) => build::run(args).await,
+            Command::Worker | Command::Agent => {
                 eprintln!(
                     "slipway: this command is not built yet; see README.md for what works today"
                 );

@@ -1,0 +1,300 @@
+//! One build from start to end, the same for `slipway build` (local mode) and for workers:
+//! the phases SUBMITTED … COMPLETED, CodeBuild's `CODEBUILD_*` environment, the buildspec
+//! read and checked in DOWNLOAD_SOURCE, the build phases in a sandbox, and the artifacts
+//! picked in UPLOAD_ARTIFACTS (what happens to them is the caller's).
+
+use crate::artifacts::{self, Picked};
+use crate::buildspec::{self, BuildSpec};
+use crate::runner::{self, Progress};
+use crate::sandbox::{Limits, Runtime, SandboxSpec};
+use crate::session::StopReason;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// Where the source is inside the sandbox (CodeBuild's layout).
+pub const SRC_PATH: &str = "/codebuild/output/src1/src";
+
+/// Everything a build needs to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// `project:uuid`.
+    pub build_id: String,
+    pub build_arn: String,
+    pub build_number: u64,
+    pub project: String,
+    /// The buildspec text, or (when None) a path in the source (default `buildspec.yml`).
+    pub buildspec: Option<String>,
+    pub buildspec_path: Option<String>,
+    /// Environment variables as resolved from the project, overrides and stores.
+    pub variables: Vec<(String, String)>,
+    /// Values to mask in the log (Parameter Store and Secrets Manager values).
+    pub secrets: Vec<String>,
+    pub image: String,
+    pub region: String,
+    pub initiator: String,
+    pub source_version: Option<String>,
+    pub resolved_source_version: Option<String>,
+    pub source_repo_url: Option<String>,
+    /// The source directory on the host (already downloaded).
+    pub src_host: PathBuf,
+    /// The build's own scratch directory on the host.
+    pub work: PathBuf,
+    /// Host paths the build must not see.
+    pub hide: Vec<PathBuf>,
+    pub limits: Limits,
+    pub privileged: bool,
+    pub timeout: Duration,
+}
+
+/// How a build ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// SUCCEEDED, FAILED, FAULT, TIMED_OUT or STOPPED.
+    pub status: String,
+    pub phases: Vec<runner::PhaseRecord>,
+    pub exported: Vec<(String, String)>,
+    /// The primary artifact's files, and each secondary artifact's, when uploading was
+    /// reached.
+    pub artifacts: Option<Vec<(Option<String>, Picked)>>,
+    pub spec: Option<BuildSpec>,
+}
+
+/// The shell a buildspec asks for (`env.shell`), as a path in the image.
+fn shell_path(spec: &BuildSpec) -> String {
+    match spec.env.shell.as_deref() {
+        Some("bash") | None => "/bin/bash".into(),
+        Some("sh") => "/bin/sh".into(),
+        Some(p) => p.to_owned(),
+    }
+}
+
+fn millis(t: SystemTime) -> u128 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// CodeBuild's built-in variables, then the job's own (which may not override them).
+fn environment(
+    job: &Job,
+    spec: &BuildSpec,
+    src_path: &str,
+    started: SystemTime,
+) -> Vec<(String, String)> {
+    let uuid = job
+        .build_id
+        .rsplit_once(':')
+        .map_or(job.build_id.as_str(), |(_, u)| u);
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+        ("HOME".into(), "/root".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("AWS_DEFAULT_REGION".into(), job.region.clone()),
+        ("AWS_REGION".into(), job.region.clone()),
+        ("CODEBUILD_BUILD_ARN".into(), job.build_arn.clone()),
+        ("CODEBUILD_BUILD_ID".into(), job.build_id.clone()),
+        ("CODEBUILD_BUILD_IMAGE".into(), job.image.clone()),
+        (
+            "CODEBUILD_BUILD_NUMBER".into(),
+            job.build_number.to_string(),
+        ),
+        ("CODEBUILD_BUILD_SUCCEEDING".into(), "1".into()),
+        ("CODEBUILD_INITIATOR".into(), job.initiator.clone()),
+        ("CODEBUILD_LOG_PATH".into(), uuid.to_owned()),
+        ("CODEBUILD_SRC_DIR".into(), src_path.to_owned()),
+        ("CODEBUILD_START_TIME".into(), millis(started).to_string()),
+    ];
+    for (k, v) in [
+        ("CODEBUILD_SOURCE_VERSION", &job.source_version),
+        (
+            "CODEBUILD_RESOLVED_SOURCE_VERSION",
+            &job.resolved_source_version,
+        ),
+        ("CODEBUILD_SOURCE_REPO_URL", &job.source_repo_url),
+    ] {
+        if let Some(v) = v {
+            env.push((k.into(), v.clone()));
+        }
+    }
+    let builtin = |k: &str| k.starts_with("CODEBUILD_") && k != "CODEBUILD_BUILD_SUCCEEDING";
+    for (k, v) in spec.env.variables.iter().chain(job.variables.iter()) {
+        if builtin(k) {
+            continue;
+        }
+        match env.iter_mut().find(|(n, _)| n == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => env.push((k.clone(), v.clone())),
+        }
+    }
+    env
+}
+
+/// Runs `job` to the end. `stop` carries StopBuild; the build's timeout is applied here.
+pub async fn run(
+    runtime: &Runtime,
+    job: &Job,
+    progress: &mut Progress,
+    mut stop: watch::Receiver<Option<StopReason>>,
+) -> Finished {
+    let started = SystemTime::now();
+    progress.instant("SUBMITTED", Some("SUCCEEDED"));
+    progress.instant("QUEUED", Some("SUCCEEDED"));
+    progress.begin("PROVISIONING");
+    progress.say(&format!(
+        "Running on Slipway ({} sandbox) for build {}",
+        runtime.name(),
+        job.build_id
+    ));
+    progress.end("SUCCEEDED", None);
+
+    // DOWNLOAD_SOURCE: the source is in place; the buildspec is read and checked here.
+    progress.begin("DOWNLOAD_SOURCE");
+    let spec = match load_buildspec(job) {
+        Ok(s) => s,
+        Err((code, message)) => {
+            progress.complete("FAILED", Some((code.into(), message)));
+            return finish(progress, "FAILED", Vec::new(), None, None);
+        }
+    };
+    progress.say(&format!("CODEBUILD_SRC_DIR={SRC_PATH}"));
+    progress.end("SUCCEEDED", None);
+
+    // The timeout: a watcher turns it into a stop.
+    let (stop_tx, mut inner_stop) = watch::channel(None);
+    let timeout = job.timeout;
+    let watcher = tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(timeout) => { let _ = stop_tx.send(Some(StopReason::TimedOut)); }
+            r = async {
+                loop {
+                    if stop.changed().await.is_err() { return None; }
+                    if let Some(r) = *stop.borrow() { return Some(r); }
+                }
+            } => { if let Some(r) = r { let _ = stop_tx.send(Some(r)); } }
+        }
+        // Keep the sender alive until the build is over.
+        std::future::pending::<()>().await;
+    });
+
+    let sandbox = SandboxSpec {
+        id: format!(
+            "slipway-{}",
+            job.build_id
+                .rsplit_once(':')
+                .map_or(job.build_id.as_str(), |(_, u)| u)
+        ),
+        work: job.work.clone(),
+        src_host: job.src_host.clone(),
+        src_path: match runtime {
+            Runtime::Host => job.src_host.display().to_string(),
+            _ => SRC_PATH.into(),
+        },
+        hide: job.hide.clone(),
+        limits: job.limits,
+        env: Vec::new(),
+        privileged: job.privileged,
+    };
+    let sandbox = SandboxSpec {
+        env: environment(job, &spec, &sandbox.src_path, started),
+        ..sandbox
+    };
+    let result = runner::run_phases(
+        runtime,
+        &sandbox,
+        &spec,
+        &shell_path(&spec),
+        progress,
+        &mut inner_stop,
+    )
+    .await;
+    watcher.abort();
+
+    let mut status = result.status.clone();
+    let mut picked = None;
+    if result.upload_artifacts {
+        progress.enter("UPLOAD_ARTIFACTS");
+        match pick_all(&spec, &job.src_host) {
+            Ok(p) => {
+                progress.complete("SUCCEEDED", None);
+                picked = Some(p);
+            }
+            Err(message) => {
+                progress.complete("FAILED", Some(("CLIENT_ERROR".into(), message)));
+                status = "FAILED".into();
+            }
+        }
+    }
+    finish(progress, &status, result.exported, picked, Some(spec))
+}
+
+fn finish(
+    progress: &mut Progress,
+    status: &str,
+    exported: Vec<(String, String)>,
+    artifacts: Option<Vec<(Option<String>, Picked)>>,
+    spec: Option<BuildSpec>,
+) -> Finished {
+    progress.begin("FINALIZING");
+    progress.end("SUCCEEDED", None);
+    progress.instant("COMPLETED", None);
+    Finished {
+        status: status.to_owned(),
+        phases: progress.phases.clone(),
+        exported,
+        artifacts,
+        spec,
+    }
+}
+
+/// Reads the buildspec (the job's text, or a file in the source) and parses it; failures
+/// are CodeBuild's YAML_FILE_ERROR.
+fn load_buildspec(job: &Job) -> Result<BuildSpec, (&'static str, String)> {
+    let text = match &job.buildspec {
+        Some(t) if t.contains('\n') || t.trim_start().starts_with("version") => t.clone(),
+        other => {
+            let rel = other
+                .as_deref()
+                .or(job.buildspec_path.as_deref())
+                .unwrap_or("buildspec.yml");
+            if rel.split('/').any(|c| c == "..") {
+                return Err((
+                    "YAML_FILE_ERROR",
+                    format!("buildspec path {rel:?} leaves the source directory"),
+                ));
+            }
+            let path = job.src_host.join(rel);
+            std::fs::read_to_string(&path)
+                .map_err(|e| ("YAML_FILE_ERROR", format!("stat {SRC_PATH}/{rel}: {e}")))?
+        }
+    };
+    buildspec::parse(&text).map_err(|e| ("YAML_FILE_ERROR", format!("YAML_FILE_ERROR: {e}")))
+}
+
+/// The files of every artifact the buildspec names (None = the primary one).
+fn pick_all(
+    spec: &BuildSpec,
+    src: &std::path::Path,
+) -> Result<Vec<(Option<String>, Picked)>, String> {
+    let mut out = Vec::new();
+    let Some(a) = &spec.artifacts else {
+        return Ok(out);
+    };
+    if !a.primary.files.is_empty() {
+        out.extend(
+            artifacts::pick(&a.primary, src)?
+                .into_iter()
+                .map(|p| (None, p)),
+        );
+    }
+    for (id, files) in &a.secondary {
+        out.extend(
+            artifacts::pick(files, src)?
+                .into_iter()
+                .map(|p| (Some(id.clone()), p)),
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,411 @@
+//! Sandboxes for builds, made by an OCI runtime (`runc`, or `crun` where the machine's
+//! cgroups allow it) from a generated bundle — or plain host processes for the `host`
+//! executor, which isolates nothing.
+//!
+//! The default image is the host's root filesystem: every top-level directory bound
+//! read-only (symlinks such as `/bin -> usr/bin` recreated), with Slipway's data directory
+//! and every other path in [`SandboxSpec::hide`] masked by an empty read-only tmpfs. A build
+//! gets its own mount, pid, ipc and uts namespaces, writable `/tmp`, source directory and
+//! HOME (an overlay on the image's `/root`, so tools installed there still work), cgroup
+//! limits on memory, CPU and pids, and the host's network (as CodeBuild builds have one).
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::process::{Child, Command};
+
+/// What runs build processes.
+#[derive(Debug, Clone)]
+pub enum Runtime {
+    /// An OCI runtime binary and the state directory its containers are kept in.
+    Oci {
+        binary: PathBuf,
+        name: String,
+        state: PathBuf,
+    },
+    /// Plain processes on the host, no isolation at all (trusted setups only).
+    Host,
+}
+
+/// Resource limits of one build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub vcpus: u32,
+    pub pids: u64,
+}
+
+impl Limits {
+    /// CodeBuild's compute types (Linux): memory and vCPUs as AWS documents them. CPUs are
+    /// capped by what the machine has.
+    pub fn for_compute_type(compute_type: &str) -> Limits {
+        let gib = 1024 * 1024 * 1024;
+        let (memory_bytes, vcpus) = match compute_type {
+            "BUILD_GENERAL1_MEDIUM" => (7 * gib, 4),
+            "BUILD_GENERAL1_LARGE" => (15 * gib, 8),
+            "BUILD_GENERAL1_XLARGE" => (70 * gib, 36),
+            "BUILD_GENERAL1_2XLARGE" => (145 * gib, 72),
+            "BUILD_LAMBDA_1GB" => (gib, 2),
+            "BUILD_LAMBDA_2GB" => (2 * gib, 2),
+            "BUILD_LAMBDA_4GB" => (4 * gib, 2),
+            "BUILD_LAMBDA_8GB" => (8 * gib, 4),
+            "BUILD_LAMBDA_10GB" => (10 * gib, 8),
+            // BUILD_GENERAL1_SMALL and anything unknown.
+            _ => (3 * gib, 2),
+        };
+        Limits {
+            memory_bytes,
+            vcpus,
+            pids: 16_384,
+        }
+    }
+}
+
+/// Everything needed to start one build's sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// The container id (unique among running builds).
+    pub id: String,
+    /// The build's own directory on the host: the bundle, tmp, HOME's upper layer and the
+    /// control files live under it.
+    pub work: PathBuf,
+    /// The source directory on the host, and where the build sees it.
+    pub src_host: PathBuf,
+    pub src_path: String,
+    /// Host paths the build must not see (the data directory, other builds).
+    pub hide: Vec<PathBuf>,
+    pub limits: Limits,
+    pub env: Vec<(String, String)>,
+    /// Extra capabilities for privileged mode (Docker-in-Docker needs them).
+    pub privileged: bool,
+}
+
+/// Where a build sees its control files (commands to run), read-only.
+pub const CONTROL_PATH: &str = "/codebuild/control";
+/// Where a build's shell writes what Slipway reads back (exported variables).
+pub const OUTPUT_PATH: &str = "/codebuild/output/tmp";
+
+impl SandboxSpec {
+    pub fn control_dir(&self) -> PathBuf {
+        self.work.join("control")
+    }
+    pub fn output_dir(&self) -> PathBuf {
+        self.work.join("output")
+    }
+}
+
+/// The top-level entries of the host's root never bound into the image.
+const NOT_IMAGE: &[&str] = &[
+    "proc",
+    "sys",
+    "dev",
+    "tmp",
+    "run",
+    "root",
+    "lost+found",
+    "old_root",
+];
+
+impl Runtime {
+    /// Finds a working OCI runtime (`SLIPWAY_RUNTIME` names one: `runc`, `crun`, a path, or
+    /// `host`), trying each by running `true` in a sandbox. Says why none works.
+    pub async fn detect(preferred: Option<&str>, state: &Path) -> Result<Runtime, String> {
+        let candidates: Vec<String> = match preferred {
+            Some("host") => return Ok(Runtime::Host),
+            Some(p) => vec![p.to_owned()],
+            None => vec!["runc".into(), "crun".into()],
+        };
+        let mut why = Vec::new();
+        for c in candidates {
+            let Some(binary) = which(&c) else {
+                why.push(format!("{c}: not installed"));
+                continue;
+            };
+            let rt = Runtime::Oci {
+                name: binary
+                    .file_name()
+                    .map_or(c.clone(), |n| n.to_string_lossy().into_owned()),
+                binary,
+                state: state.to_owned(),
+            };
+            match rt.probe().await {
+                Ok(()) => return Ok(rt),
+                Err(e) => why.push(format!("{c}: {e}")),
+            }
+        }
+        Err(format!(
+            "no usable container runtime ({}); install runc (Debian package `runc`), or run builds with SLIPWAY_RUNTIME=host (no isolation)",
+            why.join("; ")
+        ))
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Runtime::Oci { name, .. } => name,
+            Runtime::Host => "host",
+        }
+    }
+
+    /// Runs `true` in a throw-away sandbox.
+    async fn probe(&self) -> Result<(), String> {
+        let dir = std::env::temp_dir().join(format!("slipway-probe-{}", uuid::Uuid::new_v4()));
+        let spec = SandboxSpec {
+            id: format!("slipway-probe-{}", uuid::Uuid::new_v4().simple()),
+            work: dir.clone(),
+            src_host: dir.join("src"),
+            src_path: "/codebuild/output/src/src".into(),
+            hide: Vec::new(),
+            limits: Limits {
+                memory_bytes: 256 * 1024 * 1024,
+                vcpus: 1,
+                pids: 64,
+            },
+            env: Vec::new(),
+            privileged: false,
+        };
+        let result = async {
+            std::fs::create_dir_all(&spec.src_host).map_err(|e| e.to_string())?;
+            let child = self
+                .spawn(&spec, &["/bin/true".to_owned()], Stdio::null())
+                .await
+                .map_err(|e| e.to_string())?;
+            let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+            }
+        }
+        .await;
+        self.remove(&spec.id).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    /// Starts `args` in the sandbox described by `spec`, stdin as given, stdout and stderr
+    /// piped. The caller waits for it; [`Runtime::kill`] ends it and everything it started.
+    pub async fn spawn(
+        &self,
+        spec: &SandboxSpec,
+        args: &[String],
+        stdin: Stdio,
+    ) -> std::io::Result<Child> {
+        for d in ["control", "output", "tmp", "home-upper", "home-work"] {
+            std::fs::create_dir_all(spec.work.join(d))?;
+        }
+        let mut cmd = match self {
+            Runtime::Host => {
+                let mut c = Command::new(&args[0]);
+                c.args(&args[1..])
+                    .current_dir(&spec.src_host)
+                    .env_clear()
+                    .envs(spec.env.iter().map(|(k, v)| (k, v)));
+                c
+            }
+            Runtime::Oci { binary, state, .. } => {
+                let bundle = spec.work.join("bundle");
+                std::fs::create_dir_all(bundle.join("rootfs"))?;
+                image_links(&bundle.join("rootfs"))?;
+                let config = oci_config(spec, args);
+                std::fs::write(
+                    bundle.join("config.json"),
+                    serde_json::to_vec_pretty(&config)?,
+                )?;
+                let mut c = Command::new(binary);
+                c.arg("--root")
+                    .arg(state)
+                    .args(["run", "--bundle"])
+                    .arg(&bundle)
+                    .arg(&spec.id);
+                c
+            }
+        };
+        cmd.stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd.spawn()
+    }
+
+    /// Kills every process of the sandbox `id` (SIGKILL) and removes it.
+    pub async fn kill(&self, id: &str, child: &mut Child) {
+        if let Runtime::Oci { .. } = self {
+            let _ = self.runtime_cmd(&["kill", "--all", id, "KILL"]).await;
+            let _ = self.runtime_cmd(&["kill", id, "KILL"]).await;
+        }
+        let _ = child.start_kill();
+    }
+
+    /// Removes the sandbox `id` (after it stopped, or forcibly).
+    pub async fn remove(&self, id: &str) {
+        if let Runtime::Oci { .. } = self {
+            let _ = self.runtime_cmd(&["delete", "--force", id]).await;
+        }
+    }
+
+    async fn runtime_cmd(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        match self {
+            Runtime::Oci { binary, state, .. } => {
+                Command::new(binary)
+                    .arg("--root")
+                    .arg(state)
+                    .args(args)
+                    .stdin(Stdio::null())
+                    .output()
+                    .await
+            }
+            Runtime::Host => Err(std::io::Error::other("no runtime")),
+        }
+    }
+
+    /// Whether the sandbox `id` had a process killed for running out of memory (read from
+    /// its memory cgroup, v1 or v2; call before [`Runtime::remove`]).
+    pub fn oom_killed(&self, id: &str) -> bool {
+        let v1 = format!("/sys/fs/cgroup/memory/slipway/{id}/memory.oom_control");
+        let v2 = format!("/sys/fs/cgroup/slipway/{id}/memory.events");
+        [v1, v2].iter().any(|p| {
+            std::fs::read_to_string(p).is_ok_and(|s| {
+                s.lines().any(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .is_some_and(|n| n.trim().parse::<u64>().unwrap_or(0) > 0)
+                })
+            })
+        })
+    }
+}
+
+/// The host's top-level symlinks (`/bin -> usr/bin` on merged-/usr systems), recreated in
+/// the bundle's otherwise empty root.
+fn image_links(rootfs: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir("/")? {
+        let entry = entry?;
+        let target = rootfs.join(entry.file_name());
+        if entry.file_type()?.is_symlink() && std::fs::symlink_metadata(&target).is_err() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        }
+    }
+    Ok(())
+}
+
+fn host_dirs() -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/") {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if NOT_IMAGE.contains(&name.as_str()) {
+                continue;
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(format!("/{name}"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn bind(dest: &str, source: &Path, writable: bool) -> Value {
+    let mode = if writable { "rw" } else { "rro" };
+    json!({"destination": dest, "type": "bind", "source": source, "options": ["rbind", mode, "nosuid"]})
+}
+
+/// The OCI runtime configuration of a build's sandbox.
+fn oci_config(spec: &SandboxSpec, args: &[String]) -> Value {
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]}),
+    ];
+    for d in host_dirs() {
+        mounts.push(bind(&d, Path::new(&d), false));
+    }
+    mounts.push(json!({
+        "destination": "/root", "type": "overlay", "source": "overlay",
+        "options": [
+            "lowerdir=/root",
+            format!("upperdir={}", spec.work.join("home-upper").display()),
+            format!("workdir={}", spec.work.join("home-work").display()),
+        ]
+    }));
+    mounts.push(bind("/tmp", &spec.work.join("tmp"), true));
+    mounts.push(bind(CONTROL_PATH, &spec.control_dir(), false));
+    mounts.push(bind(OUTPUT_PATH, &spec.output_dir(), true));
+    mounts.push(bind(&spec.src_path, &spec.src_host, true));
+
+    let mut caps = vec![
+        "CAP_AUDIT_WRITE",
+        "CAP_KILL",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_SETUID",
+        "CAP_SETGID",
+        "CAP_SETPCAP",
+        "CAP_SETFCAP",
+        "CAP_NET_RAW",
+        "CAP_SYS_CHROOT",
+        "CAP_MKNOD",
+    ];
+    if spec.privileged {
+        caps.extend(["CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_PTRACE"]);
+    }
+    let mut masked: Vec<String> = [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+        "/sys/firmware",
+        "/proc/scsi",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    masked.extend(spec.hide.iter().map(|p| p.display().to_string()));
+    let period = 100_000u64;
+    let cpus = u64::from(spec.limits.vcpus.max(1))
+        .min(std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            "cwd": spec.src_path,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": !spec.privileged,
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "codebuild",
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "cgroupsPath": format!("/slipway/{}", spec.id),
+            "resources": {
+                "memory": {"limit": spec.limits.memory_bytes, "swap": spec.limits.memory_bytes},
+                "cpu": {"quota": cpus * period, "period": period},
+                "pids": {"limit": spec.limits.pids},
+            },
+            "maskedPaths": masked,
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        },
+    })
+}
+
+/// The first `name` on PATH (or `name` itself when it is a path).
+pub fn which(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}

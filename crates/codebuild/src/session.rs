@@ -1,0 +1,211 @@
+//! One shell session inside a build's sandbox: commands go in one at a time (each sourced
+//! from a control file, with stdin from /dev/null so a command cannot swallow the ones after
+//! it), output comes back line by line, and each command's exit status follows its output
+//! behind a per-session random marker. Variables and `cd` hold from one command to the next,
+//! as in buildspec version 0.2.
+
+use crate::sandbox::{Runtime, SandboxSpec, CONTROL_PATH};
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::{mpsc, watch};
+
+/// Lines longer than this are cut into pieces (a build printing megabytes without a
+/// newline must not grow one buffer without bound).
+const MAX_LINE: usize = 64 * 1024;
+
+/// Why a build is being stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Stopped,
+    TimedOut,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It ran; its exit status.
+    Exit(i32),
+    /// The shell itself ended (an `exit` in the command, or the sandbox died): its status,
+    /// and whether the kernel killed it for memory.
+    SessionEnded { status: Option<i32>, oom: bool },
+    /// Stopped from outside (StopBuild or the build timeout); every process was killed.
+    Stopped(StopReason),
+}
+
+enum Event {
+    Line(String),
+    Status(i32),
+    Eof,
+}
+
+pub struct Session {
+    runtime: Runtime,
+    spec: SandboxSpec,
+    child: Child,
+    stdin: ChildStdin,
+    events: mpsc::Receiver<Event>,
+    marker: String,
+    count: usize,
+    ended: bool,
+}
+
+impl Session {
+    /// Starts `shell` (a path inside the sandbox) reading commands from its stdin.
+    pub async fn start(
+        runtime: &Runtime,
+        spec: &SandboxSpec,
+        shell: &str,
+    ) -> std::io::Result<Session> {
+        let args = vec![shell.to_owned(), "-s".to_owned()];
+        let mut child = runtime.spawn(spec, &args, Stdio::piped()).await?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdin"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stderr"))?;
+        let marker = format!("\u{1e}slipway-{}", uuid::Uuid::new_v4().simple());
+        let (tx, events) = mpsc::channel(1024);
+        tokio::spawn(read_output(stdout, marker.clone(), tx.clone()));
+        // The runtime's own complaints (and anything before `exec 2>&1`) go to the log too.
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if tx.send(Event::Line(l)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        stdin.write_all(b"exec 2>&1\n").await?;
+        Ok(Session {
+            runtime: runtime.clone(),
+            spec: spec.clone(),
+            child,
+            stdin,
+            events,
+            marker,
+            count: 0,
+            ended: false,
+        })
+    }
+
+    /// Runs one command; every line it prints goes to `on_line` as it comes.
+    pub async fn run(
+        &mut self,
+        command: &str,
+        stop: &mut watch::Receiver<Option<StopReason>>,
+        on_line: &mut (dyn FnMut(String) + Send),
+    ) -> Outcome {
+        if self.ended {
+            return Outcome::SessionEnded {
+                status: None,
+                oom: false,
+            };
+        }
+        if let Some(reason) = *stop.borrow() {
+            self.kill().await;
+            return Outcome::Stopped(reason);
+        }
+        self.count += 1;
+        let file = format!("{}.sh", self.count);
+        let written = std::fs::write(self.spec.control_dir().join(&file), command);
+        let line = format!(
+            ". {CONTROL_PATH}/{file} </dev/null\nprintf '%s %d\\n' '{}' \"$?\"\n",
+            self.marker
+        );
+        if written.is_err() || self.stdin.write_all(line.as_bytes()).await.is_err() {
+            return self.ended().await;
+        }
+        loop {
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    Some(Event::Line(l)) => on_line(l),
+                    Some(Event::Status(s)) => return Outcome::Exit(s),
+                    Some(Event::Eof) | None => return self.ended().await,
+                },
+                changed = stop.changed() => {
+                    let reason = if changed.is_ok() { *stop.borrow() } else { None };
+                    if let Some(reason) = reason {
+                        self.kill().await;
+                        // Drain what was printed before the kill.
+                        while let Ok(Event::Line(l)) = self.events.try_recv() {
+                            on_line(l);
+                        }
+                        return Outcome::Stopped(reason);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn ended(&mut self) -> Outcome {
+        self.ended = true;
+        let status = self.child.wait().await.ok().and_then(|s| s.code());
+        let oom = self.runtime.oom_killed(&self.spec.id);
+        Outcome::SessionEnded { status, oom }
+    }
+
+    /// Kills every process of the sandbox.
+    pub async fn kill(&mut self) {
+        self.ended = true;
+        self.runtime.kill(&self.spec.id, &mut self.child).await;
+        let _ = self.child.wait().await;
+    }
+
+    /// Ends the session: the shell exits, the sandbox is removed.
+    pub async fn close(mut self) {
+        if !self.ended {
+            let _ = self.stdin.write_all(b"exit 0\n").await;
+            let _ = self.stdin.shutdown().await;
+            let waited =
+                tokio::time::timeout(std::time::Duration::from_secs(5), self.child.wait()).await;
+            if waited.is_err() {
+                self.kill().await;
+            }
+        }
+        self.runtime.remove(&self.spec.id).await;
+    }
+}
+
+/// Splits the shell's output into lines and status markers.
+async fn read_output(stdout: tokio::process::ChildStdout, marker: String, tx: mpsc::Sender<Event>) {
+    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut buf)
+            .await
+            .unwrap_or_default();
+        if n == 0 {
+            let _ = tx.send(Event::Eof).await;
+            return;
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let event = match text.find(&marker) {
+            Some(at) => {
+                // Output without a final newline ends where the marker begins.
+                if at > 0 && tx.send(Event::Line(text[..at].to_owned())).await.is_err() {
+                    return;
+                }
+                let status = text[at + marker.len()..].trim().parse().unwrap_or(-1);
+                Event::Status(status)
+            }
+            None => Event::Line(text.into_owned()),
+        };
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `slipway build`: runs a buildspec locally in a sandbox, without a server — phases and
+//! log printed as they happen, artifacts copied to `./slipway-artifacts/` (CodeBuild's
+//! local agent, in one command).
+
+use anyhow::Context as _;
+use slipway_codebuild::execute::{self, Job};
+use slipway_codebuild::runner::{Progress, Report};
+use slipway_codebuild::sandbox::{Limits, Runtime};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    /// The buildspec to run (default: DIR/buildspec.yml).
+    #[arg(long)]
+    buildspec: Option<PathBuf>,
+    /// An environment variable for the build, K=V (repeatable).
+    #[arg(long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// The container runtime: runc, crun, a path to one, or `host` (no isolation at all).
+    #[arg(long, env = "SLIPWAY_RUNTIME")]
+    runtime: Option<String>,
+    /// The compute type whose memory and CPU limits apply.
+    #[arg(long, default_value = "BUILD_GENERAL1_SMALL")]
+    compute_type: String,
+    /// Minutes before the build is stopped as TIMED_OUT.
+    #[arg(long, default_value_t = 60)]
+    timeout_minutes: u64,
+    /// Where the artifacts go.
+    #[arg(long, default_value = "slipway-artifacts")]
+    artifacts: PathBuf,
+    /// The source directory (mounted read-write, as CodeBuild's local agent does).
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+}
+
+pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let src = std::fs::canonicalize(&args.dir)
+        .with_context(|| format!("source directory {}", args.dir.display()))?;
+    let buildspec = match &args.buildspec {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
+    };
+    let mut variables = Vec::new();
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--env {kv:?}: expected K=V"))?;
+        variables.push((k.to_owned(), v.to_owned()));
+    }
+    let scratch = std::env::temp_dir().join(format!("slipway-build-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&scratch)?;
+    let runtime = Runtime::detect(args.runtime.as_deref(), &scratch.join("runtime-state"))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if let Runtime::Host = runtime {
+        eprintln!("slipway: WARNING: the host executor runs the build as plain processes of this user, with no isolation at all");
+    }
+    let uuid = uuid::Uuid::new_v4();
+    let job = Job {
+        build_id: format!("local:{uuid}"),
+        build_arn: format!("arn:aws:codebuild:local:000000000000:build/local:{uuid}"),
+        build_number: 1,
+        project: "local".into(),
+        buildspec,
+        buildspec_path: None,
+        variables,
+        secrets: Vec::new(),
+        image: "aws/codebuild/standard:7.0".into(),
+        region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        initiator: std::env::var("USER").unwrap_or_else(|_| "local".into()),
+        source_version: None,
+        resolved_source_version: None,
+        source_repo_url: None,
+        src_host: src.clone(),
+        work: scratch.join("work"),
+        hide: Vec::new(),
+        limits: Limits::for_compute_type(&args.compute_type),
+        privileged: false,
+        timeout: Duration::from_secs(args.timeout_minutes.max(1) * 60),
+    };
+    let mut progress = Progress::new(
+        Vec::new(),
+        Box::new(|r| {
+            if let Report::Log(line) = r {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+            }
+        }),
+    );
+    let (stop_tx, stop) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("slipway: stopping the build");
+            let _ = stop_tx.send(Some(slipway_codebuild::session::StopReason::Stopped));
+        }
+    });
+    let done = execute::run(&runtime, &job, &mut progress, stop).await;
+    if let Some(files) = &done.artifacts {
+        let dest = &args.artifacts;
+        let mut by_artifact: Vec<(Option<String>, Vec<slipway_codebuild::artifacts::Picked>)> =
+            Vec::new();
+        for (id, p) in files {
+            match by_artifact.iter_mut().find(|(i, _)| i == id) {
+                Some((_, v)) => v.push(p.clone()),
+                None => by_artifact.push((id.clone(), vec![p.clone()])),
+            }
+        }
+        for (id, picked) in by_artifact {
+            let target = match &id {
+                Some(id) => dest.join(id),
+                None => dest.clone(),
+            };
+            slipway_codebuild::artifacts::copy_to(&picked, &target)
+                .with_context(|| format!("copying artifacts to {}", target.display()))?;
+            println!(
+                "slipway: {} artifact file(s) in {}",
+                picked.len(),
+                target.display()
+            );
+        }
+    }
+    for (k, v) in &done.exported {
+        println!("slipway: exported {k}={v}");
+    }
+    println!("slipway: build {} {}", job.build_id, done.status);
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(if done.status == "SUCCEEDED" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
