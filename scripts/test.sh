@@ -12,9 +12,13 @@ BOTOCORE=1.43.11
 AWSCLI=1.45.11
 
 step "checking tools"
-if ! command -v git >/dev/null 2>&1; then
-  step "installing git"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git
+missing=""
+command -v git >/dev/null 2>&1 || missing="$missing git"
+# Builds run in sandboxes made by an OCI runtime (crates/codebuild).
+command -v runc >/dev/null 2>&1 || missing="$missing runc"
+if [ -n "$missing" ]; then
+  step "installing$missing"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
 fi
 if ! python3 -c "import boto3, botocore, pytest; assert botocore.__version__ == '$BOTOCORE'" 2>/dev/null \
    || ! command -v aws >/dev/null 2>&1; then
@@ -23,6 +27,7 @@ if ! python3 -c "import boto3, botocore, pytest; assert botocore.__version__ == 
     "awscli==$AWSCLI" "botocore==$BOTOCORE" "boto3==$BOTOCORE" pytest 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi
 git --version
+runc --version | head -1
 aws --version
 
 step "generated code is current"

@@ -339,9 +339,12 @@ async fn run_command(
     };
     let outcome = s.run(&text, stop, &mut |l: String| progress.log(&l)).await;
     match outcome {
-        Outcome::Exit(0) => Ok(()),
-        Outcome::Exit(code) => Err(command_failed(&command.text, &format!("exit status {code}"))),
-        Outcome::SessionEnded { oom: true, .. } => Err(PhaseEnd::Failed((
+        Outcome::Exit { status: 0, .. } => Ok(()),
+        Outcome::Exit { status, oom: false } => Err(command_failed(
+            &command.text,
+            &format!("exit status {status}"),
+        )),
+        Outcome::Exit { oom: true, .. } | Outcome::SessionEnded { oom: true, .. } => Err(PhaseEnd::Failed((
             "OUT_OF_MEMORY".into(),
             format!(
                 "Error while executing command: {}. Reason: the build ran out of memory ({} MB) and was killed",
@@ -401,7 +404,10 @@ async fn read_exported(
     for n in &names {
         script.push_str(&format!("printf '%s\\0' \"${{{n}-}}\" >> {file}\n"));
     }
-    if !matches!(s.run(&script, stop, &mut |_| {}).await, Outcome::Exit(0)) {
+    if !matches!(
+        s.run(&script, stop, &mut |_| {}).await,
+        Outcome::Exit { status: 0, .. }
+    ) {
         return Vec::new();
     }
     let data = std::fs::read(sandbox.output_dir().join("exported")).unwrap_or_default();

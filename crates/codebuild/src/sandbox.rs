@@ -258,19 +258,20 @@ impl Runtime {
         }
     }
 
-    /// Whether the sandbox `id` had a process killed for running out of memory (read from
-    /// its memory cgroup, v1 or v2; call before [`Runtime::remove`]).
-    pub fn oom_killed(&self, id: &str) -> bool {
+    /// How many processes of the sandbox `id` the kernel has killed for running out of
+    /// memory (from its memory cgroup, v1 or v2).
+    pub fn oom_kills(&self, id: &str) -> u64 {
         let v1 = format!("/sys/fs/cgroup/memory/slipway/{id}/memory.oom_control");
         let v2 = format!("/sys/fs/cgroup/slipway/{id}/memory.events");
-        [v1, v2].iter().any(|p| {
-            std::fs::read_to_string(p).is_ok_and(|s| {
-                s.lines().any(|l| {
-                    l.strip_prefix("oom_kill ")
-                        .is_some_and(|n| n.trim().parse::<u64>().unwrap_or(0) > 0)
-                })
+        [v1, v2]
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .flat_map(|s| {
+                s.lines()
+                    .filter_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok())
+                    .collect::<Vec<_>>()
             })
-        })
+            .sum()
     }
 }
 

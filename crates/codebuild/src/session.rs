@@ -24,8 +24,8 @@ pub enum StopReason {
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// It ran; its exit status.
-    Exit(i32),
+    /// It ran; its exit status, and whether the kernel killed a process of it for memory.
+    Exit { status: i32, oom: bool },
     /// The shell itself ended (an `exit` in the command, or the sandbox died): its status,
     /// and whether the kernel killed it for memory.
     SessionEnded { status: Option<i32>, oom: bool },
@@ -48,6 +48,8 @@ pub struct Session {
     marker: String,
     count: usize,
     ended: bool,
+    /// Out-of-memory kills seen so far in this sandbox.
+    oom_seen: u64,
 }
 
 impl Session {
@@ -93,6 +95,7 @@ impl Session {
             marker,
             count: 0,
             ended: false,
+            oom_seen: 0,
         })
     }
 
@@ -127,7 +130,10 @@ impl Session {
             tokio::select! {
                 ev = self.events.recv() => match ev {
                     Some(Event::Line(l)) => on_line(l),
-                    Some(Event::Status(s)) => return Outcome::Exit(s),
+                    Some(Event::Status(status)) => {
+                        let oom = status != 0 && self.new_oom_kills();
+                        return Outcome::Exit { status, oom };
+                    }
                     Some(Event::Eof) | None => return self.ended().await,
                 },
                 changed = stop.changed() => {
@@ -148,8 +154,15 @@ impl Session {
     async fn ended(&mut self) -> Outcome {
         self.ended = true;
         let status = self.child.wait().await.ok().and_then(|s| s.code());
-        let oom = self.runtime.oom_killed(&self.spec.id);
+        let oom = self.new_oom_kills();
         Outcome::SessionEnded { status, oom }
+    }
+
+    fn new_oom_kills(&mut self) -> bool {
+        let now = self.runtime.oom_kills(&self.spec.id);
+        let new = now > self.oom_seen;
+        self.oom_seen = now;
+        new
     }
 
     /// Kills every process of the sandbox.
