@@ -3,6 +3,7 @@
 
 use crate::auth::{authenticate, authorize, SignedRequest};
 use crate::codecommit_api::CodeCommitService;
+use crate::codebuild_api::CodeBuildService;
 use crate::ssm_api::SsmService;
 use crate::AppState;
 use axum::body::{to_bytes, Body};
@@ -15,7 +16,6 @@ use std::sync::Arc;
 
 /// Services with no operation built yet: every operation answers 501 through the defaults.
 struct Unbuilt;
-impl codebuild::CodeBuildApi for Unbuilt {}
 impl codepipeline::CodePipelineApi for Unbuilt {}
 impl codedeploy::CodeDeployApi for Unbuilt {}
 
@@ -73,6 +73,42 @@ fn ssm_resources(state: &AppState, input: &Value) -> Vec<String> {
     }
     if let Some(p) = input.get("Path").and_then(Value::as_str) {
         out.push(arn(p));
+    }
+    if out.is_empty() {
+        out.push("*".into());
+    }
+    out
+}
+
+/// The projects (and builds' projects) a CodeBuild operation acts on, for IAM: CodeBuild
+/// authorises build operations on the project's ARN.
+fn codebuild_resources(state: &AppState, input: &Value) -> Vec<String> {
+    let project = |name_or_arn: &str| {
+        if name_or_arn.starts_with("arn:") {
+            name_or_arn.to_owned()
+        } else {
+            state.codebuild.project_arn(name_or_arn)
+        }
+    };
+    // A build id is PROJECT:UUID (or a build ARN ending in it).
+    let of_build = |id: &str| {
+        let id = id.rsplit_once(":build/").map_or(id, |(_, i)| i);
+        project(id.rsplit_once(':').map_or(id, |(p, _)| p))
+    };
+    let mut out = Vec::new();
+    for key in ["name", "projectName"] {
+        if let Some(n) = input.get(key).and_then(Value::as_str) {
+            out.push(project(n));
+        }
+    }
+    if let Some(names) = input.get("names").and_then(Value::as_array) {
+        out.extend(names.iter().filter_map(Value::as_str).map(project));
+    }
+    if let Some(id) = input.get("id").and_then(Value::as_str) {
+        out.push(of_build(id));
+    }
+    if let Some(ids) = input.get("ids").and_then(Value::as_array) {
+        out.extend(ids.iter().filter_map(Value::as_str).map(of_build));
     }
     if out.is_empty() {
         out.push("*".into());
@@ -155,6 +191,7 @@ async fn handle_inner(
     let resources = match *signing {
         "codecommit" => codecommit_resources(state, &input),
         "ssm" => ssm_resources(state, &input),
+        "codebuild" => codebuild_resources(state, &input),
         _ => vec!["*".to_owned()],
     };
     authorize(state, &principal, &action, &resources).await?;
@@ -172,7 +209,13 @@ async fn handle_inner(
             };
             codecommit::dispatch(&svc, &ctx, operation, input).await
         }
-        "codebuild" => codebuild::dispatch(&Unbuilt, &ctx, operation, input).await,
+        "codebuild" => {
+            let svc = CodeBuildService {
+                cb: state.codebuild.clone(),
+                ssm: state.ssm.clone(),
+            };
+            codebuild::dispatch(&svc, &ctx, operation, input).await
+        }
         "codepipeline" => codepipeline::dispatch(&Unbuilt, &ctx, operation, input).await,
         "codedeploy" => codedeploy::dispatch(&Unbuilt, &ctx, operation, input).await,
         "ssm" => {

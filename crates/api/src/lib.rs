@@ -6,6 +6,7 @@
 //! for a decision, and hands plain Rust values to the domain crates.
 
 pub mod auth;
+pub mod codebuild_api;
 pub mod codecommit_api;
 pub mod git_http;
 pub mod json;
@@ -44,6 +45,7 @@ pub struct AppState {
     pub codecommit: CodeCommit,
     pub ssm: ParameterStore,
     pub s3: slipway_s3::S3Store,
+    pub codebuild: slipway_codebuild::service::CodeBuild,
     pub region: String,
     pub account_id: String,
     pub max_json_body: usize,

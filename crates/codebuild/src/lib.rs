@@ -6,3 +6,4 @@ pub mod execute;
 pub mod runner;
 pub mod sandbox;
 pub mod session;
+pub mod service;

@@ -152,6 +152,12 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let s3 = slipway_s3::S3Store::new(store.clone(), blobs, &args.region, &args.account_id);
     // Blobs a previous run queued for deletion but did not get to.
     s3.purge_trash().await;
+    let codebuild = slipway_codebuild::service::CodeBuild::new(
+        store.clone(),
+        key.clone(),
+        &args.region,
+        &args.account_id,
+    );
     let ssm = ParameterStore::new(
         store.clone(),
         key,
@@ -190,6 +196,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         codecommit,
         ssm,
         s3,
+        codebuild,
         region: args.region.clone(),
         account_id: args.account_id.clone(),
         max_json_body: slipway_api::MAX_JSON_BODY,

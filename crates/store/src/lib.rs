@@ -81,6 +81,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (2, "ssm", include_str!("../migrations/sqlite/0002_ssm.sql")),
     (3, "s3", include_str!("../migrations/sqlite/0003_s3.sql")),
+    (
+        4,
+        "codebuild",
+        include_str!("../migrations/sqlite/0004_codebuild.sql"),
+    ),
 ];
 
 /// The store: cheap to clone, shared by every service.

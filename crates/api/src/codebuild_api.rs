@@ -1,0 +1,355 @@
+//! CodeBuild's JSON API: maps the generated shapes onto `slipway-codebuild`. Projects and
+//! builds are documents in the API's own shape, so most mapping is serde both ways.
+
+use crate::domain_error as api_error;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use slipway_codebuild::service::CodeBuild;
+use slipway_model::codebuild::*;
+use slipway_model::{ApiError, Context};
+use slipway_ssm::{ParameterStore, Value as ParamValue};
+use slipway_store::paging::paginate;
+
+/// The CodeBuild API over the build service (and Parameter Store, which StartBuild reads
+/// PARAMETER_STORE variables from).
+pub struct CodeBuildService {
+    pub cb: CodeBuild,
+    pub ssm: ParameterStore,
+}
+
+fn to_json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn from_json<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| {
+        tracing::error!(error = %e, "a stored CodeBuild document does not fit its shape");
+        ApiError::internal()
+    })
+}
+
+fn page(ids: Vec<String>, token: Option<&str>) -> Result<(Vec<String>, Option<String>), ApiError> {
+    let p = paginate(ids, token, 100)
+        .ok_or_else(|| ApiError::new("InvalidInputException", 400, "Invalid next token"))?;
+    Ok((p.items, p.next_token))
+}
+
+fn ascending(order: Option<&str>) -> bool {
+    order == Some("ASCENDING")
+}
+
+fn initiator(ctx: &Context) -> String {
+    ctx.principal
+        .user_name
+        .clone()
+        .unwrap_or_else(|| "root".into())
+}
+
+impl CodeBuildService {
+    /// The project's and the overrides' environment variables, PARAMETER_STORE ones
+    /// resolved to their (decrypted) values; those values are the secrets to mask.
+    async fn variables(
+        &self,
+        input: &StartBuildInput,
+    ) -> Result<(Vec<(String, String, String)>, Vec<String>), ApiError> {
+        let (projects, _) = self
+            .cb
+            .batch_get_projects(&[input.project_name.clone().unwrap_or_default()])
+            .await
+            .map_err(api_error)?;
+        let mut vars: Vec<EnvironmentVariable> = projects
+            .first()
+            .and_then(|p| p["environment"]["environmentVariables"].as_array().cloned())
+            .map(|a| a.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect())
+            .unwrap_or_default();
+        for o in input.environment_variables_override.clone().unwrap_or_default() {
+            vars.retain(|v| v.name != o.name);
+            vars.push(o);
+        }
+        let (mut out, mut secrets) = (Vec::new(), Vec::new());
+        for v in vars {
+            let name = v.name.unwrap_or_default();
+            let value = v.value.unwrap_or_default();
+            let kind = v.r#type.unwrap_or_else(|| "PLAINTEXT".into());
+            match kind.as_str() {
+                "PARAMETER_STORE" => {
+                    let p = self.ssm.get(&value, true).await.map_err(|_| {
+                        ApiError::new(
+                            "InvalidInputException",
+                            400,
+                            format!("Parameter Store parameter {value} for environment variable {name} cannot be found or read"),
+                        )
+                    })?;
+                    let plain = match p.value {
+                        ParamValue::Plain(s) => s,
+                        ParamValue::Encrypted(_) => return Err(ApiError::internal()),
+                    };
+                    secrets.push(plain.clone());
+                    out.push((name, plain, kind));
+                }
+                "SECRETS_MANAGER" => {
+                    return Err(ApiError::new(
+                        "InvalidInputException",
+                        400,
+                        format!("Environment variable {name}: SECRETS_MANAGER variables need Secrets Manager, which Slipway does not have yet"),
+                    ))
+                }
+                _ => out.push((name, value, kind)),
+            }
+        }
+        Ok((out, secrets))
+    }
+}
+
+impl CodeBuildApi for CodeBuildService {
+    async fn create_project(
+        &self,
+        _ctx: &Context,
+        input: CreateProjectInput,
+    ) -> Result<CreateProjectOutput, ApiError> {
+        let doc = self.cb.create_project(to_json(&input)).await.map_err(api_error)?;
+        Ok(CreateProjectOutput {
+            project: Some(from_json(doc)?),
+        })
+    }
+
+    async fn update_project(
+        &self,
+        _ctx: &Context,
+        input: UpdateProjectInput,
+    ) -> Result<UpdateProjectOutput, ApiError> {
+        let doc = self.cb.update_project(to_json(&input)).await.map_err(api_error)?;
+        Ok(UpdateProjectOutput {
+            project: Some(from_json(doc)?),
+        })
+    }
+
+    async fn delete_project(
+        &self,
+        _ctx: &Context,
+        input: DeleteProjectInput,
+    ) -> Result<DeleteProjectOutput, ApiError> {
+        self.cb
+            .delete_project(&input.name.unwrap_or_default())
+            .await
+            .map_err(api_error)?;
+        Ok(DeleteProjectOutput {})
+    }
+
+    async fn batch_get_projects(
+        &self,
+        _ctx: &Context,
+        input: BatchGetProjectsInput,
+    ) -> Result<BatchGetProjectsOutput, ApiError> {
+        let (found, missing) = self
+            .cb
+            .batch_get_projects(&input.names.unwrap_or_default())
+            .await
+            .map_err(api_error)?;
+        Ok(BatchGetProjectsOutput {
+            projects: Some(found.into_iter().map(from_json).collect::<Result<_, _>>()?),
+            projects_not_found: Some(missing),
+        })
+    }
+
+    async fn list_projects(
+        &self,
+        _ctx: &Context,
+        input: ListProjectsInput,
+    ) -> Result<ListProjectsOutput, ApiError> {
+        let names = self
+            .cb
+            .list_projects(input.sort_by.as_deref(), ascending(input.sort_order.as_deref()))
+            .await
+            .map_err(api_error)?;
+        let (projects, next_token) = page(names, input.next_token.as_deref())?;
+        Ok(ListProjectsOutput {
+            next_token,
+            projects: Some(projects),
+        })
+    }
+
+    async fn start_build(
+        &self,
+        ctx: &Context,
+        input: StartBuildInput,
+    ) -> Result<StartBuildOutput, ApiError> {
+        let (variables, secrets) = self.variables(&input).await?;
+        let doc = self
+            .cb
+            .start_build(&to_json(&input), &initiator(ctx), variables, secrets)
+            .await
+            .map_err(api_error)?;
+        Ok(StartBuildOutput {
+            build: Some(from_json(doc)?),
+        })
+    }
+
+    async fn stop_build(
+        &self,
+        _ctx: &Context,
+        input: StopBuildInput,
+    ) -> Result<StopBuildOutput, ApiError> {
+        let doc = self
+            .cb
+            .stop_build(&input.id.unwrap_or_default())
+            .await
+            .map_err(api_error)?;
+        Ok(StopBuildOutput {
+            build: Some(from_json(doc)?),
+        })
+    }
+
+    async fn retry_build(
+        &self,
+        ctx: &Context,
+        input: RetryBuildInput,
+    ) -> Result<RetryBuildOutput, ApiError> {
+        let Some(id) = input.id else {
+            return Err(ApiError::new("InvalidInputException", 400, "A build id is required"));
+        };
+        let doc = self
+            .cb
+            .retry_build(&id, &initiator(ctx))
+            .await
+            .map_err(api_error)?;
+        Ok(RetryBuildOutput {
+            build: Some(from_json(doc)?),
+        })
+    }
+
+    async fn batch_get_builds(
+        &self,
+        _ctx: &Context,
+        input: BatchGetBuildsInput,
+    ) -> Result<BatchGetBuildsOutput, ApiError> {
+        let (found, missing) = self
+            .cb
+            .batch_get_builds(&input.ids.unwrap_or_default())
+            .await
+            .map_err(api_error)?;
+        Ok(BatchGetBuildsOutput {
+            builds: Some(found.into_iter().map(from_json).collect::<Result<_, _>>()?),
+            builds_not_found: Some(missing),
+        })
+    }
+
+    async fn batch_delete_builds(
+        &self,
+        _ctx: &Context,
+        input: BatchDeleteBuildsInput,
+    ) -> Result<BatchDeleteBuildsOutput, ApiError> {
+        let (deleted, refused) = self
+            .cb
+            .batch_delete_builds(&input.ids.unwrap_or_default())
+            .await
+            .map_err(api_error)?;
+        Ok(BatchDeleteBuildsOutput {
+            builds_deleted: Some(deleted),
+            builds_not_deleted: Some(
+                refused
+                    .into_iter()
+                    .map(|(id, code, _)| BuildNotDeleted {
+                        id: Some(id),
+                        status_code: Some(code),
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    async fn list_builds(
+        &self,
+        _ctx: &Context,
+        input: ListBuildsInput,
+    ) -> Result<ListBuildsOutput, ApiError> {
+        let ids = self
+            .cb
+            .list_builds(None, ascending(input.sort_order.as_deref()))
+            .await
+            .map_err(api_error)?;
+        let (ids, next_token) = page(ids, input.next_token.as_deref())?;
+        Ok(ListBuildsOutput {
+            ids: Some(ids),
+            next_token,
+        })
+    }
+
+    async fn list_builds_for_project(
+        &self,
+        _ctx: &Context,
+        input: ListBuildsForProjectInput,
+    ) -> Result<ListBuildsForProjectOutput, ApiError> {
+        let ids = self
+            .cb
+            .list_builds(
+                Some(&input.project_name.unwrap_or_default()),
+                ascending(input.sort_order.as_deref()),
+            )
+            .await
+            .map_err(api_error)?;
+        let (ids, next_token) = page(ids, input.next_token.as_deref())?;
+        Ok(ListBuildsForProjectOutput {
+            ids: Some(ids),
+            next_token,
+        })
+    }
+
+    async fn list_curated_environment_images(
+        &self,
+        _ctx: &Context,
+        _input: ListCuratedEnvironmentImagesInput,
+    ) -> Result<ListCuratedEnvironmentImagesOutput, ApiError> {
+        // AWS's curated image names; on Slipway each runs on the host's root filesystem
+        // unless an image of that name was imported.
+        let image = |name: &str, description: &str| EnvironmentImage {
+            name: Some(name.into()),
+            description: Some(description.into()),
+            versions: Some(vec![format!("{name}:latest")]),
+        };
+        let language = |lang: &str| EnvironmentLanguage {
+            language: Some(lang.into()),
+            images: Some(vec![
+                image("aws/codebuild/standard:7.0", "Ubuntu 22.04 (Slipway: the host image)"),
+                image("aws/codebuild/standard:6.0", "Ubuntu 22.04 (Slipway: the host image)"),
+                image(
+                    "aws/codebuild/amazonlinux-x86_64-standard:5.0",
+                    "Amazon Linux 2023 (Slipway: the host image)",
+                ),
+            ]),
+        };
+        Ok(ListCuratedEnvironmentImagesOutput {
+            platforms: Some(vec![EnvironmentPlatform {
+                platform: Some("UBUNTU".into()),
+                languages: Some(
+                    ["BASE", "PYTHON", "NODE_JS", "JAVA", "GOLANG", "DOCKER"]
+                        .into_iter()
+                        .map(language)
+                        .collect(),
+                ),
+            }]),
+        })
+    }
+
+    async fn invalidate_project_cache(
+        &self,
+        _ctx: &Context,
+        input: InvalidateProjectCacheInput,
+    ) -> Result<InvalidateProjectCacheOutput, ApiError> {
+        let name = input.project_name.unwrap_or_default();
+        let (found, _) = self
+            .cb
+            .batch_get_projects(std::slice::from_ref(&name))
+            .await
+            .map_err(api_error)?;
+        if found.is_empty() {
+            return Err(ApiError::new(
+                "ResourceNotFoundException",
+                400,
+                format!("Project cannot be found: {}", self.cb.project_arn(&name)),
+            ));
+        }
+        Ok(InvalidateProjectCacheOutput {})
+    }
+}

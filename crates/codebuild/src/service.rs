@@ -1,0 +1,983 @@
+//! CodeBuild's control plane: projects, the build queue, builds as BatchGetBuilds reports
+//! them, and the server side of the worker protocol (lease, heartbeat, logs, phases,
+//! completion, cancellation, expired leases).
+//!
+//! Projects and builds are kept as the API's own JSON documents (`Project`, `Build`), so
+//! what CreateProject was given is what BatchGetProjects returns; the columns beside them
+//! are what the queue needs. Secrets a build needs travel in its job, sealed under the
+//! master key, and are erased when the build ends.
+
+use serde_json::{json, Map, Value};
+use slipway_iam::crypto::MasterKey;
+use slipway_store::events::{self, Event};
+use slipway_store::{now, service_err, Conn, ServiceError, Store};
+use sqlx::Row;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+type Result<T> = std::result::Result<T, ServiceError>;
+
+/// How long a worker's lease lasts without a heartbeat.
+pub const LEASE_SECS: f64 = 30.0;
+
+/// Source types Slipway can build from.
+const SOURCE_TYPES: &[&str] = &["CODECOMMIT", "S3", "NO_SOURCE", "CODEPIPELINE"];
+const ALL_SOURCE_TYPES: &[&str] = &[
+    "CODECOMMIT",
+    "CODEPIPELINE",
+    "GITHUB",
+    "GITLAB",
+    "GITLAB_SELF_MANAGED",
+    "S3",
+    "BITBUCKET",
+    "GITHUB_ENTERPRISE",
+    "NO_SOURCE",
+];
+
+fn invalid(message: impl Into<String>) -> ServiceError {
+    service_err("InvalidInputException", message)
+}
+
+fn not_found(message: impl Into<String>) -> ServiceError {
+    service_err("ResourceNotFoundException", message)
+}
+
+fn internal(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(e.to_string())
+}
+
+/// A build a worker has leased: what to run, and the token that proves the lease.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub build_id: String,
+    pub token: String,
+    /// The job (see [`CodeBuild::start_build`]), secrets opened.
+    pub job: Value,
+}
+
+/// What a heartbeat tells the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    Continue,
+    /// StopBuild was called: stop the build and report STOPPED.
+    Stop,
+    /// The lease is gone (expired and the build failed, or never held).
+    Lost,
+}
+
+#[derive(Clone)]
+pub struct CodeBuild {
+    store: Store,
+    key: MasterKey,
+    region: String,
+    account_id: String,
+    /// Wakes long-polling workers when a build is queued.
+    work: Arc<Notify>,
+}
+
+impl std::fmt::Debug for CodeBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeBuild").finish_non_exhaustive()
+    }
+}
+
+fn get_str<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_str()
+}
+
+fn set(obj: &mut Value, key: &str, value: Value) {
+    if let Value::Object(m) = obj {
+        m.insert(key.to_owned(), value);
+    }
+}
+
+impl CodeBuild {
+    pub fn new(store: Store, key: MasterKey, region: &str, account_id: &str) -> CodeBuild {
+        CodeBuild {
+            store,
+            key,
+            region: region.into(),
+            account_id: account_id.into(),
+            work: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn project_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:codebuild:{}:{}:project/{name}",
+            self.region, self.account_id
+        )
+    }
+
+    pub fn build_arn(&self, id: &str) -> String {
+        format!(
+            "arn:aws:codebuild:{}:{}:build/{id}",
+            self.region, self.account_id
+        )
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// A project name from a name or an ARN.
+    fn project_name(&self, name_or_arn: &str) -> String {
+        name_or_arn
+            .strip_prefix(&format!(
+                "arn:aws:codebuild:{}:{}:project/",
+                self.region, self.account_id
+            ))
+            .unwrap_or(name_or_arn)
+            .to_owned()
+    }
+
+    // ----- projects -----
+
+    /// Checks a project's source, artifacts and environment as CodeBuild does, and fills
+    /// in the defaults it reports.
+    fn complete_project(&self, doc: &mut Value) -> Result<()> {
+        let source_type = get_str(doc, &["source", "type"]).unwrap_or_default().to_owned();
+        if !ALL_SOURCE_TYPES.contains(&source_type.as_str()) {
+            return Err(invalid(format!("Invalid source type: {source_type}")));
+        }
+        if !SOURCE_TYPES.contains(&source_type.as_str()) {
+            return Err(invalid(format!(
+                "Source type {source_type} is not supported by Slipway (CODECOMMIT, S3, NO_SOURCE and CODEPIPELINE are)"
+            )));
+        }
+        let location = get_str(doc, &["source", "location"]).unwrap_or_default();
+        match source_type.as_str() {
+            "NO_SOURCE" if get_str(doc, &["source", "buildspec"]).unwrap_or_default().is_empty() => {
+                return Err(invalid("Project source buildspec cannot be null or empty for source type NO_SOURCE"));
+            }
+            "CODECOMMIT" | "S3" if location.is_empty() => {
+                return Err(invalid(format!(
+                    "Project source location cannot be null or empty for source type {source_type}"
+                )));
+            }
+            _ => {}
+        }
+        let artifacts_type = get_str(doc, &["artifacts", "type"]).unwrap_or_default().to_owned();
+        match artifacts_type.as_str() {
+            "NO_ARTIFACTS" | "CODEPIPELINE" => {}
+            "S3" => {
+                if get_str(doc, &["artifacts", "location"]).unwrap_or_default().is_empty() {
+                    return Err(invalid(
+                        "Project artifacts location cannot be null or empty for artifacts type S3",
+                    ));
+                }
+            }
+            other => return Err(invalid(format!("Invalid artifacts type: {other}"))),
+        }
+        if (source_type == "CODEPIPELINE") != (artifacts_type == "CODEPIPELINE") {
+            return Err(invalid(
+                "Source type CODEPIPELINE and artifacts type CODEPIPELINE must be used together",
+            ));
+        }
+        for key in ["type", "image", "computeType"] {
+            if get_str(doc, &["environment", key]).unwrap_or_default().is_empty() {
+                return Err(invalid(format!("Project environment {key} cannot be null or empty")));
+            }
+        }
+        let defaults = [
+            ("timeoutInMinutes", json!(60)),
+            ("queuedTimeoutInMinutes", json!(480)),
+            ("cache", json!({"type": "NO_CACHE"})),
+            (
+                "encryptionKey",
+                json!(format!(
+                    "arn:aws:kms:{}:{}:alias/aws/s3",
+                    self.region, self.account_id
+                )),
+            ),
+            ("badge", json!({"badgeEnabled": false})),
+            (
+                "logsConfig",
+                json!({"cloudWatchLogs": {"status": "ENABLED"}, "s3Logs": {"status": "DISABLED", "encryptionDisabled": false}}),
+            ),
+            ("projectVisibility", json!("PRIVATE")),
+            ("tags", json!([])),
+        ];
+        if let Value::Object(m) = doc {
+            for (k, v) in defaults {
+                if m.get(k).is_none_or(Value::is_null) {
+                    m.insert(k.into(), v);
+                }
+            }
+            if let Some(Value::Object(env)) = m.get_mut("environment") {
+                env.entry("privilegedMode").or_insert(json!(false));
+                env.entry("imagePullCredentialsType").or_insert(json!("CODEBUILD"));
+                env.entry("environmentVariables").or_insert(json!([]));
+            }
+            if let Some(Value::Object(src)) = m.get_mut("source") {
+                src.entry("insecureSsl").or_insert(json!(false));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create_project(&self, mut doc: Value) -> Result<Value> {
+        let name = get_str(&doc, &["name"]).unwrap_or_default().to_owned();
+        self.complete_project(&mut doc)?;
+        let t = now();
+        set(&mut doc, "arn", json!(self.project_arn(&name)));
+        set(&mut doc, "created", json!(t));
+        set(&mut doc, "lastModified", json!(t));
+        let mut tx = self.store.begin_write().await?;
+        let exists = sqlx::query("SELECT 1 FROM cb_projects WHERE name = $1")
+            .bind(&name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if exists {
+            return Err(service_err(
+                "ResourceAlreadyExistsException",
+                format!("Project already exists: {}", self.project_arn(&name)),
+            ));
+        }
+        sqlx::query("INSERT INTO cb_projects (name, doc, created) VALUES ($1, $2, $3)")
+            .bind(&name)
+            .bind(doc.to_string())
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(doc)
+    }
+
+    /// Applies the members given (the others keep their values).
+    pub async fn update_project(&self, patch: Value) -> Result<Value> {
+        let name = self.project_name(get_str(&patch, &["name"]).unwrap_or_default());
+        let mut tx = self.store.begin_write().await?;
+        let mut doc = project_in(&mut tx, &name)
+            .await?
+            .ok_or_else(|| not_found(format!("Project cannot be found: {}", self.project_arn(&name))))?;
+        if let (Value::Object(d), Value::Object(p)) = (&mut doc, patch) {
+            for (k, v) in p {
+                if k != "name" && !v.is_null() {
+                    d.insert(k, v);
+                }
+            }
+        }
+        self.complete_project(&mut doc)?;
+        set(&mut doc, "lastModified", json!(now()));
+        sqlx::query("UPDATE cb_projects SET doc = $1 WHERE name = $2")
+            .bind(doc.to_string())
+            .bind(&name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(doc)
+    }
+
+    pub async fn delete_project(&self, name: &str) -> Result<()> {
+        let name = self.project_name(name);
+        // AWS answers success whether or not the project existed.
+        sqlx::query("DELETE FROM cb_projects WHERE name = $1")
+            .bind(&name)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The projects found, and the names not found.
+    pub async fn batch_get_projects(&self, names: &[String]) -> Result<(Vec<Value>, Vec<String>)> {
+        let (mut found, mut missing) = (Vec::new(), Vec::new());
+        for n in names {
+            let name = self.project_name(n);
+            match project_in(&mut *self.store.pool().acquire().await?, &name).await? {
+                Some(doc) => found.push(doc),
+                None => missing.push(n.clone()),
+            }
+        }
+        Ok((found, missing))
+    }
+
+    /// Project names, sorted by NAME, CREATED_TIME or LAST_MODIFIED_TIME.
+    pub async fn list_projects(&self, sort_by: Option<&str>, ascending: bool) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT name, doc FROM cb_projects")
+            .fetch_all(self.store.pool())
+            .await?;
+        let mut items: Vec<(String, f64, f64)> = rows
+            .iter()
+            .map(|r| {
+                let doc: Value = serde_json::from_str(&r.get::<String, _>(1)).unwrap_or_default();
+                let f = |k: &str| doc.get(k).and_then(Value::as_f64).unwrap_or_default();
+                (r.get::<String, _>(0), f("created"), f("lastModified"))
+            })
+            .collect();
+        match sort_by.unwrap_or("NAME") {
+            "CREATED_TIME" => items.sort_by(|a, b| a.1.total_cmp(&b.1)),
+            "LAST_MODIFIED_TIME" => items.sort_by(|a, b| a.2.total_cmp(&b.2)),
+            _ => items.sort_by(|a, b| a.0.cmp(&b.0)),
+        }
+        if !ascending {
+            items.reverse();
+        }
+        Ok(items.into_iter().map(|i| i.0).collect())
+    }
+
+    // ----- builds -----
+
+    /// Queues a build of `project` with StartBuild's overrides (`input` is the request as
+    /// the API received it); `secrets` are resolved values to mask (from the caller's
+    /// resolution of PARAMETER_STORE variables), already in `variables`.
+    pub async fn start_build(
+        &self,
+        input: &Value,
+        initiator: &str,
+        variables: Vec<(String, String, String)>,
+        secrets: Vec<String>,
+    ) -> Result<Value> {
+        let name = self.project_name(get_str(input, &["projectName"]).unwrap_or_default());
+        let mut tx = self.store.begin_write().await?;
+        let project = project_in(&mut tx, &name)
+            .await?
+            .ok_or_else(|| not_found(format!("Project cannot be found: {}", self.project_arn(&name))))?;
+        let number: i64 = sqlx::query_scalar(
+            "UPDATE cb_projects SET next_build_number = next_build_number + 1 WHERE name = $1 RETURNING next_build_number - 1",
+        )
+        .bind(&name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let uuid = uuid::Uuid::new_v4();
+        let id = format!("{name}:{uuid}");
+        let t = now();
+        let o = |k: &str| input.get(k).filter(|v| !v.is_null());
+        let mut source = project.get("source").cloned().unwrap_or(json!({}));
+        if let Some(t) = o("sourceTypeOverride") {
+            set(&mut source, "type", t.clone());
+        }
+        if let Some(l) = o("sourceLocationOverride") {
+            set(&mut source, "location", l.clone());
+        }
+        if let Some(b) = o("buildspecOverride") {
+            set(&mut source, "buildspec", b.clone());
+        }
+        if let Some(d) = o("gitCloneDepthOverride") {
+            set(&mut source, "gitCloneDepth", d.clone());
+        }
+        let mut environment = project.get("environment").cloned().unwrap_or(json!({}));
+        for (over, key) in [
+            ("imageOverride", "image"),
+            ("computeTypeOverride", "computeType"),
+            ("environmentTypeOverride", "type"),
+            ("privilegedModeOverride", "privilegedMode"),
+            ("certificateOverride", "certificate"),
+            ("imagePullCredentialsTypeOverride", "imagePullCredentialsType"),
+        ] {
+            if let Some(v) = o(over) {
+                set(&mut environment, key, v.clone());
+            }
+        }
+        let mut env_vars: Vec<Value> = environment
+            .get("environmentVariables")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(Value::Array(over)) = o("environmentVariablesOverride") {
+            for v in over {
+                let n = v.get("name").cloned();
+                env_vars.retain(|e| e.get("name") != n.as_ref());
+                env_vars.push(v.clone());
+            }
+        }
+        set(&mut environment, "environmentVariables", json!(env_vars));
+        let artifacts = o("artifactsOverride")
+            .or(project.get("artifacts"))
+            .cloned()
+            .unwrap_or(json!({"type": "NO_ARTIFACTS"}));
+        let cache = o("cacheOverride")
+            .or(project.get("cache"))
+            .cloned()
+            .unwrap_or(json!({"type": "NO_CACHE"}));
+        let timeout = o("timeoutInMinutesOverride")
+            .or(project.get("timeoutInMinutes"))
+            .and_then(Value::as_i64)
+            .unwrap_or(60);
+        let queued_timeout = o("queuedTimeoutInMinutesOverride")
+            .or(project.get("queuedTimeoutInMinutes"))
+            .and_then(Value::as_i64)
+            .unwrap_or(480);
+        let source_version = o("sourceVersion")
+            .or(project.get("sourceVersion"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let group = format!("/aws/codebuild/{name}");
+        let stream = uuid.to_string();
+        let mut doc = json!({
+            "id": id,
+            "arn": self.build_arn(&id),
+            "buildNumber": number,
+            "startTime": t,
+            "currentPhase": "QUEUED",
+            "buildStatus": "IN_PROGRESS",
+            "projectName": name,
+            "phases": [
+                {"phaseType": "SUBMITTED", "phaseStatus": "SUCCEEDED", "startTime": t, "endTime": t, "durationInSeconds": 0},
+                {"phaseType": "QUEUED", "startTime": t},
+            ],
+            "source": source,
+            "secondarySources": project.get("secondarySources").cloned().unwrap_or(json!([])),
+            "secondarySourceVersions": [],
+            "artifacts": {},
+            "secondaryArtifacts": [],
+            "cache": cache,
+            "environment": environment,
+            "serviceRole": project.get("serviceRole").cloned().unwrap_or(Value::Null),
+            "logs": {
+                "groupName": group,
+                "streamName": stream,
+                "deepLink": format!("/-/console/logs?group={group}&stream={stream}"),
+                "cloudWatchLogs": {"status": "ENABLED", "groupName": group, "streamName": stream},
+                "s3Logs": {"status": "DISABLED", "encryptionDisabled": false},
+            },
+            "timeoutInMinutes": timeout,
+            "queuedTimeoutInMinutes": queued_timeout,
+            "buildComplete": false,
+            "initiator": initiator,
+            "encryptionKey": project.get("encryptionKey").cloned().unwrap_or(Value::Null),
+            "exportedEnvironmentVariables": [],
+            "reportArns": [],
+        });
+        if let Some(sv) = &source_version {
+            set(&mut doc, "sourceVersion", json!(sv));
+        }
+        let job = json!({
+            "buildId": id,
+            "buildArn": self.build_arn(&id),
+            "buildNumber": number,
+            "project": name,
+            "source": doc["source"],
+            "sourceVersion": source_version,
+            "artifacts": artifacts,
+            "environment": doc["environment"],
+            "variables": variables.iter().map(|(n, v, t)| json!({"name": n, "value": v, "type": t})).collect::<Vec<_>>(),
+            "secrets": secrets,
+            "timeoutInMinutes": timeout,
+            "initiator": initiator,
+            "region": self.region,
+        });
+        let sealed = self.key.seal(job.to_string().as_bytes());
+        sqlx::query("INSERT INTO cb_builds (id, project, number, status, queued, doc, job) VALUES ($1, $2, $3, 'IN_PROGRESS', $4, $5, $6)")
+            .bind(&id)
+            .bind(&name)
+            .bind(number)
+            .bind(t)
+            .bind(doc.to_string())
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await?;
+        self.state_event(&mut tx, &doc, "IN_PROGRESS").await?;
+        tx.commit().await?;
+        self.work.notify_waiters();
+        Ok(doc)
+    }
+
+    async fn state_event(&self, conn: &mut Conn, doc: &Value, status: &str) -> Result<()> {
+        events::append(
+            conn,
+            &Event {
+                source: "aws.codebuild",
+                detail_type: "CodeBuild Build State Change",
+                account: self.account_id.clone(),
+                region: self.region.clone(),
+                resources: vec![doc["arn"].as_str().unwrap_or_default().to_owned()],
+                detail: json!({
+                    "build-status": status,
+                    "project-name": doc["projectName"],
+                    "build-id": doc["arn"],
+                    "additional-information": {
+                        "build-number": doc["buildNumber"],
+                        "initiator": doc["initiator"],
+                        "build-start-time": doc["startTime"],
+                        "source": doc["source"],
+                        "source-version": doc.get("sourceVersion"),
+                        "phases": doc["phases"],
+                        "logs": doc["logs"],
+                    },
+                    "current-phase": doc["currentPhase"],
+                    "current-phase-context": "[]",
+                    "version": "1",
+                }),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn phase_event(&self, conn: &mut Conn, doc: &Value, phase: &Value) -> Result<()> {
+        events::append(
+            conn,
+            &Event {
+                source: "aws.codebuild",
+                detail_type: "CodeBuild Build Phase Change",
+                account: self.account_id.clone(),
+                region: self.region.clone(),
+                resources: vec![doc["arn"].as_str().unwrap_or_default().to_owned()],
+                detail: json!({
+                    "completed-phase": phase["phaseType"],
+                    "completed-phase-status": phase["phaseStatus"],
+                    "completed-phase-duration-seconds": phase["durationInSeconds"],
+                    "completed-phase-start": phase["startTime"],
+                    "completed-phase-end": phase["endTime"],
+                    "completed-phase-context": phase.get("contexts").map(|c| c.to_string()).unwrap_or_else(|| "[]".into()),
+                    "project-name": doc["projectName"],
+                    "build-id": doc["arn"],
+                    "version": "1",
+                }),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The builds found (in the order asked) and the ids not found.
+    pub async fn batch_get_builds(&self, ids: &[String]) -> Result<(Vec<Value>, Vec<String>)> {
+        let (mut found, mut missing) = (Vec::new(), Vec::new());
+        for id in ids {
+            let id = id.rsplit_once(":build/").map_or(id.as_str(), |(_, i)| i);
+            let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM cb_builds WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.store.pool())
+                .await?;
+            match doc {
+                Some(d) => found.push(serde_json::from_str(&d).map_err(internal)?),
+                None => missing.push(id.to_owned()),
+            }
+        }
+        Ok((found, missing))
+    }
+
+    /// Build ids, newest first unless `ascending`; of one project when given.
+    pub async fn list_builds(&self, project: Option<&str>, ascending: bool) -> Result<Vec<String>> {
+        let order = if ascending { "ASC" } else { "DESC" };
+        let ids: Vec<String> = match project {
+            Some(p) => {
+                let name = self.project_name(p);
+                let exists = sqlx::query("SELECT 1 FROM cb_projects WHERE name = $1")
+                    .bind(&name)
+                    .fetch_optional(self.store.pool())
+                    .await?
+                    .is_some();
+                if !exists {
+                    return Err(not_found(format!(
+                        "The provided project arn:aws:codebuild:{}:{}:project/{name} does not exist",
+                        self.region, self.account_id
+                    )));
+                }
+                sqlx::query_scalar(&format!(
+                    "SELECT id FROM cb_builds WHERE project = $1 ORDER BY seq {order}"
+                ))
+                .bind(&name)
+                .fetch_all(self.store.pool())
+                .await?
+            }
+            None => sqlx::query_scalar(&format!("SELECT id FROM cb_builds ORDER BY seq {order}"))
+                .fetch_all(self.store.pool())
+                .await?,
+        };
+        Ok(ids)
+    }
+
+    /// Deletes finished builds; in-progress ones are refused per id.
+    pub async fn batch_delete_builds(&self, ids: &[String]) -> Result<(Vec<String>, Vec<(String, String, String)>)> {
+        let (mut deleted, mut refused) = (Vec::new(), Vec::new());
+        let mut tx = self.store.begin_write().await?;
+        for id in ids {
+            let status: Option<String> = sqlx::query_scalar("SELECT status FROM cb_builds WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match status.as_deref() {
+                None => refused.push((id.clone(), "BUILD_NOT_FOUND".into(), "Build not found".into())),
+                Some("IN_PROGRESS") => refused.push((id.clone(), "BUILD_IN_PROGRESS".into(), "Build is in progress and cannot be deleted".into())),
+                Some(_) => {
+                    sqlx::query("DELETE FROM cb_log_events WHERE build_id = $1").bind(id).execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM cb_builds WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                    deleted.push(id.clone());
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok((deleted, refused))
+    }
+
+    /// Asks for a build to stop: a queued one stops at once, a running one when its
+    /// worker's next heartbeat hears it (within seconds).
+    pub async fn stop_build(&self, id: &str) -> Result<Value> {
+        let mut tx = self.store.begin_write().await?;
+        let row = sqlx::query("SELECT status, started, doc FROM cb_builds WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found(format!("Build {id} does not exist")))?;
+        let status: String = row.get(0);
+        let started: Option<f64> = row.get(1);
+        let mut doc: Value = serde_json::from_str(&row.get::<String, _>(2)).map_err(internal)?;
+        if status != "IN_PROGRESS" {
+            return Ok(doc);
+        }
+        if started.is_none() {
+            let t = now();
+            close_phase(&mut doc, "STOPPED", t, None);
+            finish_doc(&mut doc, "STOPPED", t);
+            self.write_final(&mut tx, id, &doc, "STOPPED").await?;
+        } else {
+            sqlx::query("UPDATE cb_builds SET stop_requested = 1 WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(doc)
+    }
+
+    async fn write_final(&self, tx: &mut Conn, id: &str, doc: &Value, status: &str) -> Result<()> {
+        // The job (with its secrets) is no longer needed.
+        sqlx::query("UPDATE cb_builds SET status = $1, doc = $2, job = x'', worker = NULL, lease_token = NULL, lease_expires = NULL WHERE id = $3")
+            .bind(status)
+            .bind(doc.to_string())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        self.state_event(tx, doc, status).await
+    }
+
+    /// Starts a new build with the settings of an earlier one.
+    pub async fn retry_build(&self, id: &str, initiator: &str) -> Result<Value> {
+        let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM cb_builds WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.store.pool())
+            .await?;
+        let doc: Value = serde_json::from_str(&doc.ok_or_else(|| not_found(format!("Build {id} does not exist")))?)
+            .map_err(internal)?;
+        let input = json!({
+            "projectName": doc["projectName"],
+            "sourceVersion": doc.get("sourceVersion"),
+            "buildspecOverride": doc["source"].get("buildspec"),
+            "imageOverride": doc["environment"].get("image"),
+            "computeTypeOverride": doc["environment"].get("computeType"),
+            "environmentVariablesOverride": doc["environment"].get("environmentVariables"),
+            "timeoutInMinutesOverride": doc.get("timeoutInMinutes"),
+        });
+        self.start_build(&input, initiator, Vec::new(), Vec::new()).await
+    }
+
+    // ----- the worker protocol -----
+
+    /// Leases the oldest queued build to `worker`, waiting up to `wait` for one.
+    pub async fn lease(&self, worker: &str, wait: Duration) -> Result<Option<Lease>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.work.notified();
+            if let Some(l) = self.try_lease(worker).await? {
+                return Ok(Some(l));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn try_lease(&self, worker: &str) -> Result<Option<Lease>> {
+        let mut tx = self.store.begin_write().await?;
+        let t = now();
+        // Queued builds past their queued timeout end TIMED_OUT instead of running.
+        let row = sqlx::query("SELECT id, doc, job FROM cb_builds WHERE status = 'IN_PROGRESS' AND started IS NULL ORDER BY seq LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let id: String = row.get(0);
+        let mut doc: Value = serde_json::from_str(&row.get::<String, _>(1)).map_err(internal)?;
+        let queued_limit = doc["queuedTimeoutInMinutes"].as_f64().unwrap_or(480.0) * 60.0;
+        let queued_at = doc["startTime"].as_f64().unwrap_or(t);
+        if t - queued_at > queued_limit {
+            close_phase(&mut doc, "TIMED_OUT", t, Some(("BUILD_TIMED_OUT", "Build has timed out while queued. ")));
+            finish_doc(&mut doc, "TIMED_OUT", t);
+            self.write_final(&mut tx, &id, &doc, "TIMED_OUT").await?;
+            tx.commit().await?;
+            return Box::pin(self.try_lease(worker)).await;
+        }
+        let job = self
+            .key
+            .open(&row.get::<Vec<u8>, _>(2))
+            .map_err(internal)?;
+        let job: Value = serde_json::from_slice(&job).map_err(internal)?;
+        let token = uuid::Uuid::new_v4().to_string();
+        close_phase(&mut doc, "SUCCEEDED", t, None);
+        push_phase(&mut doc, "PROVISIONING", t);
+        sqlx::query("UPDATE cb_builds SET started = $1, worker = $2, lease_token = $3, lease_expires = $4, doc = $5 WHERE id = $6")
+            .bind(t)
+            .bind(worker)
+            .bind(&token)
+            .bind(t + LEASE_SECS)
+            .bind(doc.to_string())
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(Lease {
+            build_id: id,
+            token,
+            job,
+        }))
+    }
+
+    /// Checks a lease (and extends it); says whether to stop.
+    pub async fn heartbeat(&self, id: &str, token: &str) -> Result<Heartbeat> {
+        let mut tx = self.store.begin_write().await?;
+        let row = sqlx::query("SELECT stop_requested FROM cb_builds WHERE id = $1 AND lease_token = $2 AND status = 'IN_PROGRESS'")
+            .bind(id)
+            .bind(token)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(Heartbeat::Lost);
+        };
+        sqlx::query("UPDATE cb_builds SET lease_expires = $1 WHERE id = $2")
+            .bind(now() + LEASE_SECS)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(if row.get::<i64, _>(0) != 0 {
+            Heartbeat::Stop
+        } else {
+            Heartbeat::Continue
+        })
+    }
+
+    /// Appends log lines (already masked by the worker) with their times (ms).
+    pub async fn append_logs(&self, id: &str, token: &str, lines: &[(i64, String)]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let (id, token, lines) = (id.to_owned(), token.to_owned(), lines.to_vec());
+        self.store
+            .grouped(move |conn| {
+                Box::pin(async move {
+                    holds_lease(conn, &id, &token).await?;
+                    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM cb_log_events WHERE build_id = $1")
+                        .bind(&id)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    for (i, (ts, line)) in lines.iter().enumerate() {
+                        sqlx::query("INSERT INTO cb_log_events (build_id, seq, ts, message) VALUES ($1, $2, $3, $4)")
+                            .bind(&id)
+                            .bind(next + i as i64)
+                            .bind(ts)
+                            .bind(line)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok::<(), ServiceError>(())
+                })
+            })
+            .await
+    }
+
+    /// Records the build's phases as the worker reports them (all but SUBMITTED/QUEUED,
+    /// which the server keeps), emitting a phase-change event for each newly ended phase.
+    pub async fn report_phases(&self, id: &str, token: &str, phases: &[Value]) -> Result<()> {
+        let mut tx = self.store.begin_write().await?;
+        holds_lease(&mut tx, id, token).await?;
+        let mut doc = build_doc(&mut tx, id).await?;
+        let before: Vec<Value> = doc["phases"].as_array().cloned().unwrap_or_default();
+        let mut merged: Vec<Value> = before
+            .iter()
+            .filter(|p| matches!(p["phaseType"].as_str(), Some("SUBMITTED" | "QUEUED")))
+            .cloned()
+            .collect();
+        merged.extend(phases.iter().cloned());
+        let ended_before = before.iter().filter(|p| p.get("phaseStatus").is_some()).count();
+        let current = merged
+            .last()
+            .and_then(|p| p["phaseType"].as_str())
+            .unwrap_or("PROVISIONING")
+            .to_owned();
+        set(&mut doc, "phases", json!(merged));
+        set(&mut doc, "currentPhase", json!(current));
+        let newly: Vec<Value> = merged
+            .iter()
+            .filter(|p| p.get("phaseStatus").is_some())
+            .skip(ended_before)
+            .cloned()
+            .collect();
+        sqlx::query("UPDATE cb_builds SET doc = $1 WHERE id = $2")
+            .bind(doc.to_string())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        for p in &newly {
+            self.phase_event(&mut tx, &doc, p).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends a build as its worker reports: status, exported variables, artifacts location,
+    /// resolved source version.
+    pub async fn complete(&self, id: &str, token: &str, report: &Value) -> Result<()> {
+        let mut tx = self.store.begin_write().await?;
+        holds_lease(&mut tx, id, token).await?;
+        let mut doc = build_doc(&mut tx, id).await?;
+        let status = report["status"].as_str().unwrap_or("FAULT").to_owned();
+        if let Some(phases) = report.get("phases").and_then(Value::as_array) {
+            let mut merged: Vec<Value> = doc["phases"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| matches!(p["phaseType"].as_str(), Some("SUBMITTED" | "QUEUED")))
+                .collect();
+            merged.extend(phases.iter().cloned());
+            set(&mut doc, "phases", json!(merged));
+        }
+        for key in ["exportedEnvironmentVariables", "artifacts", "secondaryArtifacts", "resolvedSourceVersion"] {
+            if let Some(v) = report.get(key).filter(|v| !v.is_null()) {
+                set(&mut doc, key, v.clone());
+            }
+        }
+        finish_doc(&mut doc, &status, now());
+        self.write_final(&mut tx, id, &doc, &status).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Fails the builds whose worker stopped heartbeating (a dead worker, or a server that
+    /// restarted under a built-in worker), with a phase context that says so.
+    pub async fn expire_leases(&self) -> Result<usize> {
+        let mut tx = self.store.begin_write().await?;
+        let t = now();
+        let rows = sqlx::query("SELECT id, doc, worker FROM cb_builds WHERE status = 'IN_PROGRESS' AND started IS NOT NULL AND lease_expires < $1")
+            .bind(t)
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in &rows {
+            let id: String = r.get(0);
+            let mut doc: Value = serde_json::from_str(&r.get::<String, _>(1)).map_err(internal)?;
+            let worker: Option<String> = r.get(2);
+            let message = format!(
+                "The worker running this build ({}) stopped reporting; its lease expired. ",
+                worker.unwrap_or_default()
+            );
+            close_phase(&mut doc, "FAILED", t, Some(("CLIENT_ERROR", &message)));
+            push_phase(&mut doc, "FINALIZING", t);
+            close_phase(&mut doc, "SUCCEEDED", t, None);
+            finish_doc(&mut doc, "FAILED", t);
+            self.write_final(&mut tx, &id, &doc, "FAILED").await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+
+    /// Log events of a build (for GetLogEvents): `(seq, ts, message)` after `after`.
+    pub async fn log_events(&self, stream: &str, after: i64, limit: i64, from_end: bool) -> Result<Vec<(i64, i64, String)>> {
+        let id: Option<String> = sqlx::query_scalar("SELECT id FROM cb_builds WHERE id LIKE '%:' || $1")
+            .bind(stream)
+            .fetch_optional(self.store.pool())
+            .await?;
+        let Some(id) = id else {
+            return Err(not_found("The specified log stream does not exist."));
+        };
+        let rows = if from_end {
+            let mut r = sqlx::query("SELECT seq, ts, message FROM cb_log_events WHERE build_id = $1 ORDER BY seq DESC LIMIT $2")
+                .bind(&id)
+                .bind(limit)
+                .fetch_all(self.store.pool())
+                .await?;
+            r.reverse();
+            r
+        } else {
+            sqlx::query("SELECT seq, ts, message FROM cb_log_events WHERE build_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+                .bind(&id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(self.store.pool())
+                .await?
+        };
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+}
+
+async fn project_in(conn: &mut Conn, name: &str) -> Result<Option<Value>> {
+    let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM cb_projects WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    doc.map(|d| serde_json::from_str(&d).map_err(internal)).transpose()
+}
+
+async fn build_doc(conn: &mut Conn, id: &str) -> Result<Value> {
+    let doc: String = sqlx::query_scalar("SELECT doc FROM cb_builds WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+    serde_json::from_str(&doc).map_err(internal)
+}
+
+async fn holds_lease(conn: &mut Conn, id: &str, token: &str) -> Result<()> {
+    let held = sqlx::query("SELECT 1 FROM cb_builds WHERE id = $1 AND lease_token = $2 AND status = 'IN_PROGRESS'")
+        .bind(id)
+        .bind(token)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    if held {
+        Ok(())
+    } else {
+        Err(service_err("LeaseLostException", format!("The lease on build {id} is not held")))
+    }
+}
+
+fn push_phase(doc: &mut Value, phase: &str, t: f64) {
+    if let Some(Value::Array(p)) = doc.get_mut("phases") {
+        p.push(json!({"phaseType": phase, "startTime": t}));
+    }
+    set(doc, "currentPhase", json!(phase));
+}
+
+/// Ends the open (last) phase.
+fn close_phase(doc: &mut Value, status: &str, t: f64, context: Option<(&str, &str)>) {
+    if let Some(Value::Array(p)) = doc.get_mut("phases") {
+        if let Some(Value::Object(last)) = p.last_mut() {
+            if last.get("phaseStatus").is_none() {
+                let start = last.get("startTime").and_then(Value::as_f64).unwrap_or(t);
+                last.insert("phaseStatus".into(), json!(status));
+                last.insert("endTime".into(), json!(t));
+                last.insert("durationInSeconds".into(), json!((t - start).max(0.0) as i64));
+                if let Some((code, message)) = context {
+                    last.insert("contexts".into(), json!([{"statusCode": code, "message": message}]));
+                }
+            }
+        }
+    }
+}
+
+/// Marks a build complete: status, end time, COMPLETED as the current phase.
+fn finish_doc(doc: &mut Value, status: &str, t: f64) {
+    if let Some(Value::Array(p)) = doc.get_mut("phases") {
+        if p.last().and_then(|l| l["phaseType"].as_str()) != Some("COMPLETED") {
+            p.push(json!({"phaseType": "COMPLETED", "startTime": t}));
+        }
+    }
+    let m: &mut Map<String, Value> = match doc {
+        Value::Object(m) => m,
+        _ => return,
+    };
+    m.insert("buildStatus".into(), json!(status));
+    m.insert("endTime".into(), json!(t));
+    m.insert("currentPhase".into(), json!("COMPLETED"));
+    m.insert("buildComplete".into(), json!(true));
+}
