@@ -61,9 +61,17 @@ impl CodeBuildService {
         let mut vars: Vec<EnvironmentVariable> = projects
             .first()
             .and_then(|p| p["environment"]["environmentVariables"].as_array().cloned())
-            .map(|a| a.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect())
+            .map(|a| {
+                a.into_iter()
+                    .filter_map(|v| serde_json::from_value(v).ok())
+                    .collect()
+            })
             .unwrap_or_default();
-        for o in input.environment_variables_override.clone().unwrap_or_default() {
+        for o in input
+            .environment_variables_override
+            .clone()
+            .unwrap_or_default()
+        {
             vars.retain(|v| v.name != o.name);
             vars.push(o);
         }
@@ -108,7 +116,11 @@ impl CodeBuildApi for CodeBuildService {
         _ctx: &Context,
         input: CreateProjectInput,
     ) -> Result<CreateProjectOutput, ApiError> {
-        let doc = self.cb.create_project(to_json(&input)).await.map_err(api_error)?;
+        let doc = self
+            .cb
+            .create_project(to_json(&input))
+            .await
+            .map_err(api_error)?;
         Ok(CreateProjectOutput {
             project: Some(from_json(doc)?),
         })
@@ -119,7 +131,11 @@ impl CodeBuildApi for CodeBuildService {
         _ctx: &Context,
         input: UpdateProjectInput,
     ) -> Result<UpdateProjectOutput, ApiError> {
-        let doc = self.cb.update_project(to_json(&input)).await.map_err(api_error)?;
+        let doc = self
+            .cb
+            .update_project(to_json(&input))
+            .await
+            .map_err(api_error)?;
         Ok(UpdateProjectOutput {
             project: Some(from_json(doc)?),
         })
@@ -160,7 +176,10 @@ impl CodeBuildApi for CodeBuildService {
     ) -> Result<ListProjectsOutput, ApiError> {
         let names = self
             .cb
-            .list_projects(input.sort_by.as_deref(), ascending(input.sort_order.as_deref()))
+            .list_projects(
+                input.sort_by.as_deref(),
+                ascending(input.sort_order.as_deref()),
+            )
             .await
             .map_err(api_error)?;
         let (projects, next_token) = page(names, input.next_token.as_deref())?;
@@ -207,7 +226,11 @@ impl CodeBuildApi for CodeBuildService {
         input: RetryBuildInput,
     ) -> Result<RetryBuildOutput, ApiError> {
         let Some(id) = input.id else {
-            return Err(ApiError::new("InvalidInputException", 400, "A build id is required"));
+            return Err(ApiError::new(
+                "InvalidInputException",
+                400,
+                "A build id is required",
+            ));
         };
         let doc = self
             .cb
@@ -311,8 +334,14 @@ impl CodeBuildApi for CodeBuildService {
         let language = |lang: &str| EnvironmentLanguage {
             language: Some(lang.into()),
             images: Some(vec![
-                image("aws/codebuild/standard:7.0", "Ubuntu 22.04 (Slipway: the host image)"),
-                image("aws/codebuild/standard:6.0", "Ubuntu 22.04 (Slipway: the host image)"),
+                image(
+                    "aws/codebuild/standard:7.0",
+                    "Ubuntu 22.04 (Slipway: the host image)",
+                ),
+                image(
+                    "aws/codebuild/standard:6.0",
+                    "Ubuntu 22.04 (Slipway: the host image)",
+                ),
                 image(
                     "aws/codebuild/amazonlinux-x86_64-standard:5.0",
                     "Amazon Linux 2023 (Slipway: the host image)",

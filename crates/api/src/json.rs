@@ -2,8 +2,8 @@
 //! the generated service traits, with errors rendered as AWS renders them.
 
 use crate::auth::{authenticate, authorize, SignedRequest};
-use crate::codecommit_api::CodeCommitService;
 use crate::codebuild_api::CodeBuildService;
+use crate::codecommit_api::CodeCommitService;
 use crate::ssm_api::SsmService;
 use crate::AppState;
 use axum::body::{to_bytes, Body};
@@ -19,7 +19,7 @@ struct Unbuilt;
 impl codepipeline::CodePipelineApi for Unbuilt {}
 impl codedeploy::CodeDeployApi for Unbuilt {}
 
-fn respond(request_id: &str, result: Result<Vec<u8>, ApiError>) -> Response {
+pub(crate) fn respond(request_id: &str, result: Result<Vec<u8>, ApiError>) -> Response {
     let (status, body) = match result {
         Ok(body) => (StatusCode::OK, body),
         Err(e) => (

@@ -13,6 +13,7 @@ pub mod json;
 pub mod s3_edge;
 pub mod sigv4;
 pub mod ssm_api;
+pub mod worker_api;
 
 use axum::routing::{any, get};
 use axum::Router;
@@ -68,6 +69,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 )
             }),
         )
+        .merge(worker_api::routes())
         .route("/v1/repos/{name}", any(git_http::handle))
         .route("/v1/repos/{name}/{*rest}", any(git_http::handle))
         .fallback(json::handle)

@@ -127,6 +127,63 @@ pub fn sign(
     ))
 }
 
+/// Signs a request as an AWS client would (the worker's client side): the headers to send,
+/// `x-amz-date`, `x-amz-content-sha256` and `authorization`, for a request to `host` whose
+/// body hashes to `payload_hash` (or `UNSIGNED-PAYLOAD` for a streamed body).
+#[allow(clippy::too_many_arguments)]
+pub fn sign_request(
+    method: &str,
+    host: &str,
+    path: &str,
+    query: &str,
+    payload_hash: &str,
+    credentials: (&str, &str),
+    region: &str,
+    service: &str,
+    now: i64,
+) -> Vec<(&'static str, String)> {
+    let (access_key_id, secret) = credentials;
+    let amz_date = format_amz_date(now);
+    let scope = Authorization {
+        access_key_id: access_key_id.to_owned(),
+        date: amz_date[..8].to_owned(),
+        region: region.to_owned(),
+        service: service.to_owned(),
+        signed_headers: vec![
+            "host".into(),
+            "x-amz-content-sha256".into(),
+            "x-amz-date".into(),
+        ],
+        signature: String::new(),
+    };
+    let headers = vec![
+        ("host".to_owned(), host.to_owned()),
+        ("x-amz-content-sha256".to_owned(), payload_hash.to_owned()),
+        ("x-amz-date".to_owned(), amz_date.clone()),
+    ];
+    let canonical = canonical_request(
+        method,
+        &canonical_uri(path, service != "s3"),
+        query,
+        &headers,
+        &scope.signed_headers,
+        payload_hash,
+    );
+    let signature = sign(secret, &amz_date, &scope, &canonical);
+    vec![
+        ("x-amz-date", amz_date),
+        ("x-amz-content-sha256", payload_hash.to_owned()),
+        (
+            "authorization",
+            format!(
+                "AWS4-HMAC-SHA256 Credential={access_key_id}/{}, SignedHeaders={}, Signature={signature}",
+                scope.scope(),
+                scope.signed_headers.join(";")
+            ),
+        ),
+    ]
+}
+
 /// RFC 3986 percent-encoding of everything but unreserved characters (and `/` if asked).
 pub fn uri_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());

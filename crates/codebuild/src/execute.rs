@@ -52,6 +52,7 @@ pub struct Job {
 pub struct Finished {
     /// SUCCEEDED, FAILED, FAULT, TIMED_OUT or STOPPED.
     pub status: String,
+    pub resolved_source_version: Option<String>,
     pub phases: Vec<runner::PhaseRecord>,
     pub exported: Vec<(String, String)>,
     /// The primary artifact's files, and each secondary artifact's, when uploading was
@@ -132,10 +133,29 @@ fn environment(
     env
 }
 
+/// What differs between running a build locally and on a worker: where the source comes
+/// from and where the artifacts go.
+pub trait Hooks: Send {
+    /// Puts the source in place (DOWNLOAD_SOURCE); returns the resolved source version.
+    fn fetch_source(
+        &mut self,
+        progress: &mut Progress,
+    ) -> impl std::future::Future<Output = Result<Option<String>, String>> + Send;
+
+    /// Stores the picked artifact files (UPLOAD_ARTIFACTS).
+    fn upload_artifacts(
+        &mut self,
+        spec: &BuildSpec,
+        picked: &[(Option<String>, Picked)],
+        progress: &mut Progress,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
 /// Runs `job` to the end. `stop` carries StopBuild; the build's timeout is applied here.
 pub async fn run(
     runtime: &Runtime,
     job: &Job,
+    hooks: &mut impl Hooks,
     progress: &mut Progress,
     mut stop: watch::Receiver<Option<StopReason>>,
 ) -> Finished {
@@ -150,8 +170,20 @@ pub async fn run(
     ));
     progress.end("SUCCEEDED", None);
 
-    // DOWNLOAD_SOURCE: the source is in place; the buildspec is read and checked here.
+    // DOWNLOAD_SOURCE: the source is fetched, then the buildspec read and checked.
     progress.begin("DOWNLOAD_SOURCE");
+    let resolved = match hooks.fetch_source(progress).await {
+        Ok(r) => r,
+        Err(message) => {
+            progress.complete("FAILED", Some(("CLIENT_ERROR".into(), message)));
+            return finish(progress, "FAILED", Vec::new(), None, None);
+        }
+    };
+    let mut job = job.clone();
+    if resolved.is_some() {
+        job.resolved_source_version = resolved;
+    }
+    let job = &job;
     let spec = match load_buildspec(job) {
         Ok(s) => s,
         Err((code, message)) => {
@@ -216,7 +248,14 @@ pub async fn run(
     let mut picked = None;
     if result.upload_artifacts {
         progress.enter("UPLOAD_ARTIFACTS");
-        match pick_all(&spec, &job.src_host) {
+        let uploaded = match pick_all(&spec, &job.src_host) {
+            Ok(p) => hooks
+                .upload_artifacts(&spec, &p, progress)
+                .await
+                .map(|()| p),
+            Err(e) => Err(e),
+        };
+        match uploaded {
             Ok(p) => {
                 progress.complete("SUCCEEDED", None);
                 picked = Some(p);
@@ -227,7 +266,9 @@ pub async fn run(
             }
         }
     }
-    finish(progress, &status, result.exported, picked, Some(spec))
+    let mut done = finish(progress, &status, result.exported, picked, Some(spec));
+    done.resolved_source_version = job.resolved_source_version.clone();
+    done
 }
 
 fn finish(
@@ -242,6 +283,7 @@ fn finish(
     progress.instant("COMPLETED", None);
     Finished {
         status: status.to_owned(),
+        resolved_source_version: None,
         phases: progress.phases.clone(),
         exported,
         artifacts,

@@ -5,5 +5,5 @@ pub mod buildspec;
 pub mod execute;
 pub mod runner;
 pub mod sandbox;
-pub mod session;
 pub mod service;
+pub mod session;

@@ -141,7 +141,9 @@ impl CodeBuild {
     /// Checks a project's source, artifacts and environment as CodeBuild does, and fills
     /// in the defaults it reports.
     fn complete_project(&self, doc: &mut Value) -> Result<()> {
-        let source_type = get_str(doc, &["source", "type"]).unwrap_or_default().to_owned();
+        let source_type = get_str(doc, &["source", "type"])
+            .unwrap_or_default()
+            .to_owned();
         if !ALL_SOURCE_TYPES.contains(&source_type.as_str()) {
             return Err(invalid(format!("Invalid source type: {source_type}")));
         }
@@ -152,8 +154,14 @@ impl CodeBuild {
         }
         let location = get_str(doc, &["source", "location"]).unwrap_or_default();
         match source_type.as_str() {
-            "NO_SOURCE" if get_str(doc, &["source", "buildspec"]).unwrap_or_default().is_empty() => {
-                return Err(invalid("Project source buildspec cannot be null or empty for source type NO_SOURCE"));
+            "NO_SOURCE"
+                if get_str(doc, &["source", "buildspec"])
+                    .unwrap_or_default()
+                    .is_empty() =>
+            {
+                return Err(invalid(
+                    "Project source buildspec cannot be null or empty for source type NO_SOURCE",
+                ));
             }
             "CODECOMMIT" | "S3" if location.is_empty() => {
                 return Err(invalid(format!(
@@ -162,11 +170,16 @@ impl CodeBuild {
             }
             _ => {}
         }
-        let artifacts_type = get_str(doc, &["artifacts", "type"]).unwrap_or_default().to_owned();
+        let artifacts_type = get_str(doc, &["artifacts", "type"])
+            .unwrap_or_default()
+            .to_owned();
         match artifacts_type.as_str() {
             "NO_ARTIFACTS" | "CODEPIPELINE" => {}
             "S3" => {
-                if get_str(doc, &["artifacts", "location"]).unwrap_or_default().is_empty() {
+                if get_str(doc, &["artifacts", "location"])
+                    .unwrap_or_default()
+                    .is_empty()
+                {
                     return Err(invalid(
                         "Project artifacts location cannot be null or empty for artifacts type S3",
                     ));
@@ -180,8 +193,13 @@ impl CodeBuild {
             ));
         }
         for key in ["type", "image", "computeType"] {
-            if get_str(doc, &["environment", key]).unwrap_or_default().is_empty() {
-                return Err(invalid(format!("Project environment {key} cannot be null or empty")));
+            if get_str(doc, &["environment", key])
+                .unwrap_or_default()
+                .is_empty()
+            {
+                return Err(invalid(format!(
+                    "Project environment {key} cannot be null or empty"
+                )));
             }
         }
         let defaults = [
@@ -211,7 +229,8 @@ impl CodeBuild {
             }
             if let Some(Value::Object(env)) = m.get_mut("environment") {
                 env.entry("privilegedMode").or_insert(json!(false));
-                env.entry("imagePullCredentialsType").or_insert(json!("CODEBUILD"));
+                env.entry("imagePullCredentialsType")
+                    .or_insert(json!("CODEBUILD"));
                 env.entry("environmentVariables").or_insert(json!([]));
             }
             if let Some(Value::Object(src)) = m.get_mut("source") {
@@ -254,9 +273,12 @@ impl CodeBuild {
     pub async fn update_project(&self, patch: Value) -> Result<Value> {
         let name = self.project_name(get_str(&patch, &["name"]).unwrap_or_default());
         let mut tx = self.store.begin_write().await?;
-        let mut doc = project_in(&mut tx, &name)
-            .await?
-            .ok_or_else(|| not_found(format!("Project cannot be found: {}", self.project_arn(&name))))?;
+        let mut doc = project_in(&mut tx, &name).await?.ok_or_else(|| {
+            not_found(format!(
+                "Project cannot be found: {}",
+                self.project_arn(&name)
+            ))
+        })?;
         if let (Value::Object(d), Value::Object(p)) = (&mut doc, patch) {
             for (k, v) in p {
                 if k != "name" && !v.is_null() {
@@ -299,7 +321,11 @@ impl CodeBuild {
     }
 
     /// Project names, sorted by NAME, CREATED_TIME or LAST_MODIFIED_TIME.
-    pub async fn list_projects(&self, sort_by: Option<&str>, ascending: bool) -> Result<Vec<String>> {
+    pub async fn list_projects(
+        &self,
+        sort_by: Option<&str>,
+        ascending: bool,
+    ) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT name, doc FROM cb_projects")
             .fetch_all(self.store.pool())
             .await?;
@@ -336,9 +362,12 @@ impl CodeBuild {
     ) -> Result<Value> {
         let name = self.project_name(get_str(input, &["projectName"]).unwrap_or_default());
         let mut tx = self.store.begin_write().await?;
-        let project = project_in(&mut tx, &name)
-            .await?
-            .ok_or_else(|| not_found(format!("Project cannot be found: {}", self.project_arn(&name))))?;
+        let project = project_in(&mut tx, &name).await?.ok_or_else(|| {
+            not_found(format!(
+                "Project cannot be found: {}",
+                self.project_arn(&name)
+            ))
+        })?;
         let number: i64 = sqlx::query_scalar(
             "UPDATE cb_projects SET next_build_number = next_build_number + 1 WHERE name = $1 RETURNING next_build_number - 1",
         )
@@ -369,7 +398,10 @@ impl CodeBuild {
             ("environmentTypeOverride", "type"),
             ("privilegedModeOverride", "privilegedMode"),
             ("certificateOverride", "certificate"),
-            ("imagePullCredentialsTypeOverride", "imagePullCredentialsType"),
+            (
+                "imagePullCredentialsTypeOverride",
+                "imagePullCredentialsType",
+            ),
         ] {
             if let Some(v) = o(over) {
                 set(&mut environment, key, v.clone());
@@ -578,28 +610,48 @@ impl CodeBuild {
                 .fetch_all(self.store.pool())
                 .await?
             }
-            None => sqlx::query_scalar(&format!("SELECT id FROM cb_builds ORDER BY seq {order}"))
-                .fetch_all(self.store.pool())
-                .await?,
+            None => {
+                sqlx::query_scalar(&format!("SELECT id FROM cb_builds ORDER BY seq {order}"))
+                    .fetch_all(self.store.pool())
+                    .await?
+            }
         };
         Ok(ids)
     }
 
     /// Deletes finished builds; in-progress ones are refused per id.
-    pub async fn batch_delete_builds(&self, ids: &[String]) -> Result<(Vec<String>, Vec<(String, String, String)>)> {
+    pub async fn batch_delete_builds(
+        &self,
+        ids: &[String],
+    ) -> Result<(Vec<String>, Vec<(String, String, String)>)> {
         let (mut deleted, mut refused) = (Vec::new(), Vec::new());
         let mut tx = self.store.begin_write().await?;
         for id in ids {
-            let status: Option<String> = sqlx::query_scalar("SELECT status FROM cb_builds WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM cb_builds WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             match status.as_deref() {
-                None => refused.push((id.clone(), "BUILD_NOT_FOUND".into(), "Build not found".into())),
-                Some("IN_PROGRESS") => refused.push((id.clone(), "BUILD_IN_PROGRESS".into(), "Build is in progress and cannot be deleted".into())),
+                None => refused.push((
+                    id.clone(),
+                    "BUILD_NOT_FOUND".into(),
+                    "Build not found".into(),
+                )),
+                Some("IN_PROGRESS") => refused.push((
+                    id.clone(),
+                    "BUILD_IN_PROGRESS".into(),
+                    "Build is in progress and cannot be deleted".into(),
+                )),
                 Some(_) => {
-                    sqlx::query("DELETE FROM cb_log_events WHERE build_id = $1").bind(id).execute(&mut *tx).await?;
-                    sqlx::query("DELETE FROM cb_builds WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM cb_log_events WHERE build_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM cb_builds WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
                     deleted.push(id.clone());
                 }
             }
@@ -655,8 +707,10 @@ impl CodeBuild {
             .bind(id)
             .fetch_optional(self.store.pool())
             .await?;
-        let doc: Value = serde_json::from_str(&doc.ok_or_else(|| not_found(format!("Build {id} does not exist")))?)
-            .map_err(internal)?;
+        let doc: Value = serde_json::from_str(
+            &doc.ok_or_else(|| not_found(format!("Build {id} does not exist")))?,
+        )
+        .map_err(internal)?;
         let input = json!({
             "projectName": doc["projectName"],
             "sourceVersion": doc.get("sourceVersion"),
@@ -666,7 +720,8 @@ impl CodeBuild {
             "environmentVariablesOverride": doc["environment"].get("environmentVariables"),
             "timeoutInMinutesOverride": doc.get("timeoutInMinutes"),
         });
-        self.start_build(&input, initiator, Vec::new(), Vec::new()).await
+        self.start_build(&input, initiator, Vec::new(), Vec::new())
+            .await
     }
 
     // ----- the worker protocol -----
@@ -700,16 +755,18 @@ impl CodeBuild {
         let queued_limit = doc["queuedTimeoutInMinutes"].as_f64().unwrap_or(480.0) * 60.0;
         let queued_at = doc["startTime"].as_f64().unwrap_or(t);
         if t - queued_at > queued_limit {
-            close_phase(&mut doc, "TIMED_OUT", t, Some(("BUILD_TIMED_OUT", "Build has timed out while queued. ")));
+            close_phase(
+                &mut doc,
+                "TIMED_OUT",
+                t,
+                Some(("BUILD_TIMED_OUT", "Build has timed out while queued. ")),
+            );
             finish_doc(&mut doc, "TIMED_OUT", t);
             self.write_final(&mut tx, &id, &doc, "TIMED_OUT").await?;
             tx.commit().await?;
             return Box::pin(self.try_lease(worker)).await;
         }
-        let job = self
-            .key
-            .open(&row.get::<Vec<u8>, _>(2))
-            .map_err(internal)?;
+        let job = self.key.open(&row.get::<Vec<u8>, _>(2)).map_err(internal)?;
         let job: Value = serde_json::from_slice(&job).map_err(internal)?;
         let token = uuid::Uuid::new_v4().to_string();
         close_phase(&mut doc, "SUCCEEDED", t, None);
@@ -729,6 +786,19 @@ impl CodeBuild {
             token,
             job,
         }))
+    }
+
+    /// The build document and its job (secrets opened), for the holder of its lease.
+    pub async fn leased_job(&self, id: &str, token: &str) -> Result<(Value, Value)> {
+        let mut conn = self.store.pool().acquire().await?;
+        holds_lease(&mut conn, id, token).await?;
+        let row = sqlx::query("SELECT doc, job FROM cb_builds WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+        let doc = serde_json::from_str(&row.get::<String, _>(0)).map_err(internal)?;
+        let job = self.key.open(&row.get::<Vec<u8>, _>(1)).map_err(internal)?;
+        Ok((doc, serde_json::from_slice(&job).map_err(internal)?))
     }
 
     /// Checks a lease (and extends it); says whether to stop.
@@ -796,8 +866,16 @@ impl CodeBuild {
             .filter(|p| matches!(p["phaseType"].as_str(), Some("SUBMITTED" | "QUEUED")))
             .cloned()
             .collect();
-        merged.extend(phases.iter().cloned());
-        let ended_before = before.iter().filter(|p| p.get("phaseStatus").is_some()).count();
+        merged.extend(
+            phases
+                .iter()
+                .filter(|p| !matches!(p["phaseType"].as_str(), Some("SUBMITTED" | "QUEUED")))
+                .cloned(),
+        );
+        let ended_before = before
+            .iter()
+            .filter(|p| p.get("phaseStatus").is_some())
+            .count();
         let current = merged
             .last()
             .and_then(|p| p["phaseType"].as_str())
@@ -838,10 +916,20 @@ impl CodeBuild {
                 .into_iter()
                 .filter(|p| matches!(p["phaseType"].as_str(), Some("SUBMITTED" | "QUEUED")))
                 .collect();
-            merged.extend(phases.iter().cloned());
+            merged.extend(
+                phases
+                    .iter()
+                    .filter(|p| !matches!(p["phaseType"].as_str(), Some("SUBMITTED" | "QUEUED")))
+                    .cloned(),
+            );
             set(&mut doc, "phases", json!(merged));
         }
-        for key in ["exportedEnvironmentVariables", "artifacts", "secondaryArtifacts", "resolvedSourceVersion"] {
+        for key in [
+            "exportedEnvironmentVariables",
+            "artifacts",
+            "secondaryArtifacts",
+            "resolvedSourceVersion",
+        ] {
             if let Some(v) = report.get(key).filter(|v| !v.is_null()) {
                 set(&mut doc, key, v.clone());
             }
@@ -880,11 +968,18 @@ impl CodeBuild {
     }
 
     /// Log events of a build (for GetLogEvents): `(seq, ts, message)` after `after`.
-    pub async fn log_events(&self, stream: &str, after: i64, limit: i64, from_end: bool) -> Result<Vec<(i64, i64, String)>> {
-        let id: Option<String> = sqlx::query_scalar("SELECT id FROM cb_builds WHERE id LIKE '%:' || $1")
-            .bind(stream)
-            .fetch_optional(self.store.pool())
-            .await?;
+    pub async fn log_events(
+        &self,
+        stream: &str,
+        after: i64,
+        limit: i64,
+        from_end: bool,
+    ) -> Result<Vec<(i64, i64, String)>> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM cb_builds WHERE id LIKE '%:' || $1")
+                .bind(stream)
+                .fetch_optional(self.store.pool())
+                .await?;
         let Some(id) = id else {
             return Err(not_found("The specified log stream does not exist."));
         };
@@ -916,7 +1011,8 @@ async fn project_in(conn: &mut Conn, name: &str) -> Result<Option<Value>> {
         .bind(name)
         .fetch_optional(&mut *conn)
         .await?;
-    doc.map(|d| serde_json::from_str(&d).map_err(internal)).transpose()
+    doc.map(|d| serde_json::from_str(&d).map_err(internal))
+        .transpose()
 }
 
 async fn build_doc(conn: &mut Conn, id: &str) -> Result<Value> {
@@ -928,16 +1024,21 @@ async fn build_doc(conn: &mut Conn, id: &str) -> Result<Value> {
 }
 
 async fn holds_lease(conn: &mut Conn, id: &str, token: &str) -> Result<()> {
-    let held = sqlx::query("SELECT 1 FROM cb_builds WHERE id = $1 AND lease_token = $2 AND status = 'IN_PROGRESS'")
-        .bind(id)
-        .bind(token)
-        .fetch_optional(&mut *conn)
-        .await?
-        .is_some();
+    let held = sqlx::query(
+        "SELECT 1 FROM cb_builds WHERE id = $1 AND lease_token = $2 AND status = 'IN_PROGRESS'",
+    )
+    .bind(id)
+    .bind(token)
+    .fetch_optional(&mut *conn)
+    .await?
+    .is_some();
     if held {
         Ok(())
     } else {
-        Err(service_err("LeaseLostException", format!("The lease on build {id} is not held")))
+        Err(service_err(
+            "LeaseLostException",
+            format!("The lease on build {id} is not held"),
+        ))
     }
 }
 
@@ -956,9 +1057,15 @@ fn close_phase(doc: &mut Value, status: &str, t: f64, context: Option<(&str, &st
                 let start = last.get("startTime").and_then(Value::as_f64).unwrap_or(t);
                 last.insert("phaseStatus".into(), json!(status));
                 last.insert("endTime".into(), json!(t));
-                last.insert("durationInSeconds".into(), json!((t - start).max(0.0) as i64));
+                last.insert(
+                    "durationInSeconds".into(),
+                    json!((t - start).max(0.0) as i64),
+                );
                 if let Some((code, message)) = context {
-                    last.insert("contexts".into(), json!([{"statusCode": code, "message": message}]));
+                    last.insert(
+                        "contexts".into(),
+                        json!([{"statusCode": code, "message": message}]),
+                    );
                 }
             }
         }

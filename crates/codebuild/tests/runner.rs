@@ -3,13 +3,30 @@
 //! memory limit, isolation from the host, secret masking and exported variables.
 //! Needs runc (the test script installs it).
 
-use slipway_codebuild::execute::{self, Finished, Job};
+use slipway_codebuild::execute::{self, Finished, Hooks, Job};
 use slipway_codebuild::runner::{Progress, Report};
 use slipway_codebuild::sandbox::{Limits, Runtime};
 use slipway_codebuild::session::StopReason;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// The source is already in place; artifacts stay where they are.
+struct NoHooks;
+
+impl Hooks for NoHooks {
+    async fn fetch_source(&mut self, _: &mut Progress) -> Result<Option<String>, String> {
+        Ok(Some("0123abcd".into()))
+    }
+    async fn upload_artifacts(
+        &mut self,
+        _: &slipway_codebuild::buildspec::BuildSpec,
+        _: &[(Option<String>, slipway_codebuild::artifacts::Picked)],
+        _: &mut Progress,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+}
 
 struct Env {
     dir: tempfile::TempDir,
@@ -69,7 +86,7 @@ async fn run_with(
             }
         }),
     );
-    let done = execute::run(&e.runtime, job, &mut progress, stop).await;
+    let done = execute::run(&e.runtime, job, &mut NoHooks, &mut progress, stop).await;
     let text = log.lock().unwrap().clone();
     (done, text)
 }
@@ -112,7 +129,7 @@ async fn a_successful_build_shares_one_shell_and_exports_variables() {
     let mut j = job(
         &e,
         "ok",
-        "version: 0.2\nenv:\n  variables:\n    GREETING: hi\n  exported-variables: [GREETING, LATER, NEVER_SET]\nphases:\n  install:\n    commands:\n      - mkdir -p out && cd out\n      - export LATER=$(pwd)\n  build:\n    commands:\n      - echo \"pwd=$PWD greeting=$GREETING project=$FROM_PROJECT n=$CODEBUILD_BUILD_NUMBER\"\n      - echo content > file.txt\n      - exit 0\n  post_build:\n    commands:\n      - echo after-exit pwd=$PWD\nartifacts:\n  files: ['**/*']\n  base-directory: out\n",
+        "version: 0.2\nenv:\n  variables:\n    GREETING: hi\n  exported-variables: [GREETING, LATER, NEVER_SET]\nphases:\n  install:\n    commands:\n      - mkdir -p out && cd out\n      - export LATER=$(pwd)\n  build:\n    commands:\n      - echo \"pwd=$PWD greeting=$GREETING project=$FROM_PROJECT n=$CODEBUILD_BUILD_NUMBER rv=$CODEBUILD_RESOLVED_SOURCE_VERSION\"\n      - echo content > file.txt\n      - exit 0\n  post_build:\n    commands:\n      - echo after-exit pwd=$PWD\nartifacts:\n  files: ['**/*']\n  base-directory: out\n",
     );
     j.secrets = vec![];
     let (done, log) = run(&e, &j).await;
@@ -134,7 +151,7 @@ async fn a_successful_build_shares_one_shell_and_exports_variables() {
         ])
     );
     assert!(
-        log.contains("pwd=/codebuild/output/src1/src/out greeting=hi project=p n=7"),
+        log.contains("pwd=/codebuild/output/src1/src/out greeting=hi project=p n=7 rv=0123abcd"),
         "{log}"
     );
     // `exit 0` ended the shell; the next phase got a new one (back in the source dir).

@@ -3,7 +3,9 @@
 //! local agent, in one command).
 
 use anyhow::Context as _;
-use slipway_codebuild::execute::{self, Job};
+use slipway_codebuild::artifacts::{self, Picked};
+use slipway_codebuild::buildspec::BuildSpec;
+use slipway_codebuild::execute::{self, Hooks, Job};
 use slipway_codebuild::runner::{Progress, Report};
 use slipway_codebuild::sandbox::{Limits, Runtime};
 use std::io::Write as _;
@@ -99,31 +101,10 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             let _ = stop_tx.send(Some(slipway_codebuild::session::StopReason::Stopped));
         }
     });
-    let done = execute::run(&runtime, &job, &mut progress, stop).await;
-    if let Some(files) = &done.artifacts {
-        let dest = &args.artifacts;
-        let mut by_artifact: Vec<(Option<String>, Vec<slipway_codebuild::artifacts::Picked>)> =
-            Vec::new();
-        for (id, p) in files {
-            match by_artifact.iter_mut().find(|(i, _)| i == id) {
-                Some((_, v)) => v.push(p.clone()),
-                None => by_artifact.push((id.clone(), vec![p.clone()])),
-            }
-        }
-        for (id, picked) in by_artifact {
-            let target = match &id {
-                Some(id) => dest.join(id),
-                None => dest.clone(),
-            };
-            slipway_codebuild::artifacts::copy_to(&picked, &target)
-                .with_context(|| format!("copying artifacts to {}", target.display()))?;
-            println!(
-                "slipway: {} artifact file(s) in {}",
-                picked.len(),
-                target.display()
-            );
-        }
-    }
+    let mut hooks = LocalHooks {
+        dest: args.artifacts.clone(),
+    };
+    let done = execute::run(&runtime, &job, &mut hooks, &mut progress, stop).await;
     for (k, v) in &done.exported {
         println!("slipway: exported {k}={v}");
     }
@@ -134,4 +115,49 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Local mode: the source is the directory itself; artifacts are copied to `dest` (the
+/// primary one at its top, each secondary one in a directory named by its identifier).
+struct LocalHooks {
+    dest: PathBuf,
+}
+
+impl Hooks for LocalHooks {
+    async fn fetch_source(&mut self, _progress: &mut Progress) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+
+    async fn upload_artifacts(
+        &mut self,
+        _spec: &BuildSpec,
+        picked: &[(Option<String>, Picked)],
+        progress: &mut Progress,
+    ) -> Result<(), String> {
+        let mut ids: Vec<&Option<String>> = Vec::new();
+        for (id, _) in picked {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        for id in ids {
+            let files: Vec<Picked> = picked
+                .iter()
+                .filter(|(i, _)| i == id)
+                .map(|(_, p)| p.clone())
+                .collect();
+            let target = match id {
+                Some(id) => self.dest.join(id),
+                None => self.dest.clone(),
+            };
+            artifacts::copy_to(&files, &target)
+                .map_err(|e| format!("copying artifacts to {}: {e}", target.display()))?;
+            progress.say(&format!(
+                "{} artifact file(s) copied to {}",
+                files.len(),
+                target.display()
+            ));
+        }
+        Ok(())
+    }
 }

@@ -1,0 +1,403 @@
+//! The build worker protocol, under `/-/worker/` (the built-in worker and `slipway worker`
+//! on other hosts speak it alike): long-poll for a build (`lease`), `heartbeat` (extends
+//! the lease, carries StopBuild), batched `logs`, `phases`, the build's `source` (a git
+//! bundle of the resolved commit, or the S3 zip), `artifacts` (into the build's artifact
+//! bucket) and `complete`. Requests are SigV4-signed (service `codebuild`) and need the
+//! IAM action `slipway:RunBuilds`.
+
+use crate::auth::{authenticate, authorize, SignedRequest};
+use crate::json::respond;
+use crate::{domain_error, AppState};
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, State};
+use axum::http::request::Parts;
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use futures_util::TryStreamExt as _;
+use serde_json::{json, Value};
+use slipway_codebuild::service::Heartbeat;
+use slipway_model::ApiError;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The worker routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/-/worker/lease", post(lease))
+        .route("/-/worker/builds/{id}/heartbeat", post(heartbeat))
+        .route("/-/worker/builds/{id}/logs", post(logs))
+        .route("/-/worker/builds/{id}/phases", post(phases))
+        .route("/-/worker/builds/{id}/complete", post(complete))
+        .route("/-/worker/builds/{id}/source", get(source))
+        .route("/-/worker/builds/{id}/artifacts", put(artifacts))
+}
+
+/// The IAM action a worker's credentials need.
+pub const WORKER_ACTION: &str = "slipway:RunBuilds";
+
+async fn check(state: &AppState, parts: &Parts, body: &[u8]) -> Result<(), ApiError> {
+    let signed = SignedRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        body,
+    };
+    let principal = authenticate(state, &signed, "codebuild").await?;
+    authorize(state, &principal, WORKER_ACTION, &["*".to_owned()]).await
+}
+
+/// Reads and checks a JSON request: its body, authenticated.
+async fn json_request(state: &AppState, req: Request<Body>) -> Result<Value, ApiError> {
+    let (parts, body) = req.into_parts();
+    let body = to_bytes(body, state.max_json_body).await.map_err(|_| {
+        ApiError::new(
+            "RequestEntityTooLargeException",
+            413,
+            "Request body too large",
+        )
+    })?;
+    check(state, &parts, &body).await?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::serialization(e.to_string()))
+}
+
+fn reply(result: Result<Value, ApiError>) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    respond(&id, result.map(|v| v.to_string().into_bytes()))
+}
+
+fn token(v: &Value) -> &str {
+    v["leaseToken"].as_str().unwrap_or_default()
+}
+
+fn query_param(parts: &Parts, name: &str) -> Option<String> {
+    parts.uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| crate::sigv4::percent_decode(v, true))
+    })
+}
+
+async fn lease(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    let r = async {
+        let v = json_request(&state, req).await?;
+        let worker = v["workerId"].as_str().unwrap_or("worker").to_owned();
+        let wait = v["waitSeconds"].as_f64().unwrap_or(20.0).clamp(0.0, 60.0);
+        let lease = state
+            .codebuild
+            .lease(&worker, Duration::from_secs_f64(wait))
+            .await
+            .map_err(domain_error)?;
+        Ok(match lease {
+            Some(l) => json!({"buildId": l.build_id, "leaseToken": l.token, "job": l.job}),
+            None => json!({}),
+        })
+    }
+    .await;
+    reply(r)
+}
+
+async fn heartbeat(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    let r = async {
+        let v = json_request(&state, req).await?;
+        let hb = state
+            .codebuild
+            .heartbeat(&id, token(&v))
+            .await
+            .map_err(domain_error)?;
+        let action = match hb {
+            Heartbeat::Continue => "continue",
+            Heartbeat::Stop => "stop",
+            Heartbeat::Lost => "lost",
+        };
+        Ok(json!({"action": action}))
+    }
+    .await;
+    reply(r)
+}
+
+async fn logs(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    let r = async {
+        let v = json_request(&state, req).await?;
+        let lines: Vec<(i64, String)> = v["events"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        (
+                            e["timestamp"].as_i64().unwrap_or_default(),
+                            e["message"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        state
+            .codebuild
+            .append_logs(&id, token(&v), &lines)
+            .await
+            .map_err(domain_error)?;
+        Ok(json!({}))
+    }
+    .await;
+    reply(r)
+}
+
+async fn phases(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    let r = async {
+        let v = json_request(&state, req).await?;
+        let list = v["phases"].as_array().cloned().unwrap_or_default();
+        state
+            .codebuild
+            .report_phases(&id, token(&v), &list)
+            .await
+            .map_err(domain_error)?;
+        Ok(json!({}))
+    }
+    .await;
+    reply(r)
+}
+
+async fn complete(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    let r = async {
+        let v = json_request(&state, req).await?;
+        state
+            .codebuild
+            .complete(&id, token(&v), &v)
+            .await
+            .map_err(domain_error)?;
+        Ok(json!({}))
+    }
+    .await;
+    reply(r)
+}
+
+fn error_response(e: ApiError) -> Response {
+    respond(&uuid::Uuid::new_v4().to_string(), Err(e))
+}
+
+/// The repository name in a CodeCommit clone URL (`…/v1/repos/NAME`).
+fn repo_name(location: &str) -> &str {
+    location
+        .rsplit_once("/v1/repos/")
+        .map_or(location, |(_, n)| n)
+        .trim_end_matches('/')
+}
+
+async fn source(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    let (parts, _) = req.into_parts();
+    if let Err(e) = check(&state, &parts, b"").await {
+        return error_response(e);
+    }
+    let lease = query_param(&parts, "leaseToken").unwrap_or_default();
+    let (doc, job) = match state.codebuild.leased_job(&id, &lease).await {
+        Ok(x) => x,
+        Err(e) => return error_response(domain_error(e)),
+    };
+    let _ = doc;
+    let location = job["source"]["location"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    match job["source"]["type"].as_str().unwrap_or_default() {
+        "CODECOMMIT" => codecommit_source(&state, &location, job["sourceVersion"].as_str()).await,
+        "S3" => s3_source(&state, &location).await,
+        other => error_response(ApiError::new(
+            "InvalidInputException",
+            400,
+            format!("source type {other} has nothing to download"),
+        )),
+    }
+}
+
+fn client_error(message: String) -> Response {
+    error_response(ApiError::new("CLIENT_ERROR", 400, message))
+}
+
+/// A git bundle of the source version (a branch, tag, ref or commit; the default branch
+/// when none), streamed from `git bundle create`; the commit in a response header.
+async fn codecommit_source(state: &AppState, location: &str, version: Option<&str>) -> Response {
+    let name = repo_name(location);
+    let repo = match state.codecommit.get(name).await {
+        Ok(r) => r,
+        Err(_) => {
+            return client_error(format!(
+                "repository not found for primary source and source version {}",
+                version.unwrap_or("")
+            ))
+        }
+    };
+    let git = state.codecommit.git(&repo);
+    let default = repo.default_branch.clone().unwrap_or_else(|| "main".into());
+    let wanted = version.unwrap_or(&default);
+    let candidates: Vec<String> = if wanted.starts_with("refs/") {
+        vec![wanted.to_owned()]
+    } else {
+        vec![
+            format!("refs/heads/{wanted}"),
+            format!("refs/tags/{wanted}"),
+            wanted.to_owned(),
+        ]
+    };
+    let mut found = None;
+    for c in &candidates {
+        if let Ok(Some(sha)) = git.resolve(c).await {
+            found = Some((c.clone(), sha));
+            break;
+        }
+    }
+    let Some((reference, sha)) = found else {
+        return client_error(format!(
+            "reference not found for primary source and source version {wanted}"
+        ));
+    };
+    let bundle_ref = if reference.starts_with("refs/") {
+        reference
+    } else {
+        "--all".to_owned()
+    };
+    let child = tokio::process::Command::new(&state.codecommit.config().git_bin)
+        .arg("-C")
+        .arg(state.codecommit.repo_path(&repo.id))
+        .args(["bundle", "create", "-q", "-", &bundle_ref])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "starting git bundle");
+            return error_response(ApiError::internal());
+        }
+    };
+    let Some(stdout) = child.stdout.take() else {
+        return error_response(ApiError::internal());
+    };
+    let stream = tokio_util::io::ReaderStream::new(stdout);
+    // The child is reaped when the stream ends (kill_on_drop covers a client that left).
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    (
+        StatusCode::OK,
+        [
+            ("content-type", "application/x-git-bundle".to_owned()),
+            ("x-slipway-resolved-source-version", sha),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// The zip in a Slipway bucket (`bucket/key`), streamed.
+async fn s3_source(state: &AppState, location: &str) -> Response {
+    let location = location.strip_prefix("arn:aws:s3:::").unwrap_or(location);
+    let Some((bucket, key)) = location.split_once('/') else {
+        return client_error(format!("invalid S3 source location {location}"));
+    };
+    let object = match state.s3.object(bucket, key, None).await {
+        Ok(o) => o,
+        Err(_) => {
+            return client_error(format!(
+                "NoSuchKey: the source object {location} does not exist"
+            ))
+        }
+    };
+    let segments = match state.s3.segments(&object).await {
+        Ok(s) => s,
+        Err(_) => return error_response(ApiError::internal()),
+    };
+    let stream = state
+        .s3
+        .read(segments, 0..object.size)
+        .map_err(std::io::Error::other);
+    (
+        StatusCode::OK,
+        [
+            ("content-type", "application/zip".to_owned()),
+            (
+                "x-slipway-resolved-source-version",
+                object.version_id.clone(),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Stores one artifact object (`?bucket=&key=`) in the build's artifact bucket.
+async fn artifacts(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    if let Err(e) = check(&state, &parts, b"").await {
+        return error_response(e);
+    }
+    let lease = query_param(&parts, "leaseToken").unwrap_or_default();
+    let (_, job) = match state.codebuild.leased_job(&id, &lease).await {
+        Ok(x) => x,
+        Err(e) => return error_response(domain_error(e)),
+    };
+    let bucket = query_param(&parts, "bucket").unwrap_or_default();
+    let key = query_param(&parts, "key").unwrap_or_default();
+    let allowed: Vec<String> = std::iter::once(&job["artifacts"])
+        .chain(job["secondaryArtifacts"].as_array().into_iter().flatten())
+        .filter_map(|a| a["location"].as_str())
+        .map(|l| l.split('/').next().unwrap_or(l).to_owned())
+        .collect();
+    if key.is_empty() || !allowed.contains(&bucket) {
+        return client_error(format!(
+            "artifacts may only go to the build's artifact bucket, not {bucket:?}"
+        ));
+    }
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let mut hashers = s3s::checksum::ChecksumHasher::default();
+    let staged = match state
+        .s3
+        .stage(stream, 5 * 1024 * 1024 * 1024 * 1024, true, &mut hashers)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return client_error(format!("storing the artifact: {e:?}")),
+    };
+    let how = slipway_s3::How {
+        if_none_match: false,
+        reason: "PutObject",
+    };
+    match state
+        .s3
+        .commit_object(&bucket, &key, staged, Default::default(), Vec::new(), how)
+        .await
+    {
+        Ok(w) => reply(Ok(json!({"etag": w.etag, "size": w.size}))),
+        Err(e) => client_error(format!(
+            "storing the artifact in {bucket}: {}",
+            e.message().unwrap_or("error")
+        )),
+    }
+}
