@@ -236,6 +236,26 @@ impl Runtime {
         let _ = child.start_kill();
     }
 
+    /// Kills and removes every sandbox in this runtime's state directory: what a worker
+    /// that died (or a server killed with its built-in worker) left running.
+    pub async fn cleanup_all(&self) -> usize {
+        let Runtime::Oci { state, .. } = self else {
+            return 0;
+        };
+        let ids: Vec<String> = std::fs::read_dir(state)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in &ids {
+            let _ = self.runtime_cmd(&["kill", "--all", id, "KILL"]).await;
+            self.remove(id).await;
+        }
+        ids.len()
+    }
+
     /// Removes the sandbox `id` (after it stopped, or forcibly).
     pub async fn remove(&self, id: &str) {
         if let Runtime::Oci { .. } = self {

@@ -112,7 +112,8 @@ impl Session {
                 oom: false,
             };
         }
-        if let Some(reason) = *stop.borrow() {
+        let pending = *stop.borrow();
+        if let Some(reason) = pending {
             self.kill().await;
             return Outcome::Stopped(reason);
         }

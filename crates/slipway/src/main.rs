@@ -3,6 +3,7 @@
 mod admin;
 mod build;
 mod server;
+mod worker;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,8 +25,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Administer users, keys, policies and credentials (mirrors `aws iam`).
     Admin(admin::AdminArgs),
-    /// Run a remote build worker (not built yet).
-    Worker,
+    /// Run a build worker that takes builds from a server.
+    Worker(worker::WorkerArgs),
     /// Run a remote deploy agent (not built yet).
     Agent,
     /// Run a buildspec locally in a sandbox, without a server.
@@ -70,7 +71,8 @@ fn main() -> ExitCode {
             Command::Server(args) => server::run(args).await,
             Command::Admin(args) => admin::run(args).await,
             Command::Build(args) => build::run(args).await,
-            Command::Worker | Command::Agent => {
+            Command::Worker(args) => worker::run(args).await,
+            Command::Agent => {
                 eprintln!(
                     "slipway: this command is not built yet; see README.md for what works today"
                 );

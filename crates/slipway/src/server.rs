@@ -35,6 +35,14 @@ pub struct ServerArgs {
     /// Seconds a client may take to send request headers before the connection is closed.
     #[arg(long, env = "SLIPWAY_HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
     pub header_read_timeout_secs: u64,
+    /// Builds the built-in worker runs at once (0: no built-in worker; builds wait for a
+    /// `slipway worker`).
+    #[arg(long, env = "SLIPWAY_BUILD_SLOTS", default_value_t = 2)]
+    pub builtin_worker_slots: usize,
+    /// The container runtime for builds: runc, crun, a path to one, or `host` (no
+    /// isolation at all).
+    #[arg(long, env = "SLIPWAY_RUNTIME")]
+    pub runtime: Option<String>,
     /// Where object and artifact bytes live: `file:///dir` or `s3://bucket/prefix` (an
     /// S3-compatible store; see SLIPWAY_BLOB_ENDPOINT and friends). Default: DATA_DIR/blobs.
     #[arg(long, env = "SLIPWAY_BLOB_URL")]
@@ -139,6 +147,83 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// Starts the lease-expiry sweep and the built-in build worker (which talks to this server
+/// over loopback HTTP, with the root credentials, like any other worker).
+async fn start_builds(
+    args: &ServerArgs,
+    addr: &std::net::SocketAddr,
+    builds: slipway_codebuild::service::CodeBuild,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            match builds.expire_leases().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(builds = n, "failed builds whose worker stopped reporting"),
+                Err(e) => tracing::error!(error = %e, "expiring build leases"),
+            }
+        }
+    })];
+    if args.builtin_worker_slots == 0 {
+        return tasks;
+    }
+    let Ok(data_dir) = std::fs::canonicalize(&args.data_dir) else {
+        return tasks;
+    };
+    let runtime = match slipway_codebuild::sandbox::Runtime::detect(
+        args.runtime.as_deref(),
+        &data_dir.join("runtime-state"),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(why) => {
+            tracing::warn!(%why, "the built-in build worker is off: builds wait in the queue for a `slipway worker`");
+            return tasks;
+        }
+    };
+    if let slipway_codebuild::sandbox::Runtime::Host = runtime {
+        tracing::warn!("builds run on the host executor: plain processes with NO isolation");
+    }
+    let leftovers = runtime.cleanup_all().await;
+    if leftovers > 0 {
+        tracing::warn!(sandboxes = leftovers, "removed build sandboxes a previous run left behind");
+    }
+    let Some(root) = RootCredentials::load(&args.data_dir) else {
+        tracing::warn!("the built-in build worker is off: no root credentials");
+        return tasks;
+    };
+    let host = if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    let client = match crate::worker::Client::new(
+        &format!("http://{host}"),
+        &root.access_key_id,
+        &root.secret_access_key,
+        &args.region,
+    ) {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e) => {
+            tracing::error!(error = %e, "the built-in build worker could not start");
+            return tasks;
+        }
+    };
+    let work_root = data_dir.join("builds");
+    let _ = std::fs::remove_dir_all(&work_root);
+    let cfg = crate::worker::WorkerConfig {
+        id: "builtin".into(),
+        runtime,
+        work_root,
+        hide: vec![data_dir],
+        slots: args.builtin_worker_slots,
+    };
+    tasks.push(tokio::spawn(crate::worker::serve(client, cfg, stop)));
+    tasks
+}
+
 pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let git = find_git(&args.git)?;
@@ -203,10 +288,17 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         git_slots: Arc::new(tokio::sync::Semaphore::new(args.max_git_processes.max(1))),
         header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout_secs.max(1)),
     });
+    let builds = state.codebuild.clone();
+    let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
+    let workers = start_builds(&args, &addr, builds, worker_stop).await;
     tracing::info!(%addr, %public_url, blobs = %blob_url, region = %args.region, account = %args.account_id, startup_ms = started.elapsed().as_millis() as u64, "listening");
     let shutdown = shutdown_signal();
     println!("Slipway listening on http://{addr}");
     slipway_api::serve(listener, state, shutdown).await?;
+    let _ = stop_worker.send(true);
+    for w in workers {
+        w.abort();
+    }
     store.pool().close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,631 @@
+//! The build worker: leases builds from a server over the worker protocol (`/-/worker/…`,
+//! SigV4-signed), runs each in a sandbox, streams its log and phases back in batches,
+//! heartbeats its lease (and hears StopBuild there), uploads artifacts and reports the end.
+//! The server runs one in-process (over loopback HTTP, the same protocol); `slipway worker`
+//! runs one on another host.
+
+use anyhow::{bail, Context as _};
+use futures_util::StreamExt as _;
+use serde_json::{json, Value};
+use slipway_api::sigv4;
+use slipway_codebuild::artifacts::Picked;
+use slipway_codebuild::buildspec::BuildSpec;
+use slipway_codebuild::execute::{self, Hooks, Job};
+use slipway_codebuild::runner::{PhaseRecord, Progress, Report};
+use slipway_codebuild::sandbox::{Limits, Runtime};
+use slipway_codebuild::session::StopReason;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+/// A signed client of the worker protocol.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    host: String,
+    access_key_id: String,
+    secret: String,
+    region: String,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn query(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", sigv4::uri_encode(v, false)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+impl Client {
+    pub fn new(server: &str, access_key_id: &str, secret: &str, region: &str) -> anyhow::Result<Client> {
+        let base = server.trim_end_matches('/').to_owned();
+        let host = base
+            .split_once("://")
+            .map_or(base.as_str(), |(_, h)| h)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Client {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()?,
+            base,
+            host,
+            access_key_id: access_key_id.into(),
+            secret: secret.into(),
+            region: region.into(),
+        })
+    }
+
+    fn signed(&self, method: reqwest::Method, path: &str, q: &str, hash: &str) -> reqwest::RequestBuilder {
+        let url = if q.is_empty() {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}{path}?{q}", self.base)
+        };
+        let mut req = self.http.request(method.clone(), url);
+        for (k, v) in sigv4::sign_request(
+            method.as_str(),
+            &self.host,
+            path,
+            q,
+            hash,
+            (&self.access_key_id, &self.secret),
+            &self.region,
+            "codebuild",
+            unix_now(),
+        ) {
+            req = req.header(k, v);
+        }
+        req
+    }
+
+    /// POSTs a JSON request; the JSON answer.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let body = body.to_string();
+        let resp = self
+            .signed(reqwest::Method::POST, path, "", &sigv4::sha256_hex(body.as_bytes()))
+            .header("content-type", "application/json")
+            .timeout(Duration::from_secs(90))
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            bail!("{path}: {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Downloads to `file`; the resolved source version the server named.
+    async fn download(&self, path: &str, q: &str, file: &Path) -> anyhow::Result<Option<String>> {
+        let resp = self
+            .signed(reqwest::Method::GET, path, q, "UNSIGNED-PAYLOAD")
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            bail!("{message} ({status})");
+        }
+        let resolved = resp
+            .headers()
+            .get("x-slipway-resolved-source-version")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut out = tokio::fs::File::create(file).await?;
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            tokio::io::AsyncWriteExt::write_all(&mut out, &chunk?).await?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut out).await?;
+        Ok(resolved)
+    }
+
+    /// Uploads a file as the body of a PUT.
+    async fn upload(&self, path: &str, q: &str, file: &Path) -> anyhow::Result<()> {
+        let f = tokio::fs::File::open(file).await?;
+        let len = f.metadata().await?.len();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f));
+        let resp = self
+            .signed(reqwest::Method::PUT, path, q, "UNSIGNED-PAYLOAD")
+            .header("content-length", len)
+            .body(body)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            bail!("{status}: {}", resp.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+}
+
+/// Where builds run and what they must not see.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub id: String,
+    pub runtime: Runtime,
+    pub work_root: PathBuf,
+    pub hide: Vec<PathBuf>,
+    pub slots: usize,
+}
+
+/// Leases and runs builds until `shutdown` turns true.
+pub async fn serve(client: Arc<Client>, cfg: WorkerConfig, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(cfg.slots.max(1)));
+    tracing::info!(worker = %cfg.id, runtime = cfg.runtime.name(), slots = cfg.slots, "build worker started");
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.changed() => return,
+        };
+        let ask = json!({"workerId": cfg.id, "waitSeconds": 20});
+        let lease = tokio::select! {
+            r = client.post("/-/worker/lease", &ask) => r,
+            _ = shutdown.changed() => return,
+        };
+        match lease {
+            Ok(v) if v["buildId"].is_string() => {
+                let (client, cfg) = (client.clone(), cfg.clone());
+                tokio::spawn(async move {
+                    let id = v["buildId"].as_str().unwrap_or_default().to_owned();
+                    if let Err(e) = run_build(&client, &cfg, &v).await {
+                        tracing::error!(build = %id, error = %format!("{e:#}"), "build failed on the worker");
+                    }
+                    drop(permit);
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "leasing a build");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+fn phase_json(p: &PhaseRecord) -> Value {
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let mut v = json!({"phaseType": p.phase_type, "startTime": secs(p.start)});
+    if let (Some(status), Some(end)) = (&p.status, p.end) {
+        v["phaseStatus"] = json!(status);
+        v["endTime"] = json!(secs(end));
+        v["durationInSeconds"] = json!(end.duration_since(p.start).map_or(0, |d| d.as_secs()));
+        v["contexts"] = json!(p
+            .contexts
+            .iter()
+            .map(|(c, m)| json!({"statusCode": c, "message": m}))
+            .collect::<Vec<_>>());
+    }
+    v
+}
+
+enum Upload {
+    Line(i64, String),
+    Phases(Vec<Value>),
+}
+
+/// Sends log lines and phase snapshots in batches (every 250 ms, or 1,000 lines).
+async fn uploader(client: Arc<Client>, id: String, token: String, mut rx: mpsc::UnboundedReceiver<Upload>) {
+    let mut lines = Vec::new();
+    let mut phases: Option<Vec<Value>> = None;
+    let mut open = true;
+    while open {
+        let deadline = tokio::time::sleep(Duration::from_millis(250));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(Upload::Line(ts, l)) => { lines.push(json!({"timestamp": ts, "message": l})); if lines.len() >= 1000 { break; } }
+                    Some(Upload::Phases(p)) => phases = Some(p),
+                    None => { open = false; break; }
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        if !lines.is_empty() {
+            let events = std::mem::take(&mut lines);
+            if let Err(e) = client
+                .post(&format!("/-/worker/builds/{id}/logs"), &json!({"leaseToken": token, "events": events}))
+                .await
+            {
+                tracing::warn!(build = %id, error = %format!("{e:#}"), "uploading log lines");
+            }
+        }
+        if let Some(p) = phases.take() {
+            if let Err(e) = client
+                .post(&format!("/-/worker/builds/{id}/phases"), &json!({"leaseToken": token, "phases": p}))
+                .await
+            {
+                tracing::warn!(build = %id, error = %format!("{e:#}"), "reporting phases");
+            }
+        }
+    }
+}
+
+fn job_from(v: &Value, cfg: &WorkerConfig, work: &Path) -> Job {
+    let j = &v["job"];
+    let s = |v: &Value| v.as_str().map(str::to_owned);
+    let env = &j["environment"];
+    Job {
+        build_id: s(&j["buildId"]).unwrap_or_default(),
+        build_arn: s(&j["buildArn"]).unwrap_or_default(),
+        build_number: j["buildNumber"].as_u64().unwrap_or(1),
+        project: s(&j["project"]).unwrap_or_default(),
+        buildspec: s(&j["source"]["buildspec"]).filter(|b| !b.is_empty()),
+        buildspec_path: None,
+        variables: j["variables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| (s(&x["name"]).unwrap_or_default(), s(&x["value"]).unwrap_or_default()))
+            .collect(),
+        secrets: j["secrets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| s(x))
+            .collect(),
+        image: s(&env["image"]).unwrap_or_else(|| "aws/codebuild/standard:7.0".into()),
+        region: s(&j["region"]).unwrap_or_else(|| "us-east-1".into()),
+        initiator: s(&j["initiator"]).unwrap_or_default(),
+        source_version: s(&j["sourceVersion"]),
+        resolved_source_version: None,
+        source_repo_url: s(&j["source"]["location"]),
+        src_host: work.join("src"),
+        work: work.join("sandbox"),
+        hide: cfg.hide.clone(),
+        limits: Limits::for_compute_type(env["computeType"].as_str().unwrap_or_default()),
+        privileged: env["privilegedMode"].as_bool().unwrap_or(false),
+        timeout: Duration::from_secs(j["timeoutInMinutes"].as_u64().unwrap_or(60).max(1) * 60),
+    }
+}
+
+async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> anyhow::Result<()> {
+    let id = lease["buildId"].as_str().unwrap_or_default().to_owned();
+    let token = lease["leaseToken"].as_str().unwrap_or_default().to_owned();
+    let uuid = id.rsplit_once(':').map_or(id.as_str(), |(_, u)| u).to_owned();
+    let work = cfg.work_root.join(&uuid);
+    std::fs::create_dir_all(work.join("src"))?;
+    let job = job_from(lease, cfg, &work);
+    tracing::info!(build = %id, "build started");
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let uploads = tokio::spawn(uploader(client.clone(), id.clone(), token.clone(), rx));
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beat = {
+        let (client, id, token, lost) = (client.clone(), id.clone(), token.clone(), lost.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                match client
+                    .post(&format!("/-/worker/builds/{id}/heartbeat"), &json!({"leaseToken": token}))
+                    .await
+                {
+                    Ok(v) if v["action"] == "stop" => {
+                        let _ = stop_tx.send(Some(StopReason::Stopped));
+                    }
+                    Ok(v) if v["action"] == "lost" => {
+                        lost.store(true, std::sync::atomic::Ordering::Release);
+                        let _ = stop_tx.send(Some(StopReason::Stopped));
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(build = %id, error = %format!("{e:#}"), "heartbeat"),
+                }
+            }
+        })
+    };
+    let sink_tx = tx.clone();
+    let mut progress = Progress::new(
+        job.secrets.clone(),
+        Box::new(move |r| match r {
+            Report::Log(l) => {
+                let _ = sink_tx.send(Upload::Line(millis(SystemTime::now()), l.to_owned()));
+            }
+            Report::Phase(_) => {}
+        }),
+    );
+    let mut hooks = WorkerHooks {
+        client: client.clone(),
+        id: id.clone(),
+        token: token.clone(),
+        job: lease["job"].clone(),
+        work: work.clone(),
+        phases_tx: tx.clone(),
+        artifacts: None,
+    };
+    let done = execute::run(&cfg.runtime, &job, &mut hooks, &mut progress, stop_rx).await;
+    beat.abort();
+    let _ = tx.send(Upload::Phases(done.phases.iter().map(phase_json).collect()));
+    let artifacts = hooks.artifacts.take();
+    // Every sender gone: the uploader sends what is left and ends.
+    drop((tx, progress, hooks));
+    let _ = uploads.await;
+    if !lost.load(std::sync::atomic::Ordering::Acquire) {
+        let report = json!({
+            "leaseToken": token,
+            "status": done.status,
+            "phases": done.phases.iter().map(phase_json).collect::<Vec<_>>(),
+            "exportedEnvironmentVariables": done.exported.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
+            "resolvedSourceVersion": done.resolved_source_version,
+            "artifacts": artifacts.unwrap_or(json!({})),
+        });
+        client
+            .post(&format!("/-/worker/builds/{id}/complete"), &report)
+            .await
+            .context("reporting the build's end")?;
+    }
+    tracing::info!(build = %id, status = %done.status, "build finished");
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+struct WorkerHooks {
+    client: Arc<Client>,
+    id: String,
+    token: String,
+    job: Value,
+    work: PathBuf,
+    phases_tx: mpsc::UnboundedSender<Upload>,
+    /// The primary artifact's location, once uploaded (BatchGetBuilds' `artifacts`).
+    artifacts: Option<Value>,
+}
+
+async fn git(args: &[&str], dir: &Path) -> Result<(), String> {
+    let out = tokio::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .await
+        .map_err(|e| format!("running git: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "git {}: {}",
+            args.first().unwrap_or(&""),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn unzip(file: &Path, dest: &Path) -> Result<(), String> {
+    let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let mut zip = zip::ZipArchive::new(f).map_err(|e| format!("the source is not a zip file: {e}"))?;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| e.to_string())?;
+        // Entries whose names leave the directory (`../`, absolute) are refused.
+        let Some(rel) = entry.enclosed_name() else {
+            return Err(format!("zip entry {:?} leaves the source directory", entry.name()));
+        };
+        let target = dest.join(rel);
+        if entry.is_dir() {
+            std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        let mut out = std::fs::File::create(&target).map_err(|e| e.to_string())?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| e.to_string())?;
+        if let Some(mode) = entry.unix_mode() {
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o777));
+        }
+    }
+    Ok(())
+}
+
+fn zip_files(files: &[Picked], out: &Path) -> std::io::Result<()> {
+    let f = std::fs::File::create(out)?;
+    let mut zip = zip::ZipWriter::new(f);
+    for p in files {
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(
+                std::fs::metadata(&p.source)
+                    .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+                    .unwrap_or(0o644),
+            );
+        match &p.link {
+            Some(target) => zip.add_symlink(&p.name, target.to_string_lossy(), options)?,
+            None => {
+                zip.start_file(&p.name, options)?;
+                std::io::copy(&mut std::fs::File::open(&p.source)?, &mut zip)?;
+            }
+        }
+    }
+    zip.finish()?;
+    Ok(())
+}
+
+impl Hooks for WorkerHooks {
+    async fn fetch_source(&mut self, progress: &mut Progress) -> Result<Option<String>, String> {
+        let _ = self.phases_tx.send(Upload::Phases(progress.phases.iter().map(phase_json).collect()));
+        let kind = self.job["source"]["type"].as_str().unwrap_or_default().to_owned();
+        let src = self.work.join("src");
+        let path = format!("/-/worker/builds/{}/source", self.id);
+        let q = query(&[("leaseToken", &self.token)]);
+        match kind.as_str() {
+            "CODECOMMIT" => {
+                let bundle = self.work.join("source.bundle");
+                let resolved = self
+                    .client
+                    .download(&path, &q, &bundle)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                let b = bundle.to_string_lossy().into_owned();
+                git(&["clone", "-q", "--no-checkout", &b, "src"], &self.work).await?;
+                let rev = resolved.clone().unwrap_or_else(|| "HEAD".into());
+                git(&["checkout", "-q", "--detach", &rev], &src).await?;
+                if let Some(loc) = self.job["source"]["location"].as_str() {
+                    git(&["remote", "set-url", "origin", loc], &src).await?;
+                }
+                let _ = std::fs::remove_file(&bundle);
+                progress.say(&format!("Source {} at {rev}", self.job["source"]["location"].as_str().unwrap_or("")));
+                Ok(resolved)
+            }
+            "S3" => {
+                let zip = self.work.join("source.zip");
+                let resolved = self
+                    .client
+                    .download(&path, &q, &zip)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                unzip(&zip, &src)?;
+                let _ = std::fs::remove_file(&zip);
+                Ok(resolved)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn upload_artifacts(
+        &mut self,
+        spec: &BuildSpec,
+        picked: &[(Option<String>, Picked)],
+        progress: &mut Progress,
+    ) -> Result<(), String> {
+        let a = self.job["artifacts"].clone();
+        if a["type"].as_str() != Some("S3") {
+            return Ok(());
+        }
+        let location = a["location"].as_str().unwrap_or_default();
+        let (bucket, _) = location.split_once('/').unwrap_or((location, ""));
+        let uuid = self.id.rsplit_once(':').map_or(self.id.as_str(), |(_, u)| u);
+        // CodeBuild's layout: path / (build id when namespaceType is BUILD_ID) / name.
+        let override_name = a["overrideArtifactName"].as_bool().unwrap_or(false);
+        let name = spec
+            .artifacts
+            .as_ref()
+            .and_then(|x| x.primary.name.clone())
+            .filter(|_| override_name)
+            .or_else(|| a["name"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| self.job["project"].as_str().unwrap_or("artifacts").to_owned());
+        let mut key = String::new();
+        for part in [
+            a["path"].as_str().unwrap_or_default(),
+            if a["namespaceType"].as_str() == Some("BUILD_ID") { uuid } else { "" },
+            name.as_str(),
+        ] {
+            let part = part.trim_matches('/');
+            if !part.is_empty() {
+                if !key.is_empty() {
+                    key.push('/');
+                }
+                key.push_str(part);
+            }
+        }
+        let files: Vec<Picked> = picked.iter().filter(|(i, _)| i.is_none()).map(|(_, p)| p.clone()).collect();
+        let path = format!("/-/worker/builds/{}/artifacts", self.id);
+        if a["packaging"].as_str() == Some("ZIP") {
+            let zip = self.work.join("artifacts.zip");
+            zip_files(&files, &zip).map_err(|e| format!("zipping the artifacts: {e}"))?;
+            let q = query(&[("bucket", bucket), ("key", &key), ("leaseToken", &self.token)]);
+            self.client.upload(&path, &q, &zip).await.map_err(|e| format!("{e:#}"))?;
+        } else {
+            for f in &files {
+                let k = format!("{key}/{}", f.name);
+                let q = query(&[("bucket", bucket), ("key", &k), ("leaseToken", &self.token)]);
+                self.client
+                    .upload(&path, &q, &f.source)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+            }
+        }
+        progress.say(&format!("Uploaded {} artifact file(s) to s3://{bucket}/{key}", files.len()));
+        self.artifacts = Some(json!({
+            "location": format!("arn:aws:s3:::{bucket}/{key}"),
+            "overrideArtifactName": override_name,
+            "encryptionDisabled": a["encryptionDisabled"].as_bool().unwrap_or(false),
+        }));
+        Ok(())
+    }
+}
+
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    /// The Slipway server to take builds from.
+    #[arg(long, env = "SLIPWAY_SERVER", default_value = "http://127.0.0.1:4566")]
+    server: String,
+    /// This worker's name (default: the host name).
+    #[arg(long, env = "SLIPWAY_WORKER_ID")]
+    id: Option<String>,
+    /// The container runtime: runc, crun, a path to one, or `host` (no isolation at all).
+    #[arg(long, env = "SLIPWAY_RUNTIME")]
+    runtime: Option<String>,
+    /// Where builds keep their files while they run.
+    #[arg(long, env = "SLIPWAY_WORK_DIR", default_value = "slipway-worker")]
+    work_dir: PathBuf,
+    /// Builds run at once.
+    #[arg(long, env = "SLIPWAY_WORKER_SLOTS", default_value_t = 2)]
+    slots: usize,
+}
+
+/// `slipway worker`: credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (a user
+/// allowed `slipway:RunBuilds`), region from AWS_REGION.
+pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let key = std::env::var("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID is not set")?;
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").context("AWS_SECRET_ACCESS_KEY is not set")?;
+    let region = std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|_| "us-east-1".into());
+    std::fs::create_dir_all(&args.work_dir)?;
+    let work_root = std::fs::canonicalize(&args.work_dir)?;
+    let runtime = Runtime::detect(args.runtime.as_deref(), &work_root.join("runtime-state"))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if let Runtime::Host = runtime {
+        eprintln!("slipway: WARNING: the host executor runs builds as plain processes with no isolation at all");
+    }
+    let id = args.id.unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "worker".into())
+    });
+    println!("slipway worker {id}: taking builds from {} ({} sandbox)", args.server, runtime.name());
+    let client = Arc::new(Client::new(&args.server, &key, &secret, &region)?);
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
+    });
+    serve(
+        client,
+        WorkerConfig {
+            id,
+            runtime,
+            hide: vec![work_root.clone()],
+            work_root,
+            slots: args.slots,
+        },
+        rx,
+    )
+    .await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,220 @@
+"""CodeBuild with the real aws-cli: projects, builds from a Slipway repository in runc
+sandboxes through the built-in worker, phases as AWS reports them, exported variables,
+artifacts zipped into the bucket, logs through CloudWatch Logs, StopBuild, timeouts,
+secrets from Parameter Store masked, and a server killed mid-build."""
+
+import io
+import json
+import subprocess
+import time
+import zipfile
+
+import pytest
+
+from conftest import Server
+
+BUILDSPEC = """version: 0.2
+env:
+  variables:
+    GREETING: hello
+  parameter-store:
+    FROM_STORE: /ci/token
+  exported-variables:
+    - GREETING
+    - COMMIT
+phases:
+  install:
+    commands:
+      - echo installing on $(hostname)
+  pre_build:
+    commands:
+      - cd app
+      - export COMMIT=$CODEBUILD_RESOLVED_SOURCE_VERSION
+  build:
+    commands:
+      - echo "building in $PWD with $GREETING and secret $FROM_STORE"
+      - mkdir -p ../dist/sub && cp main.txt ../dist/ && echo x > ../dist/sub/nested.txt && echo tmp > ../dist/skip.tmp
+    finally:
+      - echo finally ran
+  post_build:
+    commands:
+      - echo "succeeding=$CODEBUILD_BUILD_SUCCEEDING"
+artifacts:
+  files:
+    - "**/*"
+  base-directory: dist
+  exclude-paths:
+    - "*.tmp"
+"""
+
+
+def push_repo(server, workdir, name, files):
+    server.aws("codecommit", "create-repository", "--repository-name", name)
+    local = workdir / name
+    local.mkdir()
+    env = server.env()
+    run = lambda *a: subprocess.run(["git", *a], cwd=local, check=True, capture_output=True, env=env)
+    run("init", "-q", "-b", "main")
+    for path, text in files.items():
+        p = local / path
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    run("add", "-A")
+    run("commit", "-q", "-m", "initial")
+    server.git("push", "-q", server.repo_url(name), "main", cwd=local)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=local, capture_output=True, text=True).stdout.strip()
+
+
+def create_project(server, name, source, artifacts=None, **extra):
+    args = [
+        "codebuild", "create-project", "--name", name,
+        "--source", json.dumps(source),
+        "--artifacts", json.dumps(artifacts or {"type": "NO_ARTIFACTS"}),
+        "--environment", json.dumps({"type": "LINUX_CONTAINER", "image": "aws/codebuild/standard:7.0", "computeType": "BUILD_GENERAL1_SMALL"}),
+        "--service-role", "arn:aws:iam::000000000000:role/codebuild",
+    ]
+    for k, v in extra.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    return server.aws(*args)["project"]
+
+
+def wait_build(server, build_id, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        b = server.aws("codebuild", "batch-get-builds", "--ids", build_id)["builds"][0]
+        if b["buildComplete"]:
+            return b
+        time.sleep(0.3)
+    raise AssertionError(f"build {build_id} did not finish: {b}")
+
+
+def phases(build):
+    return [(p["phaseType"], p.get("phaseStatus")) for p in build["phases"]]
+
+
+def test_build_from_codecommit_to_artifact_zip(server, workdir):
+    commit = push_repo(server, workdir, "app", {"buildspec.yml": BUILDSPEC, "app/main.txt": "main\n"})
+    server.aws("ssm", "put-parameter", "--name", "/ci/token", "--type", "SecureString", "--value", "t0ps3cret")
+    server.aws("s3", "mb", "s3://artifacts")
+    project = create_project(
+        server, "app",
+        {"type": "CODECOMMIT", "location": server.repo_url("app")},
+        {"type": "S3", "location": "artifacts", "packaging": "ZIP", "name": "app.zip", "namespaceType": "BUILD_ID"},
+    )
+    assert project["arn"] == "arn:aws:codebuild:us-east-1:000000000000:project/app"
+    assert project["timeoutInMinutes"] == 60 and project["cache"] == {"type": "NO_CACHE"}
+    build = server.aws("codebuild", "start-build", "--project-name", "app")["build"]
+    assert build["buildStatus"] == "IN_PROGRESS" and build["buildNumber"] == 1
+    assert build["id"].startswith("app:")
+    done = wait_build(server, build["id"])
+    assert done["buildStatus"] == "SUCCEEDED", json.dumps(done, indent=1)
+    assert phases(done) == [
+        ("SUBMITTED", "SUCCEEDED"), ("QUEUED", "SUCCEEDED"), ("PROVISIONING", "SUCCEEDED"),
+        ("DOWNLOAD_SOURCE", "SUCCEEDED"), ("INSTALL", "SUCCEEDED"), ("PRE_BUILD", "SUCCEEDED"),
+        ("BUILD", "SUCCEEDED"), ("POST_BUILD", "SUCCEEDED"), ("UPLOAD_ARTIFACTS", "SUCCEEDED"),
+        ("FINALIZING", "SUCCEEDED"), ("COMPLETED", None),
+    ]
+    assert done["resolvedSourceVersion"] == commit
+    exported = {v["name"]: v["value"] for v in done["exportedEnvironmentVariables"]}
+    assert exported == {"GREETING": "hello", "COMMIT": commit}
+    uuid = done["id"].split(":", 1)[1]
+    assert done["artifacts"]["location"] == f"arn:aws:s3:::artifacts/{uuid}/app.zip"
+    assert done["logs"]["groupName"] == "/aws/codebuild/app" and done["logs"]["streamName"] == uuid
+    assert all("durationInSeconds" in p for p in done["phases"][:-1])
+
+    # The artifact zip holds what base-directory and exclude-paths select.
+    got = workdir / "out.zip"
+    server.aws("s3", "cp", f"s3://artifacts/{uuid}/app.zip", str(got))
+    assert sorted(zipfile.ZipFile(got).namelist()) == ["main.txt", "sub/nested.txt"]
+
+    # The log, through CloudWatch Logs, with the secret masked.
+    events = server.aws("logs", "get-log-events", "--log-group-name", "/aws/codebuild/app",
+                        "--log-stream-name", uuid, "--start-from-head")["events"]
+    text = "\n".join(e["message"] for e in events)
+    assert "building in /codebuild/output/src1/src/app with hello and secret ***" in text
+    assert "t0ps3cret" not in text
+    assert "finally ran" in text and "succeeding=1" in text
+    assert "Phase complete: BUILD State: SUCCEEDED" in text
+
+    listed = server.aws("codebuild", "list-builds-for-project", "--project-name", "app")["ids"]
+    assert listed == [done["id"]]
+    kinds = [e["detail-type"] for e in server.events() if e["source"] == "aws.codebuild"]
+    assert kinds.count("CodeBuild Build State Change") == 2
+    assert "CodeBuild Build Phase Change" in kinds
+
+
+def test_failures_timeouts_and_stop(server, workdir):
+    spec = "version: 0.2\nphases:\n  build:\n    commands:\n      - echo start\n      - false\n    finally:\n      - echo cleanup\n  post_build:\n    commands:\n      - echo post $CODEBUILD_BUILD_SUCCEEDING\n"
+    create_project(server, "fails", {"type": "NO_SOURCE", "buildspec": spec})
+    b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "fails")["build"]["id"])
+    assert b["buildStatus"] == "FAILED"
+    by_type = {p["phaseType"]: p for p in b["phases"]}
+    assert by_type["BUILD"]["phaseStatus"] == "FAILED"
+    assert by_type["BUILD"]["contexts"][0]["statusCode"] == "COMMAND_EXECUTION_ERROR"
+    assert by_type["POST_BUILD"]["phaseStatus"] == "SUCCEEDED"
+
+    sleepy = "version: 0.2\nphases:\n  build:\n    commands:\n      - sleep 600\n"
+    create_project(server, "sleepy", {"type": "NO_SOURCE", "buildspec": sleepy})
+    started = server.aws("codebuild", "start-build", "--project-name", "sleepy")["build"]["id"]
+    # Wait until it runs, then stop it.
+    deadline = time.time() + 60
+    while server.aws("codebuild", "batch-get-builds", "--ids", started)["builds"][0]["currentPhase"] != "BUILD":
+        assert time.time() < deadline
+        time.sleep(0.2)
+    t = time.time()
+    server.aws("codebuild", "stop-build", "--id", started)
+    b = wait_build(server, started)
+    assert b["buildStatus"] == "STOPPED"
+    assert time.time() - t < 6
+    leftover = subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True, text=True).stdout.split()
+    assert leftover == [], "a process of the stopped build is still running"
+
+    # A build override of the timeout (minutes) is validated as AWS does.
+    err = server.aws("codebuild", "start-build", "--project-name", "sleepy", "--timeout-in-minutes-override", "0", check=False)
+    assert err.code == "InvalidInputException"
+
+
+def test_project_errors(server):
+    err = server.aws("codebuild", "batch-get-projects", "--names", "nope")
+    assert err == {"projects": [], "projectsNotFound": ["nope"]}
+    err = server.aws("codebuild", "start-build", "--project-name", "nope", check=False)
+    assert err.code == "ResourceNotFoundException"
+    create_project(server, "dup", {"type": "NO_SOURCE", "buildspec": "version: 0.2"})
+    err = server.aws("codebuild", "create-project", "--name", "dup", "--source", '{"type":"NO_SOURCE","buildspec":"version: 0.2"}',
+                     "--artifacts", '{"type":"NO_ARTIFACTS"}', "--environment",
+                     '{"type":"LINUX_CONTAINER","image":"x","computeType":"BUILD_GENERAL1_SMALL"}',
+                     "--service-role", "r", check=False)
+    assert err.code == "ResourceAlreadyExistsException"
+    err = server.aws("codebuild", "create-project", "--name", "gh", "--source", '{"type":"GITHUB","location":"https://github.com/x/y"}',
+                     "--artifacts", '{"type":"NO_ARTIFACTS"}', "--environment",
+                     '{"type":"LINUX_CONTAINER","image":"x","computeType":"BUILD_GENERAL1_SMALL"}',
+                     "--service-role", "r", check=False)
+    assert err.code == "InvalidInputException"
+    names = server.aws("codebuild", "list-projects")["projects"]
+    assert names == ["dup"]
+    images = server.aws("codebuild", "list-curated-environment-images")["platforms"]
+    assert any(i["name"] == "aws/codebuild/standard:7.0" for l in images[0]["languages"] for i in l["images"])
+    server.aws("codebuild", "delete-project", "--name", "dup")
+    assert server.aws("codebuild", "list-projects")["projects"] == []
+
+
+def test_server_killed_mid_build_ends_the_build(workdir):
+    s = Server(workdir / "data").start()
+    create_project(s, "long", {"type": "NO_SOURCE", "buildspec": "version: 0.2\nphases:\n  build:\n    commands:\n      - sleep 300\n"})
+    bid = s.aws("codebuild", "start-build", "--project-name", "long")["build"]["id"]
+    deadline = time.time() + 60
+    while s.aws("codebuild", "batch-get-builds", "--ids", bid)["builds"][0]["currentPhase"] != "BUILD":
+        assert time.time() < deadline
+        time.sleep(0.2)
+    s.kill9()
+    s2 = Server(workdir / "data", port=s.port).start()
+    try:
+        b = wait_build(s2, bid, timeout=90)
+        assert b["buildStatus"] == "FAILED"
+        last = [p for p in b["phases"] if p.get("contexts")][-1]
+        assert "stopped reporting" in last["contexts"][0]["message"]
+        leftover = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True).stdout.split()
+        assert leftover == [], "the killed server's build is still running"
+        assert all(x["buildComplete"] for x in s2.aws("codebuild", "batch-get-builds", "--ids", bid)["builds"])
+    finally:
+        s2.stop()
