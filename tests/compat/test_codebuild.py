@@ -143,7 +143,7 @@ def test_build_from_codecommit_to_artifact_zip(server, workdir):
     assert "CodeBuild Build Phase Change" in kinds
 
 
-def test_failures_timeouts_and_stop(server, workdir):
+def test_failures_stop_and_missing_parameters(server, workdir):
     spec = "version: 0.2\nphases:\n  build:\n    commands:\n      - echo start\n      - false\n    finally:\n      - echo cleanup\n  post_build:\n    commands:\n      - echo post $CODEBUILD_BUILD_SUCCEEDING\n"
     create_project(server, "fails", {"type": "NO_SOURCE", "buildspec": spec})
     b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "fails")["build"]["id"])
@@ -169,9 +169,13 @@ def test_failures_timeouts_and_stop(server, workdir):
     leftover = subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True, text=True).stdout.split()
     assert leftover == [], "a process of the stopped build is still running"
 
-    # A build override of the timeout (minutes) is validated as AWS does.
-    err = server.aws("codebuild", "start-build", "--project-name", "sleepy", "--timeout-in-minutes-override", "0", check=False)
-    assert err.code == "InvalidInputException"
+    # A build whose buildspec names a parameter that does not exist fails in
+    # DOWNLOAD_SOURCE, saying which.
+    create_project(server, "noparam", {"type": "NO_SOURCE", "buildspec": "version: 0.2\nenv:\n  parameter-store:\n    X: /nope\nphases:\n  build:\n    commands: [echo never]\n"})
+    b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "noparam")["build"]["id"])
+    assert b["buildStatus"] == "FAILED"
+    ds = [p for p in b["phases"] if p["phaseType"] == "DOWNLOAD_SOURCE"][0]
+    assert ds["phaseStatus"] == "FAILED" and "/nope" in ds["contexts"][0]["message"]
 
 
 def test_project_errors(server):

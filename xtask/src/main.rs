@@ -17,23 +17,36 @@ pub const SERVICES: &[(&str, &str)] = &[
     ("codebuild", "codebuild"),
     ("codedeploy", "codedeploy"),
     ("ssm", "ssm"),
+    ("logs", "logs"),
 ];
 
 /// Services of which only some operations are built: the others keep their names (so they
 /// are routed and answer 501) but lose their shapes in the vendored model.
-pub const PARTIAL_SERVICES: &[(&str, &[&str])] = &[(
-    "ssm",
-    &[
-        "PutParameter",
-        "GetParameter",
-        "GetParameters",
-        "GetParametersByPath",
-        "DeleteParameter",
-        "DeleteParameters",
-        "DescribeParameters",
-        "GetParameterHistory",
-    ],
-)];
+pub const PARTIAL_SERVICES: &[(&str, &[&str])] = &[
+    (
+        "ssm",
+        &[
+            "PutParameter",
+            "GetParameter",
+            "GetParameters",
+            "GetParametersByPath",
+            "DeleteParameter",
+            "DeleteParameters",
+            "DescribeParameters",
+            "GetParameterHistory",
+        ],
+    ),
+    // CloudWatch Logs: what the aws-cli uses to read build logs.
+    (
+        "logs",
+        &[
+            "GetLogEvents",
+            "FilterLogEvents",
+            "DescribeLogGroups",
+            "DescribeLogStreams",
+        ],
+    ),
+];
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -11,7 +11,9 @@ use axum::extract::State;
 use axum::http::{HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use slipway_model::{codebuild, codecommit, codedeploy, codepipeline, ssm, ApiError, Context};
+use slipway_model::{
+    codebuild, codecommit, codedeploy, codepipeline, logs, ssm, ApiError, Context,
+};
 use std::sync::Arc;
 
 /// Services with no operation built yet: every operation answers 501 through the defaults.
@@ -218,6 +220,12 @@ async fn handle_inner(
         }
         "codepipeline" => codepipeline::dispatch(&Unbuilt, &ctx, operation, input).await,
         "codedeploy" => codedeploy::dispatch(&Unbuilt, &ctx, operation, input).await,
+        "logs" => {
+            let svc = crate::logs_api::LogsService {
+                cb: state.codebuild.clone(),
+            };
+            logs::dispatch(&svc, &ctx, operation, input).await
+        }
         "ssm" => {
             let svc = SsmService {
                 ps: state.ssm.clone(),

@@ -10,6 +10,7 @@ pub mod codebuild_api;
 pub mod codecommit_api;
 pub mod git_http;
 pub mod json;
+pub mod logs_api;
 pub mod s3_edge;
 pub mod sigv4;
 pub mod ssm_api;

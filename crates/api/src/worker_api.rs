@@ -31,6 +31,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/-/worker/builds/{id}/phases", post(phases))
         .route("/-/worker/builds/{id}/complete", post(complete))
         .route("/-/worker/builds/{id}/source", get(source))
+        .route("/-/worker/builds/{id}/parameters", post(parameters))
         .route("/-/worker/builds/{id}/artifacts", put(artifacts))
 }
 
@@ -184,6 +185,45 @@ async fn complete(
             .await
             .map_err(domain_error)?;
         Ok(json!({}))
+    }
+    .await;
+    reply(r)
+}
+
+/// Parameter Store values (decrypted) for the buildspec's `env.parameter-store`.
+async fn parameters(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    let r = async {
+        let v = json_request(&state, req).await?;
+        state
+            .codebuild
+            .leased_job(&id, token(&v))
+            .await
+            .map_err(domain_error)?;
+        let mut values = serde_json::Map::new();
+        for name in v["names"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            let p = state.ssm.get(name, true).await.map_err(|_| {
+                ApiError::new(
+                    "ParameterNotFound",
+                    400,
+                    format!("parameter does not exist: {name}"),
+                )
+            })?;
+            let value = match p.value {
+                slipway_ssm::Value::Plain(s) => s,
+                slipway_ssm::Value::Encrypted(_) => return Err(ApiError::internal()),
+            };
+            values.insert(name.to_owned(), Value::String(value));
+        }
+        Ok(json!({"values": values}))
     }
     .await;
     reply(r)

@@ -142,6 +142,13 @@ pub trait Hooks: Send {
         progress: &mut Progress,
     ) -> impl std::future::Future<Output = Result<Option<String>, String>> + Send;
 
+    /// The values of Parameter Store parameters (the buildspec's `env.parameter-store`),
+    /// decrypted: `(variable, parameter)` in, `(variable, value)` out.
+    fn parameters(
+        &mut self,
+        wanted: &[(String, String)],
+    ) -> impl std::future::Future<Output = Result<Vec<(String, String)>, String>> + Send;
+
     /// Stores the picked artifact files (UPLOAD_ARTIFACTS).
     fn upload_artifacts(
         &mut self,
@@ -191,6 +198,26 @@ pub async fn run(
             return finish(progress, "FAILED", Vec::new(), None, None);
         }
     };
+    let mut job = job.clone();
+    if !spec.env.parameter_store.is_empty() {
+        match hooks.parameters(&spec.env.parameter_store).await {
+            Ok(values) => {
+                for (name, value) in values {
+                    progress.add_secret(&value);
+                    job.secrets.push(value.clone());
+                    job.variables.push((name, value));
+                }
+            }
+            Err(message) => {
+                progress.complete(
+                    "FAILED",
+                    Some(("DECRYPTED_VARIABLES_ERROR".into(), message)),
+                );
+                return finish(progress, "FAILED", Vec::new(), None, None);
+            }
+        }
+    }
+    let job = &job;
     progress.say(&format!("CODEBUILD_SRC_DIR={SRC_PATH}"));
     progress.end("SUCCEEDED", None);
 

@@ -52,6 +52,14 @@ impl Progress {
         }
     }
 
+    /// Masks `secret` in every later log line.
+    pub fn add_secret(&mut self, secret: &str) {
+        if secret.len() >= 3 && !self.secrets.iter().any(|s| s == secret) {
+            self.secrets.push(secret.to_owned());
+            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
     /// A log line, with every secret value replaced by `***`.
     pub fn log(&mut self, line: &str) {
         let mut line = std::borrow::Cow::Borrowed(line);

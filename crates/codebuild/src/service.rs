@@ -125,6 +125,10 @@ impl CodeBuild {
         &self.region
     }
 
+    pub fn account_id(&self) -> &str {
+        &self.account_id
+    }
+
     /// A project name from a name or an ARN.
     fn project_name(&self, name_or_arn: &str) -> String {
         name_or_arn
@@ -967,43 +971,148 @@ impl CodeBuild {
         Ok(rows.len())
     }
 
-    /// Log events of a build (for GetLogEvents): `(seq, ts, message)` after `after`.
+    /// The build a log group and stream name (`/aws/codebuild/PROJECT`, build uuid).
+    async fn stream_build(&self, group: &str, stream: &str) -> Result<String> {
+        let project = group
+            .strip_prefix("/aws/codebuild/")
+            .ok_or_else(|| not_found("The specified log group does not exist."))?;
+        let id = format!("{project}:{stream}");
+        let exists = sqlx::query("SELECT 1 FROM cb_builds WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(self.store.pool())
+            .await?
+            .is_some();
+        if !exists {
+            let group_exists = sqlx::query("SELECT 1 FROM cb_projects WHERE name = $1")
+                .bind(project)
+                .fetch_optional(self.store.pool())
+                .await?
+                .is_some();
+            return Err(not_found(if group_exists {
+                "The specified log stream does not exist."
+            } else {
+                "The specified log group does not exist."
+            }));
+        }
+        Ok(id)
+    }
+
+    /// Log events `(seq, timestamp ms, message)` of a stream: from `after` (a sequence
+    /// number, exclusive) forwards, or the last `limit` before `before` when reading
+    /// backwards; within `[start, end)` ms when given.
     pub async fn log_events(
         &self,
+        group: &str,
         stream: &str,
-        after: i64,
-        limit: i64,
-        from_end: bool,
-    ) -> Result<Vec<(i64, i64, String)>> {
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT id FROM cb_builds WHERE id LIKE '%:' || $1")
-                .bind(stream)
-                .fetch_optional(self.store.pool())
-                .await?;
-        let Some(id) = id else {
-            return Err(not_found("The specified log stream does not exist."));
-        };
-        let rows = if from_end {
-            let mut r = sqlx::query("SELECT seq, ts, message FROM cb_log_events WHERE build_id = $1 ORDER BY seq DESC LIMIT $2")
+        q: &LogQuery,
+    ) -> Result<Vec<LogEvent>> {
+        let id = self.stream_build(group, stream).await?;
+        let (start, end) = (q.start.unwrap_or(i64::MIN), q.end.unwrap_or(i64::MAX));
+        let rows = if q.backwards {
+            let mut r = sqlx::query("SELECT seq, ts, message FROM cb_log_events WHERE build_id = $1 AND seq < $2 AND ts >= $3 AND ts < $4 ORDER BY seq DESC LIMIT $5")
                 .bind(&id)
-                .bind(limit)
+                .bind(q.before.unwrap_or(i64::MAX))
+                .bind(start)
+                .bind(end)
+                .bind(q.limit)
                 .fetch_all(self.store.pool())
                 .await?;
             r.reverse();
             r
         } else {
-            sqlx::query("SELECT seq, ts, message FROM cb_log_events WHERE build_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+            sqlx::query("SELECT seq, ts, message FROM cb_log_events WHERE build_id = $1 AND seq > $2 AND ts >= $3 AND ts < $4 ORDER BY seq LIMIT $5")
                 .bind(&id)
-                .bind(after)
-                .bind(limit)
+                .bind(q.after.unwrap_or(0))
+                .bind(start)
+                .bind(end)
+                .bind(q.limit)
                 .fetch_all(self.store.pool())
                 .await?
         };
         Ok(rows
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|r| LogEvent {
+                stream: stream.to_owned(),
+                seq: r.get(0),
+                timestamp: r.get(1),
+                message: r.get(2),
+            })
             .collect())
     }
+
+    /// The log groups (one per project), names starting with `prefix`:
+    /// `(name, created ms, stored bytes)`.
+    pub async fn log_groups(&self, prefix: &str) -> Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query("SELECT p.name, p.created, COALESCE((SELECT SUM(LENGTH(e.message)) FROM cb_log_events e JOIN cb_builds b ON b.id = e.build_id WHERE b.project = p.name), 0) FROM cb_projects p ORDER BY p.name")
+            .fetch_all(self.store.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    format!("/aws/codebuild/{}", r.get::<String, _>(0)),
+                    (r.get::<f64, _>(1) * 1000.0) as i64,
+                    r.get::<i64, _>(2),
+                )
+            })
+            .filter(|(n, _, _)| n.starts_with(prefix))
+            .collect())
+    }
+
+    /// The log streams (one per build) of a group: `(name, created ms, first, last event ms)`.
+    pub async fn log_streams(
+        &self,
+        group: &str,
+    ) -> Result<Vec<(String, i64, Option<i64>, Option<i64>)>> {
+        let project = group
+            .strip_prefix("/aws/codebuild/")
+            .ok_or_else(|| not_found("The specified log group does not exist."))?;
+        let exists = sqlx::query("SELECT 1 FROM cb_projects WHERE name = $1")
+            .bind(project)
+            .fetch_optional(self.store.pool())
+            .await?
+            .is_some();
+        if !exists {
+            return Err(not_found("The specified log group does not exist."));
+        }
+        let rows = sqlx::query("SELECT b.id, b.queued, MIN(e.ts), MAX(e.ts) FROM cb_builds b LEFT JOIN cb_log_events e ON e.build_id = b.id WHERE b.project = $1 GROUP BY b.id ORDER BY b.seq")
+            .bind(project)
+            .fetch_all(self.store.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let id: String = r.get(0);
+                (
+                    id.rsplit_once(':')
+                        .map_or(id.clone(), |(_, u)| u.to_owned()),
+                    (r.get::<f64, _>(1) * 1000.0) as i64,
+                    r.get(2),
+                    r.get(3),
+                )
+            })
+            .collect())
+    }
+}
+
+/// What to read of a log stream.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub after: Option<i64>,
+    pub before: Option<i64>,
+    pub backwards: bool,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub limit: i64,
+}
+
+/// One log line as CloudWatch Logs returns it.
+#[derive(Debug, Clone)]
+pub struct LogEvent {
+    pub stream: String,
+    pub seq: i64,
+    pub timestamp: i64,
+    pub message: String,
 }
 
 async fn project_in(conn: &mut Conn, name: &str) -> Result<Option<Value>> {

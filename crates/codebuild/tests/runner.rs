@@ -18,6 +18,18 @@ impl Hooks for NoHooks {
     async fn fetch_source(&mut self, _: &mut Progress) -> Result<Option<String>, String> {
         Ok(Some("0123abcd".into()))
     }
+    async fn parameters(
+        &mut self,
+        wanted: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, String> {
+        wanted
+            .iter()
+            .map(|(v, p)| match p.as_str() {
+                "/missing" => Err(format!("parameter does not exist: {p}")),
+                _ => Ok((v.clone(), format!("value-of-{p}"))),
+            })
+            .collect()
+    }
     async fn upload_artifacts(
         &mut self,
         _: &slipway_codebuild::buildspec::BuildSpec,

@@ -128,6 +128,21 @@ impl Hooks for LocalHooks {
         Ok(None)
     }
 
+    async fn parameters(
+        &mut self,
+        wanted: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, String> {
+        // No server here: the values come from this process's environment when set there.
+        wanted
+            .iter()
+            .map(|(var, p)| {
+                std::env::var(var)
+                    .map(|v| (var.clone(), v))
+                    .map_err(|_| format!("parameter {p} for {var}: local builds have no Parameter Store; set {var} in the environment"))
+            })
+            .collect()
+    }
+
     async fn upload_artifacts(
         &mut self,
         _spec: &BuildSpec,

@@ -154,7 +154,10 @@ async fn start_builds(
     addr: &std::net::SocketAddr,
     builds: slipway_codebuild::service::CodeBuild,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> (
+    Vec<tokio::task::JoinHandle<()>>,
+    Option<slipway_codebuild::sandbox::Runtime>,
+) {
     let mut tasks = vec![tokio::spawn(async move {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
@@ -166,10 +169,10 @@ async fn start_builds(
         }
     })];
     if args.builtin_worker_slots == 0 {
-        return tasks;
+        return (tasks, None);
     }
     let Ok(data_dir) = std::fs::canonicalize(&args.data_dir) else {
-        return tasks;
+        return (tasks, None);
     };
     let runtime = match slipway_codebuild::sandbox::Runtime::detect(
         args.runtime.as_deref(),
@@ -180,7 +183,7 @@ async fn start_builds(
         Ok(r) => r,
         Err(why) => {
             tracing::warn!(%why, "the built-in build worker is off: builds wait in the queue for a `slipway worker`");
-            return tasks;
+            return (tasks, None);
         }
     };
     if let slipway_codebuild::sandbox::Runtime::Host = runtime {
@@ -188,11 +191,14 @@ async fn start_builds(
     }
     let leftovers = runtime.cleanup_all().await;
     if leftovers > 0 {
-        tracing::warn!(sandboxes = leftovers, "removed build sandboxes a previous run left behind");
+        tracing::warn!(
+            sandboxes = leftovers,
+            "removed build sandboxes a previous run left behind"
+        );
     }
     let Some(root) = RootCredentials::load(&args.data_dir) else {
         tracing::warn!("the built-in build worker is off: no root credentials");
-        return tasks;
+        return (tasks, None);
     };
     let host = if addr.ip().is_unspecified() {
         format!("127.0.0.1:{}", addr.port())
@@ -208,7 +214,7 @@ async fn start_builds(
         Ok(c) => std::sync::Arc::new(c),
         Err(e) => {
             tracing::error!(error = %e, "the built-in build worker could not start");
-            return tasks;
+            return (tasks, None);
         }
     };
     let work_root = data_dir.join("builds");
@@ -220,8 +226,9 @@ async fn start_builds(
         hide: vec![data_dir],
         slots: args.builtin_worker_slots,
     };
+    let runtime = cfg.runtime.clone();
     tasks.push(tokio::spawn(crate::worker::serve(client, cfg, stop)));
-    tasks
+    (tasks, Some(runtime))
 }
 
 pub async fn run(args: ServerArgs) -> Result<ExitCode> {
@@ -290,7 +297,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     });
     let builds = state.codebuild.clone();
     let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
-    let workers = start_builds(&args, &addr, builds, worker_stop).await;
+    let (workers, runtime) = start_builds(&args, &addr, builds, worker_stop).await;
     tracing::info!(%addr, %public_url, blobs = %blob_url, region = %args.region, account = %args.account_id, startup_ms = started.elapsed().as_millis() as u64, "listening");
     let shutdown = shutdown_signal();
     println!("Slipway listening on http://{addr}");
@@ -298,6 +305,17 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let _ = stop_worker.send(true);
     for w in workers {
         w.abort();
+    }
+    // Builds still running end with the server: their sandboxes are killed, and their
+    // leases expire (the builds end FAILED) once a server runs again.
+    if let Some(rt) = runtime {
+        let n = rt.cleanup_all().await;
+        if n > 0 {
+            tracing::warn!(
+                sandboxes = n,
+                "killed the sandboxes of builds still running"
+            );
+        }
     }
     store.pool().close().await;
     tracing::info!("stopped");

@@ -50,7 +50,12 @@ fn query(pairs: &[(&str, &str)]) -> String {
 }
 
 impl Client {
-    pub fn new(server: &str, access_key_id: &str, secret: &str, region: &str) -> anyhow::Result<Client> {
+    pub fn new(
+        server: &str,
+        access_key_id: &str,
+        secret: &str,
+        region: &str,
+    ) -> anyhow::Result<Client> {
         let base = server.trim_end_matches('/').to_owned();
         let host = base
             .split_once("://")
@@ -71,7 +76,13 @@ impl Client {
         })
     }
 
-    fn signed(&self, method: reqwest::Method, path: &str, q: &str, hash: &str) -> reqwest::RequestBuilder {
+    fn signed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        q: &str,
+        hash: &str,
+    ) -> reqwest::RequestBuilder {
         let url = if q.is_empty() {
             format!("{}{path}", self.base)
         } else {
@@ -98,7 +109,12 @@ impl Client {
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let body = body.to_string();
         let resp = self
-            .signed(reqwest::Method::POST, path, "", &sigv4::sha256_hex(body.as_bytes()))
+            .signed(
+                reqwest::Method::POST,
+                path,
+                "",
+                &sigv4::sha256_hex(body.as_bytes()),
+            )
             .header("content-type", "application/json")
             .timeout(Duration::from_secs(90))
             .body(body)
@@ -229,7 +245,12 @@ enum Upload {
 }
 
 /// Sends log lines and phase snapshots in batches (every 250 ms, or 1,000 lines).
-async fn uploader(client: Arc<Client>, id: String, token: String, mut rx: mpsc::UnboundedReceiver<Upload>) {
+async fn uploader(
+    client: Arc<Client>,
+    id: String,
+    token: String,
+    mut rx: mpsc::UnboundedReceiver<Upload>,
+) {
     let mut lines = Vec::new();
     let mut phases: Option<Vec<Value>> = None;
     let mut open = true;
@@ -249,7 +270,10 @@ async fn uploader(client: Arc<Client>, id: String, token: String, mut rx: mpsc::
         if !lines.is_empty() {
             let events = std::mem::take(&mut lines);
             if let Err(e) = client
-                .post(&format!("/-/worker/builds/{id}/logs"), &json!({"leaseToken": token, "events": events}))
+                .post(
+                    &format!("/-/worker/builds/{id}/logs"),
+                    &json!({"leaseToken": token, "events": events}),
+                )
                 .await
             {
                 tracing::warn!(build = %id, error = %format!("{e:#}"), "uploading log lines");
@@ -257,7 +281,10 @@ async fn uploader(client: Arc<Client>, id: String, token: String, mut rx: mpsc::
         }
         if let Some(p) = phases.take() {
             if let Err(e) = client
-                .post(&format!("/-/worker/builds/{id}/phases"), &json!({"leaseToken": token, "phases": p}))
+                .post(
+                    &format!("/-/worker/builds/{id}/phases"),
+                    &json!({"leaseToken": token, "phases": p}),
+                )
                 .await
             {
                 tracing::warn!(build = %id, error = %format!("{e:#}"), "reporting phases");
@@ -281,13 +308,18 @@ fn job_from(v: &Value, cfg: &WorkerConfig, work: &Path) -> Job {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|x| (s(&x["name"]).unwrap_or_default(), s(&x["value"]).unwrap_or_default()))
+            .map(|x| {
+                (
+                    s(&x["name"]).unwrap_or_default(),
+                    s(&x["value"]).unwrap_or_default(),
+                )
+            })
             .collect(),
         secrets: j["secrets"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|x| s(x))
+            .filter_map(&s)
             .collect(),
         image: s(&env["image"]).unwrap_or_else(|| "aws/codebuild/standard:7.0".into()),
         region: s(&j["region"]).unwrap_or_else(|| "us-east-1".into()),
@@ -307,7 +339,10 @@ fn job_from(v: &Value, cfg: &WorkerConfig, work: &Path) -> Job {
 async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> anyhow::Result<()> {
     let id = lease["buildId"].as_str().unwrap_or_default().to_owned();
     let token = lease["leaseToken"].as_str().unwrap_or_default().to_owned();
-    let uuid = id.rsplit_once(':').map_or(id.as_str(), |(_, u)| u).to_owned();
+    let uuid = id
+        .rsplit_once(':')
+        .map_or(id.as_str(), |(_, u)| u)
+        .to_owned();
     let work = cfg.work_root.join(&uuid);
     std::fs::create_dir_all(work.join("src"))?;
     let job = job_from(lease, cfg, &work);
@@ -323,7 +358,10 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 match client
-                    .post(&format!("/-/worker/builds/{id}/heartbeat"), &json!({"leaseToken": token}))
+                    .post(
+                        &format!("/-/worker/builds/{id}/heartbeat"),
+                        &json!({"leaseToken": token}),
+                    )
                     .await
                 {
                     Ok(v) if v["action"] == "stop" => {
@@ -341,13 +379,24 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
         })
     };
     let sink_tx = tx.clone();
+    // The phase list as it stands, sent whole on every change (the uploader keeps only the
+    // newest between two uploads).
+    let mut list: Vec<PhaseRecord> = Vec::new();
     let mut progress = Progress::new(
         job.secrets.clone(),
         Box::new(move |r| match r {
             Report::Log(l) => {
                 let _ = sink_tx.send(Upload::Line(millis(SystemTime::now()), l.to_owned()));
             }
-            Report::Phase(_) => {}
+            Report::Phase(p) => {
+                match list.last_mut() {
+                    Some(last) if last.phase_type == p.phase_type && last.start == p.start => {
+                        *last = p.clone()
+                    }
+                    _ => list.push(p.clone()),
+                }
+                let _ = sink_tx.send(Upload::Phases(list.iter().map(phase_json).collect()));
+            }
         }),
     );
     let mut hooks = WorkerHooks {
@@ -356,7 +405,6 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
         token: token.clone(),
         job: lease["job"].clone(),
         work: work.clone(),
-        phases_tx: tx.clone(),
         artifacts: None,
     };
     let done = execute::run(&cfg.runtime, &job, &mut hooks, &mut progress, stop_rx).await;
@@ -391,7 +439,6 @@ struct WorkerHooks {
     token: String,
     job: Value,
     work: PathBuf,
-    phases_tx: mpsc::UnboundedSender<Upload>,
     /// The primary artifact's location, once uploaded (BatchGetBuilds' `artifacts`).
     artifacts: Option<Value>,
 }
@@ -416,12 +463,16 @@ async fn git(args: &[&str], dir: &Path) -> Result<(), String> {
 
 fn unzip(file: &Path, dest: &Path) -> Result<(), String> {
     let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
-    let mut zip = zip::ZipArchive::new(f).map_err(|e| format!("the source is not a zip file: {e}"))?;
+    let mut zip =
+        zip::ZipArchive::new(f).map_err(|e| format!("the source is not a zip file: {e}"))?;
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(|e| e.to_string())?;
         // Entries whose names leave the directory (`../`, absolute) are refused.
         let Some(rel) = entry.enclosed_name() else {
-            return Err(format!("zip entry {:?} leaves the source directory", entry.name()));
+            return Err(format!(
+                "zip entry {:?} leaves the source directory",
+                entry.name()
+            ));
         };
         let target = dest.join(rel);
         if entry.is_dir() {
@@ -435,7 +486,8 @@ fn unzip(file: &Path, dest: &Path) -> Result<(), String> {
         std::io::copy(&mut entry, &mut out).map_err(|e| e.to_string())?;
         if let Some(mode) = entry.unix_mode() {
             use std::os::unix::fs::PermissionsExt as _;
-            let _ = std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o777));
+            let _ =
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o777));
         }
     }
     Ok(())
@@ -466,8 +518,10 @@ fn zip_files(files: &[Picked], out: &Path) -> std::io::Result<()> {
 
 impl Hooks for WorkerHooks {
     async fn fetch_source(&mut self, progress: &mut Progress) -> Result<Option<String>, String> {
-        let _ = self.phases_tx.send(Upload::Phases(progress.phases.iter().map(phase_json).collect()));
-        let kind = self.job["source"]["type"].as_str().unwrap_or_default().to_owned();
+        let kind = self.job["source"]["type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let src = self.work.join("src");
         let path = format!("/-/worker/builds/{}/source", self.id);
         let q = query(&[("leaseToken", &self.token)]);
@@ -487,7 +541,10 @@ impl Hooks for WorkerHooks {
                     git(&["remote", "set-url", "origin", loc], &src).await?;
                 }
                 let _ = std::fs::remove_file(&bundle);
-                progress.say(&format!("Source {} at {rev}", self.job["source"]["location"].as_str().unwrap_or("")));
+                progress.say(&format!(
+                    "Source {} at {rev}",
+                    self.job["source"]["location"].as_str().unwrap_or("")
+                ));
                 Ok(resolved)
             }
             "S3" => {
@@ -505,6 +562,37 @@ impl Hooks for WorkerHooks {
         }
     }
 
+    async fn parameters(
+        &mut self,
+        wanted: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, String> {
+        let names: Vec<&String> = wanted.iter().map(|(_, p)| p).collect();
+        let v = self
+            .client
+            .post(
+                &format!("/-/worker/builds/{}/parameters", self.id),
+                &json!({"leaseToken": self.token, "names": names}),
+            )
+            .await
+            .map_err(|e| {
+                let text = format!("{e:#}");
+                // The server's message, without the request line around it.
+                text.split_once(": {")
+                    .and_then(|(_, j)| serde_json::from_str::<Value>(&format!("{{{j}")).ok())
+                    .and_then(|j| j["message"].as_str().map(str::to_owned))
+                    .unwrap_or(text)
+            })?;
+        Ok(wanted
+            .iter()
+            .map(|(var, p)| {
+                (
+                    var.clone(),
+                    v["values"][p].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect())
+    }
+
     async fn upload_artifacts(
         &mut self,
         spec: &BuildSpec,
@@ -517,7 +605,10 @@ impl Hooks for WorkerHooks {
         }
         let location = a["location"].as_str().unwrap_or_default();
         let (bucket, _) = location.split_once('/').unwrap_or((location, ""));
-        let uuid = self.id.rsplit_once(':').map_or(self.id.as_str(), |(_, u)| u);
+        let uuid = self
+            .id
+            .rsplit_once(':')
+            .map_or(self.id.as_str(), |(_, u)| u);
         // CodeBuild's layout: path / (build id when namespaceType is BUILD_ID) / name.
         let override_name = a["overrideArtifactName"].as_bool().unwrap_or(false);
         let name = spec
@@ -526,11 +617,20 @@ impl Hooks for WorkerHooks {
             .and_then(|x| x.primary.name.clone())
             .filter(|_| override_name)
             .or_else(|| a["name"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| self.job["project"].as_str().unwrap_or("artifacts").to_owned());
+            .unwrap_or_else(|| {
+                self.job["project"]
+                    .as_str()
+                    .unwrap_or("artifacts")
+                    .to_owned()
+            });
         let mut key = String::new();
         for part in [
             a["path"].as_str().unwrap_or_default(),
-            if a["namespaceType"].as_str() == Some("BUILD_ID") { uuid } else { "" },
+            if a["namespaceType"].as_str() == Some("BUILD_ID") {
+                uuid
+            } else {
+                ""
+            },
             name.as_str(),
         ] {
             let part = part.trim_matches('/');
@@ -541,13 +641,24 @@ impl Hooks for WorkerHooks {
                 key.push_str(part);
             }
         }
-        let files: Vec<Picked> = picked.iter().filter(|(i, _)| i.is_none()).map(|(_, p)| p.clone()).collect();
+        let files: Vec<Picked> = picked
+            .iter()
+            .filter(|(i, _)| i.is_none())
+            .map(|(_, p)| p.clone())
+            .collect();
         let path = format!("/-/worker/builds/{}/artifacts", self.id);
         if a["packaging"].as_str() == Some("ZIP") {
             let zip = self.work.join("artifacts.zip");
             zip_files(&files, &zip).map_err(|e| format!("zipping the artifacts: {e}"))?;
-            let q = query(&[("bucket", bucket), ("key", &key), ("leaseToken", &self.token)]);
-            self.client.upload(&path, &q, &zip).await.map_err(|e| format!("{e:#}"))?;
+            let q = query(&[
+                ("bucket", bucket),
+                ("key", &key),
+                ("leaseToken", &self.token),
+            ]);
+            self.client
+                .upload(&path, &q, &zip)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
         } else {
             for f in &files {
                 let k = format!("{key}/{}", f.name);
@@ -558,7 +669,10 @@ impl Hooks for WorkerHooks {
                     .map_err(|e| format!("{e:#}"))?;
             }
         }
-        progress.say(&format!("Uploaded {} artifact file(s) to s3://{bucket}/{key}", files.len()));
+        progress.say(&format!(
+            "Uploaded {} artifact file(s) to s3://{bucket}/{key}",
+            files.len()
+        ));
         self.artifacts = Some(json!({
             "location": format!("arn:aws:s3:::{bucket}/{key}"),
             "overrideArtifactName": override_name,
@@ -591,7 +705,8 @@ pub struct WorkerArgs {
 /// allowed `slipway:RunBuilds`), region from AWS_REGION.
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let key = std::env::var("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID is not set")?;
-    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").context("AWS_SECRET_ACCESS_KEY is not set")?;
+    let secret =
+        std::env::var("AWS_SECRET_ACCESS_KEY").context("AWS_SECRET_ACCESS_KEY is not set")?;
     let region = std::env::var("AWS_REGION")
         .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
         .unwrap_or_else(|_| "us-east-1".into());
@@ -608,7 +723,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "worker".into())
     });
-    println!("slipway worker {id}: taking builds from {} ({} sandbox)", args.server, runtime.name());
+    println!(
+        "slipway worker {id}: taking builds from {} ({} sandbox)",
+        args.server,
+        runtime.name()
+    );
     let client = Arc::new(Client::new(&args.server, &key, &secret, &region)?);
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {

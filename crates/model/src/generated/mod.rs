@@ -4,6 +4,7 @@ pub mod codebuild;
 pub mod codecommit;
 pub mod codedeploy;
 pub mod codepipeline;
+pub mod logs;
 pub mod ssm;
 
 /// (target prefix, signing name, operations) of every generated service.
@@ -29,4 +30,5 @@ pub const SERVICES: &[(&str, &str, &[&str])] = &[
         codedeploy::OPERATIONS,
     ),
     (ssm::TARGET_PREFIX, ssm::SIGNING_NAME, ssm::OPERATIONS),
+    (logs::TARGET_PREFIX, logs::SIGNING_NAME, logs::OPERATIONS),
 ];
