@@ -200,6 +200,128 @@ fn bench_s3_small(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
     Ok(())
 }
 
+/// Drives builds with boto3: `single N` runs N builds one after another, `burst N` starts
+/// N at once; prints each build's server-side duration (startTime to endTime, seconds) and,
+/// for a burst, the span from the first start to the last end.
+const BUILD_DRIVER: &str = r#"
+import sys, time, boto3
+mode, n = sys.argv[1], int(sys.argv[2])
+cb = boto3.client("codebuild")
+def wait(ids):
+    done = {}
+    while len(done) < len(ids):
+        for i in range(0, len(ids), 100):
+            for b in cb.batch_get_builds(ids=ids[i:i + 100])["builds"]:
+                if b["buildComplete"]:
+                    if b["buildStatus"] != "SUCCEEDED":
+                        raise SystemExit("build %s ended %s" % (b["id"], b["buildStatus"]))
+                    done[b["id"]] = b
+        time.sleep(0.05)
+    return list(done.values())
+if mode == "single":
+    for _ in range(n):
+        b = wait([cb.start_build(projectName="bench")["build"]["id"]])[0]
+        print("%.4f" % (b["endTime"] - b["startTime"]).total_seconds())
+else:
+    ids = [cb.start_build(projectName="bench")["build"]["id"] for _ in range(n)]
+    bs = wait(ids)
+    first = min(b["startTime"] for b in bs)
+    last = max(b["endTime"] for b in bs)
+    print("%.4f" % (last - first).total_seconds())
+"#;
+
+/// A build whose only command is `true` (StartBuild to SUCCEEDED, from the build's own
+/// timestamps) against `runc run` of `true` in the same sandbox configuration; then 200
+/// builds queued at once.
+fn bench_build(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
+    use slipway_codebuild::sandbox::{write_bundle, Limits, SandboxSpec};
+    let port = free_port()?;
+    let _server = slipway(bin, &tmp.join("build-data"), port)?;
+    wait_healthy(port, "/-/health", Duration::from_secs(30))?;
+    sh(aws_env(
+        Command::new("aws").args([
+            "codebuild",
+            "create-project",
+            "--name",
+            "bench",
+            "--source",
+            r#"{"type":"NO_SOURCE","buildspec":"version: 0.2\nphases:\n  build:\n    commands:\n      - true\n"}"#,
+            "--artifacts",
+            r#"{"type":"NO_ARTIFACTS"}"#,
+            "--environment",
+            r#"{"type":"LINUX_CONTAINER","image":"aws/codebuild/standard:7.0","computeType":"BUILD_GENERAL1_SMALL"}"#,
+            "--service-role",
+            "bench",
+        ]),
+        port,
+    ))?;
+    let driver = tmp.join("build-driver.py");
+    std::fs::write(&driver, BUILD_DRIVER)?;
+    let drive = |mode: &str, n: usize| -> Result<Vec<f64>> {
+        let out = sh(aws_env(
+            Command::new("python3")
+                .arg(&driver)
+                .args([mode, &n.to_string()]),
+            port,
+        ))?;
+        Ok(out.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    };
+    drive("single", 2)?; // warm-up
+    let builds = drive("single", 15)?;
+
+    // The same sandbox, `true` run by runc directly (spawn to exit).
+    let state = tmp.join("runc-state");
+    let mut runs = Vec::new();
+    for i in 0..15 {
+        let spec = SandboxSpec {
+            id: format!("bench-true-{i}"),
+            work: tmp.join(format!("runc-true-{i}")),
+            src_host: tmp.join(format!("runc-true-{i}/src")),
+            src_path: "/codebuild/output/src1/src".into(),
+            hide: Vec::new(),
+            limits: Limits::for_compute_type("BUILD_GENERAL1_SMALL"),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            privileged: false,
+        };
+        std::fs::create_dir_all(&spec.src_host)?;
+        let bundle = write_bundle(&spec, &["/bin/true".to_owned()])?;
+        let t = Instant::now();
+        sh(Command::new("runc")
+            .arg("--root")
+            .arg(&state)
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(&spec.id))?;
+        runs.push(t.elapsed().as_secs_f64());
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(&state)
+            .args(["delete", "--force", &spec.id])
+            .output();
+    }
+    let (b, r) = (median(builds), median(runs));
+    let line = format!(
+        "| build of `true`, StartBuild to SUCCEEDED (median of 15, server timestamps) | {:.0} ms | `runc run` of `true`, same sandbox config: {:.0} ms | **{:.0} ms** overhead |\n",
+        b * 1000.0,
+        r * 1000.0,
+        (b - r) * 1000.0
+    );
+    print!("{line}");
+    report.push_str(&line);
+
+    let span = drive("burst", 200)?.first().copied().unwrap_or(f64::NAN);
+    let line = format!(
+        "| 200 trivial builds queued at once (built-in worker, 2 slots) | {:.1} s first start to last end | {:.0} ms of `runc run` each | **{:.0} builds/min**, {:.0} ms per build beyond the runtime |\n",
+        span,
+        r * 1000.0,
+        200.0 * 60.0 / span,
+        (span / 200.0 * 2.0 - r) * 1000.0
+    );
+    print!("{line}");
+    report.push_str(&line);
+    Ok(())
+}
+
 /// A 1 GB object through `aws s3 cp` (PUT and GET) against `cp` of the same file on the same
 /// disk, medians of 3 interleaved runs.
 fn bench_s3_large(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
@@ -676,6 +798,9 @@ pub fn run_all(root: &Path, which: &str) -> Result<()> {
     if which == "all" || which == "s3" || which == "s3-large" {
         bench_s3_large(&bin, &tmp, &mut report)?;
     }
+    if which == "all" || which == "build" {
+        bench_build(&bin, &tmp, &mut report)?;
+    }
     std::fs::write(root.join("target/bench-results.md"), &report)?;
     let _ = std::fs::remove_dir_all(&tmp);
     println!("\n(written to target/bench-results.md)");
@@ -691,7 +816,7 @@ fn tempfile_dir() -> Result<PathBuf> {
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let which = args.first().map(String::as_str).unwrap_or("all");
     const KINDS: &[&str] = &[
-        "all", "api", "clone", "push", "idle", "s3", "s3-small", "s3-large",
+        "all", "api", "clone", "push", "idle", "s3", "s3-small", "s3-large", "build",
     ];
     if !KINDS.contains(&which) {
         bail!("unknown benchmark {which}: use one of {}", KINDS.join(", "));

@@ -190,11 +190,11 @@ impl Runtime {
         args: &[String],
         stdin: Stdio,
     ) -> std::io::Result<Child> {
-        for d in ["control", "output", "tmp", "home-upper", "home-work"] {
-            std::fs::create_dir_all(spec.work.join(d))?;
-        }
         let mut cmd = match self {
             Runtime::Host => {
+                for d in ["control", "output", "tmp"] {
+                    std::fs::create_dir_all(spec.work.join(d))?;
+                }
                 let mut c = Command::new(&args[0]);
                 c.args(&args[1..])
                     .current_dir(&spec.src_host)
@@ -203,14 +203,7 @@ impl Runtime {
                 c
             }
             Runtime::Oci { binary, state, .. } => {
-                let bundle = spec.work.join("bundle");
-                std::fs::create_dir_all(bundle.join("rootfs"))?;
-                image_links(&bundle.join("rootfs"))?;
-                let config = oci_config(spec, args);
-                std::fs::write(
-                    bundle.join("config.json"),
-                    serde_json::to_vec_pretty(&config)?,
-                )?;
+                let bundle = write_bundle(spec, args)?;
                 let mut c = Command::new(binary);
                 c.arg("--root")
                     .arg(state)
@@ -293,6 +286,22 @@ impl Runtime {
             })
             .sum()
     }
+}
+
+/// Writes the OCI bundle (config and root) of a sandbox running `args`; returns its path.
+pub fn write_bundle(spec: &SandboxSpec, args: &[String]) -> std::io::Result<PathBuf> {
+    for d in ["control", "output", "tmp", "home-upper", "home-work"] {
+        std::fs::create_dir_all(spec.work.join(d))?;
+    }
+    let bundle = spec.work.join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs"))?;
+    image_links(&bundle.join("rootfs"))?;
+    let config = oci_config(spec, args);
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&config)?,
+    )?;
+    Ok(bundle)
 }
 
 /// The host's top-level symlinks (`/bin -> usr/bin` on merged-/usr systems), recreated in

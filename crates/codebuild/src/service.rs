@@ -74,6 +74,8 @@ pub struct CodeBuild {
     account_id: String,
     /// Wakes long-polling workers when a build is queued.
     work: Arc<Notify>,
+    /// Set when the server shuts down: long polls answer at once.
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for CodeBuild {
@@ -104,7 +106,15 @@ impl CodeBuild {
             region: region.into(),
             account_id: account_id.into(),
             work: Arc::new(Notify::new()),
+            closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
+    }
+
+    /// Ends every long poll now and answers later ones at once (the server is stopping).
+    pub fn close(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.work.notify_waiters();
     }
 
     pub fn project_arn(&self, name: &str) -> String {
@@ -735,6 +745,9 @@ impl CodeBuild {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.work.notified();
+            if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(None);
+            }
             if let Some(l) = self.try_lease(worker).await? {
                 return Ok(Some(l));
             }

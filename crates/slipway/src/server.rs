@@ -299,7 +299,17 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
     let (workers, runtime) = start_builds(&args, &addr, builds, worker_stop).await;
     tracing::info!(%addr, %public_url, blobs = %blob_url, region = %args.region, account = %args.account_id, startup_ms = started.elapsed().as_millis() as u64, "listening");
-    let shutdown = shutdown_signal();
+    let closing = state.codebuild.clone();
+    let stop_builds = stop_worker.clone();
+    // Signal handlers are installed here, before "listening" is printed.
+    let signalled = shutdown_signal();
+    let shutdown = async move {
+        signalled.await;
+        // Long-polling workers are answered at once and the built-in one stops leasing,
+        // so draining the connections does not wait for a poll to time out.
+        closing.close();
+        let _ = stop_builds.send(true);
+    };
     println!("Slipway listening on http://{addr}");
     slipway_api::serve(listener, state, shutdown).await?;
     let _ = stop_worker.send(true);
