@@ -1128,6 +1128,25 @@ pub struct LogEvent {
     pub message: String,
 }
 
+/// Re-wraps the data keys of the jobs of builds not yet ended (after a master-key
+/// rotation); ended builds hold no job. Returns how many were re-wrapped.
+pub async fn rewrap_jobs(store: &Store, key: &MasterKey) -> Result<usize> {
+    let mut tx = store.begin_write().await?;
+    let rows = sqlx::query("SELECT id, job FROM cb_builds WHERE LENGTH(job) > 0")
+        .fetch_all(&mut *tx)
+        .await?;
+    for r in &rows {
+        let fresh = key.rewrap(&r.get::<Vec<u8>, _>(1)).map_err(internal)?;
+        sqlx::query("UPDATE cb_builds SET job = $1 WHERE id = $2")
+            .bind(fresh)
+            .bind(r.get::<String, _>(0))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len())
+}
+
 async fn project_in(conn: &mut Conn, name: &str) -> Result<Option<Value>> {
     let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM cb_projects WHERE name = $1")
         .bind(name)

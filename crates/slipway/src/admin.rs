@@ -221,8 +221,12 @@ async fn rotate(store: &Store, iam: &Iam, key: &MasterKey) -> Result<Value, IamE
     let blobs = slipway_s3::S3Store::rewrap_keys(store, key)
         .await
         .map_err(IamError::Internal)?;
+    let jobs = slipway_codebuild::service::rewrap_jobs(store, key)
+        .await
+        .map_err(|e| IamError::Internal(e.to_string()))?;
     Ok(json!({
         "MasterKeyId": format!("{id:08x}"),
+        "BuildJobsRewrapped": jobs,
         "AccessKeysReencrypted": keys,
         "SecureStringVersionsRewrapped": params,
         "ObjectDataKeysRewrapped": blobs,
