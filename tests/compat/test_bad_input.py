@@ -77,6 +77,6 @@ def test_every_operation_is_routed(server):
 def test_unbuilt_operation_answers_501_through_sdk(server):
     cb = server.client("codebuild")
     with pytest.raises(cb.exceptions.ClientError) as e:
-        cb.list_projects()
+        cb.list_source_credentials()
     assert e.value.response["Error"]["Code"] == "NotImplementedException"
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501

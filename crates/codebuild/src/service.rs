@@ -769,16 +769,7 @@ impl CodeBuild {
         };
         let id: String = row.get(0);
         let mut doc: Value = serde_json::from_str(&row.get::<String, _>(1)).map_err(internal)?;
-        let queued_limit = doc["queuedTimeoutInMinutes"].as_f64().unwrap_or(480.0) * 60.0;
-        let queued_at = doc["startTime"].as_f64().unwrap_or(t);
-        if t - queued_at > queued_limit {
-            close_phase(
-                &mut doc,
-                "TIMED_OUT",
-                t,
-                Some(("BUILD_TIMED_OUT", "Build has timed out while queued. ")),
-            );
-            finish_doc(&mut doc, "TIMED_OUT", t);
+        if time_out_queued(&mut doc, t) {
             self.write_final(&mut tx, &id, &doc, "TIMED_OUT").await?;
             tx.commit().await?;
             return Box::pin(self.try_lease(worker)).await;
@@ -957,6 +948,14 @@ impl CodeBuild {
         Ok(())
     }
 
+    /// The builds whose lease has expired (their worker stopped heartbeating).
+    pub async fn expired(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT id FROM cb_builds WHERE status = 'IN_PROGRESS' AND started IS NOT NULL AND lease_expires < $1")
+            .bind(now())
+            .fetch_all(self.store.pool())
+            .await?)
+    }
+
     /// Fails the builds whose worker stopped heartbeating (a dead worker, or a server that
     /// restarted under a built-in worker), with a phase context that says so.
     pub async fn expire_leases(&self) -> Result<usize> {
@@ -980,8 +979,24 @@ impl CodeBuild {
             finish_doc(&mut doc, "FAILED", t);
             self.write_final(&mut tx, &id, &doc, "FAILED").await?;
         }
+        // Builds that waited in the queue longer than their queued timeout.
+        let queued = sqlx::query(
+            "SELECT id, doc FROM cb_builds WHERE status = 'IN_PROGRESS' AND started IS NULL",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut timed_out = 0;
+        for r in &queued {
+            let id: String = r.get(0);
+            let mut doc: Value = serde_json::from_str(&r.get::<String, _>(1)).map_err(internal)?;
+            if !time_out_queued(&mut doc, t) {
+                continue;
+            }
+            self.write_final(&mut tx, &id, &doc, "TIMED_OUT").await?;
+            timed_out += 1;
+        }
         tx.commit().await?;
-        Ok(rows.len())
+        Ok(rows.len() + timed_out)
     }
 
     /// The build a log group and stream name (`/aws/codebuild/PROJECT`, build uuid).
@@ -1181,6 +1196,22 @@ async fn holds_lease(conn: &mut Conn, id: &str, token: &str) -> Result<()> {
             format!("The lease on build {id} is not held"),
         ))
     }
+}
+
+/// Ends a queued build TIMED_OUT if it waited longer than its queued timeout; says so.
+fn time_out_queued(doc: &mut Value, t: f64) -> bool {
+    let limit = doc["queuedTimeoutInMinutes"].as_f64().unwrap_or(480.0) * 60.0;
+    if t - doc["startTime"].as_f64().unwrap_or(t) <= limit {
+        return false;
+    }
+    close_phase(
+        doc,
+        "TIMED_OUT",
+        t,
+        Some(("BUILD_TIMED_OUT", "Build has timed out while queued. ")),
+    );
+    finish_doc(doc, "TIMED_OUT", t);
+    true
 }
 
 fn push_phase(doc: &mut Value, phase: &str, t: f64) {

@@ -147,27 +147,18 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// Starts the lease-expiry sweep and the built-in build worker (which talks to this server
+/// Starts the built-in build worker (which talks to this server
 /// over loopback HTTP, with the root credentials, like any other worker).
 async fn start_builds(
     args: &ServerArgs,
     addr: &std::net::SocketAddr,
-    builds: slipway_codebuild::service::CodeBuild,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> (
     Vec<tokio::task::JoinHandle<()>>,
     Option<slipway_codebuild::sandbox::Runtime>,
 ) {
-    let mut tasks = vec![tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-            match builds.expire_leases().await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(builds = n, "failed builds whose worker stopped reporting"),
-                Err(e) => tracing::error!(error = %e, "expiring build leases"),
-            }
-        }
-    })];
+    let mut tasks = Vec::new();
+
     if args.builtin_worker_slots == 0 {
         return (tasks, None);
     }
@@ -229,6 +220,31 @@ async fn start_builds(
     let runtime = cfg.runtime.clone();
     tasks.push(tokio::spawn(crate::worker::serve(client, cfg, stop)));
     (tasks, Some(runtime))
+}
+
+/// Every few seconds, fails the builds whose worker stopped reporting — after killing their
+/// sandbox, when it is one of the built-in worker's (a server killed mid-build leaves its
+/// builds' sandboxes running; they must be gone before the build reads as ended).
+fn sweep_leases(
+    builds: slipway_codebuild::service::CodeBuild,
+    runtime: Option<slipway_codebuild::sandbox::Runtime>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            if let (Some(rt), Ok(ids)) = (&runtime, builds.expired().await) {
+                for id in ids {
+                    let uuid = id.rsplit_once(':').map_or(id.as_str(), |(_, u)| u);
+                    rt.remove(&format!("slipway-{uuid}")).await;
+                }
+            }
+            match builds.expire_leases().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(builds = n, "failed builds whose worker stopped reporting"),
+                Err(e) => tracing::error!(error = %e, "expiring build leases"),
+            }
+        }
+    })
 }
 
 pub async fn run(args: ServerArgs) -> Result<ExitCode> {
@@ -297,7 +313,8 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     });
     let builds = state.codebuild.clone();
     let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
-    let (workers, runtime) = start_builds(&args, &addr, builds, worker_stop).await;
+    let (mut workers, runtime) = start_builds(&args, &addr, worker_stop).await;
+    workers.push(sweep_leases(builds, runtime.clone()));
     tracing::info!(%addr, %public_url, blobs = %blob_url, region = %args.region, account = %args.account_id, startup_ms = started.elapsed().as_millis() as u64, "listening");
     let closing = state.codebuild.clone();
     let stop_builds = stop_worker.clone();

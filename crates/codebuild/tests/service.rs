@@ -1,0 +1,343 @@
+//! The CodeBuild control plane against a real store: project validation and defaults, the
+//! queue and leases (one holder, heartbeats, StopBuild, expiry), the queued timeout, build
+//! numbers, deletion rules and the log stream.
+
+use serde_json::{json, Value};
+use slipway_codebuild::service::{CodeBuild, Heartbeat, LogQuery};
+use slipway_iam::crypto::MasterKey;
+use slipway_store::{ServiceError, Store};
+use std::time::Duration;
+
+async fn service() -> (tempfile::TempDir, Store, CodeBuild) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let key = MasterKey::load_or_create(dir.path()).unwrap();
+    let cb = CodeBuild::new(store.clone(), key, "us-east-1", "000000000000");
+    (dir, store, cb)
+}
+
+fn project(name: &str) -> Value {
+    json!({
+        "name": name,
+        "source": {"type": "NO_SOURCE", "buildspec": "version: 0.2\nphases:\n  build:\n    commands: [true]\n"},
+        "artifacts": {"type": "NO_ARTIFACTS"},
+        "environment": {"type": "LINUX_CONTAINER", "image": "aws/codebuild/standard:7.0", "computeType": "BUILD_GENERAL1_SMALL"},
+        "serviceRole": "role",
+    })
+}
+
+fn code(e: ServiceError) -> &'static str {
+    match e {
+        ServiceError::Api { code, .. } => code,
+        ServiceError::Internal(m) => panic!("internal error: {m}"),
+    }
+}
+
+#[tokio::test]
+async fn projects_are_validated_and_completed() {
+    let (_d, _s, cb) = service().await;
+    let p = cb.create_project(project("web")).await.unwrap();
+    assert_eq!(
+        p["arn"],
+        "arn:aws:codebuild:us-east-1:000000000000:project/web"
+    );
+    assert_eq!(p["timeoutInMinutes"], 60);
+    assert_eq!(p["queuedTimeoutInMinutes"], 480);
+    assert_eq!(p["environment"]["privilegedMode"], false);
+    assert_eq!(
+        code(cb.create_project(project("web")).await.unwrap_err()),
+        "ResourceAlreadyExistsException"
+    );
+
+    for (path, value, why) in [
+        (
+            "source",
+            json!({"type": "GITHUB", "location": "https://github.com/a/b"}),
+            "unsupported source",
+        ),
+        (
+            "source",
+            json!({"type": "NO_SOURCE"}),
+            "NO_SOURCE without a buildspec",
+        ),
+        (
+            "source",
+            json!({"type": "CODECOMMIT"}),
+            "CODECOMMIT without a location",
+        ),
+        (
+            "artifacts",
+            json!({"type": "S3"}),
+            "S3 artifacts without a bucket",
+        ),
+        (
+            "artifacts",
+            json!({"type": "CODEPIPELINE"}),
+            "CODEPIPELINE artifacts with another source",
+        ),
+        (
+            "environment",
+            json!({"type": "LINUX_CONTAINER", "image": "x"}),
+            "no compute type",
+        ),
+    ] {
+        let mut p = project("bad");
+        p[path] = value;
+        assert_eq!(
+            code(cb.create_project(p).await.unwrap_err()),
+            "InvalidInputException",
+            "{why}"
+        );
+    }
+    assert!(cb
+        .batch_get_projects(&["bad".into()])
+        .await
+        .unwrap()
+        .0
+        .is_empty());
+
+    let updated = cb
+        .update_project(json!({"name": "web", "timeoutInMinutes": 10, "description": "d"}))
+        .await
+        .unwrap();
+    assert_eq!(updated["timeoutInMinutes"], 10);
+    assert_eq!(
+        updated["source"]["type"], "NO_SOURCE",
+        "members not given keep their values"
+    );
+    assert_eq!(
+        code(
+            cb.update_project(json!({"name": "nope"}))
+                .await
+                .unwrap_err()
+        ),
+        "ResourceNotFoundException"
+    );
+    cb.create_project(project("api")).await.unwrap();
+    assert_eq!(
+        cb.list_projects(None, true).await.unwrap(),
+        vec!["api", "web"]
+    );
+    assert_eq!(
+        cb.list_projects(Some("NAME"), false).await.unwrap(),
+        vec!["web", "api"]
+    );
+}
+
+#[tokio::test]
+async fn the_queue_leases_each_build_once_and_ends_it_once() {
+    let (_d, _s, cb) = service().await;
+    cb.create_project(project("web")).await.unwrap();
+    let start = |over: Value| {
+        let cb = cb.clone();
+        async move {
+            let mut input = json!({"projectName": "web"});
+            input
+                .as_object_mut()
+                .unwrap()
+                .extend(over.as_object().unwrap().clone());
+            cb.start_build(
+                &input,
+                "tester",
+                vec![("K".into(), "v".into(), "PLAINTEXT".into())],
+                vec!["s3cret".into()],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let b1 = start(json!({"environmentVariablesOverride": [{"name": "X", "value": "1"}]})).await;
+    let b2 = start(json!({})).await;
+    assert_eq!(
+        (b1["buildNumber"].as_i64(), b2["buildNumber"].as_i64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(b1["currentPhase"], "QUEUED");
+    assert_eq!(b1["environment"]["environmentVariables"][0]["name"], "X");
+
+    // Oldest first; each lease once.
+    let l1 = cb.lease("w1", Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(l1.build_id, b1["id"].as_str().unwrap());
+    assert_eq!(l1.job["secrets"], json!(["s3cret"]));
+    let l2 = cb.lease("w2", Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(l2.build_id, b2["id"].as_str().unwrap());
+    assert!(cb.lease("w3", Duration::ZERO).await.unwrap().is_none());
+
+    // A long poll wakes when a build is queued.
+    let waiter = {
+        let cb = cb.clone();
+        tokio::spawn(async move { cb.lease("w3", Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let b3 = start(json!({})).await;
+    let l3 = waiter.await.unwrap().unwrap().unwrap();
+    assert_eq!(l3.build_id, b3["id"].as_str().unwrap());
+
+    // StopBuild reaches the worker through its heartbeat; a wrong token holds nothing.
+    assert_eq!(
+        cb.heartbeat(&l1.build_id, &l1.token).await.unwrap(),
+        Heartbeat::Continue
+    );
+    assert_eq!(
+        cb.heartbeat(&l1.build_id, "forged").await.unwrap(),
+        Heartbeat::Lost
+    );
+    cb.stop_build(&l1.build_id).await.unwrap();
+    assert_eq!(
+        cb.heartbeat(&l1.build_id, &l1.token).await.unwrap(),
+        Heartbeat::Stop
+    );
+    let err = cb
+        .append_logs(&l1.build_id, "forged", &[(1, "x".into())])
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), "LeaseLostException");
+
+    // Logs, phases, completion.
+    cb.append_logs(
+        &l1.build_id,
+        &l1.token,
+        &[(1000, "one".into()), (2000, "two".into())],
+    )
+    .await
+    .unwrap();
+    cb.append_logs(&l1.build_id, &l1.token, &[(3000, "three".into())])
+        .await
+        .unwrap();
+    let stream = l1.build_id.rsplit_once(':').unwrap().1;
+    let all = cb
+        .log_events(
+            "/aws/codebuild/web",
+            stream,
+            &LogQuery {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+        ["one", "two", "three"]
+    );
+    let last = cb
+        .log_events(
+            "/aws/codebuild/web",
+            stream,
+            &LogQuery {
+                limit: 1,
+                backwards: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(last[0].message, "three");
+    assert_eq!(
+        code(
+            cb.log_events("/aws/codebuild/web", "nope", &LogQuery::default())
+                .await
+                .unwrap_err()
+        ),
+        "ResourceNotFoundException"
+    );
+    cb.complete(&l1.build_id, &l1.token, &json!({"status": "STOPPED", "phases": [{"phaseType": "PROVISIONING", "phaseStatus": "SUCCEEDED"}]}))
+        .await
+        .unwrap();
+    let (got, _) = cb
+        .batch_get_builds(std::slice::from_ref(&l1.build_id))
+        .await
+        .unwrap();
+    assert_eq!(got[0]["buildStatus"], "STOPPED");
+    assert_eq!(got[0]["buildComplete"], true);
+    let types: Vec<_> = got[0]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phaseType"].clone())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            json!("SUBMITTED"),
+            json!("QUEUED"),
+            json!("PROVISIONING"),
+            json!("COMPLETED")
+        ]
+    );
+    // Ended once: a second completion has no lease to stand on.
+    assert!(cb
+        .complete(&l1.build_id, &l1.token, &json!({"status": "SUCCEEDED"}))
+        .await
+        .is_err());
+
+    // Deleting: finished builds go, running ones stay.
+    let (deleted, refused) = cb
+        .batch_delete_builds(&[l1.build_id.clone(), l2.build_id.clone(), "web:nope".into()])
+        .await
+        .unwrap();
+    assert_eq!(deleted, vec![l1.build_id.clone()]);
+    assert_eq!(
+        refused.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+        ["BUILD_IN_PROGRESS", "BUILD_NOT_FOUND"]
+    );
+}
+
+#[tokio::test]
+async fn expired_leases_and_queued_timeouts_end_builds() {
+    let (_d, store, cb) = service().await;
+    cb.create_project(project("web")).await.unwrap();
+    let running = cb
+        .start_build(&json!({"projectName": "web"}), "t", vec![], vec![])
+        .await
+        .unwrap();
+    let lease = cb.lease("w1", Duration::ZERO).await.unwrap().unwrap();
+    let queued = cb
+        .start_build(
+            &json!({"projectName": "web", "queuedTimeoutInMinutesOverride": 5}),
+            "t",
+            vec![],
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cb.expire_leases().await.unwrap(), 0, "nothing is due yet");
+    // Time passes: the worker's lease runs out, and the queued build waits past 5 minutes.
+    sqlx::query("UPDATE cb_builds SET lease_expires = 0 WHERE id = $1")
+        .bind(&lease.build_id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let id = queued["id"].as_str().unwrap();
+    let (docs, _) = cb.batch_get_builds(&[id.to_owned()]).await.unwrap();
+    let mut doc = docs[0].clone();
+    doc["startTime"] = json!(doc["startTime"].as_f64().unwrap() - 301.0);
+    sqlx::query("UPDATE cb_builds SET doc = $1 WHERE id = $2")
+        .bind(doc.to_string())
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(cb.expired().await.unwrap(), vec![lease.build_id.clone()]);
+    assert_eq!(cb.expire_leases().await.unwrap(), 2);
+    let (got, _) = cb
+        .batch_get_builds(&[running["id"].as_str().unwrap().to_owned(), id.to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(got[0]["buildStatus"], "FAILED");
+    let ctx = got[0]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|p| p.get("contexts"))
+        .unwrap();
+    assert!(ctx[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("stopped reporting"));
+    assert_eq!(got[1]["buildStatus"], "TIMED_OUT");
+    assert_eq!(
+        cb.heartbeat(&lease.build_id, &lease.token).await.unwrap(),
+        Heartbeat::Lost
+    );
+}
