@@ -69,6 +69,19 @@ fn reply(result: Result<Value, ApiError>) -> Response {
     respond(&id, result.map(|v| v.to_string().into_bytes()))
 }
 
+/// Answers a JSON request of the protocol: authenticated, parsed, handled by `f`.
+async fn handle<F, Fut>(state: Arc<AppState>, req: Request<Body>, f: F) -> Response
+where
+    F: FnOnce(Arc<AppState>, Value) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, ApiError>>,
+{
+    let r = match json_request(&state, req).await {
+        Ok(v) => f(state, v).await,
+        Err(e) => Err(e),
+    };
+    reply(r)
+}
+
 fn token(v: &Value) -> &str {
     v["leaseToken"].as_str().unwrap_or_default()
 }
@@ -81,8 +94,7 @@ fn query_param(parts: &Parts, name: &str) -> Option<String> {
 }
 
 async fn lease(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let r = async {
-        let v = json_request(&state, req).await?;
+    handle(state, req, |state, v| async move {
         let worker = v["workerId"].as_str().unwrap_or("worker").to_owned();
         let wait = v["waitSeconds"].as_f64().unwrap_or(20.0).clamp(0.0, 60.0);
         let lease = state
@@ -94,9 +106,8 @@ async fn lease(State(state): State<Arc<AppState>>, req: Request<Body>) -> Respon
             Some(l) => json!({"buildId": l.build_id, "leaseToken": l.token, "job": l.job}),
             None => json!({}),
         })
-    }
-    .await;
-    reply(r)
+    })
+    .await
 }
 
 async fn heartbeat(
@@ -104,8 +115,7 @@ async fn heartbeat(
     Path(id): Path<String>,
     req: Request<Body>,
 ) -> Response {
-    let r = async {
-        let v = json_request(&state, req).await?;
+    handle(state, req, |state, v| async move {
         let hb = state
             .codebuild
             .heartbeat(&id, token(&v))
@@ -117,9 +127,8 @@ async fn heartbeat(
             Heartbeat::Lost => "lost",
         };
         Ok(json!({"action": action}))
-    }
-    .await;
-    reply(r)
+    })
+    .await
 }
 
 async fn logs(
@@ -127,30 +136,26 @@ async fn logs(
     Path(id): Path<String>,
     req: Request<Body>,
 ) -> Response {
-    let r = async {
-        let v = json_request(&state, req).await?;
+    handle(state, req, |state, v| async move {
         let lines: Vec<(i64, String)> = v["events"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|e| {
-                        (
-                            e["timestamp"].as_i64().unwrap_or_default(),
-                            e["message"].as_str().unwrap_or_default().to_owned(),
-                        )
-                    })
-                    .collect()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["timestamp"].as_i64().unwrap_or_default(),
+                    e["message"].as_str().unwrap_or_default().to_owned(),
+                )
             })
-            .unwrap_or_default();
+            .collect();
         state
             .codebuild
             .append_logs(&id, token(&v), &lines)
             .await
             .map_err(domain_error)?;
         Ok(json!({}))
-    }
-    .await;
-    reply(r)
+    })
+    .await
 }
 
 async fn phases(
@@ -158,8 +163,7 @@ async fn phases(
     Path(id): Path<String>,
     req: Request<Body>,
 ) -> Response {
-    let r = async {
-        let v = json_request(&state, req).await?;
+    handle(state, req, |state, v| async move {
         let list = v["phases"].as_array().cloned().unwrap_or_default();
         state
             .codebuild
@@ -167,9 +171,8 @@ async fn phases(
             .await
             .map_err(domain_error)?;
         Ok(json!({}))
-    }
-    .await;
-    reply(r)
+    })
+    .await
 }
 
 async fn complete(
@@ -177,17 +180,15 @@ async fn complete(
     Path(id): Path<String>,
     req: Request<Body>,
 ) -> Response {
-    let r = async {
-        let v = json_request(&state, req).await?;
+    handle(state, req, |state, v| async move {
         state
             .codebuild
             .complete(&id, token(&v), &v)
             .await
             .map_err(domain_error)?;
         Ok(json!({}))
-    }
-    .await;
-    reply(r)
+    })
+    .await
 }
 
 /// Parameter Store values (decrypted) for the buildspec's `env.parameter-store`.
@@ -196,8 +197,7 @@ async fn parameters(
     Path(id): Path<String>,
     req: Request<Body>,
 ) -> Response {
-    let r = async {
-        let v = json_request(&state, req).await?;
+    handle(state, req, |state, v| async move {
         state
             .codebuild
             .leased_job(&id, token(&v))
@@ -224,9 +224,8 @@ async fn parameters(
             values.insert(name.to_owned(), Value::String(value));
         }
         Ok(json!({"values": values}))
-    }
-    .await;
-    reply(r)
+    })
+    .await
 }
 
 fn error_response(e: ApiError) -> Response {

@@ -272,32 +272,21 @@ async fn run_phase(
 ) -> PhaseEnd {
     let run_as = phase.run_as.as_deref().or(spec.run_as.as_deref());
     let mut failure = None;
-    for c in &phase.commands {
-        match run_command(
-            runtime, sandbox, spec, c, run_as, shell, session, progress, stop,
-        )
-        .await
-        {
-            Ok(()) => {}
-            Err(PhaseEnd::Stopped(r)) => return PhaseEnd::Stopped(r),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    // `finally` runs whether or not the commands failed.
-    for c in &phase.finally {
-        match run_command(
-            runtime, sandbox, spec, c, run_as, shell, session, progress, stop,
-        )
-        .await
-        {
-            Ok(()) => {}
-            Err(PhaseEnd::Stopped(r)) => return PhaseEnd::Stopped(r),
-            Err(e) => {
-                failure.get_or_insert(e);
-                break;
+    // The commands stop at the first failure; `finally` runs whether or not they failed,
+    // and its own first failure counts when the commands succeeded.
+    for list in [&phase.commands, &phase.finally] {
+        for c in list {
+            match run_command(
+                runtime, sandbox, spec, c, run_as, shell, session, progress, stop,
+            )
+            .await
+            {
+                Ok(()) => {}
+                Err(PhaseEnd::Stopped(r)) => return PhaseEnd::Stopped(r),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    break;
+                }
             }
         }
     }

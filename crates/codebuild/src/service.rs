@@ -152,6 +152,14 @@ impl CodeBuild {
 
     // ----- projects -----
 
+    async fn project_exists(&self, name: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM cb_projects WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.store.pool())
+            .await?
+            .is_some())
+    }
+
     /// Checks a project's source, artifacts and environment as CodeBuild does, and fills
     /// in the defaults it reports.
     fn complete_project(&self, doc: &mut Value) -> Result<()> {
@@ -606,12 +614,7 @@ impl CodeBuild {
         let ids: Vec<String> = match project {
             Some(p) => {
                 let name = self.project_name(p);
-                let exists = sqlx::query("SELECT 1 FROM cb_projects WHERE name = $1")
-                    .bind(&name)
-                    .fetch_optional(self.store.pool())
-                    .await?
-                    .is_some();
-                if !exists {
+                if !self.project_exists(&name).await? {
                     return Err(not_found(format!(
                         "The provided project arn:aws:codebuild:{}:{}:project/{name} does not exist",
                         self.region, self.account_id
@@ -1011,12 +1014,7 @@ impl CodeBuild {
             .await?
             .is_some();
         if !exists {
-            let group_exists = sqlx::query("SELECT 1 FROM cb_projects WHERE name = $1")
-                .bind(project)
-                .fetch_optional(self.store.pool())
-                .await?
-                .is_some();
-            return Err(not_found(if group_exists {
+            return Err(not_found(if self.project_exists(project).await? {
                 "The specified log stream does not exist."
             } else {
                 "The specified log group does not exist."
@@ -1095,12 +1093,7 @@ impl CodeBuild {
         let project = group
             .strip_prefix("/aws/codebuild/")
             .ok_or_else(|| not_found("The specified log group does not exist."))?;
-        let exists = sqlx::query("SELECT 1 FROM cb_projects WHERE name = $1")
-            .bind(project)
-            .fetch_optional(self.store.pool())
-            .await?
-            .is_some();
-        if !exists {
+        if !self.project_exists(project).await? {
             return Err(not_found("The specified log group does not exist."));
         }
         let rows = sqlx::query("SELECT b.id, b.queued, MIN(e.ts), MAX(e.ts) FROM cb_builds b LEFT JOIN cb_log_events e ON e.build_id = b.id WHERE b.project = $1 GROUP BY b.id ORDER BY b.seq")
