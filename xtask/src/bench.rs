@@ -206,6 +206,7 @@ fn bench_s3_small(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
 const BUILD_DRIVER: &str = r#"
 import sys, time, boto3
 mode, n = sys.argv[1], int(sys.argv[2])
+project = sys.argv[3] if len(sys.argv) > 3 else "bench"
 cb = boto3.client("codebuild")
 def wait(ids):
     done = {}
@@ -220,10 +221,10 @@ def wait(ids):
     return list(done.values())
 if mode == "single":
     for _ in range(n):
-        b = wait([cb.start_build(projectName="bench")["build"]["id"]])[0]
+        b = wait([cb.start_build(projectName=project)["build"]["id"]])[0]
         print("%.4f" % (b["endTime"] - b["startTime"]).total_seconds())
 else:
-    ids = [cb.start_build(projectName="bench")["build"]["id"] for _ in range(n)]
+    ids = [cb.start_build(projectName=project)["build"]["id"] for _ in range(n)]
     bs = wait(ids)
     first = min(b["startTime"] for b in bs)
     last = max(b["endTime"] for b in bs)
@@ -236,36 +237,47 @@ else:
 fn bench_build(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
     use slipway_codebuild::sandbox::{write_bundle, Limits, SandboxSpec};
     let port = free_port()?;
-    let _server = slipway(bin, &tmp.join("build-data"), port)?;
+    let server = slipway(bin, &tmp.join("build-data"), port)?;
     wait_healthy(port, "/-/health", Duration::from_secs(30))?;
-    sh(aws_env(
-        Command::new("aws").args([
-            "codebuild",
-            "create-project",
-            "--name",
-            "bench",
-            "--source",
-            r#"{"type":"NO_SOURCE","buildspec":"version: 0.2\nphases:\n  build:\n    commands:\n      - true\n"}"#,
-            "--artifacts",
-            r#"{"type":"NO_ARTIFACTS"}"#,
-            "--environment",
-            r#"{"type":"LINUX_CONTAINER","image":"aws/codebuild/standard:7.0","computeType":"BUILD_GENERAL1_SMALL"}"#,
-            "--service-role",
-            "bench",
-        ]),
-        port,
-    ))?;
+    let project = |name: &str, command: &str| {
+        let source = serde_json::json!({
+            "type": "NO_SOURCE",
+            "buildspec": format!("version: 0.2\nphases:\n  build:\n    commands:\n      - {command}\n"),
+        });
+        sh(aws_env(
+            Command::new("aws").args([
+                "codebuild",
+                "create-project",
+                "--name",
+                name,
+                "--source",
+                &source.to_string(),
+                "--artifacts",
+                r#"{"type":"NO_ARTIFACTS"}"#,
+                "--environment",
+                r#"{"type":"LINUX_CONTAINER","image":"aws/codebuild/standard:7.0","computeType":"BUILD_GENERAL1_SMALL"}"#,
+                "--service-role",
+                "bench",
+            ]),
+            port,
+        ))
+    };
+    project("bench", "true")?;
+    // 100 MB of log: 1,000,000 lines of 99 characters.
+    const NOISE: &str = "head -c 99000000 /dev/zero | tr '\\0' x | fold -w 99";
+    project("noisy", NOISE)?;
     let driver = tmp.join("build-driver.py");
     std::fs::write(&driver, BUILD_DRIVER)?;
-    let drive = |mode: &str, n: usize| -> Result<Vec<f64>> {
+    let drive_project = |mode: &str, n: usize, project: &str| -> Result<Vec<f64>> {
         let out = sh(aws_env(
             Command::new("python3")
                 .arg(&driver)
-                .args([mode, &n.to_string()]),
+                .args([mode, &n.to_string(), project]),
             port,
         ))?;
         Ok(out.lines().filter_map(|l| l.trim().parse().ok()).collect())
     };
+    let drive = |mode: &str, n: usize| drive_project(mode, n, "bench");
     drive("single", 2)?; // warm-up
     let builds = drive("single", 15)?;
 
@@ -305,6 +317,28 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
         b * 1000.0,
         r * 1000.0,
         (b - r) * 1000.0
+    );
+    print!("{line}");
+    report.push_str(&line);
+
+    // 100 MB of log through the worker protocol, against the same command into /dev/null.
+    let rss_before = proc_status_kb(server.0.id(), "VmRSS")?;
+    let logged = drive_project("single", 1, "noisy")?
+        .first()
+        .copied()
+        .unwrap_or(f64::NAN);
+    let rss_peak = proc_status_kb(server.0.id(), "VmHWM")?;
+    let t = Instant::now();
+    sh(Command::new("sh").args(["-c", &format!("{NOISE} > /dev/null")]))?;
+    let plain = t.elapsed().as_secs_f64();
+    let line = format!(
+        "| build printing 100 MB of log (1,000,000 lines), StartBuild to SUCCEEDED | {:.1} s; server RSS {:.0} → peak {:.0} MB | the same command into /dev/null: {:.2} s | **{:.1}×** the command's time, RSS growth {:.0} MB |\n",
+        logged,
+        rss_before as f64 / 1024.0,
+        rss_peak as f64 / 1024.0,
+        plain,
+        logged / plain,
+        (rss_peak as f64 - rss_before as f64) / 1024.0
     );
     print!("{line}");
     report.push_str(&line);

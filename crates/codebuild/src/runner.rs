@@ -33,9 +33,59 @@ pub enum Report<'a> {
     Phase(&'a PhaseRecord),
 }
 
+/// A budget of log bytes in flight between a build and where its log goes: the build's
+/// output is read no faster than it is shipped (memory stays bounded however much a build
+/// prints).
+#[derive(Debug)]
+pub struct Gate {
+    queued: std::sync::atomic::AtomicUsize,
+    limit: usize,
+    notify: tokio::sync::Notify,
+}
+
+impl Gate {
+    pub fn new(limit: usize) -> Gate {
+        Gate {
+            queued: std::sync::atomic::AtomicUsize::new(0),
+            limit,
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// `n` more bytes are on their way.
+    pub fn add(&self, n: usize) {
+        self.queued
+            .fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// `n` bytes have been shipped.
+    pub fn done(&self, n: usize) {
+        let _ = self.queued.fetch_update(
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+            |q| Some(q.saturating_sub(n)),
+        );
+        self.notify.notify_waiters();
+    }
+
+    /// Waits while more than the budget is in flight.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.queued.load(std::sync::atomic::Ordering::Acquire) <= self.limit {
+                return;
+            }
+            // Re-checked on every notice; a missed one is caught by the short timeout.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), notified).await;
+        }
+    }
+}
+
 /// The phase list of a build, and where its changes go.
 pub struct Progress {
     pub phases: Vec<PhaseRecord>,
+    /// Backpressure from wherever the log goes (none: unbounded, e.g. a terminal).
+    pub gate: Option<std::sync::Arc<Gate>>,
     sink: Box<dyn FnMut(Report<'_>) + Send>,
     secrets: Vec<String>,
 }
@@ -47,6 +97,7 @@ impl Progress {
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Progress {
             phases: Vec::new(),
+            gate: None,
             sink,
             secrets,
         }
@@ -213,7 +264,12 @@ pub async fn run_phases(
                 if let Some(s) = session.as_mut() {
                     // What post_build reads to tell (CODEBUILD_BUILD_SUCCEEDING).
                     let _ = s
-                        .run("export CODEBUILD_BUILD_SUCCEEDING=0", stop, &mut |_| {})
+                        .run(
+                            "export CODEBUILD_BUILD_SUCCEEDING=0",
+                            stop,
+                            &mut |_| {},
+                            None,
+                        )
                         .await;
                 }
                 // INSTALL and PRE_BUILD failures go straight to FINALIZING unless the
@@ -334,7 +390,15 @@ async fn run_command(
         ),
         _ => command.text.clone(),
     };
-    let outcome = s.run(&text, stop, &mut |l: String| progress.log(&l)).await;
+    let gate = progress.gate.clone();
+    let outcome = s
+        .run(
+            &text,
+            stop,
+            &mut |l: String| progress.log(&l),
+            gate.as_deref(),
+        )
+        .await;
     match outcome {
         Outcome::Exit { status: 0, .. } => Ok(()),
         Outcome::Exit { status, oom: false } => Err(command_failed(
@@ -402,7 +466,7 @@ async fn read_exported(
         script.push_str(&format!("printf '%s\\0' \"${{{n}-}}\" >> {file}\n"));
     }
     if !matches!(
-        s.run(&script, stop, &mut |_| {}).await,
+        s.run(&script, stop, &mut |_| {}, None).await,
         Outcome::Exit { status: 0, .. }
     ) {
         return Vec::new();

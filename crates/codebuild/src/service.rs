@@ -661,7 +661,7 @@ impl CodeBuild {
                     "Build is in progress and cannot be deleted".into(),
                 )),
                 Some(_) => {
-                    sqlx::query("DELETE FROM cb_log_events WHERE build_id = $1")
+                    sqlx::query("DELETE FROM cb_log_chunks WHERE build_id = $1")
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
@@ -846,19 +846,25 @@ impl CodeBuild {
             .grouped(move |conn| {
                 Box::pin(async move {
                     holds_lease(conn, &id, &token).await?;
-                    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM cb_log_events WHERE build_id = $1")
+                    // One row per upload: a worker's batch of lines is one insert.
+                    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(first_seq + count), 1) FROM cb_log_chunks WHERE build_id = $1")
                         .bind(&id)
                         .fetch_one(&mut *conn)
                         .await?;
-                    for (i, (ts, line)) in lines.iter().enumerate() {
-                        sqlx::query("INSERT INTO cb_log_events (build_id, seq, ts, message) VALUES ($1, $2, $3, $4)")
-                            .bind(&id)
-                            .bind(next + i as i64)
-                            .bind(ts)
-                            .bind(line)
-                            .execute(&mut *conn)
-                            .await?;
-                    }
+                    let first_ts = lines.first().map_or(0, |l| l.0);
+                    let last_ts = lines.last().map_or(0, |l| l.0);
+                    let bytes: usize = lines.iter().map(|l| l.1.len()).sum();
+                    let data = serde_json::to_string(&lines).map_err(internal)?;
+                    sqlx::query("INSERT INTO cb_log_chunks (build_id, first_seq, count, first_ts, last_ts, bytes, data) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                        .bind(&id)
+                        .bind(next)
+                        .bind(lines.len() as i64)
+                        .bind(first_ts)
+                        .bind(last_ts)
+                        .bind(bytes as i64)
+                        .bind(data)
+                        .execute(&mut *conn)
+                        .await?;
                     Ok::<(), ServiceError>(())
                 })
             })
@@ -1034,42 +1040,60 @@ impl CodeBuild {
     ) -> Result<Vec<LogEvent>> {
         let id = self.stream_build(group, stream).await?;
         let (start, end) = (q.start.unwrap_or(i64::MIN), q.end.unwrap_or(i64::MAX));
-        let rows = if q.backwards {
-            let mut r = sqlx::query("SELECT seq, ts, message FROM cb_log_events WHERE build_id = $1 AND seq < $2 AND ts >= $3 AND ts < $4 ORDER BY seq DESC LIMIT $5")
-                .bind(&id)
-                .bind(q.before.unwrap_or(i64::MAX))
-                .bind(start)
-                .bind(end)
-                .bind(q.limit)
-                .fetch_all(self.store.pool())
-                .await?;
-            r.reverse();
-            r
-        } else {
-            sqlx::query("SELECT seq, ts, message FROM cb_log_events WHERE build_id = $1 AND seq > $2 AND ts >= $3 AND ts < $4 ORDER BY seq LIMIT $5")
-                .bind(&id)
-                .bind(q.after.unwrap_or(0))
-                .bind(start)
-                .bind(end)
-                .bind(q.limit)
-                .fetch_all(self.store.pool())
-                .await?
-        };
-        Ok(rows
-            .iter()
-            .map(|r| LogEvent {
-                stream: stream.to_owned(),
-                seq: r.get(0),
-                timestamp: r.get(1),
-                message: r.get(2),
-            })
-            .collect())
+        let (after, before) = (q.after.unwrap_or(0), q.before.unwrap_or(i64::MAX));
+        // The chunks holding lines in range, in the order they are read.
+        let order = if q.backwards { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT first_seq, data FROM cb_log_chunks WHERE build_id = $1 AND first_seq + count - 1 > $2 AND first_seq < $3 AND last_ts >= $4 AND first_ts < $5 ORDER BY first_seq {order}"
+        );
+        let mut chunks = sqlx::query(&sql)
+            .bind(&id)
+            .bind(after)
+            .bind(before)
+            .bind(start)
+            .bind(end)
+            .fetch(self.store.pool());
+        let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        // Streamed, so a long log is read only as far as the page needs.
+        while let Some(c) = futures_util::TryStreamExt::try_next(&mut chunks).await? {
+            let first: i64 = c.get(0);
+            let lines: Vec<(i64, String)> =
+                serde_json::from_str(&c.get::<String, _>(1)).map_err(internal)?;
+            let picked = lines
+                .into_iter()
+                .enumerate()
+                .map(|(i, (ts, message))| LogEvent {
+                    stream: stream.to_owned(),
+                    seq: first + i as i64,
+                    timestamp: ts,
+                    message,
+                })
+                .filter(|e| {
+                    e.seq > after && e.seq < before && e.timestamp >= start && e.timestamp < end
+                });
+            if q.backwards {
+                let mut v: Vec<LogEvent> = picked.collect();
+                v.reverse();
+                out.extend(v);
+            } else {
+                out.extend(picked);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.truncate(limit);
+        if q.backwards {
+            out.reverse();
+        }
+        Ok(out)
     }
 
     /// The log groups (one per project), names starting with `prefix`:
     /// `(name, created ms, stored bytes)`.
     pub async fn log_groups(&self, prefix: &str) -> Result<Vec<(String, i64, i64)>> {
-        let rows = sqlx::query("SELECT p.name, p.created, COALESCE((SELECT SUM(LENGTH(e.message)) FROM cb_log_events e JOIN cb_builds b ON b.id = e.build_id WHERE b.project = p.name), 0) FROM cb_projects p ORDER BY p.name")
+        let rows = sqlx::query("SELECT p.name, p.created, COALESCE((SELECT SUM(c.bytes) FROM cb_log_chunks c JOIN cb_builds b ON b.id = c.build_id WHERE b.project = p.name), 0) FROM cb_projects p ORDER BY p.name")
             .fetch_all(self.store.pool())
             .await?;
         Ok(rows
@@ -1096,7 +1120,7 @@ impl CodeBuild {
         if !self.project_exists(project).await? {
             return Err(not_found("The specified log group does not exist."));
         }
-        let rows = sqlx::query("SELECT b.id, b.queued, MIN(e.ts), MAX(e.ts) FROM cb_builds b LEFT JOIN cb_log_events e ON e.build_id = b.id WHERE b.project = $1 GROUP BY b.id ORDER BY b.seq")
+        let rows = sqlx::query("SELECT b.id, b.queued, MIN(c.first_ts), MAX(c.last_ts) FROM cb_builds b LEFT JOIN cb_log_chunks c ON c.build_id = b.id WHERE b.project = $1 GROUP BY b.id ORDER BY b.seq")
             .bind(project)
             .fetch_all(self.store.pool())
             .await?;

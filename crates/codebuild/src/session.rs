@@ -105,6 +105,7 @@ impl Session {
         command: &str,
         stop: &mut watch::Receiver<Option<StopReason>>,
         on_line: &mut (dyn FnMut(String) + Send),
+        gate: Option<&crate::runner::Gate>,
     ) -> Outcome {
         if self.ended {
             return Outcome::SessionEnded {
@@ -130,7 +131,12 @@ impl Session {
         loop {
             tokio::select! {
                 ev = self.events.recv() => match ev {
-                    Some(Event::Line(l)) => on_line(l),
+                    Some(Event::Line(l)) => {
+                        on_line(l);
+                        if let Some(g) = gate {
+                            g.wait().await;
+                        }
+                    }
                     Some(Event::Status(status)) => {
                         let oom = status != 0 && self.new_oom_kills();
                         return Outcome::Exit { status, oom };

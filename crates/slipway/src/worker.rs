@@ -11,7 +11,7 @@ use slipway_api::sigv4;
 use slipway_codebuild::artifacts::Picked;
 use slipway_codebuild::buildspec::BuildSpec;
 use slipway_codebuild::execute::{self, Hooks, Job};
-use slipway_codebuild::runner::{PhaseRecord, Progress, Report};
+use slipway_codebuild::runner::{Gate, PhaseRecord, Progress, Report};
 use slipway_codebuild::sandbox::{Limits, Runtime};
 use slipway_codebuild::session::StopReason;
 use std::path::{Path, PathBuf};
@@ -244,15 +244,17 @@ enum Upload {
     Phases(Vec<Value>),
 }
 
-/// Sends log lines and phase snapshots in batches (every 250 ms, or 1,000 lines).
+/// Sends log lines and phase snapshots in batches (every 250 ms, or 1 MB of lines).
 async fn uploader(
     client: Arc<Client>,
     id: String,
     token: String,
+    gate: Arc<Gate>,
     mut rx: mpsc::UnboundedReceiver<Upload>,
 ) {
     let mut lines = Vec::new();
     let mut phases: Option<Vec<Value>> = None;
+    let mut bytes = 0usize;
     let mut open = true;
     while open {
         let deadline = tokio::time::sleep(Duration::from_millis(250));
@@ -260,7 +262,11 @@ async fn uploader(
         loop {
             tokio::select! {
                 m = rx.recv() => match m {
-                    Some(Upload::Line(ts, l)) => { lines.push(json!({"timestamp": ts, "message": l})); if lines.len() >= 1000 { break; } }
+                    Some(Upload::Line(ts, l)) => {
+                        bytes += l.len() + 32;
+                        lines.push(json!({"timestamp": ts, "message": l}));
+                        if bytes >= 1 << 20 { break; }
+                    }
                     Some(Upload::Phases(p)) => phases = Some(p),
                     None => { open = false; break; }
                 },
@@ -268,6 +274,7 @@ async fn uploader(
             }
         }
         if !lines.is_empty() {
+            let shipped = std::mem::take(&mut bytes);
             let events = std::mem::take(&mut lines);
             if let Err(e) = client
                 .post(
@@ -278,6 +285,7 @@ async fn uploader(
             {
                 tracing::warn!(build = %id, error = %format!("{e:#}"), "uploading log lines");
             }
+            gate.done(shipped);
         }
         if let Some(p) = phases.take() {
             if let Err(e) = client
@@ -349,7 +357,16 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
     tracing::info!(build = %id, "build started");
 
     let (tx, rx) = mpsc::unbounded_channel();
-    let uploads = tokio::spawn(uploader(client.clone(), id.clone(), token.clone(), rx));
+    // At most 8 MB of log in flight: a build printing faster than the server takes it
+    // waits (its output pipe fills), rather than the worker's memory growing.
+    let gate = Arc::new(Gate::new(8 << 20));
+    let uploads = tokio::spawn(uploader(
+        client.clone(),
+        id.clone(),
+        token.clone(),
+        gate.clone(),
+        rx,
+    ));
     let (stop_tx, stop_rx) = watch::channel(None);
     let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let beat = {
@@ -379,6 +396,7 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
         })
     };
     let sink_tx = tx.clone();
+    let sink_gate = gate.clone();
     // The phase list as it stands, sent whole on every change (the uploader keeps only the
     // newest between two uploads).
     let mut list: Vec<PhaseRecord> = Vec::new();
@@ -386,6 +404,7 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
         job.secrets.clone(),
         Box::new(move |r| match r {
             Report::Log(l) => {
+                sink_gate.add(l.len() + 32);
                 let _ = sink_tx.send(Upload::Line(millis(SystemTime::now()), l.to_owned()));
             }
             Report::Phase(p) => {
@@ -399,6 +418,7 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
             }
         }),
     );
+    progress.gate = Some(gate);
     let mut hooks = WorkerHooks {
         client: client.clone(),
         id: id.clone(),

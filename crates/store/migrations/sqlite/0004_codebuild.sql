@@ -1,5 +1,5 @@
 -- CodeBuild: projects (their definition kept as the API's Project document), builds (the
--- Build document plus the columns the queue and leases need) and build log events.
+-- Build document plus the columns the queue and leases need) and build logs.
 CREATE TABLE cb_projects (
     name              TEXT PRIMARY KEY,
     doc               TEXT NOT NULL,
@@ -28,10 +28,15 @@ CREATE TABLE cb_builds (
 CREATE INDEX cb_builds_by_project ON cb_builds (project, seq);
 CREATE INDEX cb_builds_waiting ON cb_builds (status, started, seq);
 
-CREATE TABLE cb_log_events (
+-- A build's log in chunks of consecutive lines (one per upload from its worker): `data` is
+-- a JSON array of [timestamp ms, line]; lines are numbered from 1 across chunks.
+CREATE TABLE cb_log_chunks (
     build_id  TEXT NOT NULL,
-    seq       BIGINT NOT NULL,
-    ts        BIGINT NOT NULL,
-    message   TEXT NOT NULL,
-    PRIMARY KEY (build_id, seq)
+    first_seq BIGINT NOT NULL,
+    count     BIGINT NOT NULL,
+    first_ts  BIGINT NOT NULL,
+    last_ts   BIGINT NOT NULL,
+    bytes     BIGINT NOT NULL,
+    data      TEXT NOT NULL,
+    PRIMARY KEY (build_id, first_seq)
 );
