@@ -878,17 +878,7 @@ impl CodeBuild {
         holds_lease(&mut tx, id, token).await?;
         let mut doc = build_doc(&mut tx, id).await?;
         let before: Vec<Value> = doc["phases"].as_array().cloned().unwrap_or_default();
-        let mut merged: Vec<Value> = before
-            .iter()
-            .filter(|p| matches!(p["phaseType"].as_str(), Some("SUBMITTED" | "QUEUED")))
-            .cloned()
-            .collect();
-        merged.extend(
-            phases
-                .iter()
-                .filter(|p| !matches!(p["phaseType"].as_str(), Some("SUBMITTED" | "QUEUED")))
-                .cloned(),
-        );
+        let merged = merge_phases(&before, phases);
         let ended_before = before
             .iter()
             .filter(|p| p.get("phaseStatus").is_some())
@@ -926,19 +916,7 @@ impl CodeBuild {
         let mut doc = build_doc(&mut tx, id).await?;
         let status = report["status"].as_str().unwrap_or("FAULT").to_owned();
         if let Some(phases) = report.get("phases").and_then(Value::as_array) {
-            let mut merged: Vec<Value> = doc["phases"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|p| matches!(p["phaseType"].as_str(), Some("SUBMITTED" | "QUEUED")))
-                .collect();
-            merged.extend(
-                phases
-                    .iter()
-                    .filter(|p| !matches!(p["phaseType"].as_str(), Some("SUBMITTED" | "QUEUED")))
-                    .cloned(),
-            );
+            let merged = merge_phases(doc["phases"].as_array().map_or(&[][..], |v| v), phases);
             set(&mut doc, "phases", json!(merged));
         }
         for key in [
@@ -1229,6 +1207,17 @@ fn time_out_queued(doc: &mut Value, t: f64) -> bool {
     );
     finish_doc(doc, "TIMED_OUT", t);
     true
+}
+
+/// The server's own phases (SUBMITTED, QUEUED) followed by the ones a worker reports.
+fn merge_phases(server: &[Value], worker: &[Value]) -> Vec<Value> {
+    let ours = |p: &&Value| matches!(p["phaseType"].as_str(), Some("SUBMITTED" | "QUEUED"));
+    server
+        .iter()
+        .filter(ours)
+        .chain(worker.iter().filter(|p| !ours(p)))
+        .cloned()
+        .collect()
 }
 
 fn push_phase(doc: &mut Value, phase: &str, t: f64) {
