@@ -250,11 +250,10 @@ async fn source(
         return error_response(e);
     }
     let lease = query_param(&parts, "leaseToken").unwrap_or_default();
-    let (doc, job) = match state.codebuild.leased_job(&id, &lease).await {
+    let (_, job) = match state.codebuild.leased_job(&id, &lease).await {
         Ok(x) => x,
         Err(e) => return error_response(domain_error(e)),
     };
-    let _ = doc;
     let location = job["source"]["location"]
         .as_str()
         .unwrap_or_default()

@@ -12,6 +12,17 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
+/// The uuid part of a build id (`project:uuid`): the log stream's name, the build's
+/// directories and its sandbox's name are made from it.
+pub fn build_uuid(build_id: &str) -> &str {
+    build_id.rsplit_once(':').map_or(build_id, |(_, u)| u)
+}
+
+/// The name of a build's sandbox in the container runtime.
+pub fn sandbox_id(build_id: &str) -> String {
+    format!("slipway-{}", build_uuid(build_id))
+}
+
 /// Where the source is inside the sandbox (CodeBuild's layout).
 pub const SRC_PATH: &str = "/codebuild/output/src1/src";
 
@@ -58,7 +69,6 @@ pub struct Finished {
     /// The primary artifact's files, and each secondary artifact's, when uploading was
     /// reached.
     pub artifacts: Option<Vec<(Option<String>, Picked)>>,
-    pub spec: Option<BuildSpec>,
 }
 
 /// The shell a buildspec asks for (`env.shell`), as a path in the image.
@@ -82,10 +92,7 @@ fn environment(
     src_path: &str,
     started: SystemTime,
 ) -> Vec<(String, String)> {
-    let uuid = job
-        .build_id
-        .rsplit_once(':')
-        .map_or(job.build_id.as_str(), |(_, u)| u);
+    let uuid = build_uuid(&job.build_id);
     let mut env: Vec<(String, String)> = vec![
         (
             "PATH".into(),
@@ -183,22 +190,21 @@ pub async fn run(
         Ok(r) => r,
         Err(message) => {
             progress.complete("FAILED", Some(("CLIENT_ERROR".into(), message)));
-            return finish(progress, "FAILED", Vec::new(), None, None);
+            return finish(progress, "FAILED", Vec::new(), None);
         }
     };
+    // The job as DOWNLOAD_SOURCE completes it: resolved version, Parameter Store values.
     let mut job = job.clone();
     if resolved.is_some() {
         job.resolved_source_version = resolved;
     }
-    let job = &job;
-    let spec = match load_buildspec(job) {
+    let spec = match load_buildspec(&job) {
         Ok(s) => s,
         Err((code, message)) => {
             progress.complete("FAILED", Some((code.into(), message)));
-            return finish(progress, "FAILED", Vec::new(), None, None);
+            return finish(progress, "FAILED", Vec::new(), None);
         }
     };
-    let mut job = job.clone();
     if !spec.env.parameter_store.is_empty() {
         match hooks.parameters(&spec.env.parameter_store).await {
             Ok(values) => {
@@ -213,7 +219,7 @@ pub async fn run(
                     "FAILED",
                     Some(("DECRYPTED_VARIABLES_ERROR".into(), message)),
                 );
-                return finish(progress, "FAILED", Vec::new(), None, None);
+                return finish(progress, "FAILED", Vec::new(), None);
             }
         }
     }
@@ -238,27 +244,19 @@ pub async fn run(
         std::future::pending::<()>().await;
     });
 
-    let sandbox = SandboxSpec {
-        id: format!(
-            "slipway-{}",
-            job.build_id
-                .rsplit_once(':')
-                .map_or(job.build_id.as_str(), |(_, u)| u)
-        ),
-        work: job.work.clone(),
-        src_host: job.src_host.clone(),
-        src_path: match runtime {
-            Runtime::Host => job.src_host.display().to_string(),
-            _ => SRC_PATH.into(),
-        },
-        hide: job.hide.clone(),
-        limits: job.limits,
-        env: Vec::new(),
-        privileged: job.privileged,
+    let src_path = match runtime {
+        Runtime::Host => job.src_host.display().to_string(),
+        _ => SRC_PATH.into(),
     };
     let sandbox = SandboxSpec {
-        env: environment(job, &spec, &sandbox.src_path, started),
-        ..sandbox
+        id: sandbox_id(&job.build_id),
+        work: job.work.clone(),
+        src_host: job.src_host.clone(),
+        env: environment(job, &spec, &src_path, started),
+        src_path,
+        hide: job.hide.clone(),
+        limits: job.limits,
+        privileged: job.privileged,
     };
     let result = runner::run_phases(
         runtime,
@@ -293,7 +291,7 @@ pub async fn run(
             }
         }
     }
-    let mut done = finish(progress, &status, result.exported, picked, Some(spec));
+    let mut done = finish(progress, &status, result.exported, picked);
     done.resolved_source_version = job.resolved_source_version.clone();
     done
 }
@@ -303,7 +301,6 @@ fn finish(
     status: &str,
     exported: Vec<(String, String)>,
     artifacts: Option<Vec<(Option<String>, Picked)>>,
-    spec: Option<BuildSpec>,
 ) -> Finished {
     progress.begin("FINALIZING");
     progress.end("SUCCEEDED", None);
@@ -314,7 +311,6 @@ fn finish(
         phases: progress.phases.clone(),
         exported,
         artifacts,
-        spec,
     }
 }
 

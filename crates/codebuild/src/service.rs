@@ -1107,8 +1107,7 @@ impl CodeBuild {
             .map(|r| {
                 let id: String = r.get(0);
                 (
-                    id.rsplit_once(':')
-                        .map_or(id.clone(), |(_, u)| u.to_owned()),
+                    crate::execute::build_uuid(&id).to_owned(),
                     (r.get::<f64, _>(1) * 1000.0) as i64,
                     r.get(2),
                     r.get(3),

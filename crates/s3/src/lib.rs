@@ -527,18 +527,14 @@ impl S3Store {
         if_none_match: bool,
         reason: &str,
     ) -> S3Result<Written> {
-        let this = self.clone();
         let (bucket, key, reason) = (bucket.to_owned(), key.to_owned(), reason.to_owned());
-        let written = self
-            .grouped(move |conn| {
-                Box::pin(async move {
-                    this.insert_in(conn, &bucket, &key, new, if_none_match, &reason)
-                        .await
-                })
+        self.grouped(move |this, conn| {
+            Box::pin(async move {
+                this.insert_in(conn, &bucket, &key, new, if_none_match, &reason)
+                    .await
             })
-            .await?;
-        self.purge_trash().await;
-        Ok(written)
+        })
+        .await
     }
 
     async fn insert_in(
@@ -622,15 +618,21 @@ impl S3Store {
     }
 
     /// Runs a write through the store's group commit (see `slipway_store::group`).
+    /// `f` gets the store and the connection; once the write is committed, blobs it
+    /// queued for deletion are deleted.
     async fn grouped<T, F>(&self, f: F) -> S3Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, S3Result<T>> + Send + 'static,
+        F: for<'c> FnOnce(S3Store, &'c mut Conn) -> BoxFuture<'c, S3Result<T>> + Send + 'static,
     {
-        self.store
-            .grouped(move |conn| Box::pin(async move { f(conn).await.map_err(Failed) }))
+        let this = self.clone();
+        let done = self
+            .store
+            .grouped(move |conn| Box::pin(async move { f(this, conn).await.map_err(Failed) }))
             .await
-            .map_err(|Failed(e)| e)
+            .map_err(|Failed(e)| e)?;
+        self.purge_trash().await;
+        Ok(done)
     }
 
     async fn event(
@@ -768,19 +770,15 @@ impl S3Store {
         key: &str,
         version_id: Option<&str>,
     ) -> S3Result<Deleted> {
-        let this = self.clone();
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         let version_id = version_id.map(str::to_owned);
-        let deleted = self
-            .grouped(move |conn| {
-                Box::pin(async move {
-                    this.delete_in(conn, &bucket, &key, version_id.as_deref())
-                        .await
-                })
+        self.grouped(move |this, conn| {
+            Box::pin(async move {
+                this.delete_in(conn, &bucket, &key, version_id.as_deref())
+                    .await
             })
-            .await?;
-        self.purge_trash().await;
-        Ok(deleted)
+        })
+        .await
     }
 
     async fn delete_in(
@@ -1092,20 +1090,17 @@ impl S3Store {
         };
         let (upload_id, info, part_etag) =
             (upload.upload_id.clone(), staged.info.clone(), etag.clone());
+        // The part may replace an earlier upload of its number, whose blob then goes.
+        self.trash_queued(true);
         let result = self
-            .grouped(move |conn| {
+            .grouped(move |_, conn| {
                 Box::pin(async move {
                     record_part(conn, &upload_id, part_number, &part_etag, &blob, &info).await
                 })
             })
             .await;
         match result {
-            Ok(()) => {
-                // The part may have replaced an earlier upload of its number.
-                self.trash_queued(true);
-                self.purge_trash().await;
-                Ok(etag)
-            }
+            Ok(()) => Ok(etag),
             Err(e) => {
                 self.discard(staged).await;
                 Err(e)

@@ -448,6 +448,27 @@ macro_rules! described {
     }};
 }
 
+/// The object version a read (GetObject, HeadObject: the same field names in each input)
+/// names, after its SSE-C and conditional headers are checked.
+macro_rules! readable {
+    ($self:ident, $input:ident) => {{
+        check_sse(None, $input.sse_customer_algorithm.as_ref())?;
+        let o = $self
+            .store
+            .object(&$input.bucket, &$input.key, $input.version_id.as_deref())
+            .await
+            .map_err(|(e, m)| marker_error(e, m))?;
+        preconditions(
+            &o,
+            $input.if_match.as_ref(),
+            $input.if_none_match.as_ref(),
+            $input.if_modified_since.as_ref(),
+            $input.if_unmodified_since.as_ref(),
+        )?;
+        o
+    }};
+}
+
 /// The stored headers of a write request (PutObject, CopyObject with REPLACE,
 /// CreateMultipartUpload: the same field names in each input).
 macro_rules! meta_of {
@@ -904,19 +925,7 @@ impl S3 for SlipwayS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        check_sse(None, input.sse_customer_algorithm.as_ref())?;
-        let o = self
-            .store
-            .object(&input.bucket, &input.key, input.version_id.as_deref())
-            .await
-            .map_err(|(e, m)| marker_error(e, m))?;
-        preconditions(
-            &o,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
-        )?;
+        let o = readable!(self, input);
         let segments = self.store.segments(&o).await?;
         let (range, partial) = select(&o, &segments, input.part_number, input.range.as_ref())?;
         let whole = range.start == 0 && range.end == o.size;
@@ -944,19 +953,7 @@ impl S3 for SlipwayS3 {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
-        check_sse(None, input.sse_customer_algorithm.as_ref())?;
-        let o = self
-            .store
-            .object(&input.bucket, &input.key, input.version_id.as_deref())
-            .await
-            .map_err(|(e, m)| marker_error(e, m))?;
-        preconditions(
-            &o,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
-        )?;
+        let o = readable!(self, input);
         let segments = if input.part_number.is_some() {
             self.store.segments(&o).await?
         } else {

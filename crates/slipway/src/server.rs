@@ -234,8 +234,8 @@ fn sweep_leases(
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
             if let (Some(rt), Ok(ids)) = (&runtime, builds.expired().await) {
                 for id in ids {
-                    let uuid = id.rsplit_once(':').map_or(id.as_str(), |(_, u)| u);
-                    rt.remove(&format!("slipway-{uuid}")).await;
+                    rt.remove(&slipway_codebuild::execute::sandbox_id(&id))
+                        .await;
                 }
             }
             match builds.expire_leases().await {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use slipway_api::sigv4;
 use slipway_codebuild::artifacts::Picked;
 use slipway_codebuild::buildspec::BuildSpec;
-use slipway_codebuild::execute::{self, Hooks, Job};
+use slipway_codebuild::execute::{self, build_uuid, Hooks, Job};
 use slipway_codebuild::runner::{Gate, PhaseRecord, Progress, Report};
 use slipway_codebuild::sandbox::{Limits, Runtime};
 use slipway_codebuild::session::StopReason;
@@ -347,11 +347,7 @@ fn job_from(v: &Value, cfg: &WorkerConfig, work: &Path) -> Job {
 async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> anyhow::Result<()> {
     let id = lease["buildId"].as_str().unwrap_or_default().to_owned();
     let token = lease["leaseToken"].as_str().unwrap_or_default().to_owned();
-    let uuid = id
-        .rsplit_once(':')
-        .map_or(id.as_str(), |(_, u)| u)
-        .to_owned();
-    let work = cfg.work_root.join(&uuid);
+    let work = cfg.work_root.join(build_uuid(&id));
     std::fs::create_dir_all(work.join("src"))?;
     let job = job_from(lease, cfg, &work);
     tracing::info!(build = %id, "build started");
@@ -625,10 +621,7 @@ impl Hooks for WorkerHooks {
         }
         let location = a["location"].as_str().unwrap_or_default();
         let (bucket, _) = location.split_once('/').unwrap_or((location, ""));
-        let uuid = self
-            .id
-            .rsplit_once(':')
-            .map_or(self.id.as_str(), |(_, u)| u);
+        let uuid = build_uuid(&self.id);
         // CodeBuild's layout: path / (build id when namespaceType is BUILD_ID) / name.
         let override_name = a["overrideArtifactName"].as_bool().unwrap_or(false);
         let name = spec
