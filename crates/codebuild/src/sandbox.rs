@@ -243,15 +243,16 @@ impl Runtime {
             })
             .unwrap_or_default();
         for id in &ids {
-            let _ = self.runtime_cmd(&["kill", "--all", id, "KILL"]).await;
             self.remove(id).await;
         }
         ids.len()
     }
 
-    /// Removes the sandbox `id` (after it stopped, or forcibly).
+    /// Removes the sandbox `id`, killing every process still in it first (`delete
+    /// --force` alone has been seen to leave a killed server's build running).
     pub async fn remove(&self, id: &str) {
         if let Runtime::Oci { .. } = self {
+            let _ = self.runtime_cmd(&["kill", "--all", id, "KILL"]).await;
             let _ = self.runtime_cmd(&["delete", "--force", id]).await;
         }
     }
