@@ -30,9 +30,24 @@ fn from_json<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
 }
 
 fn page(ids: Vec<String>, token: Option<&str>) -> Result<(Vec<String>, Option<String>), ApiError> {
-    let p = paginate(ids, token, 100)
+    page_of(ids, token, None, 100)
+}
+
+/// One page of `items`: `max` per page when given, else `default`.
+fn page_of<T>(
+    items: Vec<T>,
+    token: Option<&str>,
+    max: Option<i32>,
+    default: usize,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let per_page = max.map_or(default, |m| m.max(1) as usize);
+    let p = paginate(items, token, per_page)
         .ok_or_else(|| ApiError::new("InvalidInputException", 400, "Invalid next token"))?;
     Ok((p.items, p.next_token))
+}
+
+fn docs<T: DeserializeOwned>(items: Vec<Value>) -> Result<Vec<T>, ApiError> {
+    items.into_iter().map(from_json).collect()
 }
 
 fn ascending(order: Option<&str>) -> bool {
@@ -380,5 +395,242 @@ impl CodeBuildApi for CodeBuildService {
             ));
         }
         Ok(InvalidateProjectCacheOutput {})
+    }
+
+    async fn create_report_group(
+        &self,
+        _ctx: &Context,
+        input: CreateReportGroupInput,
+    ) -> Result<CreateReportGroupOutput, ApiError> {
+        let doc = self
+            .cb
+            .create_report_group(&to_json(&input))
+            .await
+            .map_err(api_error)?;
+        Ok(CreateReportGroupOutput {
+            report_group: Some(from_json(doc)?),
+        })
+    }
+
+    async fn update_report_group(
+        &self,
+        _ctx: &Context,
+        input: UpdateReportGroupInput,
+    ) -> Result<UpdateReportGroupOutput, ApiError> {
+        let doc = self
+            .cb
+            .update_report_group(&to_json(&input))
+            .await
+            .map_err(api_error)?;
+        Ok(UpdateReportGroupOutput {
+            report_group: Some(from_json(doc)?),
+        })
+    }
+
+    async fn delete_report_group(
+        &self,
+        _ctx: &Context,
+        input: DeleteReportGroupInput,
+    ) -> Result<DeleteReportGroupOutput, ApiError> {
+        self.cb
+            .delete_report_group(
+                &input.arn.unwrap_or_default(),
+                input.delete_reports.unwrap_or(false),
+            )
+            .await
+            .map_err(api_error)?;
+        Ok(DeleteReportGroupOutput {})
+    }
+
+    async fn batch_get_report_groups(
+        &self,
+        _ctx: &Context,
+        input: BatchGetReportGroupsInput,
+    ) -> Result<BatchGetReportGroupsOutput, ApiError> {
+        let (found, missing) = self
+            .cb
+            .batch_get_report_groups(&input.report_group_arns.unwrap_or_default())
+            .await
+            .map_err(api_error)?;
+        Ok(BatchGetReportGroupsOutput {
+            report_groups: Some(docs(found)?),
+            report_groups_not_found: Some(missing),
+        })
+    }
+
+    async fn list_report_groups(
+        &self,
+        _ctx: &Context,
+        input: ListReportGroupsInput,
+    ) -> Result<ListReportGroupsOutput, ApiError> {
+        let arns = self
+            .cb
+            .list_report_groups(
+                input.sort_by.as_deref(),
+                ascending(input.sort_order.as_deref()),
+            )
+            .await
+            .map_err(api_error)?;
+        let (arns, next_token) =
+            page_of(arns, input.next_token.as_deref(), input.max_results, 100)?;
+        Ok(ListReportGroupsOutput {
+            next_token,
+            report_groups: Some(arns),
+        })
+    }
+
+    async fn batch_get_reports(
+        &self,
+        _ctx: &Context,
+        input: BatchGetReportsInput,
+    ) -> Result<BatchGetReportsOutput, ApiError> {
+        let (found, missing) = self
+            .cb
+            .batch_get_reports(&input.report_arns.unwrap_or_default())
+            .await
+            .map_err(api_error)?;
+        Ok(BatchGetReportsOutput {
+            reports: Some(docs(found)?),
+            reports_not_found: Some(missing),
+        })
+    }
+
+    async fn list_reports(
+        &self,
+        _ctx: &Context,
+        input: ListReportsInput,
+    ) -> Result<ListReportsOutput, ApiError> {
+        let arns = self
+            .cb
+            .list_reports(
+                None,
+                input.filter.as_ref().and_then(|f| f.status.as_deref()),
+                ascending(input.sort_order.as_deref()),
+            )
+            .await
+            .map_err(api_error)?;
+        let (arns, next_token) =
+            page_of(arns, input.next_token.as_deref(), input.max_results, 100)?;
+        Ok(ListReportsOutput {
+            next_token,
+            reports: Some(arns),
+        })
+    }
+
+    async fn list_reports_for_report_group(
+        &self,
+        _ctx: &Context,
+        input: ListReportsForReportGroupInput,
+    ) -> Result<ListReportsForReportGroupOutput, ApiError> {
+        let arns = self
+            .cb
+            .list_reports(
+                Some(input.report_group_arn.as_deref().unwrap_or_default()),
+                input.filter.as_ref().and_then(|f| f.status.as_deref()),
+                ascending(input.sort_order.as_deref()),
+            )
+            .await
+            .map_err(api_error)?;
+        let (arns, next_token) =
+            page_of(arns, input.next_token.as_deref(), input.max_results, 100)?;
+        Ok(ListReportsForReportGroupOutput {
+            next_token,
+            reports: Some(arns),
+        })
+    }
+
+    async fn delete_report(
+        &self,
+        _ctx: &Context,
+        input: DeleteReportInput,
+    ) -> Result<DeleteReportOutput, ApiError> {
+        self.cb
+            .delete_report(&input.arn.unwrap_or_default())
+            .await
+            .map_err(api_error)?;
+        Ok(DeleteReportOutput {})
+    }
+
+    async fn describe_test_cases(
+        &self,
+        _ctx: &Context,
+        input: DescribeTestCasesInput,
+    ) -> Result<DescribeTestCasesOutput, ApiError> {
+        let filter = input.filter.unwrap_or_default();
+        let cases = self
+            .cb
+            .test_cases(
+                &input.report_arn.unwrap_or_default(),
+                filter.status.as_deref(),
+                filter.keyword.as_deref(),
+            )
+            .await
+            .map_err(api_error)?;
+        let (cases, next_token) =
+            page_of(cases, input.next_token.as_deref(), input.max_results, 50)?;
+        Ok(DescribeTestCasesOutput {
+            next_token,
+            test_cases: Some(docs(cases)?),
+        })
+    }
+
+    async fn describe_code_coverages(
+        &self,
+        _ctx: &Context,
+        input: DescribeCodeCoveragesInput,
+    ) -> Result<DescribeCodeCoveragesOutput, ApiError> {
+        let items = self
+            .cb
+            .code_coverages(
+                &input.report_arn.unwrap_or_default(),
+                input.sort_by.as_deref(),
+                input.sort_order.as_deref() != Some("DESCENDING"),
+                input.min_line_coverage_percentage,
+                input.max_line_coverage_percentage,
+            )
+            .await
+            .map_err(api_error)?;
+        let (items, next_token) =
+            page_of(items, input.next_token.as_deref(), input.max_results, 100)?;
+        Ok(DescribeCodeCoveragesOutput {
+            next_token,
+            code_coverages: Some(docs(items)?),
+        })
+    }
+
+    async fn get_report_group_trend(
+        &self,
+        _ctx: &Context,
+        input: GetReportGroupTrendInput,
+    ) -> Result<GetReportGroupTrendOutput, ApiError> {
+        let (stats, raw) = self
+            .cb
+            .report_group_trend(
+                &input.report_group_arn.unwrap_or_default(),
+                input
+                    .num_of_reports
+                    .map_or(100, |n| n.clamp(1, 100) as usize),
+                &input.trend_field.unwrap_or_default(),
+            )
+            .await
+            .map_err(api_error)?;
+        Ok(GetReportGroupTrendOutput {
+            stats: Some(stats.map_or_else(
+                ReportGroupTrendStats::default,
+                |(average, max, min)| ReportGroupTrendStats {
+                    average: Some(average),
+                    max: Some(max),
+                    min: Some(min),
+                },
+            )),
+            raw_data: Some(
+                raw.into_iter()
+                    .map(|(arn, data)| ReportWithRawData {
+                        report_arn: Some(arn),
+                        data: Some(data),
+                    })
+                    .collect(),
+            ),
+        })
     }
 }

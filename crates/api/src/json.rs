@@ -82,9 +82,51 @@ fn ssm_resources(state: &AppState, input: &Value) -> Vec<String> {
     out
 }
 
+/// The report groups a CodeBuild report operation acts on, for IAM: CodeBuild authorises
+/// report operations on the report group's ARN (a report's group for report ARNs).
+fn report_group_resources(state: &AppState, operation: &str, input: &Value) -> Vec<String> {
+    let of_report = |arn: &str| match arn.split_once(":report/") {
+        Some((head, rest)) => format!(
+            "{head}:report-group/{}",
+            rest.rsplit_once(':').map_or(rest, |(g, _)| g)
+        ),
+        None => arn.to_owned(),
+    };
+    let mut out = Vec::new();
+    if operation == "CreateReportGroup" {
+        if let Some(n) = input.get("name").and_then(Value::as_str) {
+            out.push(state.codebuild.report_group_arn(n));
+        }
+    }
+    for key in [
+        "reportGroupArn",
+        "reportGroupArns",
+        "arn",
+        "reportArn",
+        "reportArns",
+    ] {
+        let values = match input.get(key) {
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            Some(Value::String(s)) => vec![s.as_str()],
+            _ => Vec::new(),
+        };
+        out.extend(values.into_iter().map(of_report));
+    }
+    if out.is_empty() {
+        out.push("*".into());
+    }
+    out
+}
+
 /// The projects (and builds' projects) a CodeBuild operation acts on, for IAM: CodeBuild
 /// authorises build operations on the project's ARN.
-fn codebuild_resources(state: &AppState, input: &Value) -> Vec<String> {
+fn codebuild_resources(state: &AppState, operation: &str, input: &Value) -> Vec<String> {
+    if operation.contains("Report")
+        || operation.ends_with("TestCases")
+        || operation.ends_with("CodeCoverages")
+    {
+        return report_group_resources(state, operation, input);
+    }
     let project = |name_or_arn: &str| {
         if name_or_arn.starts_with("arn:") {
             name_or_arn.to_owned()
@@ -193,7 +235,7 @@ async fn handle_inner(
     let resources = match *signing {
         "codecommit" => codecommit_resources(state, &input),
         "ssm" => ssm_resources(state, &input),
-        "codebuild" => codebuild_resources(state, &input),
+        "codebuild" => codebuild_resources(state, operation, &input),
         _ => vec!["*".to_owned()],
     };
     authorize(state, &principal, &action, &resources).await?;

@@ -29,6 +29,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/-/worker/builds/{id}/heartbeat", post(heartbeat))
         .route("/-/worker/builds/{id}/logs", post(logs))
         .route("/-/worker/builds/{id}/phases", post(phases))
+        .route("/-/worker/builds/{id}/reports", post(reports))
         .route("/-/worker/builds/{id}/complete", post(complete))
         .route("/-/worker/builds/{id}/source", get(source))
         .route("/-/worker/builds/{id}/parameters", post(parameters))
@@ -171,6 +172,23 @@ async fn phases(
             .await
             .map_err(domain_error)?;
         Ok(json!({}))
+    })
+    .await
+}
+
+async fn reports(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    handle(state, req, |state, v| async move {
+        let list = v["reports"].as_array().cloned().unwrap_or_default();
+        let arns = state
+            .codebuild
+            .add_reports(&id, token(&v), &list)
+            .await
+            .map_err(domain_error)?;
+        Ok(json!({"reportArns": arns}))
     })
     .await
 }

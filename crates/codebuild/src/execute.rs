@@ -5,6 +5,7 @@
 
 use crate::artifacts::{self, Picked};
 use crate::buildspec::{self, BuildSpec};
+use crate::reports::{self, Collected};
 use crate::runner::{self, Progress};
 use crate::sandbox::{Limits, Runtime, SandboxSpec};
 use crate::session::StopReason;
@@ -156,6 +157,14 @@ pub trait Hooks: Send {
         wanted: &[(String, String)],
     ) -> impl std::future::Future<Output = Result<Vec<(String, String)>, String>> + Send;
 
+    /// Stores the test and coverage reports the build produced (UPLOAD_ARTIFACTS). A failure
+    /// is logged; it does not fail the build.
+    fn upload_reports(
+        &mut self,
+        reports: &[Collected],
+        progress: &mut Progress,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+
     /// Stores the picked artifact files (UPLOAD_ARTIFACTS).
     fn upload_artifacts(
         &mut self,
@@ -273,6 +282,32 @@ pub async fn run(
     let mut picked = None;
     if result.upload_artifacts {
         progress.enter("UPLOAD_ARTIFACTS");
+        if !spec.reports.is_empty() {
+            let collected = reports::collect(&spec, &job.src_host);
+            for c in &collected {
+                progress.say(&format!(
+                    "Preparing to copy {} report {}: {} file(s), {}",
+                    if c.format.is_test() {
+                        "TEST"
+                    } else {
+                        "CODE_COVERAGE"
+                    },
+                    c.name,
+                    c.files.len(),
+                    if c.format.is_test() {
+                        format!("{} test case(s)", c.tests.len())
+                    } else {
+                        format!("{} source file(s)", c.coverage.len())
+                    }
+                ));
+                for e in &c.errors {
+                    progress.say(&format!("Report {}: {e}", c.name));
+                }
+            }
+            if let Err(e) = hooks.upload_reports(&collected, progress).await {
+                progress.say(&format!("Uploading reports failed: {e}"));
+            }
+        }
         let uploaded = match pick_all(&spec, &job.src_host) {
             Ok(p) => hooks
                 .upload_artifacts(&spec, &p, progress)

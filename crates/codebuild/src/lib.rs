@@ -3,6 +3,7 @@
 pub mod artifacts;
 pub mod buildspec;
 pub mod execute;
+pub mod report_groups;
 pub mod reports;
 pub mod runner;
 pub mod sandbox;

@@ -681,3 +681,125 @@ pub fn percent(covered: i64, missed: i64) -> f64 {
     }
     (covered as f64 * 10_000.0 / total as f64).round() / 100.0
 }
+
+/// One `reports` entry of a buildspec as a build found and read it: what goes to the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Collected {
+    /// The report group's name (or ARN) as the buildspec gives it.
+    pub name: String,
+    pub format: ReportFormat,
+    /// The files read, relative to the source directory.
+    pub files: Vec<String>,
+    pub tests: Vec<TestCase>,
+    pub coverage: Vec<FileCoverage>,
+    pub truncated: bool,
+    /// Files that could not be read, and why.
+    pub errors: Vec<String>,
+}
+
+/// The largest report file read.
+const MAX_FILE: u64 = 64 << 20;
+
+/// Finds and reads the files of every report the buildspec names, under `src`.
+pub fn collect(spec: &crate::buildspec::BuildSpec, src: &std::path::Path) -> Vec<Collected> {
+    let mut out = Vec::new();
+    for (name, r) in &spec.reports {
+        let mut c = Collected {
+            name: name.clone(),
+            format: r.file_format,
+            files: Vec::new(),
+            tests: Vec::new(),
+            coverage: Vec::new(),
+            truncated: false,
+            errors: Vec::new(),
+        };
+        let select = crate::buildspec::ArtifactFiles {
+            files: r.files.clone(),
+            base_directory: r.base_directory.clone(),
+            discard_paths: r.discard_paths,
+            ..Default::default()
+        };
+        match crate::artifacts::pick(&select, src) {
+            Err(e) => c.errors.push(e),
+            Ok(picked) => {
+                for p in picked.into_iter().filter(|p| p.link.is_none()) {
+                    let raw = p
+                        .source
+                        .strip_prefix(src)
+                        .map_or(p.name.clone(), |r| r.to_string_lossy().into_owned());
+                    let read = std::fs::metadata(&p.source)
+                        .map_err(|e| e.to_string())
+                        .and_then(|m| {
+                            if m.len() > MAX_FILE {
+                                Err(format!("larger than {} MB", MAX_FILE >> 20))
+                            } else {
+                                std::fs::read(&p.source).map_err(|e| e.to_string())
+                            }
+                        });
+                    let parsed = read
+                        .map_err(|e| format!("{raw}: {e}"))
+                        .and_then(|data| parse(r.file_format, &data, &raw));
+                    match parsed {
+                        Ok(Parsed::Tests(t)) => c.tests.extend(t),
+                        Ok(Parsed::Coverage(v)) => {
+                            for f in v {
+                                merge(&mut c.coverage, f);
+                            }
+                        }
+                        Err(e) => c.errors.push(e),
+                    }
+                    c.files.push(raw);
+                }
+            }
+        }
+        c.truncated = truncate(&mut c.tests);
+        out.push(c);
+    }
+    out
+}
+
+impl Collected {
+    /// The report in the worker protocol's shape (test cases and coverage in the API's).
+    pub fn to_json(&self) -> Value {
+        let tests: Vec<Value> = self
+            .tests
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "testRawDataPath": t.raw_path,
+                    "prefix": t.prefix,
+                    "name": t.name,
+                    "status": t.status,
+                    "durationInNanoSeconds": t.duration_ns,
+                    "message": t.message,
+                    "testSuiteName": t.suite,
+                })
+            })
+            .collect();
+        let coverage: Vec<Value> = self
+            .coverage
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "filePath": f.path,
+                    "linesCovered": f.lines_covered,
+                    "linesMissed": f.lines_missed,
+                    "lineCoveragePercentage": percent(f.lines_covered, f.lines_missed),
+                    "branchesCovered": f.branches_covered,
+                    "branchesMissed": f.branches_missed,
+                    "branchCoveragePercentage": percent(f.branches_covered, f.branches_missed),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "name": self.name,
+            "fileFormat": self.format.name(),
+            "type": if self.format.is_test() { "TEST" } else { "CODE_COVERAGE" },
+            "files": self.files,
+            "truncated": self.truncated,
+            "errors": self.errors,
+            "testCases": tests,
+            "codeCoverages": coverage,
+        })
+    }
+}

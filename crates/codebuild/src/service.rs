@@ -35,15 +35,15 @@ const ALL_SOURCE_TYPES: &[&str] = &[
     "NO_SOURCE",
 ];
 
-fn invalid(message: impl Into<String>) -> ServiceError {
+pub(crate) fn invalid(message: impl Into<String>) -> ServiceError {
     service_err("InvalidInputException", message)
 }
 
-fn not_found(message: impl Into<String>) -> ServiceError {
+pub(crate) fn not_found(message: impl Into<String>) -> ServiceError {
     service_err("ResourceNotFoundException", message)
 }
 
-fn internal(e: impl std::fmt::Display) -> ServiceError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(e.to_string())
 }
 
@@ -68,7 +68,7 @@ pub enum Heartbeat {
 
 #[derive(Clone)]
 pub struct CodeBuild {
-    store: Store,
+    pub(crate) store: Store,
     key: MasterKey,
     region: String,
     account_id: String,
@@ -84,7 +84,7 @@ impl std::fmt::Debug for CodeBuild {
     }
 }
 
-fn get_str<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+pub(crate) fn get_str<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     let mut cur = v;
     for p in path {
         cur = cur.get(p)?;
@@ -92,7 +92,7 @@ fn get_str<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     cur.as_str()
 }
 
-fn set(obj: &mut Value, key: &str, value: Value) {
+pub(crate) fn set(obj: &mut Value, key: &str, value: Value) {
     if let Value::Object(m) = obj {
         m.insert(key.to_owned(), value);
     }
@@ -1165,7 +1165,7 @@ async fn project_in(conn: &mut Conn, name: &str) -> Result<Option<Value>> {
         .transpose()
 }
 
-async fn build_doc(conn: &mut Conn, id: &str) -> Result<Value> {
+pub(crate) async fn build_doc(conn: &mut Conn, id: &str) -> Result<Value> {
     let doc: String = sqlx::query_scalar("SELECT doc FROM cb_builds WHERE id = $1")
         .bind(id)
         .fetch_one(&mut *conn)
@@ -1173,7 +1173,7 @@ async fn build_doc(conn: &mut Conn, id: &str) -> Result<Value> {
     serde_json::from_str(&doc).map_err(internal)
 }
 
-async fn holds_lease(conn: &mut Conn, id: &str, token: &str) -> Result<()> {
+pub(crate) async fn holds_lease(conn: &mut Conn, id: &str, token: &str) -> Result<()> {
     let held = sqlx::query(
         "SELECT 1 FROM cb_builds WHERE id = $1 AND lease_token = $2 AND status = 'IN_PROGRESS'",
     )

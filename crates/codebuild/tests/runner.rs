@@ -30,6 +30,13 @@ impl Hooks for NoHooks {
             })
             .collect()
     }
+    async fn upload_reports(
+        &mut self,
+        _: &[slipway_codebuild::reports::Collected],
+        _: &mut Progress,
+    ) -> Result<(), String> {
+        Ok(())
+    }
     async fn upload_artifacts(
         &mut self,
         _: &slipway_codebuild::buildspec::BuildSpec,

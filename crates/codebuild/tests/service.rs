@@ -341,3 +341,226 @@ async fn expired_leases_and_queued_timeouts_end_builds() {
         Heartbeat::Lost
     );
 }
+
+#[tokio::test]
+async fn reports_groups_test_cases_coverage_and_trends() {
+    let (_d, _s, cb) = service().await;
+    cb.create_project(project("web")).await.unwrap();
+
+    // Report groups: validation, duplicates, export config, listing, deletion rules.
+    let g = cb
+        .create_report_group(&json!({"name": "unit", "type": "TEST", "exportConfig": {"exportConfigType": "NO_EXPORT"}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        g["arn"],
+        "arn:aws:codebuild:us-east-1:000000000000:report-group/unit"
+    );
+    assert_eq!(g["status"], "ACTIVE");
+    let dup = cb
+        .create_report_group(&json!({"name": "unit", "type": "TEST", "exportConfig": {"exportConfigType": "NO_EXPORT"}}))
+        .await;
+    assert_eq!(code(dup.unwrap_err()), "ResourceAlreadyExistsException");
+    for bad in [
+        json!({"name": "x", "type": "NOPE", "exportConfig": {"exportConfigType": "NO_EXPORT"}}),
+        json!({"name": "x", "type": "TEST", "exportConfig": {"exportConfigType": "S3"}}),
+        json!({"name": "x", "type": "TEST", "exportConfig": {"exportConfigType": "FTP"}}),
+    ] {
+        assert_eq!(
+            code(cb.create_report_group(&bad).await.unwrap_err()),
+            "InvalidInputException",
+            "{bad}"
+        );
+    }
+    let missing = "arn:aws:codebuild:us-east-1:000000000000:report-group/none";
+    let e = cb
+        .update_report_group(&json!({"arn": missing}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "ResourceNotFoundException");
+    let (found, not_found) = cb
+        .batch_get_report_groups(&[g["arn"].as_str().unwrap().into(), missing.into()])
+        .await
+        .unwrap();
+    assert_eq!((found.len(), not_found), (1, vec![missing.to_owned()]));
+
+    // Two builds upload reports: the buildspec names `unit` by ARN and `cov` by name
+    // (created as web-cov), and one report whose files were not found.
+    let mut report_arns = Vec::new();
+    for (i, failing) in [(0, true), (1, false)] {
+        let b = cb
+            .start_build(&json!({"projectName": "web"}), "t", vec![], vec![])
+            .await
+            .unwrap();
+        let l = cb.lease("w", Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(l.build_id, b["id"].as_str().unwrap());
+        let cases = json!([
+            {"testRawDataPath": "r.xml", "prefix": "calc.Add", "name": "adds", "status": "SUCCEEDED", "durationInNanoSeconds": 100, "testSuiteName": "s"},
+            {"testRawDataPath": "r.xml", "prefix": "calc.Div", "name": "divides", "status": if failing { "FAILED" } else { "SUCCEEDED" }, "durationInNanoSeconds": 300, "message": "boom", "testSuiteName": "s"},
+        ]);
+        let coverage = json!([
+            {"filePath": "b.rs", "linesCovered": 1, "linesMissed": 3, "lineCoveragePercentage": 25.0, "branchesCovered": 0, "branchesMissed": 0},
+            {"filePath": "a.rs", "linesCovered": 9 + i, "linesMissed": 1, "lineCoveragePercentage": 90.0, "branchesCovered": 1, "branchesMissed": 1},
+        ]);
+        let arns = cb
+            .add_reports(&l.build_id, &l.token, &[
+                json!({"name": g["arn"], "type": "TEST", "files": ["r.xml"], "testCases": cases, "errors": []}),
+                json!({"name": "cov", "type": "CODE_COVERAGE", "files": ["c.xml"], "codeCoverages": coverage, "errors": []}),
+                json!({"name": "empty", "type": "TEST", "files": [], "testCases": [], "errors": []}),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(arns.len(), 3);
+        // Only the lease holder may add reports.
+        let e = cb
+            .add_reports(&l.build_id, "not-the-token", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), "LeaseLostException");
+        let (builds, _) = cb.batch_get_builds(&[l.build_id.clone()]).await.unwrap();
+        assert_eq!(builds[0]["reportArns"].as_array().unwrap().len(), 3);
+        report_arns.push(arns);
+    }
+    let (reports, _) = cb.batch_get_reports(&report_arns[0]).await.unwrap();
+    let (unit, cov, empty) = (&reports[0], &reports[1], &reports[2]);
+    assert_eq!(unit["status"], "FAILED");
+    assert_eq!(unit["testSummary"]["total"], 2);
+    assert_eq!(unit["testSummary"]["statusCounts"]["FAILED"], 1);
+    assert_eq!(unit["testSummary"]["statusCounts"]["ERROR"], 0);
+    assert_eq!(unit["testSummary"]["durationInNanoSeconds"], 400);
+    assert_eq!(unit["reportGroupArn"], g["arn"]);
+    assert!(unit["arn"]
+        .as_str()
+        .unwrap()
+        .starts_with("arn:aws:codebuild:us-east-1:000000000000:report/unit:"));
+    assert_eq!(cov["type"], "CODE_COVERAGE");
+    assert_eq!(cov["name"], "web-cov");
+    assert_eq!(cov["codeCoverageSummary"]["linesCovered"], 10);
+    assert_eq!(cov["codeCoverageSummary"]["lineCoveragePercentage"], 71.43);
+    assert_eq!(empty["status"], "INCOMPLETE");
+    let (second, _) = cb.batch_get_reports(&report_arns[1]).await.unwrap();
+    assert_eq!(second[0]["status"], "SUCCEEDED");
+
+    // Test cases, filtered.
+    let unit_arn = unit["arn"].as_str().unwrap();
+    assert_eq!(cb.test_cases(unit_arn, None, None).await.unwrap().len(), 2);
+    let failed = cb.test_cases(unit_arn, Some("FAILED"), None).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["name"], "divides");
+    assert_eq!(failed[0]["reportArn"], unit_arn);
+    assert_eq!(
+        cb.test_cases(unit_arn, None, Some("calc.Add"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        code(
+            cb.test_cases(unit_arn, Some("BAD"), None)
+                .await
+                .unwrap_err()
+        ),
+        "InvalidInputException"
+    );
+    let cov_arn = cov["arn"].as_str().unwrap();
+    assert_eq!(
+        code(cb.test_cases(cov_arn, None, None).await.unwrap_err()),
+        "InvalidInputException"
+    );
+    assert_eq!(
+        code(cb.test_cases("arn:nope", None, None).await.unwrap_err()),
+        "ResourceNotFoundException"
+    );
+
+    // Coverage, sorted and bounded.
+    let files = |v: Vec<Value>| {
+        v.iter()
+            .map(|c| c["filePath"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        files(
+            cb.code_coverages(cov_arn, None, true, None, None)
+                .await
+                .unwrap()
+        ),
+        ["a.rs", "b.rs"]
+    );
+    assert_eq!(
+        files(
+            cb.code_coverages(cov_arn, Some("LINE_COVERAGE_PERCENTAGE"), false, None, None)
+                .await
+                .unwrap()
+        ),
+        ["a.rs", "b.rs"]
+    );
+    assert_eq!(
+        files(
+            cb.code_coverages(cov_arn, None, true, Some(50.0), None)
+                .await
+                .unwrap()
+        ),
+        ["a.rs"]
+    );
+
+    // Listing and trends.
+    let all = cb.list_reports(None, None, false).await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(all[0], report_arns[1][2], "newest first");
+    let failed = cb.list_reports(None, Some("FAILED"), true).await.unwrap();
+    assert_eq!(failed, vec![report_arns[0][0].clone()]);
+    let of_unit = cb
+        .list_reports(Some(g["arn"].as_str().unwrap()), None, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        of_unit,
+        vec![report_arns[0][0].clone(), report_arns[1][0].clone()]
+    );
+    let e = cb
+        .list_reports(Some(missing), None, true)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "ResourceNotFoundException");
+    let (stats, raw) = cb
+        .report_group_trend(g["arn"].as_str().unwrap(), 100, "PASS_RATE")
+        .await
+        .unwrap();
+    assert_eq!(stats, Some(("75".into(), "100".into(), "50".into())));
+    assert_eq!(raw.len(), 2);
+    let (stats, _) = cb
+        .report_group_trend(g["arn"].as_str().unwrap(), 1, "DURATION")
+        .await
+        .unwrap();
+    assert_eq!(stats.unwrap().0, "400");
+    let e = cb
+        .report_group_trend(g["arn"].as_str().unwrap(), 10, "SPEED")
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "InvalidInputException");
+    let groups = cb.list_report_groups(Some("NAME"), true).await.unwrap();
+    assert_eq!(groups.len(), 3);
+    assert!(
+        groups[0].ends_with("/unit")
+            && groups[1].ends_with("/web-cov")
+            && groups[2].ends_with("/web-empty")
+    );
+
+    // A group with reports is deleted only with deleteReports.
+    let e = cb
+        .delete_report_group(g["arn"].as_str().unwrap(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "InvalidInputException");
+    cb.delete_report(&report_arns[0][0]).await.unwrap();
+    cb.delete_report_group(g["arn"].as_str().unwrap(), true)
+        .await
+        .unwrap();
+    let (found, _) = cb
+        .batch_get_reports(&[report_arns[1][0].clone()])
+        .await
+        .unwrap();
+    assert!(found.is_empty());
+    assert_eq!(cb.list_report_groups(None, true).await.unwrap().len(), 2);
+}

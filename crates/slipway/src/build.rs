@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use slipway_codebuild::artifacts::{self, Picked};
 use slipway_codebuild::buildspec::BuildSpec;
 use slipway_codebuild::execute::{self, Hooks, Job};
+use slipway_codebuild::reports::{self, Collected};
 use slipway_codebuild::runner::{Progress, Report};
 use slipway_codebuild::sandbox::{Limits, Runtime};
 use std::io::Write as _;
@@ -141,6 +142,46 @@ impl Hooks for LocalHooks {
                     .map_err(|_| format!("parameter {p} for {var}: local builds have no Parameter Store; set {var} in the environment"))
             })
             .collect()
+    }
+
+    /// Local builds keep no reports: each is summed up in the log.
+    async fn upload_reports(
+        &mut self,
+        reports: &[Collected],
+        progress: &mut Progress,
+    ) -> Result<(), String> {
+        for r in reports {
+            if r.format.is_test() {
+                let count = |s: &str| r.tests.iter().filter(|t| t.status == s).count();
+                progress.say(&format!(
+                    "Report {}: {} test case(s): {} succeeded, {} failed, {} error(s), {} skipped",
+                    r.name,
+                    r.tests.len(),
+                    count("SUCCEEDED"),
+                    count("FAILED"),
+                    count("ERROR"),
+                    count("SKIPPED")
+                ));
+                for t in r
+                    .tests
+                    .iter()
+                    .filter(|t| matches!(t.status, "FAILED" | "ERROR"))
+                {
+                    progress.say(&format!("  {} {}.{}", t.status, t.prefix, t.name));
+                }
+            } else {
+                let (covered, missed) = r.coverage.iter().fold((0, 0), |(c, m), f| {
+                    (c + f.lines_covered, m + f.lines_missed)
+                });
+                progress.say(&format!(
+                    "Report {}: line coverage {}% over {} file(s)",
+                    r.name,
+                    reports::percent(covered, missed),
+                    r.coverage.len()
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn upload_artifacts(

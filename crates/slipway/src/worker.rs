@@ -11,6 +11,7 @@ use slipway_api::sigv4;
 use slipway_codebuild::artifacts::Picked;
 use slipway_codebuild::buildspec::BuildSpec;
 use slipway_codebuild::execute::{self, build_uuid, Hooks, Job};
+use slipway_codebuild::reports::Collected;
 use slipway_codebuild::runner::{Gate, PhaseRecord, Progress, Report};
 use slipway_codebuild::sandbox::{Limits, Runtime};
 use slipway_codebuild::session::StopReason;
@@ -19,6 +20,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch, Semaphore};
+
+/// The largest report request sent (the server takes JSON bodies up to 10 MB).
+const REPORT_BODY_LIMIT: usize = 8 << 20;
 
 /// A signed client of the worker protocol.
 pub struct Client {
@@ -607,6 +611,43 @@ impl Hooks for WorkerHooks {
                 )
             })
             .collect())
+    }
+
+    async fn upload_reports(
+        &mut self,
+        reports: &[Collected],
+        progress: &mut Progress,
+    ) -> Result<(), String> {
+        let path = format!("/-/worker/builds/{}/reports", self.id);
+        for r in reports {
+            let mut report = r.to_json();
+            // One request per report, under the server's request limit: a coverage report
+            // of very many files keeps the first ones and says it was truncated.
+            while report.to_string().len() > REPORT_BODY_LIMIT {
+                let list = report["codeCoverages"]
+                    .as_array_mut()
+                    .filter(|l| l.len() > 1);
+                let Some(list) = list else { break };
+                list.truncate(list.len() / 2);
+                report["truncated"] = json!(true);
+            }
+            let v = self
+                .client
+                .post(
+                    &path,
+                    &json!({"leaseToken": self.token, "reports": [report]}),
+                )
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            for arn in v["reportArns"].as_array().into_iter().flatten() {
+                progress.say(&format!(
+                    "Report {} stored as {}",
+                    r.name,
+                    arn.as_str().unwrap_or_default()
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn upload_artifacts(

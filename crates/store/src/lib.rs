@@ -86,6 +86,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "codebuild",
         include_str!("../migrations/sqlite/0004_codebuild.sql"),
     ),
+    (
+        5,
+        "reports",
+        include_str!("../migrations/sqlite/0005_reports.sql"),
+    ),
 ];
 
 /// The store: cheap to clone, shared by every service.
