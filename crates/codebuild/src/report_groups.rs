@@ -132,18 +132,12 @@ impl CodeBuild {
             input.get("tags").cloned().unwrap_or(json!([])),
         );
         check_export_config(&doc)?;
+        let arn = self.report_group_arn(name);
         let mut tx = self.store.begin_write().await?;
-        if self
-            .group_doc(&mut tx, &doc["arn"].as_str().unwrap_or_default().to_owned())
-            .await?
-            .is_some()
-        {
+        if self.group_doc(&mut tx, &arn).await?.is_some() {
             return Err(service_err(
                 "ResourceAlreadyExistsException",
-                format!(
-                    "Report group {} already exists",
-                    doc["arn"].as_str().unwrap_or_default()
-                ),
+                format!("Report group {arn} already exists"),
             ));
         }
         self.insert_group(&mut tx, &doc).await?;
