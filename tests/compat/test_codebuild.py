@@ -222,3 +222,102 @@ def test_server_killed_mid_build_ends_the_build(workdir):
         assert all(x["buildComplete"] for x in s2.aws("codebuild", "batch-get-builds", "--ids", bid)["builds"])
     finally:
         s2.stop()
+
+
+REPORTING = """version: 0.2
+phases:
+  build:
+    commands:
+      - mkdir -p reports deps
+      - if [ -f deps/marker ]; then echo "cache hit $(cat deps/marker)"; else echo "cache miss"; fi
+      - echo "$CODEBUILD_BUILD_NUMBER" > deps/marker
+      - printf '<testsuites><testsuite name="unit"><testcase classname="calc.Add" name="adds" time="0.5"/><testcase classname="calc.Div" name="divides" time="0.25"><failure message="expected 2">got 3</failure></testcase></testsuite></testsuites>' > reports/junit.xml
+      - printf '<coverage><packages><package><classes><class filename="src/a.py"><lines><line number="1" hits="1"/><line number="2" hits="0"/></lines></class></classes></package></packages></coverage>' > reports/cov.xml
+reports:
+  unit:
+    files: ["junit.xml"]
+    base-directory: reports
+  coverage:
+    files: ["reports/cov.xml"]
+    file-format: COBERTURAXML
+cache:
+  paths:
+    - deps/**/*
+"""
+
+
+def build_log(server, build):
+    events = server.aws("logs", "get-log-events", "--log-group-name", build["logs"]["groupName"],
+                        "--log-stream-name", build["logs"]["streamName"], "--start-from-head")["events"]
+    return "\n".join(e["message"] for e in events)
+
+
+def test_reports_and_caches(server, workdir):
+    server.aws("s3", "mb", "s3://caches")
+    create_project(server, "rep", {"type": "NO_SOURCE", "buildspec": REPORTING},
+                   cache=json.dumps({"type": "S3", "location": "caches/ci"}))
+
+    def build():
+        b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "rep")["build"]["id"])
+        assert b["buildStatus"] == "SUCCEEDED", json.dumps(b, indent=1)
+        return b, build_log(server, b)
+
+    # First build: no cache yet; its JUnit and Cobertura files become reports.
+    first, log = build()
+    assert "cache miss" in log, log
+    assert len(first["reportArns"]) == 2
+    reports = server.aws("codebuild", "batch-get-reports", "--report-arns", *first["reportArns"])["reports"]
+    by_type = {r["type"]: r for r in reports}
+    unit, cov = by_type["TEST"], by_type["CODE_COVERAGE"]
+    assert unit["name"] == "rep-unit" and unit["status"] == "FAILED"
+    assert unit["testSummary"]["total"] == 2 and unit["testSummary"]["statusCounts"]["FAILED"] == 1
+    assert unit["testSummary"]["durationInNanoSeconds"] == 750_000_000
+    assert unit["executionId"] == first["arn"]
+    cases = server.aws("codebuild", "describe-test-cases", "--report-arn", unit["arn"])["testCases"]
+    assert sorted((c["prefix"], c["name"], c["status"]) for c in cases) == [
+        ("calc.Add", "adds", "SUCCEEDED"), ("calc.Div", "divides", "FAILED")]
+    failed = server.aws("codebuild", "describe-test-cases", "--report-arn", unit["arn"],
+                        "--filter", "status=FAILED")["testCases"]
+    assert len(failed) == 1 and "expected 2" in failed[0]["message"]
+    assert failed[0]["testRawDataPath"] == "reports/junit.xml"
+    assert cov["codeCoverageSummary"]["lineCoveragePercentage"] == 50.0
+    files = server.aws("codebuild", "describe-code-coverages", "--report-arn", cov["arn"])["codeCoverages"]
+    assert [(f["filePath"], f["linesCovered"], f["linesMissed"]) for f in files] == [("src/a.py", 1, 1)]
+
+    # Second build: the cache saved by the first is restored from the bucket.
+    second, log = build()
+    assert "cache hit 1" in log, log
+    listed = server.aws("s3api", "list-objects-v2", "--bucket", "caches")["Contents"]
+    assert [o["Key"] for o in listed] == ["ci/rep/default.tar"]
+
+    # Report groups and trends over both builds.
+    groups = server.aws("codebuild", "list-report-groups", "--sort-by", "NAME", "--sort-order", "ASCENDING")["reportGroups"]
+    assert [g.rsplit("/", 1)[1] for g in groups] == ["rep-coverage", "rep-unit"]
+    trend = server.aws("codebuild", "get-report-group-trend", "--report-group-arn", unit["reportGroupArn"],
+                       "--trend-field", "PASS_RATE")
+    assert trend["stats"] == {"average": "50", "max": "50", "min": "50"} and len(trend["rawData"]) == 2
+    of_group = server.aws("codebuild", "list-reports-for-report-group", "--report-group-arn", unit["reportGroupArn"])["reports"]
+    assert len(of_group) == 2 and of_group[1] == unit["arn"], "newest first"
+    assert of_group[0] in second["reportArns"]
+    err = server.aws("codebuild", "delete-report-group", "--arn", unit["reportGroupArn"], check=False)
+    assert err.code == "InvalidInputException"
+    err = server.aws("codebuild", "create-report-group", "--name", "exports", "--type", "TEST",
+                     "--export-config", '{"exportConfigType":"S3","s3Destination":{}}', check=False)
+    assert err.code == "InvalidInputException", err.stderr
+
+    # InvalidateProjectCache: the next build starts cold.
+    server.aws("codebuild", "invalidate-project-cache", "--project-name", "rep")
+    _, log = build()
+    assert "cache miss" in log, log
+    _, log = build()
+    assert "cache hit 3" in log, log
+
+    # A LOCAL custom cache lives on the worker.
+    server.aws("codebuild", "update-project", "--name", "rep",
+               "--cache", '{"type":"LOCAL","modes":["LOCAL_CUSTOM_CACHE"]}')
+    _, log = build()
+    assert "cache miss" in log and "Cache kept on this worker" in log, log
+    _, log = build()
+    assert "cache hit 5" in log, log
+    err = server.aws("codebuild", "update-project", "--name", "rep", "--cache", '{"type":"LOCAL"}', check=False)
+    assert err.code == "InvalidInputException"

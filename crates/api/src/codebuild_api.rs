@@ -381,19 +381,10 @@ impl CodeBuildApi for CodeBuildService {
         _ctx: &Context,
         input: InvalidateProjectCacheInput,
     ) -> Result<InvalidateProjectCacheOutput, ApiError> {
-        let name = input.project_name.unwrap_or_default();
-        let (found, _) = self
-            .cb
-            .batch_get_projects(std::slice::from_ref(&name))
+        self.cb
+            .invalidate_cache(&input.project_name.unwrap_or_default())
             .await
             .map_err(api_error)?;
-        if found.is_empty() {
-            return Err(ApiError::new(
-                "ResourceNotFoundException",
-                400,
-                format!("Project cannot be found: {}", self.cb.project_arn(&name)),
-            ));
-        }
         Ok(InvalidateProjectCacheOutput {})
     }
 

@@ -34,6 +34,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/-/worker/builds/{id}/source", get(source))
         .route("/-/worker/builds/{id}/parameters", post(parameters))
         .route("/-/worker/builds/{id}/artifacts", put(artifacts))
+        .route("/-/worker/builds/{id}/cache", get(cache))
 }
 
 /// The IAM action a worker's credentials need.
@@ -374,34 +375,88 @@ async fn s3_source(state: &AppState, location: &str) -> Response {
     let Some((bucket, key)) = location.split_once('/') else {
         return client_error(format!("invalid S3 source location {location}"));
     };
-    let object = match state.s3.object(bucket, key, None).await {
-        Ok(o) => o,
-        Err(_) => {
-            return client_error(format!(
-                "NoSuchKey: the source object {location} does not exist"
-            ))
-        }
-    };
+    match stream_object(state, bucket, key, "application/zip", None).await {
+        Some(r) => r,
+        None => client_error(format!(
+            "NoSuchKey: the source object {location} does not exist"
+        )),
+    }
+}
+
+/// An object's bytes, streamed, with its version id in `x-slipway-resolved-source-version`;
+/// None when it does not exist (or was written before `newer_than`, seconds).
+async fn stream_object(
+    state: &AppState,
+    bucket: &str,
+    key: &str,
+    content_type: &str,
+    newer_than: Option<f64>,
+) -> Option<Response> {
+    let object = state.s3.object(bucket, key, None).await.ok()?;
+    if newer_than.is_some_and(|t| object.modified <= t) {
+        return None;
+    }
     let segments = match state.s3.segments(&object).await {
         Ok(s) => s,
-        Err(_) => return error_response(ApiError::internal()),
+        Err(_) => return Some(error_response(ApiError::internal())),
     };
     let stream = state
         .s3
         .read(segments, 0..object.size)
         .map_err(std::io::Error::other);
-    (
-        StatusCode::OK,
-        [
-            ("content-type", "application/zip".to_owned()),
-            (
-                "x-slipway-resolved-source-version",
-                object.version_id.clone(),
-            ),
-        ],
-        Body::from_stream(stream),
+    Some(
+        (
+            StatusCode::OK,
+            [
+                ("content-type", content_type.to_owned()),
+                (
+                    "x-slipway-resolved-source-version",
+                    object.version_id.clone(),
+                ),
+            ],
+            Body::from_stream(stream),
+        )
+            .into_response(),
     )
-        .into_response()
+}
+
+/// The bucket of a job's S3 cache (`cache.location` is `bucket[/prefix]`).
+fn cache_bucket(job: &serde_json::Value) -> Option<String> {
+    (job["cache"]["type"].as_str() == Some("S3"))
+        .then(|| job["cache"]["location"].as_str())
+        .flatten()
+        .map(|l| l.split('/').next().unwrap_or(l).to_owned())
+}
+
+/// A cache the build's project saved in its S3 cache bucket (`?key=`): 404 when there is
+/// none, or it was saved before InvalidateProjectCache.
+async fn cache(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    let (parts, _) = req.into_parts();
+    if let Err(e) = check(&state, &parts, b"").await {
+        return error_response(e);
+    }
+    let lease = query_param(&parts, "leaseToken").unwrap_or_default();
+    let (_, job) = match state.codebuild.leased_job(&id, &lease).await {
+        Ok(x) => x,
+        Err(e) => return error_response(domain_error(e)),
+    };
+    let Some(bucket) = cache_bucket(&job) else {
+        return client_error("the build's project has no S3 cache".into());
+    };
+    let key = query_param(&parts, "key").unwrap_or_default();
+    let invalidated = job["cacheInvalidatedAt"].as_f64();
+    match stream_object(&state, &bucket, &key, "application/x-tar", invalidated).await {
+        Some(r) => r,
+        None => error_response(ApiError::new(
+            "NoSuchKey",
+            404,
+            format!("no cache at {bucket}/{key}"),
+        )),
+    }
 }
 
 /// Stores one artifact object (`?bucket=&key=`) in the build's artifact bucket.
@@ -425,6 +480,7 @@ async fn artifacts(
         .chain(job["secondaryArtifacts"].as_array().into_iter().flatten())
         .filter_map(|a| a["location"].as_str())
         .map(|l| l.split('/').next().unwrap_or(l).to_owned())
+        .chain(cache_bucket(&job))
         .collect();
     if key.is_empty() || !allowed.contains(&bucket) {
         return client_error(format!(

@@ -5,6 +5,7 @@
 
 use crate::artifacts::{self, Picked};
 use crate::buildspec::{self, BuildSpec};
+use crate::cache;
 use crate::reports::{self, Collected};
 use crate::runner::{self, Progress};
 use crate::sandbox::{Limits, Runtime, SandboxSpec};
@@ -165,6 +166,23 @@ pub trait Hooks: Send {
         progress: &mut Progress,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send;
 
+    /// Fetches the newest cache saved under the first of `keys` that has one into `dest`;
+    /// the key found, or None when there is no cache yet.
+    fn restore_cache(
+        &mut self,
+        keys: &[String],
+        dest: &std::path::Path,
+        progress: &mut Progress,
+    ) -> impl std::future::Future<Output = Result<Option<String>, String>> + Send;
+
+    /// Keeps the cache the build packed (`file`) under `key`.
+    fn save_cache(
+        &mut self,
+        key: &str,
+        file: &std::path::Path,
+        progress: &mut Progress,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+
     /// Stores the picked artifact files (UPLOAD_ARTIFACTS).
     fn upload_artifacts(
         &mut self,
@@ -233,6 +251,24 @@ pub async fn run(
         }
     }
     let job = &job;
+    let cache_dir = job.work.join("cache");
+    if cache::restores(&spec) {
+        let restored = match std::fs::create_dir_all(&cache_dir) {
+            Ok(()) => {
+                hooks
+                    .restore_cache(&cache::keys(&spec), &cache_dir.join("in.tar"), progress)
+                    .await
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match restored {
+            Ok(Some(key)) => progress.say(&format!("Downloaded the cache (key {key})")),
+            Ok(None) => progress.say("No cache saved yet"),
+            Err(e) => progress.say(&format!(
+                "Downloading the cache failed, going on without it: {e}"
+            )),
+        }
+    }
     progress.say(&format!("CODEBUILD_SRC_DIR={SRC_PATH}"));
     progress.end("SUCCEEDED", None);
 
@@ -282,6 +318,13 @@ pub async fn run(
     let mut picked = None;
     if result.upload_artifacts {
         progress.enter("UPLOAD_ARTIFACTS");
+        let packed = cache_dir.join("out.tar");
+        if packed.is_file() {
+            let key = cache::keys(&spec).remove(0);
+            if let Err(e) = hooks.save_cache(&key, &packed, progress).await {
+                progress.say(&format!("Uploading the cache failed: {e}"));
+            }
+        }
         if !spec.reports.is_empty() {
             let collected = reports::collect(&spec, &job.src_host);
             for c in &collected {

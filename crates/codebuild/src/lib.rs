@@ -2,6 +2,7 @@
 
 pub mod artifacts;
 pub mod buildspec;
+pub mod cache;
 pub mod execute;
 pub mod report_groups;
 pub mod reports;

@@ -8,6 +8,7 @@
 //! goes on to the next phase as if it had succeeded (the phase and the build still fail).
 
 use crate::buildspec::{BuildSpec, Command, OnFailure, Phase, Version};
+use crate::cache;
 use crate::sandbox::{Runtime, SandboxSpec, OUTPUT_PATH};
 use crate::session::{Outcome, Session, StopReason};
 use std::time::SystemTime;
@@ -219,6 +220,23 @@ pub async fn run_phases(
     let mut failed = false;
     let mut upload_artifacts = true;
     let mut stopped = None;
+    let cache_dir = match runtime {
+        Runtime::Host => sandbox.work.join("cache").display().to_string(),
+        Runtime::Oci { .. } => cache::CACHE_PATH.to_owned(),
+    };
+    if cache::restores(spec) && sandbox.work.join("cache/in.tar").is_file() {
+        progress.say("Restoring the cache");
+        housekeeping(
+            runtime,
+            sandbox,
+            shell,
+            &mut session,
+            &cache::restore_script(&cache_dir),
+            progress,
+            stop,
+        )
+        .await;
+    }
     for (phase_type, phase) in spec.phases.in_order() {
         progress.enter(phase_type);
         let empty = Phase::default();
@@ -298,6 +316,20 @@ pub async fn run_phases(
         Some(s) if stopped.is_none() => read_exported(s, sandbox, spec, stop).await,
         _ => Vec::new(),
     };
+    if status == "SUCCEEDED" && cache::saves(spec) {
+        progress.say("Saving the cache");
+        let roots = cache::roots(spec, &sandbox.src_path);
+        housekeeping(
+            runtime,
+            sandbox,
+            shell,
+            &mut session,
+            &cache::save_script(&roots, &cache_dir),
+            progress,
+            stop,
+        )
+        .await;
+    }
     if let Some(s) = session {
         s.close().await;
     }
@@ -305,6 +337,50 @@ pub async fn run_phases(
         status: status.to_owned(),
         upload_artifacts,
         exported,
+    }
+}
+
+/// Runs one of Slipway's own scripts (cache restore and save) in the build's shell, its
+/// output in the log; a failure is reported there and changes nothing else.
+async fn housekeeping(
+    runtime: &Runtime,
+    sandbox: &SandboxSpec,
+    shell: &str,
+    session: &mut Option<Session>,
+    script: &str,
+    progress: &mut Progress,
+    stop: &mut watch::Receiver<Option<StopReason>>,
+) {
+    if session.is_none() {
+        match Session::start(runtime, sandbox, shell).await {
+            Ok(s) => *session = Some(s),
+            Err(e) => {
+                progress.say(&format!("could not start the build's shell: {e}"));
+                return;
+            }
+        }
+    }
+    let Some(s) = session.as_mut() else { return };
+    let gate = progress.gate.clone();
+    match s
+        .run(
+            script,
+            stop,
+            &mut |l: String| progress.log(&l),
+            gate.as_deref(),
+        )
+        .await
+    {
+        Outcome::Exit { status: 0, .. } => {}
+        Outcome::Exit { status, .. } => progress.say(&format!(
+            "cache step failed (exit status {status}); the build goes on"
+        )),
+        Outcome::SessionEnded { .. } => {
+            if let Some(s) = session.take() {
+                s.close().await;
+            }
+        }
+        Outcome::Stopped(_) => {}
     }
 }
 

@@ -192,7 +192,7 @@ impl Runtime {
     ) -> std::io::Result<Child> {
         let mut cmd = match self {
             Runtime::Host => {
-                for d in ["control", "output", "tmp"] {
+                for d in ["control", "output", "tmp", "cache"] {
                     std::fs::create_dir_all(spec.work.join(d))?;
                 }
                 let mut c = Command::new(&args[0]);
@@ -291,7 +291,14 @@ impl Runtime {
 
 /// Writes the OCI bundle (config and root) of a sandbox running `args`; returns its path.
 pub fn write_bundle(spec: &SandboxSpec, args: &[String]) -> std::io::Result<PathBuf> {
-    for d in ["control", "output", "tmp", "home-upper", "home-work"] {
+    for d in [
+        "control",
+        "output",
+        "tmp",
+        "home-upper",
+        "home-work",
+        "cache",
+    ] {
         std::fs::create_dir_all(spec.work.join(d))?;
     }
     let bundle = spec.work.join("bundle");
@@ -365,6 +372,11 @@ fn oci_config(spec: &SandboxSpec, args: &[String]) -> Value {
     mounts.push(bind("/tmp", &spec.work.join("tmp"), true));
     mounts.push(bind(CONTROL_PATH, &spec.control_dir(), false));
     mounts.push(bind(OUTPUT_PATH, &spec.output_dir(), true));
+    mounts.push(bind(
+        crate::cache::CACHE_PATH,
+        &spec.work.join("cache"),
+        true,
+    ));
     mounts.push(bind(&spec.src_path, &spec.src_host, true));
 
     let mut caps = vec![

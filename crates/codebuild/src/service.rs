@@ -214,6 +214,7 @@ impl CodeBuild {
                 "Source type CODEPIPELINE and artifacts type CODEPIPELINE must be used together",
             ));
         }
+        check_cache(doc.get("cache"))?;
         for key in ["type", "image", "computeType"] {
             if get_str(doc, &["environment", key])
                 .unwrap_or_default()
@@ -370,6 +371,24 @@ impl CodeBuild {
         Ok(items.into_iter().map(|i| i.0).collect())
     }
 
+    /// InvalidateProjectCache: caches saved before now are no longer restored (S3 and
+    /// LOCAL alike; workers compare the cache's time with this one).
+    pub async fn invalidate_cache(&self, name: &str) -> Result<()> {
+        let name = self.project_name(name);
+        let done = sqlx::query("UPDATE cb_projects SET cache_invalidated = $1 WHERE name = $2")
+            .bind(now())
+            .bind(&name)
+            .execute(self.store.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found(format!(
+                "Project cannot be found: {}",
+                self.project_arn(&name)
+            )));
+        }
+        Ok(())
+    }
+
     // ----- builds -----
 
     /// Queues a build of `project` with StartBuild's overrides (`input` is the request as
@@ -450,6 +469,7 @@ impl CodeBuild {
             .or(project.get("cache"))
             .cloned()
             .unwrap_or(json!({"type": "NO_CACHE"}));
+        check_cache(Some(&cache))?;
         let timeout = o("timeoutInMinutesOverride")
             .or(project.get("timeoutInMinutes"))
             .and_then(Value::as_i64)
@@ -502,7 +522,14 @@ impl CodeBuild {
         if let Some(sv) = &source_version {
             set(&mut doc, "sourceVersion", json!(sv));
         }
+        let invalidated: Option<f64> =
+            sqlx::query_scalar("SELECT cache_invalidated FROM cb_projects WHERE name = $1")
+                .bind(&name)
+                .fetch_one(&mut *tx)
+                .await?;
         let job = json!({
+            "cache": cache,
+            "cacheInvalidatedAt": invalidated,
             "buildId": id,
             "buildArn": self.build_arn(&id),
             "buildNumber": number,
@@ -1189,6 +1216,39 @@ pub(crate) async fn holds_lease(conn: &mut Conn, id: &str, token: &str) -> Resul
             "LeaseLostException",
             format!("The lease on build {id} is not held"),
         ))
+    }
+}
+
+/// Checks a project's (or StartBuild's override's) cache settings as CodeBuild does.
+pub(crate) fn check_cache(cache: Option<&Value>) -> Result<()> {
+    let Some(cache) = cache.filter(|c| !c.is_null()) else {
+        return Ok(());
+    };
+    match cache["type"].as_str().unwrap_or_default() {
+        "NO_CACHE" => Ok(()),
+        "S3" if cache["location"].as_str().unwrap_or_default().is_empty() => Err(invalid(
+            "Cache location cannot be null or empty for cache type S3",
+        )),
+        "S3" => Ok(()),
+        "LOCAL" => {
+            let modes = cache["modes"].as_array().cloned().unwrap_or_default();
+            if modes.is_empty() {
+                return Err(invalid(
+                    "Cache modes cannot be null or empty for cache type LOCAL",
+                ));
+            }
+            for m in &modes {
+                let m = m.as_str().unwrap_or_default();
+                if !matches!(
+                    m,
+                    "LOCAL_SOURCE_CACHE" | "LOCAL_DOCKER_LAYER_CACHE" | "LOCAL_CUSTOM_CACHE"
+                ) {
+                    return Err(invalid(format!("Invalid cache mode: {m}")));
+                }
+            }
+            Ok(())
+        }
+        other => Err(invalid(format!("Invalid cache type: {other}"))),
     }
 }
 

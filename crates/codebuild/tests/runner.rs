@@ -11,10 +11,38 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// The source is already in place; artifacts stay where they are.
-struct NoHooks;
+/// The source is already in place; artifacts stay where they are; caches are kept as files
+/// in one directory.
+struct NoHooks {
+    caches: std::path::PathBuf,
+}
 
 impl Hooks for NoHooks {
+    async fn restore_cache(
+        &mut self,
+        keys: &[String],
+        dest: &std::path::Path,
+        _: &mut Progress,
+    ) -> Result<Option<String>, String> {
+        for k in keys {
+            let f = self.caches.join(format!("{k}.tar"));
+            if f.is_file() {
+                std::fs::copy(&f, dest).map_err(|e| e.to_string())?;
+                return Ok(Some(k.clone()));
+            }
+        }
+        Ok(None)
+    }
+    async fn save_cache(
+        &mut self,
+        key: &str,
+        file: &std::path::Path,
+        _: &mut Progress,
+    ) -> Result<(), String> {
+        std::fs::create_dir_all(&self.caches).map_err(|e| e.to_string())?;
+        std::fs::copy(file, self.caches.join(format!("{key}.tar"))).map_err(|e| e.to_string())?;
+        Ok(())
+    }
     async fn fetch_source(&mut self, _: &mut Progress) -> Result<Option<String>, String> {
         Ok(Some("0123abcd".into()))
     }
@@ -105,7 +133,10 @@ async fn run_with(
             }
         }),
     );
-    let done = execute::run(&e.runtime, job, &mut NoHooks, &mut progress, stop).await;
+    let mut hooks = NoHooks {
+        caches: e.dir.path().join("caches"),
+    };
+    let done = execute::run(&e.runtime, job, &mut hooks, &mut progress, stop).await;
     let text = log.lock().unwrap().clone();
     (done, text)
 }
@@ -380,4 +411,39 @@ async fn isolation_memory_limit_and_masking() {
     let (code, msg) = &done.phases[6].contexts[0];
     assert_eq!(code, "OUT_OF_MEMORY", "{msg}");
     assert!(msg.contains("ran out of memory (128 MB)"), "{msg}");
+}
+
+/// The cache paths a build wrote come back in the next build (HOME and source paths), and
+/// a failed build saves nothing.
+#[tokio::test]
+async fn cache_paths_are_restored_in_the_next_build() {
+    let e = env().await;
+    let spec = |body: &str| {
+        format!(
+            "version: 0.2\nphases:\n  build:\n    commands:\n{body}cache:\n  paths:\n    - /root/.m2/**/*\n    - deps/**/*\n    - /nonexistent/**/*\n"
+        )
+    };
+    let first = spec("      - mkdir -p /root/.m2 deps && echo jar > /root/.m2/lib.jar && echo dep > deps/d.txt\n");
+    let (done, log) = run(&e, &job(&e, "cache1", &first)).await;
+    assert_eq!(done.status, "SUCCEEDED", "{log}");
+    assert!(log.contains("No cache saved yet"), "{log}");
+    assert!(log.contains("Cache saved"), "{log}");
+
+    let second = spec("      - cat /root/.m2/lib.jar deps/d.txt\n      - echo changed > deps/d.txt\n      - false\n");
+    let (done, log) = run(&e, &job(&e, "cache2", &second)).await;
+    assert_eq!(done.status, "FAILED");
+    assert!(log.contains("Cache restored"), "{log}");
+    assert!(log.contains("jar\ndep\n"), "{log}");
+    assert!(
+        !log.contains("Cache saved"),
+        "a failed build saves no cache: {log}"
+    );
+
+    let third = spec("      - cat deps/d.txt\n");
+    let (done, log) = run(&e, &job(&e, "cache3", &third)).await;
+    assert_eq!(done.status, "SUCCEEDED");
+    assert!(
+        log.contains("\ndep\n"),
+        "the failed build's change was not cached: {log}"
+    );
 }

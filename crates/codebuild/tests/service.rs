@@ -417,7 +417,10 @@ async fn reports_groups_test_cases_coverage_and_trends() {
             .await
             .unwrap_err();
         assert_eq!(code(e), "LeaseLostException");
-        let (builds, _) = cb.batch_get_builds(std::slice::from_ref(&l.build_id)).await.unwrap();
+        let (builds, _) = cb
+            .batch_get_builds(std::slice::from_ref(&l.build_id))
+            .await
+            .unwrap();
         assert_eq!(builds[0]["reportArns"].as_array().unwrap().len(), 3);
         report_arns.push(arns);
     }

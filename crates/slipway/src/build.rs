@@ -144,6 +144,26 @@ impl Hooks for LocalHooks {
             .collect()
     }
 
+    /// Local builds keep no cache.
+    async fn restore_cache(
+        &mut self,
+        _keys: &[String],
+        _dest: &std::path::Path,
+        _progress: &mut Progress,
+    ) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+
+    async fn save_cache(
+        &mut self,
+        _key: &str,
+        _file: &std::path::Path,
+        progress: &mut Progress,
+    ) -> Result<(), String> {
+        progress.say("Local builds keep no cache");
+        Ok(())
+    }
+
     /// Local builds keep no reports: each is summed up in the log.
     async fn upload_reports(
         &mut self,

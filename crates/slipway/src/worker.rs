@@ -138,27 +138,19 @@ impl Client {
             .signed(reqwest::Method::GET, path, q, "UNSIGNED-PAYLOAD")
             .send()
             .await?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_owned))
-                .unwrap_or(text);
-            bail!("{message} ({status})");
+        save_body(resp, file).await
+    }
+
+    /// Downloads to `file` if the server has it: false on 404.
+    async fn download_if_exists(&self, path: &str, q: &str, file: &Path) -> anyhow::Result<bool> {
+        let resp = self
+            .signed(reqwest::Method::GET, path, q, "UNSIGNED-PAYLOAD")
+            .send()
+            .await?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(false);
         }
-        let resolved = resp
-            .headers()
-            .get("x-slipway-resolved-source-version")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let mut out = tokio::fs::File::create(file).await?;
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            tokio::io::AsyncWriteExt::write_all(&mut out, &chunk?).await?;
-        }
-        tokio::io::AsyncWriteExt::flush(&mut out).await?;
-        Ok(resolved)
+        save_body(resp, file).await.map(|_| true)
     }
 
     /// Uploads a file as the body of a PUT.
@@ -178,6 +170,32 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// Streams a successful answer's body into `file` (an error answer becomes the error,
+/// with the server's message); the resolved source version the server named.
+async fn save_body(resp: reqwest::Response, file: &Path) -> anyhow::Result<Option<String>> {
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        bail!("{message} ({status})");
+    }
+    let resolved = resp
+        .headers()
+        .get("x-slipway-resolved-source-version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut out = tokio::fs::File::create(file).await?;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        tokio::io::AsyncWriteExt::write_all(&mut out, &chunk?).await?;
+    }
+    tokio::io::AsyncWriteExt::flush(&mut out).await?;
+    Ok(resolved)
 }
 
 /// Where builds run and what they must not see.
@@ -425,6 +443,7 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
         token: token.clone(),
         job: lease["job"].clone(),
         work: work.clone(),
+        cache_root: cfg.work_root.join("cache"),
         artifacts: None,
     };
     let done = execute::run(&cfg.runtime, &job, &mut hooks, &mut progress, stop_rx).await;
@@ -459,6 +478,8 @@ struct WorkerHooks {
     token: String,
     job: Value,
     work: PathBuf,
+    /// Where LOCAL_CUSTOM_CACHE caches are kept on this worker.
+    cache_root: PathBuf,
     /// The primary artifact's location, once uploaded (BatchGetBuilds' `artifacts`).
     artifacts: Option<Value>,
 }
@@ -536,7 +557,125 @@ fn zip_files(files: &[Picked], out: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where a project's cache lives.
+enum CacheStore {
+    /// `bucket`, and the key prefix (the location's path, then the project).
+    S3(String, String),
+    /// A directory on this worker.
+    Local(PathBuf),
+    None,
+}
+
+impl WorkerHooks {
+    fn cache_store(&self) -> CacheStore {
+        let c = &self.job["cache"];
+        let project = self.job["project"].as_str().unwrap_or("project");
+        match c["type"].as_str() {
+            Some("S3") => {
+                let location = c["location"].as_str().unwrap_or_default();
+                let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+                let prefix = prefix.trim_matches('/');
+                let prefix = if prefix.is_empty() {
+                    project.to_owned()
+                } else {
+                    format!("{prefix}/{project}")
+                };
+                CacheStore::S3(bucket.to_owned(), prefix)
+            }
+            Some("LOCAL")
+                if c["modes"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|x| x == "LOCAL_CUSTOM_CACHE")) =>
+            {
+                CacheStore::Local(self.cache_root.join(project))
+            }
+            _ => CacheStore::None,
+        }
+    }
+}
+
 impl Hooks for WorkerHooks {
+    async fn restore_cache(
+        &mut self,
+        keys: &[String],
+        dest: &Path,
+        _progress: &mut Progress,
+    ) -> Result<Option<String>, String> {
+        let invalidated = self.job["cacheInvalidatedAt"].as_f64();
+        match self.cache_store() {
+            CacheStore::None => Ok(None),
+            CacheStore::Local(dir) => {
+                for k in keys {
+                    let f = dir.join(format!("{k}.tar"));
+                    let Ok(meta) = std::fs::metadata(&f) else {
+                        continue;
+                    };
+                    let saved = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    if invalidated.is_some_and(|t| saved <= t) {
+                        continue;
+                    }
+                    std::fs::copy(&f, dest).map_err(|e| format!("{}: {e}", f.display()))?;
+                    return Ok(Some(k.clone()));
+                }
+                Ok(None)
+            }
+            CacheStore::S3(_, prefix) => {
+                let path = format!("/-/worker/builds/{}/cache", self.id);
+                for k in keys {
+                    let key = format!("{prefix}/{k}.tar");
+                    let q = query(&[("key", &key), ("leaseToken", &self.token)]);
+                    if self
+                        .client
+                        .download_if_exists(&path, &q, dest)
+                        .await
+                        .map_err(|e| format!("{e:#}"))?
+                    {
+                        return Ok(Some(k.clone()));
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    async fn save_cache(
+        &mut self,
+        key: &str,
+        file: &Path,
+        progress: &mut Progress,
+    ) -> Result<(), String> {
+        match self.cache_store() {
+            CacheStore::None => Ok(()),
+            CacheStore::Local(dir) => {
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                // Copied beside, then renamed: a build reading the cache never sees half.
+                let tmp = dir.join(format!(".{key}.{}", uuid::Uuid::new_v4().simple()));
+                std::fs::copy(file, &tmp).map_err(|e| e.to_string())?;
+                std::fs::rename(&tmp, dir.join(format!("{key}.tar"))).map_err(|e| e.to_string())?;
+                progress.say(&format!("Cache kept on this worker (key {key})"));
+                Ok(())
+            }
+            CacheStore::S3(bucket, prefix) => {
+                let key = format!("{prefix}/{key}.tar");
+                let q = query(&[
+                    ("bucket", &bucket),
+                    ("key", &key),
+                    ("leaseToken", &self.token),
+                ]);
+                self.client
+                    .upload(&format!("/-/worker/builds/{}/artifacts", self.id), &q, file)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                progress.say(&format!("Cache uploaded to s3://{bucket}/{key}"));
+                Ok(())
+            }
+        }
+    }
+
     async fn fetch_source(&mut self, progress: &mut Progress) -> Result<Option<String>, String> {
         let kind = self.job["source"]["type"]
             .as_str()

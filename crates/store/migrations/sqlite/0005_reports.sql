@@ -18,3 +18,6 @@ CREATE TABLE cb_reports (
     items     TEXT NOT NULL
 );
 CREATE INDEX cb_reports_by_group ON cb_reports (group_arn, seq);
+
+-- When InvalidateProjectCache was last called: caches saved before then are not restored.
+ALTER TABLE cb_projects ADD COLUMN cache_invalidated REAL;
