@@ -120,7 +120,11 @@ async fn heartbeat(
     handle(state, req, |state, v| async move {
         let hb = state
             .codebuild
-            .heartbeat(&id, token(&v))
+            .heartbeat(
+                &id,
+                token(&v),
+                std::time::Duration::from_secs(v["waitSeconds"].as_u64().unwrap_or(0)),
+            )
             .await
             .map_err(domain_error)?;
         let action = match hb {

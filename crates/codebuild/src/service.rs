@@ -74,6 +74,8 @@ pub struct CodeBuild {
     account_id: String,
     /// Wakes long-polling workers when a build is queued.
     work: Arc<Notify>,
+    /// Wakes heartbeats held open when StopBuild is called.
+    stops: Arc<Notify>,
     /// Set when the server shuts down: long polls answer at once.
     closing: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -106,6 +108,7 @@ impl CodeBuild {
             region: region.into(),
             account_id: account_id.into(),
             work: Arc::new(Notify::new()),
+            stops: Arc::new(Notify::new()),
             closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
@@ -115,6 +118,7 @@ impl CodeBuild {
         self.closing
             .store(true, std::sync::atomic::Ordering::Release);
         self.work.notify_waiters();
+        self.stops.notify_waiters();
     }
 
     pub fn project_arn(&self, name: &str) -> String {
@@ -731,6 +735,7 @@ impl CodeBuild {
                 .await?;
         }
         tx.commit().await?;
+        self.stops.notify_waiters();
         Ok(doc)
     }
 
@@ -840,7 +845,7 @@ impl CodeBuild {
     }
 
     /// Checks a lease (and extends it); says whether to stop.
-    pub async fn heartbeat(&self, id: &str, token: &str) -> Result<Heartbeat> {
+    pub async fn heartbeat(&self, id: &str, token: &str, wait: Duration) -> Result<Heartbeat> {
         let mut tx = self.store.begin_write().await?;
         let row = sqlx::query("SELECT stop_requested FROM cb_builds WHERE id = $1 AND lease_token = $2 AND status = 'IN_PROGRESS'")
             .bind(id)
@@ -856,11 +861,34 @@ impl CodeBuild {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(if row.get::<i64, _>(0) != 0 {
-            Heartbeat::Stop
-        } else {
-            Heartbeat::Continue
-        })
+        if row.get::<i64, _>(0) != 0 {
+            return Ok(Heartbeat::Stop);
+        }
+        // Held open (well inside the lease) until StopBuild is called for some build, so a
+        // stop reaches the worker at once rather than at its next beat.
+        let deadline =
+            tokio::time::Instant::now() + wait.min(Duration::from_secs(LEASE_SECS as u64 / 3));
+        loop {
+            let notified = self.stops.notified();
+            if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(Heartbeat::Continue);
+            }
+            let stop: Option<i64> = sqlx::query_scalar(
+                "SELECT stop_requested FROM cb_builds WHERE id = $1 AND lease_token = $2 AND status = 'IN_PROGRESS'",
+            )
+            .bind(id)
+            .bind(token)
+            .fetch_optional(self.store.pool())
+            .await?;
+            match stop {
+                None => return Ok(Heartbeat::Lost),
+                Some(s) if s != 0 => return Ok(Heartbeat::Stop),
+                Some(_) => {}
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Heartbeat::Continue);
+            }
+        }
     }
 
     /// Appends log lines (already masked by the worker) with their times (ms).

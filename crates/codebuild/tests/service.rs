@@ -175,16 +175,41 @@ async fn the_queue_leases_each_build_once_and_ends_it_once() {
 
     // StopBuild reaches the worker through its heartbeat; a wrong token holds nothing.
     assert_eq!(
-        cb.heartbeat(&l1.build_id, &l1.token).await.unwrap(),
+        cb.heartbeat(&l1.build_id, &l1.token, Duration::ZERO)
+            .await
+            .unwrap(),
         Heartbeat::Continue
     );
     assert_eq!(
-        cb.heartbeat(&l1.build_id, "forged").await.unwrap(),
+        cb.heartbeat(&l1.build_id, "forged", Duration::ZERO)
+            .await
+            .unwrap(),
         Heartbeat::Lost
     );
+    // A beat held open answers Stop as soon as StopBuild is called, not at its end.
+    let held = {
+        let (cb, id, token) = (cb.clone(), l1.build_id.clone(), l1.token.clone());
+        tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            let hb = cb
+                .heartbeat(&id, &token, Duration::from_secs(10))
+                .await
+                .unwrap();
+            (hb, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
     cb.stop_build(&l1.build_id).await.unwrap();
+    let (hb, waited) = held.await.unwrap();
+    assert_eq!(hb, Heartbeat::Stop);
+    assert!(
+        waited < Duration::from_secs(5),
+        "the held beat answered after {waited:?}"
+    );
     assert_eq!(
-        cb.heartbeat(&l1.build_id, &l1.token).await.unwrap(),
+        cb.heartbeat(&l1.build_id, &l1.token, Duration::ZERO)
+            .await
+            .unwrap(),
         Heartbeat::Stop
     );
     let err = cb
@@ -337,7 +362,9 @@ async fn expired_leases_and_queued_timeouts_end_builds() {
         .contains("stopped reporting"));
     assert_eq!(got[1]["buildStatus"], "TIMED_OUT");
     assert_eq!(
-        cb.heartbeat(&lease.build_id, &lease.token).await.unwrap(),
+        cb.heartbeat(&lease.build_id, &lease.token, Duration::ZERO)
+            .await
+            .unwrap(),
         Heartbeat::Lost
     );
 }

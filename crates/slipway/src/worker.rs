@@ -323,6 +323,16 @@ async fn uploader(
     }
 }
 
+/// How many seconds a build-timeout minute lasts: 60, unless `SLIPWAY_TIMEOUT_MINUTE_SECS`
+/// says otherwise (for tests of timeouts, which AWS allows no shorter than 5 minutes).
+fn minute_secs() -> u64 {
+    std::env::var("SLIPWAY_TIMEOUT_MINUTE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(60)
+}
+
 fn job_from(v: &Value, cfg: &WorkerConfig, work: &Path) -> Job {
     let j = &v["job"];
     let s = |v: &Value| v.as_str().map(str::to_owned);
@@ -362,7 +372,9 @@ fn job_from(v: &Value, cfg: &WorkerConfig, work: &Path) -> Job {
         hide: cfg.hide.clone(),
         limits: Limits::for_compute_type(env["computeType"].as_str().unwrap_or_default()),
         privileged: env["privilegedMode"].as_bool().unwrap_or(false),
-        timeout: Duration::from_secs(j["timeoutInMinutes"].as_u64().unwrap_or(60).max(1) * 60),
+        timeout: Duration::from_secs(
+            j["timeoutInMinutes"].as_u64().unwrap_or(60).max(1) * minute_secs(),
+        ),
     }
 }
 
@@ -390,12 +402,13 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
     let beat = {
         let (client, id, token, lost) = (client.clone(), id.clone(), token.clone(), lost.clone());
         tokio::spawn(async move {
+            // Each beat is held open by the server for up to 10 s, answered at once when
+            // StopBuild is called.
             loop {
-                tokio::time::sleep(Duration::from_secs(2)).await;
                 match client
                     .post(
                         &format!("/-/worker/builds/{id}/heartbeat"),
-                        &json!({"leaseToken": token}),
+                        &json!({"leaseToken": token, "waitSeconds": 10}),
                     )
                     .await
                 {
@@ -407,8 +420,11 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
                         let _ = stop_tx.send(Some(StopReason::Stopped));
                         return;
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(build = %id, error = %format!("{e:#}"), "heartbeat"),
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(e) => {
+                        tracing::warn!(build = %id, error = %format!("{e:#}"), "heartbeat");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
                 }
             }
         })
