@@ -347,3 +347,57 @@ def test_reports_and_caches(server, workdir):
     assert "cache hit 5" in log, log
     err = server.aws("codebuild", "update-project", "--name", "rep", "--cache", '{"type":"LOCAL"}', check=False)
     assert err.code == "InvalidInputException"
+
+
+def test_s3_and_secondary_sources_and_artifacts(server, workdir):
+    lib_commit = push_repo(server, workdir, "lib", {"lib.txt": "from the library\n"})
+    spec = """version: 0.2
+phases:
+  build:
+    commands:
+      - cat main.txt "$CODEBUILD_SRC_DIR_lib/lib.txt"
+      - mkdir -p out/deep second && cp main.txt out/deep/ && cp "$CODEBUILD_SRC_DIR_lib/lib.txt" second/
+artifacts:
+  files: ["**/*"]
+  base-directory: out
+  secondary-artifacts:
+    report:
+      files: ["**/*"]
+      base-directory: second
+"""
+    src = workdir / "app.zip"
+    with zipfile.ZipFile(src, "w") as z:
+        z.writestr("buildspec.yml", spec)
+        z.writestr("main.txt", "from the zip\n")
+    server.aws("s3", "mb", "s3://srcs")
+    server.aws("s3", "mb", "s3://outs")
+    server.aws("s3", "cp", str(src), "s3://srcs/app.zip")
+    create_project(
+        server, "multi",
+        {"type": "S3", "location": "srcs/app.zip"},
+        {"type": "S3", "location": "outs", "packaging": "NONE", "name": "primary"},
+        secondary_sources=json.dumps([{"type": "CODECOMMIT", "location": server.repo_url("lib"), "sourceIdentifier": "lib"}]),
+        secondary_artifacts=json.dumps([{"type": "S3", "location": "outs", "artifactIdentifier": "report",
+                                         "packaging": "ZIP", "name": "second.zip"}]),
+    )
+    b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "multi")["build"]["id"])
+    assert b["buildStatus"] == "SUCCEEDED", json.dumps(b, indent=1)
+    log = build_log(server, b)
+    assert "from the zip\nfrom the library" in log, log
+    assert b["secondarySourceVersions"] == [{"sourceIdentifier": "lib", "sourceVersion": lib_commit}]
+    assert b["artifacts"]["location"] == "arn:aws:s3:::outs/primary"
+    assert b["secondaryArtifacts"][0]["artifactIdentifier"] == "report"
+    assert b["secondaryArtifacts"][0]["location"] == "arn:aws:s3:::outs/second.zip"
+    keys = sorted(o["Key"] for o in server.aws("s3api", "list-objects-v2", "--bucket", "outs")["Contents"])
+    assert keys == ["primary/deep/main.txt", "second.zip"]
+    got = workdir / "second.zip"
+    server.aws("s3", "cp", "s3://outs/second.zip", str(got))
+    assert zipfile.ZipFile(got).namelist() == ["lib.txt"]
+
+    # A secondary source that cannot be fetched fails DOWNLOAD_SOURCE, naming it.
+    b = wait_build(server, server.aws(
+        "codebuild", "start-build", "--project-name", "multi", "--secondary-sources-version-override",
+        "sourceIdentifier=lib,sourceVersion=no-such-branch")["build"]["id"])
+    ds = [p for p in b["phases"] if p["phaseType"] == "DOWNLOAD_SOURCE"][0]
+    assert b["buildStatus"] == "FAILED" and ds["phaseStatus"] == "FAILED", json.dumps(b, indent=1)
+    assert "no-such-branch" in ds["contexts"][0]["message"]

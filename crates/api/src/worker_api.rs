@@ -277,12 +277,24 @@ async fn source(
         Ok(x) => x,
         Err(e) => return error_response(domain_error(e)),
     };
-    let location = job["source"]["location"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    match job["source"]["type"].as_str().unwrap_or_default() {
-        "CODECOMMIT" => codecommit_source(&state, &location, job["sourceVersion"].as_str()).await,
+    // The primary source, or the secondary one `?identifier=` names.
+    let (source, version) = match query_param(&parts, "identifier") {
+        None => (job["source"].clone(), job["sourceVersion"].clone()),
+        Some(ident) => {
+            let Some(src) = job["secondarySources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["sourceIdentifier"].as_str() == Some(&ident))
+            else {
+                return client_error(format!("the build has no secondary source {ident:?}"));
+            };
+            (src.clone(), src["sourceVersion"].clone())
+        }
+    };
+    let location = source["location"].as_str().unwrap_or_default().to_owned();
+    match source["type"].as_str().unwrap_or_default() {
+        "CODECOMMIT" => codecommit_source(&state, &location, version.as_str()).await,
         "S3" => s3_source(&state, &location).await,
         other => error_response(ApiError::new(
             "InvalidInputException",

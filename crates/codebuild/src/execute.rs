@@ -51,6 +51,8 @@ pub struct Job {
     pub source_repo_url: Option<String>,
     /// The source directory on the host (already downloaded).
     pub src_host: PathBuf,
+    /// Secondary sources: (sourceIdentifier, directory on the host).
+    pub secondary_sources: Vec<(String, PathBuf)>,
     /// The build's own scratch directory on the host.
     pub work: PathBuf,
     /// Host paths the build must not see.
@@ -68,6 +70,8 @@ pub struct Finished {
     pub resolved_source_version: Option<String>,
     pub phases: Vec<runner::PhaseRecord>,
     pub exported: Vec<(String, String)>,
+    /// The versions the secondary sources resolved to: (sourceIdentifier, version).
+    pub secondary_versions: Vec<(String, String)>,
     /// The primary artifact's files, and each secondary artifact's, when uploading was
     /// reached.
     pub artifacts: Option<Vec<(Option<String>, Picked)>>,
@@ -151,6 +155,15 @@ pub trait Hooks: Send {
         progress: &mut Progress,
     ) -> impl std::future::Future<Output = Result<Option<String>, String>> + Send;
 
+    /// Puts each secondary source in its directory (DOWNLOAD_SOURCE); returns the versions
+    /// they resolved to, by source identifier. None by default.
+    fn fetch_secondary_sources(
+        &mut self,
+        _progress: &mut Progress,
+    ) -> impl std::future::Future<Output = Result<Vec<(String, String)>, String>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
     /// The values of Parameter Store parameters (the buildspec's `env.parameter-store`),
     /// decrypted: `(variable, parameter)` in, `(variable, value)` out.
     fn parameters(
@@ -218,6 +231,17 @@ pub async fn run(
         Err(message) => {
             progress.complete("FAILED", Some(("CLIENT_ERROR".into(), message)));
             return finish(progress, "FAILED", Vec::new(), None);
+        }
+    };
+    let secondary_versions = if job.secondary_sources.is_empty() {
+        Vec::new()
+    } else {
+        match hooks.fetch_secondary_sources(progress).await {
+            Ok(v) => v,
+            Err(message) => {
+                progress.complete("FAILED", Some(("CLIENT_ERROR".into(), message)));
+                return finish(progress, "FAILED", Vec::new(), None);
+            }
         }
     };
     // The job as DOWNLOAD_SOURCE completes it: resolved version, Parameter Store values.
@@ -293,11 +317,37 @@ pub async fn run(
         Runtime::Host => job.src_host.display().to_string(),
         _ => SRC_PATH.into(),
     };
+    // Secondary sources at /codebuild/output/src2/src, src3…, named by
+    // CODEBUILD_SRC_DIR_<sourceIdentifier>.
+    let secondary: Vec<(String, String, PathBuf)> = job
+        .secondary_sources
+        .iter()
+        .enumerate()
+        .map(|(i, (ident, host))| {
+            let path = match runtime {
+                Runtime::Host => host.display().to_string(),
+                _ => format!("/codebuild/output/src{}/src", i + 2),
+            };
+            (ident.clone(), path, host.clone())
+        })
+        .collect();
     let sandbox = SandboxSpec {
         id: sandbox_id(&job.build_id),
         work: job.work.clone(),
         src_host: job.src_host.clone(),
-        env: environment(job, &spec, &src_path, started),
+        env: {
+            let mut env = environment(job, &spec, &src_path, started);
+            env.extend(
+                secondary
+                    .iter()
+                    .map(|(ident, path, _)| (format!("CODEBUILD_SRC_DIR_{ident}"), path.clone())),
+            );
+            env
+        },
+        extra_sources: secondary
+            .iter()
+            .map(|(_, path, host)| (path.clone(), host.clone()))
+            .collect(),
         src_path,
         hide: job.hide.clone(),
         limits: job.limits,
@@ -371,6 +421,7 @@ pub async fn run(
     }
     let mut done = finish(progress, &status, result.exported, picked);
     done.resolved_source_version = job.resolved_source_version.clone();
+    done.secondary_versions = secondary_versions;
     done
 }
 
@@ -386,6 +437,7 @@ fn finish(
     Finished {
         status: status.to_owned(),
         resolved_source_version: None,
+        secondary_versions: Vec::new(),
         phases: progress.phases.clone(),
         exported,
         artifacts,

@@ -72,6 +72,8 @@ pub struct SandboxSpec {
     /// The source directory on the host, and where the build sees it.
     pub src_host: PathBuf,
     pub src_path: String,
+    /// More writable source directories: (path in the sandbox, directory on the host).
+    pub extra_sources: Vec<(String, PathBuf)>,
     /// Host paths the build must not see (the data directory, other builds).
     pub hide: Vec<PathBuf>,
     pub limits: Limits,
@@ -154,6 +156,7 @@ impl Runtime {
             work: dir.clone(),
             src_host: dir.join("src"),
             src_path: "/codebuild/output/src/src".into(),
+            extra_sources: Vec::new(),
             hide: Vec::new(),
             limits: Limits {
                 memory_bytes: 256 * 1024 * 1024,
@@ -378,6 +381,9 @@ fn oci_config(spec: &SandboxSpec, args: &[String]) -> Value {
         true,
     ));
     mounts.push(bind(&spec.src_path, &spec.src_host, true));
+    for (path, host) in &spec.extra_sources {
+        mounts.push(bind(path, host, true));
+    }
 
     let mut caps = vec![
         "CAP_AUDIT_WRITE",

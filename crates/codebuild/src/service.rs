@@ -486,6 +486,46 @@ impl CodeBuild {
             .or(project.get("sourceVersion"))
             .and_then(Value::as_str)
             .map(str::to_owned);
+        // Secondary sources, with their versions (the project's, then StartBuild's).
+        let mut secondary = o("secondarySourcesOverride")
+            .or(project.get("secondarySources"))
+            .cloned()
+            .unwrap_or(json!([]));
+        let versions: Vec<Value> = project
+            .get("secondarySourceVersions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .chain(
+                o("secondarySourcesVersionOverride")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten(),
+            )
+            .cloned()
+            .collect();
+        for src in secondary.as_array_mut().into_iter().flatten() {
+            let ident = src["sourceIdentifier"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if !ident.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || ident.is_empty() {
+                return Err(invalid(format!(
+                    "Invalid secondary source identifier {ident:?}: letters, digits and underscores only"
+                )));
+            }
+            if let Some(v) = versions
+                .iter()
+                .rev()
+                .find(|v| v["sourceIdentifier"].as_str() == Some(&ident))
+            {
+                set(src, "sourceVersion", v["sourceVersion"].clone());
+            }
+        }
+        let secondary_artifacts = o("secondaryArtifactsOverride")
+            .or(project.get("secondaryArtifacts"))
+            .cloned()
+            .unwrap_or(json!([]));
         let group = format!("/aws/codebuild/{name}");
         let stream = uuid.to_string();
         let mut doc = json!({
@@ -501,7 +541,7 @@ impl CodeBuild {
                 {"phaseType": "QUEUED", "startTime": t},
             ],
             "source": source,
-            "secondarySources": project.get("secondarySources").cloned().unwrap_or(json!([])),
+            "secondarySources": secondary,
             "secondarySourceVersions": [],
             "artifacts": {},
             "secondaryArtifacts": [],
@@ -541,6 +581,8 @@ impl CodeBuild {
             "source": doc["source"],
             "sourceVersion": source_version,
             "artifacts": artifacts,
+            "secondarySources": secondary,
+            "secondaryArtifacts": secondary_artifacts,
             "environment": doc["environment"],
             "variables": variables.iter().map(|(n, v, t)| json!({"name": n, "value": v, "type": t})).collect::<Vec<_>>(),
             "secrets": secrets,
@@ -978,6 +1020,7 @@ impl CodeBuild {
             "exportedEnvironmentVariables",
             "artifacts",
             "secondaryArtifacts",
+            "secondarySourceVersions",
             "resolvedSourceVersion",
         ] {
             if let Some(v) = report.get(key).filter(|v| !v.is_null()) {

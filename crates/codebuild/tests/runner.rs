@@ -108,6 +108,7 @@ fn job(e: &Env, name: &str, buildspec: &str) -> Job {
         resolved_source_version: None,
         source_repo_url: None,
         src_host: src,
+        secondary_sources: Vec::new(),
         work: e.dir.path().join(name).join("work"),
         hide: Vec::new(),
         limits: Limits::for_compute_type("BUILD_GENERAL1_SMALL"),

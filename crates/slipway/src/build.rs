@@ -79,6 +79,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         source_version: None,
         resolved_source_version: None,
         source_repo_url: None,
+        secondary_sources: Vec::new(),
         src_host: src.clone(),
         work: scratch.join("work"),
         hide: Vec::new(),

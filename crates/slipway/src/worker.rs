@@ -368,6 +368,14 @@ fn job_from(v: &Value, cfg: &WorkerConfig, work: &Path) -> Job {
         resolved_source_version: None,
         source_repo_url: s(&j["source"]["location"]),
         src_host: work.join("src"),
+        secondary_sources: j["secondarySources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x["sourceIdentifier"].as_str())
+            .filter(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .map(|i| (i.to_owned(), work.join(format!("src-{i}"))))
+            .collect(),
         work: work.join("sandbox"),
         hide: cfg.hide.clone(),
         limits: Limits::for_compute_type(env["computeType"].as_str().unwrap_or_default()),
@@ -461,11 +469,13 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
         work: work.clone(),
         cache_root: cfg.work_root.join("cache"),
         artifacts: None,
+        secondary_artifacts: Vec::new(),
     };
     let done = execute::run(&cfg.runtime, &job, &mut hooks, &mut progress, stop_rx).await;
     beat.abort();
     let _ = tx.send(Upload::Phases(done.phases.iter().map(phase_json).collect()));
     let artifacts = hooks.artifacts.take();
+    let secondary_artifacts = std::mem::take(&mut hooks.secondary_artifacts);
     // Every sender gone: the uploader sends what is left and ends.
     drop((tx, progress, hooks));
     let _ = uploads.await;
@@ -476,7 +486,9 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
             "phases": done.phases.iter().map(phase_json).collect::<Vec<_>>(),
             "exportedEnvironmentVariables": done.exported.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
             "resolvedSourceVersion": done.resolved_source_version,
+            "secondarySourceVersions": done.secondary_versions.iter().map(|(i, v)| json!({"sourceIdentifier": i, "sourceVersion": v})).collect::<Vec<_>>(),
             "artifacts": artifacts.unwrap_or(json!({})),
+            "secondaryArtifacts": secondary_artifacts,
         });
         client
             .post(&format!("/-/worker/builds/{id}/complete"), &report)
@@ -498,6 +510,8 @@ struct WorkerHooks {
     cache_root: PathBuf,
     /// The primary artifact's location, once uploaded (BatchGetBuilds' `artifacts`).
     artifacts: Option<Value>,
+    /// The secondary artifacts' locations (BatchGetBuilds' `secondaryArtifacts`).
+    secondary_artifacts: Vec<Value>,
 }
 
 async fn git(args: &[&str], dir: &Path) -> Result<(), String> {
@@ -610,6 +624,153 @@ impl WorkerHooks {
     }
 }
 
+impl WorkerHooks {
+    /// Uploads the files picked for one artifact (`ident`: a secondary one's identifier) to
+    /// the bucket its settings `a` name, zipped or not; its location for BatchGetBuilds.
+    async fn upload_one(
+        &self,
+        a: &Value,
+        ident: Option<&str>,
+        spec_name: Option<String>,
+        picked: &[(Option<String>, Picked)],
+        progress: &mut Progress,
+    ) -> Result<Option<Value>, String> {
+        if a["type"].as_str() != Some("S3") {
+            return Ok(None);
+        }
+        let location = a["location"].as_str().unwrap_or_default();
+        let (bucket, _) = location.split_once('/').unwrap_or((location, ""));
+        let uuid = build_uuid(&self.id);
+        // CodeBuild's layout: path / (build id when namespaceType is BUILD_ID) / name.
+        let override_name = a["overrideArtifactName"].as_bool().unwrap_or(false);
+        let name = spec_name
+            .filter(|_| override_name)
+            .or_else(|| a["name"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| {
+                ident
+                    .or(self.job["project"].as_str())
+                    .unwrap_or("artifacts")
+                    .to_owned()
+            });
+        let mut key = String::new();
+        for part in [
+            a["path"].as_str().unwrap_or_default(),
+            if a["namespaceType"].as_str() == Some("BUILD_ID") {
+                uuid
+            } else {
+                ""
+            },
+            name.as_str(),
+        ] {
+            let part = part.trim_matches('/');
+            if !part.is_empty() {
+                if !key.is_empty() {
+                    key.push('/');
+                }
+                key.push_str(part);
+            }
+        }
+        let files: Vec<Picked> = picked
+            .iter()
+            .filter(|(i, _)| i.as_deref() == ident)
+            .map(|(_, p)| p.clone())
+            .collect();
+        let path = format!("/-/worker/builds/{}/artifacts", self.id);
+        if a["packaging"].as_str() == Some("ZIP") {
+            let zip = self
+                .work
+                .join(format!("artifacts-{}.zip", ident.unwrap_or("primary")));
+            zip_files(&files, &zip).map_err(|e| format!("zipping the artifacts: {e}"))?;
+            let q = query(&[
+                ("bucket", bucket),
+                ("key", &key),
+                ("leaseToken", &self.token),
+            ]);
+            self.client
+                .upload(&path, &q, &zip)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+        } else {
+            for f in &files {
+                let k = format!("{key}/{}", f.name);
+                let q = query(&[("bucket", bucket), ("key", &k), ("leaseToken", &self.token)]);
+                self.client
+                    .upload(&path, &q, &f.source)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+            }
+        }
+        progress.say(&format!(
+            "Uploaded {} artifact file(s) to s3://{bucket}/{key}",
+            files.len()
+        ));
+        Ok(Some(json!({
+            "location": format!("arn:aws:s3:::{bucket}/{key}"),
+            "overrideArtifactName": override_name,
+            "encryptionDisabled": a["encryptionDisabled"].as_bool().unwrap_or(false),
+        })))
+    }
+
+    /// Downloads a source into `src` (the primary) or `src-IDENT` (a secondary one); the
+    /// version it resolved to.
+    async fn fetch(
+        &self,
+        source: &Value,
+        identifier: Option<&str>,
+        progress: &mut Progress,
+    ) -> Result<Option<String>, String> {
+        let dir = identifier.map_or_else(|| "src".to_owned(), |i| format!("src-{i}"));
+        let src = self.work.join(&dir);
+        let path = format!("/-/worker/builds/{}/source", self.id);
+        let mut params = vec![("leaseToken", self.token.as_str())];
+        if let Some(i) = identifier {
+            params.push(("identifier", i));
+        }
+        let q = query(&params);
+        let location = source["location"].as_str().unwrap_or_default();
+        match source["type"].as_str().unwrap_or_default() {
+            "CODECOMMIT" => {
+                let bundle = self.work.join(format!("{dir}.bundle"));
+                let resolved = self
+                    .client
+                    .download(&path, &q, &bundle)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                let b = bundle.to_string_lossy().into_owned();
+                git(&["clone", "-q", "--no-checkout", &b, &dir], &self.work).await?;
+                let rev = resolved.clone().unwrap_or_else(|| "HEAD".into());
+                git(&["checkout", "-q", "--detach", &rev], &src).await?;
+                if !location.is_empty() {
+                    git(&["remote", "set-url", "origin", location], &src).await?;
+                }
+                let _ = std::fs::remove_file(&bundle);
+                progress.say(&format!("Source {location} at {rev}"));
+                Ok(resolved)
+            }
+            "S3" => {
+                let zip = self.work.join(format!("{dir}.zip"));
+                let resolved = self
+                    .client
+                    .download(&path, &q, &zip)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
+                unzip(&zip, &src)?;
+                let _ = std::fs::remove_file(&zip);
+                progress.say(&format!(
+                    "Source s3://{location} version {}",
+                    resolved.as_deref().unwrap_or("-")
+                ));
+                Ok(resolved)
+            }
+            _ => {
+                std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
+                Ok(None)
+            }
+        }
+    }
+}
+
 impl Hooks for WorkerHooks {
     async fn restore_cache(
         &mut self,
@@ -693,48 +854,29 @@ impl Hooks for WorkerHooks {
     }
 
     async fn fetch_source(&mut self, progress: &mut Progress) -> Result<Option<String>, String> {
-        let kind = self.job["source"]["type"]
-            .as_str()
+        let source = self.job["source"].clone();
+        self.fetch(&source, None, progress).await
+    }
+
+    async fn fetch_secondary_sources(
+        &mut self,
+        progress: &mut Progress,
+    ) -> Result<Vec<(String, String)>, String> {
+        let mut versions = Vec::new();
+        for src in self.job["secondarySources"]
+            .as_array()
+            .cloned()
             .unwrap_or_default()
-            .to_owned();
-        let src = self.work.join("src");
-        let path = format!("/-/worker/builds/{}/source", self.id);
-        let q = query(&[("leaseToken", &self.token)]);
-        match kind.as_str() {
-            "CODECOMMIT" => {
-                let bundle = self.work.join("source.bundle");
-                let resolved = self
-                    .client
-                    .download(&path, &q, &bundle)
-                    .await
-                    .map_err(|e| format!("{e:#}"))?;
-                let b = bundle.to_string_lossy().into_owned();
-                git(&["clone", "-q", "--no-checkout", &b, "src"], &self.work).await?;
-                let rev = resolved.clone().unwrap_or_else(|| "HEAD".into());
-                git(&["checkout", "-q", "--detach", &rev], &src).await?;
-                if let Some(loc) = self.job["source"]["location"].as_str() {
-                    git(&["remote", "set-url", "origin", loc], &src).await?;
-                }
-                let _ = std::fs::remove_file(&bundle);
-                progress.say(&format!(
-                    "Source {} at {rev}",
-                    self.job["source"]["location"].as_str().unwrap_or("")
-                ));
-                Ok(resolved)
+        {
+            let ident = src["sourceIdentifier"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if let Some(v) = self.fetch(&src, Some(&ident), progress).await? {
+                versions.push((ident, v));
             }
-            "S3" => {
-                let zip = self.work.join("source.zip");
-                let resolved = self
-                    .client
-                    .download(&path, &q, &zip)
-                    .await
-                    .map_err(|e| format!("{e:#}"))?;
-                unzip(&zip, &src)?;
-                let _ = std::fs::remove_file(&zip);
-                Ok(resolved)
-            }
-            _ => Ok(None),
         }
+        Ok(versions)
     }
 
     async fn parameters(
@@ -811,82 +953,36 @@ impl Hooks for WorkerHooks {
         picked: &[(Option<String>, Picked)],
         progress: &mut Progress,
     ) -> Result<(), String> {
-        let a = self.job["artifacts"].clone();
-        if a["type"].as_str() != Some("S3") {
-            return Ok(());
-        }
-        let location = a["location"].as_str().unwrap_or_default();
-        let (bucket, _) = location.split_once('/').unwrap_or((location, ""));
-        let uuid = build_uuid(&self.id);
-        // CodeBuild's layout: path / (build id when namespaceType is BUILD_ID) / name.
-        let override_name = a["overrideArtifactName"].as_bool().unwrap_or(false);
-        let name = spec
-            .artifacts
-            .as_ref()
-            .and_then(|x| x.primary.name.clone())
-            .filter(|_| override_name)
-            .or_else(|| a["name"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| {
-                self.job["project"]
-                    .as_str()
-                    .unwrap_or("artifacts")
-                    .to_owned()
+        let primary = self.job["artifacts"].clone();
+        let name = spec.artifacts.as_ref().and_then(|x| x.primary.name.clone());
+        self.artifacts = self
+            .upload_one(&primary, None, name, picked, progress)
+            .await?;
+        let mut secondary = Vec::new();
+        for a in self.job["secondaryArtifacts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let ident = a["artifactIdentifier"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let name = spec.artifacts.as_ref().and_then(|x| {
+                x.secondary
+                    .iter()
+                    .find(|(i, _)| *i == ident)
+                    .and_then(|(_, f)| f.name.clone())
             });
-        let mut key = String::new();
-        for part in [
-            a["path"].as_str().unwrap_or_default(),
-            if a["namespaceType"].as_str() == Some("BUILD_ID") {
-                uuid
-            } else {
-                ""
-            },
-            name.as_str(),
-        ] {
-            let part = part.trim_matches('/');
-            if !part.is_empty() {
-                if !key.is_empty() {
-                    key.push('/');
-                }
-                key.push_str(part);
+            if let Some(mut loc) = self
+                .upload_one(&a, Some(&ident), name, picked, progress)
+                .await?
+            {
+                loc["artifactIdentifier"] = json!(ident);
+                secondary.push(loc);
             }
         }
-        let files: Vec<Picked> = picked
-            .iter()
-            .filter(|(i, _)| i.is_none())
-            .map(|(_, p)| p.clone())
-            .collect();
-        let path = format!("/-/worker/builds/{}/artifacts", self.id);
-        if a["packaging"].as_str() == Some("ZIP") {
-            let zip = self.work.join("artifacts.zip");
-            zip_files(&files, &zip).map_err(|e| format!("zipping the artifacts: {e}"))?;
-            let q = query(&[
-                ("bucket", bucket),
-                ("key", &key),
-                ("leaseToken", &self.token),
-            ]);
-            self.client
-                .upload(&path, &q, &zip)
-                .await
-                .map_err(|e| format!("{e:#}"))?;
-        } else {
-            for f in &files {
-                let k = format!("{key}/{}", f.name);
-                let q = query(&[("bucket", bucket), ("key", &k), ("leaseToken", &self.token)]);
-                self.client
-                    .upload(&path, &q, &f.source)
-                    .await
-                    .map_err(|e| format!("{e:#}"))?;
-            }
-        }
-        progress.say(&format!(
-            "Uploaded {} artifact file(s) to s3://{bucket}/{key}",
-            files.len()
-        ));
-        self.artifacts = Some(json!({
-            "location": format!("arn:aws:s3:::{bucket}/{key}"),
-            "overrideArtifactName": override_name,
-            "encryptionDisabled": a["encryptionDisabled"].as_bool().unwrap_or(false),
-        }));
+        self.secondary_artifacts = secondary;
         Ok(())
     }
 }
