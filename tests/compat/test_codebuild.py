@@ -136,6 +136,17 @@ def test_build_from_codecommit_to_artifact_zip(server, workdir):
     assert "finally ran" in text and "succeeding=1" in text
     assert "Phase complete: BUILD State: SUCCEEDED" in text
 
+    # Within seconds of the end the log moves into the blob store (sealed), reading the same.
+    archived = server.data_dir / "blobs" / "codebuild" / "logs" / "app" / uuid
+    deadline = time.time() + 30
+    while not archived.exists():
+        assert time.time() < deadline, "the log was not archived"
+        time.sleep(0.5)
+    again = server.aws("logs", "get-log-events", "--log-group-name", "/aws/codebuild/app",
+                       "--log-stream-name", uuid, "--start-from-head")["events"]
+    assert [e["message"] for e in again] == [e["message"] for e in events]
+    assert b"t0ps3cret" not in archived.read_bytes() and b"finally ran" not in archived.read_bytes()
+
     listed = server.aws("codebuild", "list-builds-for-project", "--project-name", "app")["ids"]
     assert listed == [done["id"]]
     kinds = [e["detail-type"] for e in server.events() if e["source"] == "aws.codebuild"]

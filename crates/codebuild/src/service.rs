@@ -8,6 +8,7 @@
 //! master key, and are erased when the build ends.
 
 use serde_json::{json, Map, Value};
+use slipway_blobs::BlobStore;
 use slipway_iam::crypto::MasterKey;
 use slipway_store::events::{self, Event};
 use slipway_store::{now, service_err, Conn, ServiceError, Store};
@@ -69,6 +70,7 @@ pub enum Heartbeat {
 #[derive(Clone)]
 pub struct CodeBuild {
     pub(crate) store: Store,
+    pub(crate) blobs: BlobStore,
     key: MasterKey,
     region: String,
     account_id: String,
@@ -101,9 +103,16 @@ pub(crate) fn set(obj: &mut Value, key: &str, value: Value) {
 }
 
 impl CodeBuild {
-    pub fn new(store: Store, key: MasterKey, region: &str, account_id: &str) -> CodeBuild {
+    pub fn new(
+        store: Store,
+        blobs: BlobStore,
+        key: MasterKey,
+        region: &str,
+        account_id: &str,
+    ) -> CodeBuild {
         CodeBuild {
             store,
+            blobs,
             key,
             region: region.into(),
             account_id: account_id.into(),
@@ -747,6 +756,9 @@ impl CodeBuild {
             }
         }
         tx.commit().await?;
+        for id in &deleted {
+            self.delete_log_blob(id).await;
+        }
         Ok((deleted, refused))
     }
 
@@ -933,41 +945,6 @@ impl CodeBuild {
         }
     }
 
-    /// Appends log lines (already masked by the worker) with their times (ms).
-    pub async fn append_logs(&self, id: &str, token: &str, lines: &[(i64, String)]) -> Result<()> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let (id, token, lines) = (id.to_owned(), token.to_owned(), lines.to_vec());
-        self.store
-            .grouped(move |conn| {
-                Box::pin(async move {
-                    holds_lease(conn, &id, &token).await?;
-                    // One row per upload: a worker's batch of lines is one insert.
-                    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(first_seq + count), 1) FROM cb_log_chunks WHERE build_id = $1")
-                        .bind(&id)
-                        .fetch_one(&mut *conn)
-                        .await?;
-                    let first_ts = lines.first().map_or(0, |l| l.0);
-                    let last_ts = lines.last().map_or(0, |l| l.0);
-                    let bytes: usize = lines.iter().map(|l| l.1.len()).sum();
-                    let data = serde_json::to_string(&lines).map_err(internal)?;
-                    sqlx::query("INSERT INTO cb_log_chunks (build_id, first_seq, count, first_ts, last_ts, bytes, data) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                        .bind(&id)
-                        .bind(next)
-                        .bind(lines.len() as i64)
-                        .bind(first_ts)
-                        .bind(last_ts)
-                        .bind(bytes as i64)
-                        .bind(data)
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok::<(), ServiceError>(())
-                })
-            })
-            .await
-    }
-
     /// Records the build's phases as the worker reports them (all but SUBMITTED/QUEUED,
     /// which the server keeps), emitting a phase-change event for each newly ended phase.
     pub async fn report_phases(&self, id: &str, token: &str, phases: &[Value]) -> Result<()> {
@@ -1117,48 +1094,37 @@ impl CodeBuild {
         let id = self.stream_build(group, stream).await?;
         let (start, end) = (q.start.unwrap_or(i64::MIN), q.end.unwrap_or(i64::MAX));
         let (after, before) = (q.after.unwrap_or(0), q.before.unwrap_or(i64::MAX));
-        // The chunks holding lines in range, in the order they are read.
-        let order = if q.backwards { "DESC" } else { "ASC" };
-        let sql = format!(
-            "SELECT first_seq, data FROM cb_log_chunks WHERE build_id = $1 AND first_seq + count - 1 > $2 AND first_seq < $3 AND last_ts >= $4 AND first_ts < $5 ORDER BY first_seq {order}"
-        );
-        let mut chunks = sqlx::query(&sql)
-            .bind(&id)
-            .bind(after)
-            .bind(before)
-            .bind(start)
-            .bind(end)
-            .fetch(self.store.pool());
         let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
         let mut out = Vec::new();
-        // Streamed, so a long log is read only as far as the page needs.
-        while let Some(c) = futures_util::TryStreamExt::try_next(&mut chunks).await? {
-            let first: i64 = c.get(0);
-            let lines: Vec<(i64, String)> =
-                serde_json::from_str(&c.get::<String, _>(1)).map_err(internal)?;
-            let picked = lines
-                .into_iter()
-                .enumerate()
-                .map(|(i, (ts, message))| LogEvent {
-                    stream: stream.to_owned(),
-                    seq: first + i as i64,
-                    timestamp: ts,
-                    message,
-                })
-                .filter(|e| {
-                    e.seq > after && e.seq < before && e.timestamp >= start && e.timestamp < end
-                });
-            if q.backwards {
-                let mut v: Vec<LogEvent> = picked.collect();
-                v.reverse();
-                out.extend(v);
-            } else {
-                out.extend(picked);
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
+        self.read_chunks(
+            &id,
+            (after, before),
+            (start, end),
+            q.backwards,
+            |first, lines| {
+                let picked = lines
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (ts, message))| LogEvent {
+                        stream: stream.to_owned(),
+                        seq: first + i as i64,
+                        timestamp: ts,
+                        message,
+                    })
+                    .filter(|e| {
+                        e.seq > after && e.seq < before && e.timestamp >= start && e.timestamp < end
+                    });
+                if q.backwards {
+                    let mut v: Vec<LogEvent> = picked.collect();
+                    v.reverse();
+                    out.extend(v);
+                } else {
+                    out.extend(picked);
+                }
+                out.len() < limit
+            },
+        )
+        .await?;
         out.truncate(limit);
         if q.backwards {
             out.reverse();

@@ -12,7 +12,8 @@ async fn service() -> (tempfile::TempDir, Store, CodeBuild) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
     let key = MasterKey::load_or_create(dir.path()).unwrap();
-    let cb = CodeBuild::new(store.clone(), key, "us-east-1", "000000000000");
+    let blobs = slipway_blobs::BlobStore::local(&dir.path().join("blobs"), key.clone()).unwrap();
+    let cb = CodeBuild::new(store.clone(), blobs, key, "us-east-1", "000000000000");
     (dir, store, cb)
 }
 
@@ -593,4 +594,138 @@ async fn reports_groups_test_cases_coverage_and_trends() {
         .unwrap();
     assert!(found.is_empty());
     assert_eq!(cb.list_report_groups(None, true).await.unwrap().len(), 2);
+}
+
+/// Logs are compressed and sealed in the database while a build runs, then archived into
+/// one encrypted blob when it ends; both read the same, and no line is stored in the clear.
+#[tokio::test]
+async fn logs_are_sealed_then_archived_into_the_blob_store() {
+    let (dir, _s, cb) = service().await;
+    cb.create_project(project("web")).await.unwrap();
+    let b = cb
+        .start_build(&json!({"projectName": "web"}), "t", vec![], vec![])
+        .await
+        .unwrap();
+    let l = cb.lease("w", Duration::ZERO).await.unwrap().unwrap();
+    let marker = "plaintext-marker-7f3a";
+    let mut expected = Vec::new();
+    for batch in 0..20 {
+        let lines: Vec<(i64, String)> = (0..500)
+            .map(|i| (batch * 1000 + i, format!("{marker} line {batch}/{i}")))
+            .collect();
+        expected.extend(lines.iter().map(|l| l.1.clone()));
+        cb.append_logs(&l.build_id, &l.token, &lines).await.unwrap();
+    }
+    let stream = l.build_id.rsplit_once(':').unwrap().1.to_owned();
+    let read = |q: LogQuery| {
+        let (cb, stream) = (cb.clone(), stream.clone());
+        async move {
+            cb.log_events("/aws/codebuild/web", &stream, &q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.seq, e.message))
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = LogQuery {
+        limit: 100_000,
+        ..Default::default()
+    };
+    let page = LogQuery {
+        after: Some(4_990),
+        limit: 20,
+        ..Default::default()
+    };
+    let tail = LogQuery {
+        limit: 3,
+        backwards: true,
+        ..Default::default()
+    };
+    let timed = LogQuery {
+        start: Some(7_000),
+        end: Some(7_002),
+        limit: 100,
+        ..Default::default()
+    };
+    let live = (
+        read(all.clone()).await,
+        read(page.clone()).await,
+        read(tail.clone()).await,
+        read(timed.clone()).await,
+    );
+    assert_eq!(
+        live.0.iter().map(|e| e.1.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(live.1.first().unwrap().0, 4_991);
+    assert_eq!(live.1.len(), 20);
+    assert_eq!(
+        live.2.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [9_998, 9_999, 10_000]
+    );
+    assert_eq!(
+        live.3.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(),
+        [format!("{marker} line 7/0"), format!("{marker} line 7/1")]
+    );
+
+    cb.complete(
+        &l.build_id,
+        &l.token,
+        &json!({"status": "SUCCEEDED", "phases": []}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cb.archive_pending().await.unwrap(), 1);
+    assert_eq!(cb.archive_pending().await.unwrap(), 0, "archived once");
+    let archived = (
+        read(all).await,
+        read(page).await,
+        read(tail).await,
+        read(timed).await,
+    );
+    assert_eq!(archived, live, "the archive reads as the live log did");
+
+    // Nothing on disk holds a line in the clear: not the database, not the blobs.
+    let files = files_under(dir.path());
+    let blob_files = files
+        .iter()
+        .filter(|f| f.to_string_lossy().contains("codebuild/logs"))
+        .count();
+    assert_eq!(blob_files, 1, "{files:?}");
+    for f in &files {
+        let data = std::fs::read(f).unwrap();
+        assert!(
+            !data.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{} holds a log line in the clear",
+            f.display()
+        );
+    }
+
+    // Deleting the build deletes its archived log.
+    let (deleted, _) = cb
+        .batch_delete_builds(&[b["id"].as_str().unwrap().to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(deleted.len(), 1);
+    let left = files_under(dir.path())
+        .iter()
+        .filter(|f| f.to_string_lossy().contains("codebuild/logs"))
+        .count();
+    assert_eq!(left, 0);
+}
+
+fn files_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    files
 }

@@ -224,9 +224,13 @@ async fn rotate(store: &Store, iam: &Iam, key: &MasterKey) -> Result<Value, IamE
     let jobs = slipway_codebuild::service::rewrap_jobs(store, key)
         .await
         .map_err(|e| IamError::Internal(e.to_string()))?;
+    let logs = slipway_codebuild::logstore::rewrap_logs(store, key)
+        .await
+        .map_err(|e| IamError::Internal(e.to_string()))?;
     Ok(json!({
         "MasterKeyId": format!("{id:08x}"),
         "BuildJobsRewrapped": jobs,
+        "BuildLogKeysRewrapped": logs,
         "AccessKeysReencrypted": keys,
         "SecureStringVersionsRewrapped": params,
         "ObjectDataKeysRewrapped": blobs,

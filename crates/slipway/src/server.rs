@@ -243,6 +243,10 @@ fn sweep_leases(
                 Ok(n) => tracing::warn!(builds = n, "failed builds whose worker stopped reporting"),
                 Err(e) => tracing::error!(error = %e, "expiring build leases"),
             }
+            // Finished builds' logs move from the database into the blob store.
+            if let Err(e) = builds.archive_pending().await {
+                tracing::error!(error = %e, "archiving build logs");
+            }
         }
     })
 }
@@ -257,11 +261,12 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| args.data_dir.join("blobs").display().to_string());
     let blobs = slipway_blobs::BlobStore::from_url(&blob_url, key.clone())
         .with_context(|| format!("opening the blob store {blob_url}"))?;
-    let s3 = slipway_s3::S3Store::new(store.clone(), blobs, &args.region, &args.account_id);
+    let s3 = slipway_s3::S3Store::new(store.clone(), blobs.clone(), &args.region, &args.account_id);
     // Blobs a previous run queued for deletion but did not get to.
     s3.purge_trash().await;
     let codebuild = slipway_codebuild::service::CodeBuild::new(
         store.clone(),
+        blobs,
         key.clone(),
         &args.region,
         &args.account_id,

@@ -21,3 +21,17 @@ CREATE INDEX cb_reports_by_group ON cb_reports (group_arn, seq);
 
 -- When InvalidateProjectCache was last called: caches saved before then are not restored.
 ALTER TABLE cb_projects ADD COLUMN cache_invalidated REAL;
+
+-- Build logs, compressed and sealed: a chunk's lines (JSON, deflated) are sealed under the
+-- master key in `packed` while the build runs; when it ends they are archived into one blob
+-- in the blob store (`blob_offset`/`blob_len` into it) and `packed` is cleared. Rows with
+-- neither are from before this migration and keep their lines in `data`.
+ALTER TABLE cb_log_chunks ADD COLUMN packed BLOB;
+ALTER TABLE cb_log_chunks ADD COLUMN blob_offset BIGINT;
+ALTER TABLE cb_log_chunks ADD COLUMN blob_len BIGINT;
+ALTER TABLE cb_builds ADD COLUMN logs_archived INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cb_builds ADD COLUMN log_blob TEXT;
+ALTER TABLE cb_builds ADD COLUMN log_blob_size BIGINT;
+ALTER TABLE cb_builds ADD COLUMN log_blob_sha TEXT;
+ALTER TABLE cb_builds ADD COLUMN log_blob_key BLOB;
+CREATE INDEX cb_builds_unarchived ON cb_builds (seq) WHERE logs_archived = 0;

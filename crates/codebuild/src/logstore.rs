@@ -1,0 +1,307 @@
+//! Where build logs are kept: each upload from a worker is one chunk of lines, deflated and
+//! sealed under the master key in the database while the build runs (durable as soon as it
+//! is acknowledged, readable live); when the build ends its chunks are archived into one
+//! encrypted blob in the blob store, each chunk still compressed on its own so a page of the
+//! log is read without the rest.
+
+use crate::service::{holds_lease, internal, CodeBuild};
+use flate2::read::DeflateDecoder;
+use flate2::write::DeflateEncoder;
+use futures_util::TryStreamExt as _;
+use slipway_blobs::BlobInfo;
+use slipway_store::ServiceError;
+use sqlx::Row;
+use std::io::{Read as _, Write as _};
+
+type Result<T> = std::result::Result<T, ServiceError>;
+
+/// Lines `(timestamp ms, text)` as stored: JSON, deflated.
+fn pack(lines: &[(i64, String)]) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(lines).map_err(internal)?;
+    let mut enc = DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&json).map_err(internal)?;
+    enc.finish().map_err(internal)
+}
+
+/// The largest chunk inflated (a worker uploads at most about 1 MB of lines at once).
+const MAX_CHUNK: u64 = 64 << 20;
+
+fn unpack(packed: &[u8]) -> Result<Vec<(i64, String)>> {
+    let mut json = Vec::new();
+    DeflateDecoder::new(packed)
+        .take(MAX_CHUNK)
+        .read_to_end(&mut json)
+        .map_err(internal)?;
+    serde_json::from_slice(&json).map_err(internal)
+}
+
+/// One stored chunk, wherever its lines are.
+pub(crate) struct Chunk {
+    pub first_seq: i64,
+    lines: Stored,
+}
+
+enum Stored {
+    /// Lines from before logs were compressed (JSON text).
+    Legacy(String),
+    /// Sealed compressed lines in the row.
+    Packed(Vec<u8>),
+    /// Compressed lines at `offset..offset+len` of the build's log blob.
+    Archived(u64, u64),
+}
+
+/// The blob a finished build's log was archived into.
+fn blob_path(id: &str) -> String {
+    let (project, uuid) = id.rsplit_once(':').unwrap_or(("build", id));
+    format!("codebuild/logs/{project}/{uuid}")
+}
+
+impl CodeBuild {
+    /// Appends log lines (already masked by the worker) with their times (ms).
+    pub async fn append_logs(&self, id: &str, token: &str, lines: &[(i64, String)]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let (id, token) = (id.to_owned(), token.to_owned());
+        let first_ts = lines.first().map_or(0, |l| l.0);
+        let last_ts = lines.last().map_or(0, |l| l.0);
+        let bytes: usize = lines.iter().map(|l| l.1.len()).sum();
+        let count = lines.len() as i64;
+        // Compressed and sealed before the write is queued (the writer only writes).
+        let packed = {
+            let (lines, blobs) = (lines.to_vec(), self.blobs.clone());
+            tokio::task::spawn_blocking(move || pack(&lines).map(|p| blobs.seal_small(&p)))
+                .await
+                .map_err(internal)??
+        };
+        self.store
+            .grouped(move |conn| {
+                Box::pin(async move {
+                    holds_lease(conn, &id, &token).await?;
+                    // One row per upload: a worker's batch of lines is one insert.
+                    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(first_seq + count), 1) FROM cb_log_chunks WHERE build_id = $1")
+                        .bind(&id)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    sqlx::query("INSERT INTO cb_log_chunks (build_id, first_seq, count, first_ts, last_ts, bytes, data, packed) VALUES ($1, $2, $3, $4, $5, $6, '', $7)")
+                        .bind(&id)
+                        .bind(next)
+                        .bind(count)
+                        .bind(first_ts)
+                        .bind(last_ts)
+                        .bind(bytes as i64)
+                        .bind(packed)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok::<(), ServiceError>(())
+                })
+            })
+            .await
+    }
+
+    /// The chunks of build `id` that hold lines in range (sequence numbers in
+    /// `(after, before)`, times in `[start, end)`), in the order asked, streamed to `f` until
+    /// it says it has enough.
+    pub(crate) async fn read_chunks(
+        &self,
+        id: &str,
+        (after, before): (i64, i64),
+        (start, end): (i64, i64),
+        backwards: bool,
+        mut f: impl FnMut(i64, Vec<(i64, String)>) -> bool,
+    ) -> Result<()> {
+        let order = if backwards { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT first_seq, data, packed, blob_offset, blob_len FROM cb_log_chunks WHERE build_id = $1 AND first_seq + count - 1 > $2 AND first_seq < $3 AND last_ts >= $4 AND first_ts < $5 ORDER BY first_seq {order}"
+        );
+        let blob: Option<(String, BlobInfo)> = sqlx::query(
+            "SELECT log_blob, log_blob_size, log_blob_sha, log_blob_key FROM cb_builds WHERE id = $1 AND log_blob IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?
+        .map(|r| {
+            (
+                r.get(0),
+                BlobInfo {
+                    size: r.get::<i64, _>(1) as u64,
+                    sha256: r.get(2),
+                    wrapped_key: r.get(3),
+                },
+            )
+        });
+        let mut rows = sqlx::query(&sql)
+            .bind(id)
+            .bind(after)
+            .bind(before)
+            .bind(start)
+            .bind(end)
+            .fetch(self.store.pool());
+        // Streamed, so a long log is read only as far as the page needs.
+        while let Some(r) = rows.try_next().await? {
+            let chunk = Chunk {
+                first_seq: r.get(0),
+                lines: match (r.get::<Option<Vec<u8>>, _>(2), r.get::<Option<i64>, _>(3)) {
+                    (_, Some(offset)) => Stored::Archived(
+                        offset as u64,
+                        r.get::<Option<i64>, _>(4).unwrap_or(0) as u64,
+                    ),
+                    (Some(p), None) => Stored::Packed(p),
+                    (None, None) => Stored::Legacy(r.get(1)),
+                },
+            };
+            let lines = self.chunk_lines(&chunk, blob.as_ref()).await?;
+            if !f(chunk.first_seq, lines) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn chunk_lines(
+        &self,
+        chunk: &Chunk,
+        blob: Option<&(String, BlobInfo)>,
+    ) -> Result<Vec<(i64, String)>> {
+        match &chunk.lines {
+            Stored::Legacy(text) => serde_json::from_str(text).map_err(internal),
+            Stored::Packed(sealed) => unpack(&self.blobs.open_small(sealed).map_err(internal)?),
+            Stored::Archived(offset, len) => {
+                let (path, info) = blob.ok_or_else(|| internal("an archived log has no blob"))?;
+                let parts: Vec<bytes::Bytes> = self
+                    .blobs
+                    .get(path, info, Some(*offset..offset + len))
+                    .try_collect()
+                    .await
+                    .map_err(internal)?;
+                unpack(&parts.concat())
+            }
+        }
+    }
+
+    /// Moves a finished build's log chunks into one blob (each chunk compressed on its own)
+    /// and clears them from the database. Safe to repeat: an interrupted archive is redone.
+    pub async fn archive_log(&self, id: &str) -> Result<()> {
+        let rows = sqlx::query("SELECT first_seq, data, packed FROM cb_log_chunks WHERE build_id = $1 AND blob_offset IS NULL ORDER BY first_seq")
+            .bind(id)
+            .fetch_all(self.store.pool())
+            .await?;
+        let archived: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM cb_log_chunks WHERE build_id = $1 AND blob_offset IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_one(self.store.pool())
+        .await?;
+        if rows.is_empty() || archived > 0 {
+            // Nothing to do, or archived already (a build's log is archived once, whole).
+            sqlx::query("UPDATE cb_builds SET logs_archived = 1 WHERE id = $1")
+                .bind(id)
+                .execute(self.store.pool())
+                .await?;
+            return Ok(());
+        }
+        let mut body = Vec::new();
+        let mut places = Vec::new();
+        for r in &rows {
+            let packed = match r.get::<Option<Vec<u8>>, _>(2) {
+                Some(sealed) => self.blobs.open_small(&sealed).map_err(internal)?,
+                None => {
+                    let lines: Vec<(i64, String)> =
+                        serde_json::from_str(&r.get::<String, _>(1)).map_err(internal)?;
+                    pack(&lines)?
+                }
+            };
+            places.push((r.get::<i64, _>(0), body.len() as i64, packed.len() as i64));
+            body.extend_from_slice(&packed);
+        }
+        let path = blob_path(id);
+        let info = self
+            .blobs
+            .put(
+                &path,
+                futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(body))]),
+            )
+            .await
+            .map_err(internal)?;
+        let mut tx = self.store.begin_write().await?;
+        for (first, offset, len) in places {
+            sqlx::query("UPDATE cb_log_chunks SET blob_offset = $1, blob_len = $2, packed = NULL, data = '' WHERE build_id = $3 AND first_seq = $4")
+                .bind(offset)
+                .bind(len)
+                .bind(id)
+                .bind(first)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE cb_builds SET logs_archived = 1, log_blob = $1, log_blob_size = $2, log_blob_sha = $3, log_blob_key = $4 WHERE id = $5")
+            .bind(&path)
+            .bind(info.size as i64)
+            .bind(&info.sha256)
+            .bind(&info.wrapped_key)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Archives the logs of every finished build not archived yet (after a restart, or
+    /// when an archive failed); how many.
+    pub async fn archive_pending(&self) -> Result<usize> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM cb_builds WHERE logs_archived = 0 AND status <> 'IN_PROGRESS' ORDER BY seq LIMIT 100",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        for id in &ids {
+            if let Err(e) = self.archive_log(id).await {
+                tracing::warn!(build = %id, error = %e, "archiving a build's log");
+            }
+        }
+        Ok(ids.len())
+    }
+
+    /// Removes a deleted build's archived log.
+    pub(crate) async fn delete_log_blob(&self, id: &str) {
+        if let Err(e) = self.blobs.delete(&blob_path(id)).await {
+            tracing::debug!(build = %id, error = %e, "no log blob to delete");
+        }
+    }
+}
+
+/// Re-wraps the data keys of build logs under the master key's new primary (after a
+/// rotation): the sealed chunks of running builds and the archived logs' blob keys.
+pub async fn rewrap_logs(
+    store: &slipway_store::Store,
+    key: &slipway_iam::crypto::MasterKey,
+) -> Result<usize> {
+    let mut tx = store.begin_write().await?;
+    let chunks = sqlx::query(
+        "SELECT build_id, first_seq, packed FROM cb_log_chunks WHERE packed IS NOT NULL",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for r in &chunks {
+        let fresh = key.rewrap(&r.get::<Vec<u8>, _>(2)).map_err(internal)?;
+        sqlx::query("UPDATE cb_log_chunks SET packed = $1 WHERE build_id = $2 AND first_seq = $3")
+            .bind(fresh)
+            .bind(r.get::<String, _>(0))
+            .bind(r.get::<i64, _>(1))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let blobs =
+        sqlx::query("SELECT id, log_blob_key FROM cb_builds WHERE log_blob_key IS NOT NULL")
+            .fetch_all(&mut *tx)
+            .await?;
+    for r in &blobs {
+        let fresh = key.reencrypt(&r.get::<Vec<u8>, _>(1)).map_err(internal)?;
+        sqlx::query("UPDATE cb_builds SET log_blob_key = $1 WHERE id = $2")
+            .bind(fresh)
+            .bind(r.get::<String, _>(0))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(chunks.len() + blobs.len())
+}
