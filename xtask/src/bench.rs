@@ -291,6 +291,7 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
             src_host: tmp.join(format!("runc-true-{i}/src")),
             src_path: "/codebuild/output/src1/src".into(),
             extra_sources: Vec::new(),
+            image_root: None,
             hide: Vec::new(),
             limits: Limits::for_compute_type("BUILD_GENERAL1_SMALL"),
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],

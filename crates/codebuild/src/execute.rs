@@ -6,6 +6,7 @@
 use crate::artifacts::{self, Picked};
 use crate::buildspec::{self, BuildSpec};
 use crate::cache;
+use crate::images;
 use crate::reports::{self, Collected};
 use crate::runner::{self, Progress};
 use crate::sandbox::{Limits, Runtime, SandboxSpec};
@@ -57,6 +58,8 @@ pub struct Job {
     pub work: PathBuf,
     /// Host paths the build must not see.
     pub hide: Vec<PathBuf>,
+    /// Where imported images are (None: every build runs on the host's root filesystem).
+    pub images_dir: Option<PathBuf>,
     pub limits: Limits,
     pub privileged: bool,
     pub timeout: Duration,
@@ -78,8 +81,15 @@ pub struct Finished {
 }
 
 /// The shell a buildspec asks for (`env.shell`), as a path in the image.
-fn shell_path(spec: &BuildSpec) -> String {
+fn shell_path(spec: &BuildSpec, image: Option<&images::Image>) -> String {
+    // An image without bash runs its builds with /bin/sh.
+    let has_bash = image.is_none_or(|i| {
+        ["bin/bash", "usr/bin/bash"]
+            .iter()
+            .any(|p| std::fs::symlink_metadata(i.rootfs.join(p)).is_ok())
+    });
     match spec.env.shell.as_deref() {
+        None if !has_bash => "/bin/sh".into(),
         Some("bash") | None => "/bin/bash".into(),
         Some("sh") => "/bin/sh".into(),
         Some(p) => p.to_owned(),
@@ -222,6 +232,38 @@ pub async fn run(
         runtime.name(),
         job.build_id
     ));
+    let image = match (&job.images_dir, runtime) {
+        (Some(dir), Runtime::Oci { .. }) => match images::lookup(dir, &job.image) {
+            Some(i) => {
+                progress.say(&format!(
+                    "Image {} ({}, {} layer(s))",
+                    i.name, i.digest, i.layers
+                ));
+                Some(i)
+            }
+            None if images::is_curated(&job.image) => {
+                progress.say(&format!(
+                    "Image {}: the host's root filesystem (no image of that name imported)",
+                    job.image
+                ));
+                None
+            }
+            None => {
+                progress.complete(
+                    "FAILED",
+                    Some((
+                        "CLIENT_ERROR".into(),
+                        format!(
+                            "Unable to find the build image {}: import it with `slipway admin import-image {} PATH`",
+                            job.image, job.image
+                        ),
+                    )),
+                );
+                return finish(progress, "FAILED", Vec::new(), None);
+            }
+        },
+        _ => None,
+    };
     progress.end("SUCCEEDED", None);
 
     // DOWNLOAD_SOURCE: the source is fetched, then the buildspec read and checked.
@@ -335,8 +377,21 @@ pub async fn run(
         id: sandbox_id(&job.build_id),
         work: job.work.clone(),
         src_host: job.src_host.clone(),
+        image_root: image.as_ref().map(|i| i.rootfs.clone()),
         env: {
             let mut env = environment(job, &spec, &src_path, started);
+            // The image's own variables (its PATH above all) under CodeBuild's.
+            if let Some(i) = &image {
+                for (k, v) in i.env.iter().rev() {
+                    match env.iter_mut().find(|(n, _)| n == k) {
+                        Some(slot) if k == "PATH" || k == "HOME" || k == "LANG" => {
+                            slot.1 = v.clone()
+                        }
+                        Some(_) => {}
+                        None => env.insert(0, (k.clone(), v.clone())),
+                    }
+                }
+            }
             env.extend(
                 secondary
                     .iter()
@@ -357,7 +412,7 @@ pub async fn run(
         runtime,
         &sandbox,
         &spec,
-        &shell_path(&spec),
+        &shell_path(&spec, image.as_ref()),
         progress,
         &mut inner_stop,
     )

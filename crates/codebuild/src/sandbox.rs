@@ -74,6 +74,8 @@ pub struct SandboxSpec {
     pub src_path: String,
     /// More writable source directories: (path in the sandbox, directory on the host).
     pub extra_sources: Vec<(String, PathBuf)>,
+    /// An imported image's root filesystem; None: the host's (see the module's notes).
+    pub image_root: Option<PathBuf>,
     /// Host paths the build must not see (the data directory, other builds).
     pub hide: Vec<PathBuf>,
     pub limits: Limits,
@@ -157,6 +159,7 @@ impl Runtime {
             src_host: dir.join("src"),
             src_path: "/codebuild/output/src/src".into(),
             extra_sources: Vec::new(),
+            image_root: None,
             hide: Vec::new(),
             limits: Limits {
                 memory_bytes: 256 * 1024 * 1024,
@@ -305,8 +308,13 @@ pub fn write_bundle(spec: &SandboxSpec, args: &[String]) -> std::io::Result<Path
         std::fs::create_dir_all(spec.work.join(d))?;
     }
     let bundle = spec.work.join("bundle");
-    std::fs::create_dir_all(bundle.join("rootfs"))?;
-    image_links(&bundle.join("rootfs"))?;
+    if spec.image_root.is_none() {
+        std::fs::create_dir_all(bundle.join("rootfs"))?;
+        image_links(&bundle.join("rootfs"))?;
+    } else {
+        std::fs::create_dir_all(&bundle)?;
+        std::fs::create_dir_all(spec.work.join("home-lower"))?;
+    }
     let config = oci_config(spec, args);
     std::fs::write(
         bundle.join("config.json"),
@@ -361,13 +369,34 @@ fn oci_config(spec: &SandboxSpec, args: &[String]) -> Value {
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
         json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]}),
     ];
-    for d in host_dirs() {
-        mounts.push(bind(&d, Path::new(&d), false));
-    }
+    // HOME is an overlay on the image's /root (an empty one when the image has none).
+    let home_lower = match &spec.image_root {
+        None => {
+            for d in host_dirs() {
+                mounts.push(bind(&d, Path::new(&d), false));
+            }
+            PathBuf::from("/root")
+        }
+        Some(root) => {
+            // The host's name resolution, so the network works as it does on the host.
+            for f in ["/etc/resolv.conf", "/etc/hosts"] {
+                if Path::new(f).exists() {
+                    mounts.push(bind(f, Path::new(f), false));
+                }
+            }
+            let lower = root.join("root");
+            let real_dir = std::fs::symlink_metadata(&lower).is_ok_and(|m| m.is_dir());
+            if real_dir {
+                lower
+            } else {
+                spec.work.join("home-lower")
+            }
+        }
+    };
     mounts.push(json!({
         "destination": "/root", "type": "overlay", "source": "overlay",
         "options": [
-            "lowerdir=/root",
+            format!("lowerdir={}", home_lower.display()),
             format!("upperdir={}", spec.work.join("home-upper").display()),
             format!("workdir={}", spec.work.join("home-work").display()),
         ]
@@ -430,7 +459,10 @@ fn oci_config(spec: &SandboxSpec, args: &[String]) -> Value {
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": !spec.privileged,
         },
-        "root": {"path": "rootfs", "readonly": true},
+        "root": {
+            "path": spec.image_root.as_ref().map_or_else(|| "rootfs".to_owned(), |r| r.display().to_string()),
+            "readonly": true,
+        },
         "hostname": "codebuild",
         "mounts": mounts,
         "linux": {

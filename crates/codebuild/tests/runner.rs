@@ -4,6 +4,7 @@
 //! Needs runc (the test script installs it).
 
 use slipway_codebuild::execute::{self, Finished, Hooks, Job};
+use slipway_codebuild::images;
 use slipway_codebuild::runner::{Progress, Report};
 use slipway_codebuild::sandbox::{Limits, Runtime};
 use slipway_codebuild::session::StopReason;
@@ -109,6 +110,7 @@ fn job(e: &Env, name: &str, buildspec: &str) -> Job {
         source_repo_url: None,
         src_host: src,
         secondary_sources: Vec::new(),
+        images_dir: None,
         work: e.dir.path().join(name).join("work"),
         hide: Vec::new(),
         limits: Limits::for_compute_type("BUILD_GENERAL1_SMALL"),
@@ -447,4 +449,305 @@ async fn cache_paths_are_restored_in_the_next_build() {
         log.contains("\ndep\n"),
         "the failed build's change was not cached: {log}"
     );
+}
+
+// ----- imported images -----
+
+/// A tar header as image tools write them (owner root, a time).
+fn header(mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h
+}
+
+/// A layer tar: `(path in the image, contents or None for a directory, mode)`, plus
+/// symlinks `(path, target)`.
+fn layer(files: &[(&str, Option<Vec<u8>>, u32)], links: &[(&str, &str)], gzip: bool) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data, mode) in files {
+        let mut h = header(*mode);
+        match data {
+            Some(d) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(d.len() as u64);
+                b.append_data(&mut h, path, &d[..]).unwrap();
+            }
+            None => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, path, &[][..]).unwrap();
+            }
+        }
+    }
+    for (path, target) in links {
+        let mut h = header(0o777);
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, path, target).unwrap();
+    }
+    let raw = b.into_inner().unwrap();
+    if !gzip {
+        return raw;
+    }
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, &raw).unwrap();
+    enc.finish().unwrap()
+}
+
+/// The host's `sh` and `cat` with the libraries they load: enough of an image to run a
+/// build's shell.
+fn base_files() -> Vec<(String, Option<Vec<u8>>, u32)> {
+    let mut paths = std::collections::BTreeSet::new();
+    for bin in ["/bin/sh", "/bin/cat"] {
+        let real = std::fs::canonicalize(bin).unwrap();
+        paths.insert((bin.to_owned(), real.clone()));
+        let out = std::process::Command::new("ldd")
+            .arg(&real)
+            .output()
+            .unwrap();
+        for word in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if word.starts_with('/') {
+                paths.insert((word.to_owned(), std::fs::canonicalize(word).unwrap()));
+            }
+        }
+    }
+    paths
+        .into_iter()
+        .map(|(at, real)| {
+            (
+                at.trim_start_matches('/').to_owned(),
+                Some(std::fs::read(real).unwrap()),
+                0o755,
+            )
+        })
+        .collect()
+}
+
+fn sha(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// Two layers: the second deletes a file and empties a directory of the first.
+fn layers() -> (Vec<u8>, Vec<u8>) {
+    let mut files: Vec<(String, Option<Vec<u8>>, u32)> = base_files();
+    files.push((
+        "etc/image-release".into(),
+        Some(b"slipway test image\n".to_vec()),
+        0o644,
+    ));
+    files.push((
+        "etc/gone.txt".into(),
+        Some(b"deleted by layer 2\n".to_vec()),
+        0o644,
+    ));
+    files.push(("data".into(), None, 0o755));
+    files.push(("data/old.txt".into(), Some(b"old\n".to_vec()), 0o644));
+    let refs: Vec<(&str, Option<Vec<u8>>, u32)> = files
+        .iter()
+        .map(|(p, d, m)| (p.as_str(), d.clone(), *m))
+        .collect();
+    let first = layer(&refs, &[], false);
+    let second = layer(
+        &[
+            ("etc/.wh.gone.txt", Some(Vec::new()), 0o644),
+            ("data/.wh..wh..opq", Some(Vec::new()), 0o644),
+            ("data/new.txt", Some(b"new\n".to_vec()), 0o644),
+        ],
+        &[("etc/release-link", "image-release")],
+        true,
+    );
+    (first, second)
+}
+
+/// An OCI image layout directory holding `layers`.
+fn oci_layout(dir: &std::path::Path, layers: &[Vec<u8>]) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let d = sha(data);
+        std::fs::write(blobs.join(d.trim_start_matches("sha256:")), data).unwrap();
+        d
+    };
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "IMAGE_VAR=from-the-image"], "WorkingDir": "/"}});
+    let config_digest = put(config.to_string().as_bytes());
+    let layer_descs: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": put(l), "size": l.len()}))
+        .collect();
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest}, "layers": layer_descs});
+    let manifest_digest = put(manifest.to_string().as_bytes());
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "platform": {"os": "linux", "architecture": "amd64"}}]})
+        .to_string(),
+    )
+    .unwrap();
+}
+
+/// A `docker save` archive holding `layers`.
+fn docker_save(path: &std::path::Path, layers: &[Vec<u8>]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = header(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    let config = serde_json::json!({"config": {"Env": ["PATH=/usr/bin:/bin"]}});
+    add("config.json", config.to_string().as_bytes());
+    let mut names = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let name = format!("layer{i}/layer.tar");
+        add(&name, l);
+        names.push(name);
+    }
+    add(
+        "manifest.json",
+        serde_json::json!([{"Config": "config.json", "RepoTags": ["test/img:1"], "Layers": names}])
+            .to_string()
+            .as_bytes(),
+    );
+    b.finish().unwrap();
+}
+
+#[test]
+fn images_import_from_oci_layouts_and_docker_save_with_whiteouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let (l1, l2) = layers();
+    let layout = dir.path().join("layout");
+    oci_layout(&layout, &[l1.clone(), l2.clone()]);
+    let saved = dir.path().join("saved.tar");
+    docker_save(&saved, &[l1, l2]);
+    let mut said = Vec::new();
+    for (name, source) in [("team/oci:1", &layout), ("team/docker:1", &saved)] {
+        let img = images::import(&images, name, source, &mut |m| said.push(m.to_owned())).unwrap();
+        assert_eq!(img.layers, 2);
+        let root = &img.rootfs;
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/image-release")).unwrap(),
+            "slipway test image\n"
+        );
+        assert!(
+            !root.join("etc/gone.txt").exists(),
+            "a whiteout removes the file"
+        );
+        let data: Vec<String> = std::fs::read_dir(root.join("data"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            data,
+            ["new.txt"],
+            "an opaque whiteout empties the directory"
+        );
+        assert_eq!(
+            std::fs::read_link(root.join("etc/release-link")).unwrap(),
+            std::path::Path::new("image-release")
+        );
+        assert_eq!(images::lookup(&images, name).unwrap(), img);
+    }
+    assert!(said.iter().any(|m| m.contains("layer 2/2")));
+    assert_eq!(images::list(&images), ["team/docker:1", "team/oci:1"]);
+    assert!(images::lookup(&images, "team/none:1").is_none());
+
+    // Layers that reach outside the image are refused, and write nothing outside it.
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let mut raw = tar::Builder::new(Vec::new());
+    let mut h = header(0o644);
+    h.set_size(4);
+    // `append_data` refuses `..`; the header's name is written directly, as a hostile
+    // archive would have it.
+    h.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../evil\0\0");
+    h.set_cksum();
+    raw.append(&h, &b"evil"[..]).unwrap();
+    let dotdot = raw.into_inner().unwrap();
+    // A link out of the image in one layer, a file through it in the next.
+    let via_link_first = (
+        layer(&[], &[("escape", outside.to_str().unwrap())], false),
+        layer(&[("escape/pwned", Some(b"x".to_vec()), 0o644)], &[], false),
+    );
+    for (i, ls) in [vec![dotdot], vec![via_link_first.0, via_link_first.1]]
+        .into_iter()
+        .enumerate()
+    {
+        let bad = dir.path().join(format!("bad{i}"));
+        oci_layout(&bad, &ls);
+        let e = images::import(&images, "team/bad:1", &bad, &mut |_| {}).unwrap_err();
+        assert!(
+            e.contains("leaves")
+                || e.contains("outside")
+                || e.contains("escape")
+                || e.contains("evil"),
+            "{e}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing was written outside the image"
+    );
+    assert!(!dir.path().join("evil").exists());
+    assert!(images::lookup(&images, "team/bad:1").is_none());
+    let e = images::import(&images, "x", &dir.path().join("missing"), &mut |_| {}).unwrap_err();
+    assert!(
+        e.contains("not a tar archive") || e.contains("missing"),
+        "{e}"
+    );
+}
+
+/// A build on an imported image sees the image's files, not the host's, with the image's
+/// environment; its shell is /bin/sh when the image has no bash. An image that was never
+/// imported fails the build in PROVISIONING; curated names run on the host.
+#[tokio::test]
+async fn builds_run_on_imported_images() {
+    let e = env().await;
+    let images = e.dir.path().join("images");
+    let (l1, l2) = layers();
+    let layout = e.dir.path().join("layout");
+    oci_layout(&layout, &[l1, l2]);
+    images::import(&images, "team/img:1", &layout, &mut |_| {}).unwrap();
+
+    let spec = "version: 0.2\nphases:\n  build:\n    commands:\n      - cat /etc/image-release\n      - if [ -e /etc/debian_version ]; then echo host files vis''ible; fi\n      - echo \"var=$IMAGE_VAR path=$PATH\"\n      - echo hello > /root/home-is-writable && cat /root/home-is-writable\n";
+    let mut j = job(&e, "onimage", spec);
+    j.image = "team/img:1".into();
+    j.images_dir = Some(images.clone());
+    let (done, log) = run(&e, &j).await;
+    assert_eq!(done.status, "SUCCEEDED", "{log}");
+    assert!(log.contains("slipway test image"), "{log}");
+    assert!(!log.contains("host files visible"), "{log}");
+    assert!(
+        log.contains("var=from-the-image path=/usr/local/bin:/usr/bin:/bin"),
+        "{log}"
+    );
+    assert!(log.contains("\nhello\n"), "{log}");
+
+    let mut j = job(&e, "noimage", spec);
+    j.image = "team/never-imported:1".into();
+    j.images_dir = Some(images.clone());
+    let (done, log) = run(&e, &j).await;
+    assert_eq!(done.status, "FAILED");
+    let prov = done
+        .phases
+        .iter()
+        .find(|p| p.phase_type == "PROVISIONING")
+        .unwrap();
+    assert_eq!(prov.status.as_deref(), Some("FAILED"));
+    assert!(prov.contexts[0].1.contains("import-image"), "{log}");
+
+    let mut j = job(
+        &e,
+        "curated",
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - test -e /etc/debian_version\n",
+    );
+    j.images_dir = Some(images);
+    let (done, log) = run(&e, &j).await;
+    assert_eq!(done.status, "SUCCEEDED", "{log}");
 }

@@ -102,6 +102,22 @@ pub enum AdminCommand {
     },
     /// Adds a new master key and re-wraps every secret's key under it (data is not rewritten).
     RotateMasterKey,
+    /// Imports a build image: an OCI image layout (a directory, or a tar of one) or a
+    /// `docker save` archive, as NAME (e.g. `aws/codebuild/standard:7.0` or `myteam/ci:1`).
+    /// Builds whose environment names it run on it.
+    ImportImage {
+        name: String,
+        path: PathBuf,
+        /// Where images are kept (default: DATA_DIR/images, where the built-in worker looks;
+        /// a remote worker looks in its --images-dir).
+        #[arg(long)]
+        images_dir: Option<PathBuf>,
+    },
+    /// Lists the imported build images.
+    ListImages {
+        #[arg(long)]
+        images_dir: Option<PathBuf>,
+    },
 }
 
 impl AdminCommand {
@@ -197,6 +213,7 @@ async fn execute(
             json!({ "ServiceSpecificCredentials": iam.list_service_specific_credentials(user_name).await? }),
         ),
         RotateMasterKey => Some(rotate(store, iam, key).await?),
+        ImportImage { .. } | ListImages { .. } => None,
         DeleteServiceSpecificCredential {
             user_name,
             service_specific_credential_id,
@@ -237,7 +254,47 @@ async fn rotate(store: &Store, iam: &Iam, key: &MasterKey) -> Result<Value, IamE
     }))
 }
 
+/// `import-image` and `list-images`: files only, no database.
+fn images(args: &AdminArgs) -> Option<Result<Value, String>> {
+    let dir = |d: &Option<PathBuf>| d.clone().unwrap_or_else(|| args.data_dir.join("images"));
+    match &args.command {
+        AdminCommand::ImportImage {
+            name,
+            path,
+            images_dir,
+        } => Some(
+            slipway_codebuild::images::import(&dir(images_dir), name, path, &mut |m| {
+                eprintln!("slipway: {m}")
+            })
+            .map(|i| {
+                json!({
+                    "Name": i.name,
+                    "Digest": i.digest,
+                    "Layers": i.layers,
+                    "RootFilesystem": i.rootfs,
+                })
+            }),
+        ),
+        AdminCommand::ListImages { images_dir } => Some(Ok(
+            json!({ "Images": slipway_codebuild::images::list(&dir(images_dir)) }),
+        )),
+        _ => None,
+    }
+}
+
 pub async fn run(args: AdminArgs) -> Result<ExitCode> {
+    if let Some(result) = images(&args) {
+        return Ok(match result {
+            Ok(out) => {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("slipway: {e}");
+                ExitCode::FAILURE
+            }
+        });
+    }
     let (store, iam, key) =
         crate::server::open_data_dir(&args.data_dir, &args.account_id, false).await?;
     match execute(&store, &iam, &key, &args.command).await {

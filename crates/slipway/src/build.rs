@@ -80,6 +80,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         resolved_source_version: None,
         source_repo_url: None,
         secondary_sources: Vec::new(),
+        images_dir: None,
         src_host: src.clone(),
         work: scratch.join("work"),
         hide: Vec::new(),

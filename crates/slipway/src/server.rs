@@ -214,6 +214,7 @@ async fn start_builds(
         id: "builtin".into(),
         runtime,
         work_root,
+        images: data_dir.join("images"),
         hide: vec![data_dir],
         slots: args.builtin_worker_slots,
     };

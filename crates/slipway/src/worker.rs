@@ -206,6 +206,8 @@ pub struct WorkerConfig {
     pub work_root: PathBuf,
     pub hide: Vec<PathBuf>,
     pub slots: usize,
+    /// Where imported build images are.
+    pub images: PathBuf,
 }
 
 /// Leases and runs builds until `shutdown` turns true.
@@ -378,6 +380,7 @@ fn job_from(v: &Value, cfg: &WorkerConfig, work: &Path) -> Job {
             .collect(),
         work: work.join("sandbox"),
         hide: cfg.hide.clone(),
+        images_dir: Some(cfg.images.clone()),
         limits: Limits::for_compute_type(env["computeType"].as_str().unwrap_or_default()),
         privileged: env["privilegedMode"].as_bool().unwrap_or(false),
         timeout: Duration::from_secs(
@@ -1004,6 +1007,10 @@ pub struct WorkerArgs {
     /// Builds run at once.
     #[arg(long, env = "SLIPWAY_WORKER_SLOTS", default_value_t = 2)]
     slots: usize,
+    /// Where imported build images are (`slipway admin import-image --images-dir`);
+    /// default WORK_DIR/images.
+    #[arg(long, env = "SLIPWAY_IMAGES_DIR")]
+    images_dir: Option<PathBuf>,
 }
 
 /// `slipway worker`: credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (a user
@@ -1045,6 +1052,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             id,
             runtime,
             hide: vec![work_root.clone()],
+            images: args
+                .images_dir
+                .clone()
+                .unwrap_or_else(|| work_root.join("images")),
             work_root,
             slots: args.slots,
         },

@@ -1,0 +1,392 @@
+//! Build images: OCI image layouts and `docker save` archives imported as a root
+//! filesystem a sandbox runs on (`slipway admin import-image NAME PATH`). Layers are applied
+//! in order with their whiteouts (`.wh.NAME` removes NAME, `.wh..wh..opq` empties a
+//! directory); nothing in a layer may land outside the image's root. AWS's curated image
+//! names run on the host's root filesystem unless an image of that name was imported.
+//!
+//! Layout on disk: `IMAGES/<safe name>/rootfs` and `IMAGES/<safe name>/image.json` (name,
+//! manifest digest, the image's environment and working directory). A re-import replaces
+//! an image whole: the new one is built beside it and renamed into place.
+
+use serde_json::{json, Value};
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+/// An imported image, ready to run builds on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub name: String,
+    pub rootfs: PathBuf,
+    /// `KEY=value` pairs from the image's config (PATH first of all).
+    pub env: Vec<(String, String)>,
+    /// sha256 of the image's manifest.
+    pub digest: String,
+    pub layers: usize,
+}
+
+/// Whether `name` is one of AWS's curated CodeBuild images (which run on the host's root
+/// filesystem unless imported).
+pub fn is_curated(name: &str) -> bool {
+    name.is_empty() || name.starts_with("aws/codebuild/")
+}
+
+/// The directory an image named `name` is kept in under `images`.
+pub fn image_dir(images: &Path, name: &str) -> PathBuf {
+    use sha2::Digest as _;
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let hash = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+    images.join(format!("{}-{}", safe.trim_start_matches('.'), &hash[..12]))
+}
+
+/// The image `name` if it was imported under `images`.
+pub fn lookup(images: &Path, name: &str) -> Option<Image> {
+    let dir = image_dir(images, name);
+    let meta: Value = serde_json::from_slice(&std::fs::read(dir.join("image.json")).ok()?).ok()?;
+    if meta["name"].as_str() != Some(name) {
+        return None;
+    }
+    let env = meta["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str()?.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    Some(Image {
+        name: name.to_owned(),
+        rootfs: dir.join("rootfs"),
+        env,
+        digest: meta["digest"].as_str().unwrap_or_default().to_owned(),
+        layers: meta["layers"].as_u64().unwrap_or(0) as usize,
+    })
+}
+
+/// Names of the images imported under `images`.
+pub fn list(images: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(images)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let meta: Value =
+                serde_json::from_slice(&std::fs::read(e.path().join("image.json")).ok()?).ok()?;
+            meta["name"].as_str().map(str::to_owned)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A relative path inside an image or archive: no `..`, no root.
+fn inside(p: &str) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir | Component::RootDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// A content-addressed blob of an OCI layout (`sha256:HEX` → `blobs/sha256/HEX`).
+fn blob(layout: &Path, digest: &str) -> Result<PathBuf, String> {
+    let (alg, hex) = digest
+        .split_once(':')
+        .ok_or_else(|| format!("bad digest {digest:?}"))?;
+    if !alg.chars().all(|c| c.is_ascii_alphanumeric())
+        || hex.is_empty()
+        || !hex.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        return Err(format!("bad digest {digest:?}"));
+    }
+    Ok(layout.join("blobs").join(alg).join(hex))
+}
+
+fn read_json(path: &Path) -> Result<Value, String> {
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The manifest an OCI index points to (the linux/amd64 one of a multi-platform index).
+fn pick_manifest(layout: &Path, index: &Value, depth: usize) -> Result<Value, String> {
+    let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+    let chosen = manifests
+        .iter()
+        .find(|m| {
+            m["platform"]["os"].as_str() == Some("linux")
+                && m["platform"]["architecture"].as_str()
+                    == Some(
+                        std::env::consts::ARCH
+                            .replace("x86_64", "amd64")
+                            .replace("aarch64", "arm64")
+                            .as_str(),
+                    )
+        })
+        .or_else(|| manifests.first())
+        .ok_or("the image index lists no manifest")?;
+    let doc = read_json(&blob(
+        layout,
+        chosen["digest"].as_str().unwrap_or_default(),
+    )?)?;
+    let nested = doc["manifests"].is_array();
+    if nested {
+        if depth > 4 {
+            return Err("image indexes nested too deeply".into());
+        }
+        return pick_manifest(layout, &doc, depth + 1);
+    }
+    Ok(doc)
+}
+
+/// `(config file, layer files, manifest digest)` of an unpacked OCI layout or `docker save`
+/// archive.
+fn describe(dir: &Path) -> Result<(PathBuf, Vec<PathBuf>, String), String> {
+    use sha2::Digest as _;
+    if dir.join("index.json").is_file() {
+        let index = read_json(&dir.join("index.json"))?;
+        let manifest = pick_manifest(dir, &index, 0)?;
+        let config = blob(
+            dir,
+            manifest["config"]["digest"].as_str().unwrap_or_default(),
+        )?;
+        let layers = manifest["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| blob(dir, l["digest"].as_str().unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let digest = hex::encode(sha2::Sha256::digest(manifest.to_string().as_bytes()));
+        return Ok((config, layers, format!("sha256:{digest}")));
+    }
+    if dir.join("manifest.json").is_file() {
+        let manifest = read_json(&dir.join("manifest.json"))?;
+        let first = manifest
+            .as_array()
+            .and_then(|a| a.first())
+            .ok_or("manifest.json lists no image")?;
+        let rel = |p: &Value| {
+            p.as_str()
+                .and_then(inside)
+                .map(|p| dir.join(p))
+                .ok_or_else(|| format!("bad path in manifest.json: {p}"))
+        };
+        let config = rel(&first["Config"])?;
+        let layers = first["Layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(rel)
+            .collect::<Result<Vec<_>, _>>()?;
+        let digest = hex::encode(sha2::Sha256::digest(first.to_string().as_bytes()));
+        return Ok((config, layers, format!("sha256:{digest}")));
+    }
+    Err(
+        "not an OCI image layout (no index.json) nor a docker save archive (no manifest.json)"
+            .into(),
+    )
+}
+
+/// A layer's bytes as a tar stream (gzip-compressed layers inflated).
+fn layer_reader(path: &Path) -> Result<Box<dyn Read>, String> {
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut magic = [0u8; 4];
+    let n = f.read(&mut magic).map_err(|e| e.to_string())?;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    match &magic[..n] {
+        [0x1f, 0x8b, ..] => Ok(Box::new(flate2::read::GzDecoder::new(f))),
+        [0x28, 0xb5, 0x2f, 0xfd] => Err(format!(
+            "{}: zstd-compressed layers are not supported; export the image with gzip layers",
+            path.display()
+        )),
+        _ => Ok(Box::new(f)),
+    }
+}
+
+/// Removes `rel` under `root` without following a symlink on the way (a whiteout).
+fn remove_inside(root: &Path, rel: &Path, contents_only: bool) -> Result<(), String> {
+    let mut cur = root.to_owned();
+    for c in rel.components() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() && cur != root.join(rel) => {
+                return Err(format!(
+                    "whiteout {} goes through a symbolic link",
+                    rel.display()
+                ))
+            }
+            Ok(_) => {}
+            Err(_) => return Ok(()),
+        }
+    }
+    let target = root.join(rel);
+    let meta = std::fs::symlink_metadata(&target).map_err(|e| e.to_string())?;
+    if contents_only {
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&target)
+                .map_err(|e| e.to_string())?
+                .flatten()
+            {
+                let p = e.path();
+                let r = if e.file_type().map_err(|e| e.to_string())?.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                r.map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+        }
+        return Ok(());
+    }
+    let r = if meta.is_dir() {
+        std::fs::remove_dir_all(&target)
+    } else {
+        std::fs::remove_file(&target)
+    };
+    r.map_err(|e| format!("{}: {e}", target.display()))
+}
+
+/// Applies one layer to `rootfs`.
+fn apply_layer(rootfs: &Path, layer: &Path) -> Result<usize, String> {
+    let mut archive = tar::Archive::new(layer_reader(layer)?);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(nix_root());
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(false);
+    let mut files = 0;
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| format!("{}: {e}", layer.display()))?;
+        let raw = entry
+            .path()
+            .map_err(|e| e.to_string())?
+            .to_string_lossy()
+            .into_owned();
+        let rel = inside(&raw).ok_or_else(|| format!("layer entry {raw:?} leaves the image"))?;
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            let parent = rel.parent().unwrap_or(Path::new(""));
+            if hidden == ".wh..opq" {
+                remove_inside(rootfs, parent, true)?;
+            } else {
+                remove_inside(rootfs, &parent.join(hidden), false)?;
+            }
+            continue;
+        }
+        // Device nodes and FIFOs are not needed in a build image (and need privileges).
+        if matches!(
+            entry.header().entry_type(),
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo
+        ) {
+            continue;
+        }
+        // A file replacing a directory (or the reverse) from a lower layer.
+        if let Ok(m) = std::fs::symlink_metadata(rootfs.join(&rel)) {
+            let is_dir = entry.header().entry_type().is_dir();
+            if !(is_dir && m.is_dir()) {
+                remove_inside(rootfs, &rel, false)?;
+            }
+        }
+        // `unpack_in` refuses anything that would land outside `rootfs`, through `..` or
+        // through a symbolic link.
+        let ok = entry.unpack_in(rootfs).map_err(|e| {
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            format!("{raw}: {e}{cause}")
+        })?;
+        if !ok {
+            return Err(format!("layer entry {raw:?} leaves the image"));
+        }
+        files += 1;
+    }
+    Ok(files)
+}
+
+/// Whether this process can give files their owners (it runs as root).
+fn nix_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// Imports the image at `source` (an OCI layout directory, or a tar of one, or a `docker
+/// save` archive) as `name` under `images`; `say` hears what is being done.
+pub fn import(
+    images: &Path,
+    name: &str,
+    source: &Path,
+    say: &mut dyn FnMut(&str),
+) -> Result<Image, String> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) {
+        return Err(format!("invalid image name {name:?}"));
+    }
+    std::fs::create_dir_all(images).map_err(|e| format!("{}: {e}", images.display()))?;
+    let work = images.join(format!(".import-{}", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+        let layout = if source.is_dir() {
+            source.to_owned()
+        } else {
+            say(&format!("unpacking {}", source.display()));
+            let unpacked = work.join("archive");
+            std::fs::create_dir_all(&unpacked).map_err(|e| e.to_string())?;
+            let f = layer_reader(source)?;
+            let mut archive = tar::Archive::new(f);
+            archive
+                .unpack(&unpacked)
+                .map_err(|e| format!("{}: not a tar archive: {e}", source.display()))?;
+            unpacked
+        };
+        let (config_path, layers, digest) = describe(&layout)?;
+        let config = read_json(&config_path)?;
+        let rootfs = work.join("image").join("rootfs");
+        std::fs::create_dir_all(&rootfs).map_err(|e| e.to_string())?;
+        for (i, layer) in layers.iter().enumerate() {
+            let files = apply_layer(&rootfs, layer)?;
+            say(&format!(
+                "layer {}/{}: {files} entries",
+                i + 1,
+                layers.len()
+            ));
+        }
+        let env: Vec<String> = config["config"]["Env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str().map(str::to_owned))
+            .collect();
+        let meta = json!({
+            "name": name,
+            "digest": digest,
+            "layers": layers.len(),
+            "env": env,
+            "workingDir": config["config"]["WorkingDir"],
+        });
+        std::fs::write(work.join("image").join("image.json"), meta.to_string())
+            .map_err(|e| e.to_string())?;
+        // Into place: the old image (if any) moved aside first, then removed.
+        let dest = image_dir(images, name);
+        let old = images.join(format!(".old-{}", uuid::Uuid::new_v4().simple()));
+        let had_old = std::fs::rename(&dest, &old).is_ok();
+        std::fs::rename(work.join("image"), &dest).map_err(|e| e.to_string())?;
+        if had_old {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        lookup(images, name).ok_or_else(|| "the imported image cannot be read back".to_owned())
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
