@@ -412,3 +412,54 @@ artifacts:
     ds = [p for p in b["phases"] if p["phaseType"] == "DOWNLOAD_SOURCE"][0]
     assert b["buildStatus"] == "FAILED" and ds["phaseStatus"] == "FAILED", json.dumps(b, indent=1)
     assert "no-such-branch" in ds["contexts"][0]["message"]
+
+
+def oci_image(path, files):
+    """An OCI image layout at `path` with one layer: `files` (image path -> host file or bytes)."""
+    import hashlib
+    import tarfile
+    blobs = path / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data):
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return "sha256:" + digest
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for at, src in files.items():
+            data = src if isinstance(src, bytes) else open(src, "rb").read()
+            info = tarfile.TarInfo(at)
+            info.size, info.mode = len(data), 0o755
+            t.addfile(info, io.BytesIO(data))
+    config = put(json.dumps({"config": {"Env": ["PATH=/usr/bin:/bin"]}}).encode())
+    layer = put(buf.getvalue())
+    manifest = put(json.dumps({"schemaVersion": 2, "config": {"digest": config}, "layers": [{"digest": layer}]}).encode())
+    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{"digest": manifest}]}))
+
+
+def test_builds_on_an_imported_image(server, workdir):
+    # The image: the host's sh and its libraries, and a file of its own.
+    files = {"etc/image-release": b"imported image\n"}
+    for binary in ["/bin/sh"]:
+        real = subprocess.run(["readlink", "-f", binary], capture_output=True, text=True).stdout.strip()
+        files[binary.lstrip("/")] = real
+        for word in subprocess.run(["ldd", real], capture_output=True, text=True).stdout.split():
+            if word.startswith("/"):
+                files[word.lstrip("/")] = subprocess.run(["readlink", "-f", word], capture_output=True, text=True).stdout.strip()
+    oci_image(workdir / "layout", files)
+    assert server.admin("import-image", "team/img:1", str(workdir / "layout"))["Layers"] == 1
+    assert server.admin("list-images")["Images"] == ["team/img:1"]
+    spec = "version: 0.2\nphases:\n  build:\n    commands:\n      - read line < /etc/image-release; echo \"got $line\"\n      - test ! -e /etc/debian_version\n"
+    project = create_project(server, "img", {"type": "NO_SOURCE", "buildspec": spec})
+    server.aws("codebuild", "update-project", "--name", "img", "--environment", json.dumps(
+        {"type": "LINUX_CONTAINER", "image": "team/img:1", "computeType": "BUILD_GENERAL1_SMALL"}))
+    b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "img")["build"]["id"])
+    assert b["buildStatus"] == "SUCCEEDED", build_log(server, b)
+    assert "got imported image" in build_log(server, b)
+    b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "img",
+                                      "--image-override", "team/missing:1")["build"]["id"])
+    prov = [p for p in b["phases"] if p["phaseType"] == "PROVISIONING"][0]
+    assert b["buildStatus"] == "FAILED" and "import-image" in prov["contexts"][0]["message"]
+    assert project["environment"]["image"] == "aws/codebuild/standard:7.0"
