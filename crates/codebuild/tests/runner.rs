@@ -751,3 +751,15 @@ async fn builds_run_on_imported_images() {
     let (done, log) = run(&e, &j).await;
     assert_eq!(done.status, "SUCCEEDED", "{log}");
 }
+
+/// `run-as` runs the commands as that user (the whole buildspec's, or one phase's).
+#[tokio::test]
+async fn run_as_runs_commands_as_that_user() {
+    let e = env().await;
+    let spec = "version: 0.2\nrun-as: nobody\nphases:\n  install:\n    run-as: root\n    commands:\n      - echo \"install as $(id -un)\"\n  build:\n    commands:\n      - echo \"build as $(id -un)\"\n      - touch /root/not-allowed 2>/dev/null || echo \"nobody cannot write root's home\"\n";
+    let (done, log) = run(&e, &job(&e, "runas", spec)).await;
+    assert_eq!(done.status, "SUCCEEDED", "{log}");
+    assert!(log.contains("install as root"), "{log}");
+    assert!(log.contains("build as nobody"), "{log}");
+    assert!(log.contains("nobody cannot write root's home"), "{log}");
+}
