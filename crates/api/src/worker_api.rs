@@ -269,13 +269,9 @@ async fn source(
     req: Request<Body>,
 ) -> Response {
     let (parts, _) = req.into_parts();
-    if let Err(e) = check(&state, &parts, b"").await {
-        return error_response(e);
-    }
-    let lease = query_param(&parts, "leaseToken").unwrap_or_default();
-    let (_, job) = match state.codebuild.leased_job(&id, &lease).await {
-        Ok(x) => x,
-        Err(e) => return error_response(domain_error(e)),
+    let job = match leased(&state, &parts, &id).await {
+        Ok(j) => j,
+        Err(r) => return r,
     };
     // The primary source, or the secondary one `?identifier=` names.
     let (source, version) = match query_param(&parts, "identifier") {
@@ -302,6 +298,19 @@ async fn source(
             format!("source type {other} has nothing to download"),
         )),
     }
+}
+
+/// Checks a streaming request (signature over no payload, `?leaseToken=` holding build
+/// `id`'s lease); the build's job, or the error to answer.
+async fn leased(state: &AppState, parts: &Parts, id: &str) -> Result<serde_json::Value, Response> {
+    check(state, parts, b"").await.map_err(error_response)?;
+    let lease = query_param(parts, "leaseToken").unwrap_or_default();
+    state
+        .codebuild
+        .leased_job(id, &lease)
+        .await
+        .map(|(_, job)| job)
+        .map_err(|e| error_response(domain_error(e)))
 }
 
 fn client_error(message: String) -> Response {
@@ -452,13 +461,9 @@ async fn cache(
     req: Request<Body>,
 ) -> Response {
     let (parts, _) = req.into_parts();
-    if let Err(e) = check(&state, &parts, b"").await {
-        return error_response(e);
-    }
-    let lease = query_param(&parts, "leaseToken").unwrap_or_default();
-    let (_, job) = match state.codebuild.leased_job(&id, &lease).await {
-        Ok(x) => x,
-        Err(e) => return error_response(domain_error(e)),
+    let job = match leased(&state, &parts, &id).await {
+        Ok(j) => j,
+        Err(r) => return r,
     };
     let Some(bucket) = cache_bucket(&job) else {
         return client_error("the build's project has no S3 cache".into());
@@ -482,13 +487,9 @@ async fn artifacts(
     req: Request<Body>,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    if let Err(e) = check(&state, &parts, b"").await {
-        return error_response(e);
-    }
-    let lease = query_param(&parts, "leaseToken").unwrap_or_default();
-    let (_, job) = match state.codebuild.leased_job(&id, &lease).await {
-        Ok(x) => x,
-        Err(e) => return error_response(domain_error(e)),
+    let job = match leased(&state, &parts, &id).await {
+        Ok(j) => j,
+        Err(r) => return r,
     };
     let bucket = query_param(&parts, "bucket").unwrap_or_default();
     let key = query_param(&parts, "key").unwrap_or_default();

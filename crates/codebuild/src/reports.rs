@@ -287,6 +287,15 @@ fn junit(root: &Element, raw: &str) -> Vec<TestCase> {
     out
 }
 
+/// An NUnit test case's failure (or skip reason) message and stack trace.
+fn nunit_message(case: &Element) -> Option<String> {
+    let f = case.child("failure").or_else(|| case.child("reason"))?;
+    message(&[
+        f.child("message").map(|m| m.text.as_str()),
+        f.child("stack-trace").map(|m| m.text.as_str()),
+    ])
+}
+
 fn nunit3(root: &Element, raw: &str) -> Vec<TestCase> {
     let mut out = Vec::new();
     let mut suites = Vec::new();
@@ -300,19 +309,13 @@ fn nunit3(root: &Element, raw: &str) -> Vec<TestCase> {
                 Some("Skipped") => "SKIPPED",
                 _ => "UNKNOWN",
             };
-            let failure = case.child("failure").or_else(|| case.child("reason"));
             out.push(TestCase {
                 suite: suite.attr_or("fullname"),
                 prefix: case.attr_or("classname"),
                 name: case.attr_or("name"),
                 status,
                 duration_ns: seconds_ns(case.attr("duration")),
-                message: failure.and_then(|f| {
-                    message(&[
-                        f.child("message").map(|m| m.text.as_str()),
-                        f.child("stack-trace").map(|m| m.text.as_str()),
-                    ])
-                }),
+                message: nunit_message(case),
                 raw_path: raw.to_owned(),
             });
         }
@@ -343,19 +346,13 @@ fn nunit2(root: &Element, raw: &str) -> Vec<TestCase> {
                 .map_or((String::new(), full.clone()), |(p, n)| {
                     (p.to_owned(), n.to_owned())
                 });
-            let failure = case.child("failure").or_else(|| case.child("reason"));
             out.push(TestCase {
                 suite: suite.attr_or("name"),
                 prefix,
                 name,
                 status,
                 duration_ns: seconds_ns(case.attr("time")),
-                message: failure.and_then(|f| {
-                    message(&[
-                        f.child("message").map(|m| m.text.as_str()),
-                        f.child("stack-trace").map(|m| m.text.as_str()),
-                    ])
-                }),
+                message: nunit_message(case),
                 raw_path: raw.to_owned(),
             });
         }
