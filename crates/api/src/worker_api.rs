@@ -143,20 +143,11 @@ async fn logs(
     req: Request<Body>,
 ) -> Response {
     handle(state, req, |state, v| async move {
-        let lines: Vec<(i64, String)> = v["events"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                (
-                    e["timestamp"].as_i64().unwrap_or_default(),
-                    e["message"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
+        let batch = slipway_codebuild::logstore::LogBatch::from_json(&v)
+            .map_err(|e| ApiError::new("InvalidInputException", 400, e))?;
         state
             .codebuild
-            .append_logs(&id, token(&v), &lines)
+            .append_logs(&id, token(&v), batch)
             .await
             .map_err(domain_error)?;
         Ok(json!({}))

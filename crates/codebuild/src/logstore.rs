@@ -15,9 +15,89 @@ use std::io::{Read as _, Write as _};
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
-/// Lines `(timestamp ms, text)` as stored: JSON, deflated.
-fn pack(lines: &[(i64, String)]) -> Result<Vec<u8>> {
-    let json = serde_json::to_vec(lines).map_err(internal)?;
+/// A batch of log lines as a worker uploads it and as a chunk stores it: the lines joined
+/// by newlines, and their times run-length encoded (`(timestamp ms, lines)`; most lines of
+/// a busy build share their millisecond). One string and a short list instead of an object
+/// per line keeps a build that prints a lot cheap to ship and store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogBatch {
+    pub times: Vec<(i64, u32)>,
+    pub text: String,
+}
+
+impl LogBatch {
+    /// Adds a line (without its newline; a newline inside it would split it).
+    pub fn push(&mut self, ts: i64, line: &str) {
+        self.text.push_str(line);
+        self.text.push('\n');
+        match self.times.last_mut() {
+            Some((t, n)) if *t == ts => *n += 1,
+            _ => self.times.push((ts, 1)),
+        }
+    }
+
+    pub fn from_lines(lines: &[(i64, String)]) -> LogBatch {
+        let mut b = LogBatch::default();
+        for (ts, l) in lines {
+            b.push(*ts, l);
+        }
+        b
+    }
+
+    /// How many lines.
+    pub fn count(&self) -> usize {
+        self.times.iter().map(|(_, n)| *n as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// The lines with their times; an error when the text and the times disagree.
+    pub fn lines(&self) -> std::result::Result<Vec<(i64, String)>, String> {
+        let mut text = self.text.split_terminator('\n');
+        let mut out = Vec::with_capacity(self.count());
+        for (ts, n) in &self.times {
+            for _ in 0..*n {
+                let line = text
+                    .next()
+                    .ok_or("a log batch has fewer lines than times")?;
+                out.push((*ts, line.to_owned()));
+            }
+        }
+        if text.next().is_some() {
+            return Err("a log batch has more lines than times".into());
+        }
+        Ok(out)
+    }
+
+    /// The batch in the worker protocol's shape (`times`, `text`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"times": self.times, "text": self.text})
+    }
+
+    /// A batch from the worker protocol's shape; checked.
+    pub fn from_json(v: &serde_json::Value) -> std::result::Result<LogBatch, String> {
+        let times: Vec<(i64, u32)> =
+            serde_json::from_value(v["times"].clone()).map_err(|e| format!("log times: {e}"))?;
+        let b = LogBatch {
+            times,
+            text: v["text"].as_str().unwrap_or_default().to_owned(),
+        };
+        let newlines = b.text.bytes().filter(|c| *c == b'\n').count();
+        if newlines != b.count() || !(b.text.is_empty() || b.text.ends_with('\n')) {
+            return Err(format!(
+                "a log batch of {} times holds {newlines} lines",
+                b.count()
+            ));
+        }
+        Ok(b)
+    }
+}
+
+/// A batch as stored: its protocol JSON, deflated.
+fn pack(batch: &LogBatch) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(&batch.to_json()).map_err(internal)?;
     let mut enc = DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(&json).map_err(internal)?;
     enc.finish().map_err(internal)
@@ -32,7 +112,10 @@ fn unpack(packed: &[u8]) -> Result<Vec<(i64, String)>> {
         .take(MAX_CHUNK)
         .read_to_end(&mut json)
         .map_err(internal)?;
-    serde_json::from_slice(&json).map_err(internal)
+    let v: serde_json::Value = serde_json::from_slice(&json).map_err(internal)?;
+    LogBatch::from_json(&v)
+        .and_then(|b| b.lines())
+        .map_err(internal)
 }
 
 /// One stored chunk, wherever its lines are.
@@ -57,20 +140,20 @@ fn blob_path(id: &str) -> String {
 }
 
 impl CodeBuild {
-    /// Appends log lines (already masked by the worker) with their times (ms).
-    pub async fn append_logs(&self, id: &str, token: &str, lines: &[(i64, String)]) -> Result<()> {
-        if lines.is_empty() {
+    /// Appends a batch of log lines (already masked by the worker).
+    pub async fn append_logs(&self, id: &str, token: &str, batch: LogBatch) -> Result<()> {
+        if batch.is_empty() {
             return Ok(());
         }
         let (id, token) = (id.to_owned(), token.to_owned());
-        let first_ts = lines.first().map_or(0, |l| l.0);
-        let last_ts = lines.last().map_or(0, |l| l.0);
-        let bytes: usize = lines.iter().map(|l| l.1.len()).sum();
-        let count = lines.len() as i64;
+        let first_ts = batch.times.first().map_or(0, |l| l.0);
+        let last_ts = batch.times.last().map_or(0, |l| l.0);
+        let count = batch.count() as i64;
+        let bytes = batch.text.len() as i64 - count;
         // Compressed and sealed before the write is queued (the writer only writes).
         let packed = {
-            let (lines, blobs) = (lines.to_vec(), self.blobs.clone());
-            tokio::task::spawn_blocking(move || pack(&lines).map(|p| blobs.seal_small(&p)))
+            let blobs = self.blobs.clone();
+            tokio::task::spawn_blocking(move || pack(&batch).map(|p| blobs.seal_small(&p)))
                 .await
                 .map_err(internal)??
         };
@@ -89,7 +172,7 @@ impl CodeBuild {
                         .bind(count)
                         .bind(first_ts)
                         .bind(last_ts)
-                        .bind(bytes as i64)
+                        .bind(bytes)
                         .bind(packed)
                         .execute(&mut *conn)
                         .await?;
@@ -208,7 +291,7 @@ impl CodeBuild {
                 None => {
                     let lines: Vec<(i64, String)> =
                         serde_json::from_str(&r.get::<String, _>(1)).map_err(internal)?;
-                    pack(&lines)?
+                    pack(&LogBatch::from_lines(&lines))?
                 }
             };
             places.push((r.get::<i64, _>(0), body.len() as i64, packed.len() as i64));

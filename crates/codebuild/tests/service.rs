@@ -3,6 +3,7 @@
 //! numbers, deletion rules and the log stream.
 
 use serde_json::{json, Value};
+use slipway_codebuild::logstore::LogBatch;
 use slipway_codebuild::service::{CodeBuild, Heartbeat, LogQuery};
 use slipway_iam::crypto::MasterKey;
 use slipway_store::{ServiceError, Store};
@@ -214,7 +215,11 @@ async fn the_queue_leases_each_build_once_and_ends_it_once() {
         Heartbeat::Stop
     );
     let err = cb
-        .append_logs(&l1.build_id, "forged", &[(1, "x".into())])
+        .append_logs(
+            &l1.build_id,
+            "forged",
+            LogBatch::from_lines(&[(1, "x".into())]),
+        )
         .await
         .unwrap_err();
     assert_eq!(code(err), "LeaseLostException");
@@ -223,13 +228,17 @@ async fn the_queue_leases_each_build_once_and_ends_it_once() {
     cb.append_logs(
         &l1.build_id,
         &l1.token,
-        &[(1000, "one".into()), (2000, "two".into())],
+        LogBatch::from_lines(&[(1000, "one".into()), (2000, "two".into())]),
     )
     .await
     .unwrap();
-    cb.append_logs(&l1.build_id, &l1.token, &[(3000, "three".into())])
-        .await
-        .unwrap();
+    cb.append_logs(
+        &l1.build_id,
+        &l1.token,
+        LogBatch::from_lines(&[(3000, "three".into())]),
+    )
+    .await
+    .unwrap();
     let stream = l1.build_id.rsplit_once(':').unwrap().1;
     let all = cb
         .log_events(
@@ -598,6 +607,7 @@ async fn reports_groups_test_cases_coverage_and_trends() {
 
 /// Logs are compressed and sealed in the database while a build runs, then archived into
 /// one encrypted blob when it ends; both read the same, and no line is stored in the clear.
+/// A batch whose times and lines disagree is refused.
 #[tokio::test]
 async fn logs_are_sealed_then_archived_into_the_blob_store() {
     let (dir, _s, cb) = service().await;
@@ -608,13 +618,28 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
         .unwrap();
     let l = cb.lease("w", Duration::ZERO).await.unwrap().unwrap();
     let marker = "plaintext-marker-7f3a";
+    for bad in [
+        json!({"times": [[1, 2]], "text": "only one\n"}),
+        json!({"times": [[1, 1]], "text": "one\ntwo\n"}),
+        json!({"times": [[1, 1]], "text": "no newline"}),
+        json!({"times": "x", "text": ""}),
+    ] {
+        assert!(LogBatch::from_json(&bad).is_err(), "{bad}");
+    }
+    let ok = LogBatch::from_json(&json!({"times": [[5, 2], [6, 1]], "text": "a\n\nc\n"})).unwrap();
+    assert_eq!(
+        ok.lines().unwrap(),
+        [(5, "a".to_owned()), (5, String::new()), (6, "c".to_owned())]
+    );
     let mut expected = Vec::new();
     for batch in 0..20 {
         let lines: Vec<(i64, String)> = (0..500)
             .map(|i| (batch * 1000 + i, format!("{marker} line {batch}/{i}")))
             .collect();
         expected.extend(lines.iter().map(|l| l.1.clone()));
-        cb.append_logs(&l.build_id, &l.token, &lines).await.unwrap();
+        cb.append_logs(&l.build_id, &l.token, LogBatch::from_lines(&lines))
+            .await
+            .unwrap();
     }
     let stream = l.build_id.rsplit_once(':').unwrap().1.to_owned();
     let read = |q: LogQuery| {

@@ -11,6 +11,7 @@ use slipway_api::sigv4;
 use slipway_codebuild::artifacts::Picked;
 use slipway_codebuild::buildspec::BuildSpec;
 use slipway_codebuild::execute::{self, build_uuid, Hooks, Job};
+use slipway_codebuild::logstore::LogBatch;
 use slipway_codebuild::reports::Collected;
 use slipway_codebuild::runner::{Gate, PhaseRecord, Progress, Report};
 use slipway_codebuild::sandbox::{Limits, Runtime};
@@ -276,7 +277,7 @@ async fn uploader(
     gate: Arc<Gate>,
     mut rx: mpsc::UnboundedReceiver<Upload>,
 ) {
-    let mut lines = Vec::new();
+    let mut lines = LogBatch::default();
     let mut phases: Option<Vec<Value>> = None;
     let mut bytes = 0usize;
     let mut open = true;
@@ -288,7 +289,7 @@ async fn uploader(
                 m = rx.recv() => match m {
                     Some(Upload::Line(ts, l)) => {
                         bytes += l.len() + 32;
-                        lines.push(json!({"timestamp": ts, "message": l}));
+                        lines.push(ts, &l);
                         if bytes >= 1 << 20 { break; }
                     }
                     Some(Upload::Phases(p)) => phases = Some(p),
@@ -299,12 +300,10 @@ async fn uploader(
         }
         if !lines.is_empty() {
             let shipped = std::mem::take(&mut bytes);
-            let events = std::mem::take(&mut lines);
+            let mut body = std::mem::take(&mut lines).to_json();
+            body["leaseToken"] = json!(token);
             if let Err(e) = client
-                .post(
-                    &format!("/-/worker/builds/{id}/logs"),
-                    &json!({"leaseToken": token, "events": events}),
-                )
+                .post(&format!("/-/worker/builds/{id}/logs"), &body)
                 .await
             {
                 tracing::warn!(build = %id, error = %format!("{e:#}"), "uploading log lines");
