@@ -34,7 +34,9 @@ pub enum Outcome {
 }
 
 enum Event {
-    Line(String),
+    /// Lines in the order printed (as many as were read at once, so a build printing fast
+    /// costs one hand-off per batch, not per line).
+    Lines(Vec<String>),
     Status(i32),
     Eof,
 }
@@ -74,13 +76,14 @@ impl Session {
             .take()
             .ok_or_else(|| std::io::Error::other("no stderr"))?;
         let marker = format!("\u{1e}slipway-{}", uuid::Uuid::new_v4().simple());
-        let (tx, events) = mpsc::channel(1024);
+        // At most 16 batches (each about 64 KB of lines) between the reader and the build.
+        let (tx, events) = mpsc::channel(16);
         tokio::spawn(read_output(stdout, marker.clone(), tx.clone()));
         // The runtime's own complaints (and anything before `exec 2>&1`) go to the log too.
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(l)) = lines.next_line().await {
-                if tx.send(Event::Line(l)).await.is_err() {
+                if tx.send(Event::Lines(vec![l])).await.is_err() {
                     break;
                 }
             }
@@ -131,8 +134,10 @@ impl Session {
         loop {
             tokio::select! {
                 ev = self.events.recv() => match ev {
-                    Some(Event::Line(l)) => {
-                        on_line(l);
+                    Some(Event::Lines(lines)) => {
+                        for l in lines {
+                            on_line(l);
+                        }
                         if let Some(g) = gate {
                             g.wait().await;
                         }
@@ -148,8 +153,8 @@ impl Session {
                     if let Some(reason) = reason {
                         self.kill().await;
                         // Drain what was printed before the kill.
-                        while let Ok(Event::Line(l)) = self.events.try_recv() {
-                            on_line(l);
+                        while let Ok(Event::Lines(lines)) = self.events.try_recv() {
+                            lines.into_iter().for_each(&mut *on_line);
                         }
                         return Outcome::Stopped(reason);
                     }
@@ -194,10 +199,16 @@ impl Session {
     }
 }
 
-/// Splits the shell's output into lines and status markers.
+/// Most lines handed on at once.
+const BATCH: usize = 512;
+
+/// Splits the shell's output into lines and status markers. Lines already read are handed
+/// on together: a batch ends when no complete line is left in the buffer (so nothing waits
+/// for output that has not come), at [`BATCH`] lines, or at a status marker.
 async fn read_output(stdout: tokio::process::ChildStdout, marker: String, tx: mpsc::Sender<Event>) {
     let mut reader = BufReader::with_capacity(64 * 1024, stdout);
     let mut buf = Vec::new();
+    let mut batch: Vec<String> = Vec::new();
     loop {
         buf.clear();
         let n = (&mut reader)
@@ -206,6 +217,9 @@ async fn read_output(stdout: tokio::process::ChildStdout, marker: String, tx: mp
             .await
             .unwrap_or_default();
         if n == 0 {
+            if !batch.is_empty() {
+                let _ = tx.send(Event::Lines(std::mem::take(&mut batch))).await;
+            }
             let _ = tx.send(Event::Eof).await;
             return;
         }
@@ -213,19 +227,34 @@ async fn read_output(stdout: tokio::process::ChildStdout, marker: String, tx: mp
             buf.pop();
         }
         let text = String::from_utf8_lossy(&buf);
-        let event = match text.find(&marker) {
+        let status = match text.find(&marker) {
             Some(at) => {
                 // Output without a final newline ends where the marker begins.
-                if at > 0 && tx.send(Event::Line(text[..at].to_owned())).await.is_err() {
+                if at > 0 {
+                    batch.push(text[..at].to_owned());
+                }
+                Some(text[at + marker.len()..].trim().parse().unwrap_or(-1))
+            }
+            None => {
+                batch.push(text.into_owned());
+                None
+            }
+        };
+        let more_ready = reader.buffer().contains(&b'\n');
+        if status.is_some() || !more_ready || batch.len() >= BATCH {
+            if !batch.is_empty()
+                && tx
+                    .send(Event::Lines(std::mem::take(&mut batch)))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            if let Some(s) = status {
+                if tx.send(Event::Status(s)).await.is_err() {
                     return;
                 }
-                let status = text[at + marker.len()..].trim().parse().unwrap_or(-1);
-                Event::Status(status)
             }
-            None => Event::Line(text.into_owned()),
-        };
-        if tx.send(event).await.is_err() {
-            return;
         }
     }
 }
