@@ -1,8 +1,8 @@
-//! Where build logs are kept: each upload from a worker is one chunk of lines, deflated and
-//! sealed under the master key in the database while the build runs (durable as soon as it
-//! is acknowledged, readable live); when the build ends its chunks are archived into one
-//! encrypted blob in the blob store, each chunk still compressed on its own so a page of the
-//! log is read without the rest.
+//! Where build logs are kept: each upload from a worker is one chunk of lines, sealed under
+//! the master key in the database while the build runs (durable as soon as it is
+//! acknowledged, readable live, and cheap to write: compressing is left for later); when the
+//! build ends its chunks are compressed and archived into one encrypted blob in the blob
+//! store, each chunk compressed on its own so a page of the log is read without the rest.
 
 use crate::service::{holds_lease, internal, CodeBuild};
 use flate2::read::DeflateDecoder;
@@ -95,27 +95,35 @@ impl LogBatch {
     }
 }
 
-/// A batch as stored: its protocol JSON, deflated.
-fn pack(batch: &LogBatch) -> Result<Vec<u8>> {
-    let json = serde_json::to_vec(&batch.to_json()).map_err(internal)?;
-    let mut enc = DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(&json).map_err(internal)?;
+/// A live chunk as sealed: the batch's protocol JSON.
+fn encode(batch: &LogBatch) -> Result<Vec<u8>> {
+    serde_json::to_vec(&batch.to_json()).map_err(internal)
+}
+
+fn decode(json: &[u8]) -> Result<Vec<(i64, String)>> {
+    let v: serde_json::Value = serde_json::from_slice(json).map_err(internal)?;
+    LogBatch::from_json(&v)
+        .and_then(|b| b.lines())
+        .map_err(internal)
+}
+
+/// An archived chunk: the live chunk's JSON, deflated.
+fn compress(json: &[u8]) -> Result<Vec<u8>> {
+    let mut enc = DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(json).map_err(internal)?;
     enc.finish().map_err(internal)
 }
 
 /// The largest chunk inflated (a worker uploads at most about 1 MB of lines at once).
 const MAX_CHUNK: u64 = 64 << 20;
 
-fn unpack(packed: &[u8]) -> Result<Vec<(i64, String)>> {
+fn decompress(packed: &[u8]) -> Result<Vec<u8>> {
     let mut json = Vec::new();
     DeflateDecoder::new(packed)
         .take(MAX_CHUNK)
         .read_to_end(&mut json)
         .map_err(internal)?;
-    let v: serde_json::Value = serde_json::from_slice(&json).map_err(internal)?;
-    LogBatch::from_json(&v)
-        .and_then(|b| b.lines())
-        .map_err(internal)
+    Ok(json)
 }
 
 /// One stored chunk, wherever its lines are.
@@ -127,7 +135,7 @@ pub(crate) struct Chunk {
 enum Stored {
     /// Lines from before logs were compressed (JSON text).
     Legacy(String),
-    /// Sealed compressed lines in the row.
+    /// Sealed lines (the batch's JSON) in the row.
     Packed(Vec<u8>),
     /// Compressed lines at `offset..offset+len` of the build's log blob.
     Archived(u64, u64),
@@ -150,13 +158,8 @@ impl CodeBuild {
         let last_ts = batch.times.last().map_or(0, |l| l.0);
         let count = batch.count() as i64;
         let bytes = batch.text.len() as i64 - count;
-        // Compressed and sealed before the write is queued (the writer only writes).
-        let packed = {
-            let blobs = self.blobs.clone();
-            tokio::task::spawn_blocking(move || pack(&batch).map(|p| blobs.seal_small(&p)))
-                .await
-                .map_err(internal)??
-        };
+        // Sealed before the write is queued (the writer only writes).
+        let packed = self.blobs.seal_small(&encode(&batch)?);
         self.store
             .grouped(move |conn| {
                 Box::pin(async move {
@@ -248,7 +251,7 @@ impl CodeBuild {
     ) -> Result<Vec<(i64, String)>> {
         match &chunk.lines {
             Stored::Legacy(text) => serde_json::from_str(text).map_err(internal),
-            Stored::Packed(sealed) => unpack(&self.blobs.open_small(sealed).map_err(internal)?),
+            Stored::Packed(sealed) => decode(&self.blobs.open_small(sealed).map_err(internal)?),
             Stored::Archived(offset, len) => {
                 let (path, info) = blob.ok_or_else(|| internal("an archived log has no blob"))?;
                 let parts: Vec<bytes::Bytes> = self
@@ -257,7 +260,7 @@ impl CodeBuild {
                     .try_collect()
                     .await
                     .map_err(internal)?;
-                unpack(&parts.concat())
+                decode(&decompress(&parts.concat())?)
             }
         }
     }
@@ -283,20 +286,32 @@ impl CodeBuild {
                 .await?;
             return Ok(());
         }
-        let mut body = Vec::new();
-        let mut places = Vec::new();
-        for r in &rows {
-            let packed = match r.get::<Option<Vec<u8>>, _>(2) {
-                Some(sealed) => self.blobs.open_small(&sealed).map_err(internal)?,
-                None => {
-                    let lines: Vec<(i64, String)> =
-                        serde_json::from_str(&r.get::<String, _>(1)).map_err(internal)?;
-                    pack(&LogBatch::from_lines(&lines))?
-                }
-            };
-            places.push((r.get::<i64, _>(0), body.len() as i64, packed.len() as i64));
-            body.extend_from_slice(&packed);
-        }
+        // Opening and compressing are CPU work: off the async threads.
+        let rows: Vec<(i64, String, Option<Vec<u8>>)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let blobs = self.blobs.clone();
+        let (body, places) = tokio::task::spawn_blocking(move || {
+            let mut body = Vec::new();
+            let mut places = Vec::new();
+            for (first, legacy, sealed) in rows {
+                let json = match sealed {
+                    Some(sealed) => blobs.open_small(&sealed).map_err(internal)?,
+                    None => {
+                        let lines: Vec<(i64, String)> =
+                            serde_json::from_str(&legacy).map_err(internal)?;
+                        encode(&LogBatch::from_lines(&lines))?
+                    }
+                };
+                let packed = compress(&json)?;
+                places.push((first, body.len() as i64, packed.len() as i64));
+                body.extend_from_slice(&packed);
+            }
+            Ok::<_, ServiceError>((body, places))
+        })
+        .await
+        .map_err(internal)??;
         let path = blob_path(id);
         let info = self
             .blobs

@@ -22,10 +22,10 @@ CREATE INDEX cb_reports_by_group ON cb_reports (group_arn, seq);
 -- When InvalidateProjectCache was last called: caches saved before then are not restored.
 ALTER TABLE cb_projects ADD COLUMN cache_invalidated REAL;
 
--- Build logs, compressed and sealed: a chunk's lines (JSON, deflated) are sealed under the
--- master key in `packed` while the build runs; when it ends they are archived into one blob
--- in the blob store (`blob_offset`/`blob_len` into it) and `packed` is cleared. Rows with
--- neither are from before this migration and keep their lines in `data`.
+-- Build logs, sealed then compressed: a chunk's lines (JSON) are sealed under the master key
+-- in `packed` while the build runs; when it ends they are compressed and archived into one
+-- blob in the blob store (`blob_offset`/`blob_len` into it) and `packed` is cleared. Rows
+-- with neither are from before this migration and keep their lines in `data`.
 ALTER TABLE cb_log_chunks ADD COLUMN packed BLOB;
 ALTER TABLE cb_log_chunks ADD COLUMN blob_offset BIGINT;
 ALTER TABLE cb_log_chunks ADD COLUMN blob_len BIGINT;
