@@ -43,6 +43,7 @@ artifacts:
   files:
     - "**/*"
   base-directory: dist
+  s3-prefix: builds
   exclude-paths:
     - "*.tmp"
 """
@@ -118,13 +119,14 @@ def test_build_from_codecommit_to_artifact_zip(server, workdir):
     exported = {v["name"]: v["value"] for v in done["exportedEnvironmentVariables"]}
     assert exported == {"GREETING": "hello", "COMMIT": commit}
     uuid = done["id"].split(":", 1)[1]
-    assert done["artifacts"]["location"] == f"arn:aws:s3:::artifacts/{uuid}/app.zip"
+    # The namespace is the build id, under the buildspec's s3-prefix.
+    assert done["artifacts"]["location"] == f"arn:aws:s3:::artifacts/builds/{uuid}/app.zip"
     assert done["logs"]["groupName"] == "/aws/codebuild/app" and done["logs"]["streamName"] == uuid
     assert all("durationInSeconds" in p for p in done["phases"][:-1])
 
     # The artifact zip holds what base-directory and exclude-paths select.
     got = workdir / "out.zip"
-    server.aws("s3", "cp", f"s3://artifacts/{uuid}/app.zip", str(got))
+    server.aws("s3", "cp", f"s3://artifacts/builds/{uuid}/app.zip", str(got))
     assert sorted(zipfile.ZipFile(got).namelist()) == ["main.txt", "sub/nested.txt"]
 
     # The log, through CloudWatch Logs, with the secret masked.

@@ -109,7 +109,7 @@ fn decode(json: &[u8]) -> Result<Vec<(i64, String)>> {
 
 /// An archived chunk: the live chunk's JSON, deflated.
 fn compress(json: &[u8]) -> Result<Vec<u8>> {
-    let mut enc = DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut enc = DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(json).map_err(internal)?;
     enc.finish().map_err(internal)
 }

@@ -9,7 +9,7 @@ use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use slipway_api::sigv4;
 use slipway_codebuild::artifacts::Picked;
-use slipway_codebuild::buildspec::BuildSpec;
+use slipway_codebuild::buildspec::{ArtifactFiles, BuildSpec};
 use slipway_codebuild::execute::{self, build_uuid, Hooks, Job};
 use slipway_codebuild::logstore::LogBatch;
 use slipway_codebuild::reports::Collected;
@@ -633,10 +633,11 @@ impl WorkerHooks {
         &self,
         a: &Value,
         ident: Option<&str>,
-        spec_name: Option<String>,
+        files_spec: Option<&ArtifactFiles>,
         picked: &[(Option<String>, Picked)],
         progress: &mut Progress,
     ) -> Result<Option<Value>, String> {
+        let spec_name = files_spec.and_then(|f| f.name.clone());
         if a["type"].as_str() != Some("S3") {
             return Ok(None);
         }
@@ -654,16 +655,14 @@ impl WorkerHooks {
                     .unwrap_or("artifacts")
                     .to_owned()
             });
+        // The buildspec's `s3-prefix` replaces the path when the namespace is the build id.
+        let by_build = a["namespaceType"].as_str() == Some("BUILD_ID");
+        let path = match files_spec.and_then(|f| f.s3_prefix.as_deref()) {
+            Some(prefix) if by_build => prefix,
+            _ => a["path"].as_str().unwrap_or_default(),
+        };
         let mut key = String::new();
-        for part in [
-            a["path"].as_str().unwrap_or_default(),
-            if a["namespaceType"].as_str() == Some("BUILD_ID") {
-                uuid
-            } else {
-                ""
-            },
-            name.as_str(),
-        ] {
+        for part in [path, if by_build { uuid } else { "" }, name.as_str()] {
             let part = part.trim_matches('/');
             if !part.is_empty() {
                 if !key.is_empty() {
@@ -956,9 +955,9 @@ impl Hooks for WorkerHooks {
         progress: &mut Progress,
     ) -> Result<(), String> {
         let primary = self.job["artifacts"].clone();
-        let name = spec.artifacts.as_ref().and_then(|x| x.primary.name.clone());
+        let files = spec.artifacts.as_ref().map(|x| &x.primary);
         self.artifacts = self
-            .upload_one(&primary, None, name, picked, progress)
+            .upload_one(&primary, None, files, picked, progress)
             .await?;
         let mut secondary = Vec::new();
         for a in self.job["secondaryArtifacts"]
@@ -970,14 +969,14 @@ impl Hooks for WorkerHooks {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            let name = spec.artifacts.as_ref().and_then(|x| {
+            let files = spec.artifacts.as_ref().and_then(|x| {
                 x.secondary
                     .iter()
                     .find(|(i, _)| *i == ident)
-                    .and_then(|(_, f)| f.name.clone())
+                    .map(|(_, f)| f)
             });
             if let Some(mut loc) = self
-                .upload_one(&a, Some(&ident), name, picked, progress)
+                .upload_one(&a, Some(&ident), files, picked, progress)
                 .await?
             {
                 loc["artifactIdentifier"] = json!(ident);
