@@ -16,6 +16,9 @@ missing=""
 command -v git >/dev/null 2>&1 || missing="$missing git"
 # Builds run in sandboxes made by an OCI runtime (crates/codebuild).
 command -v runc >/dev/null 2>&1 || missing="$missing runc"
+# The registry-pull test runs a local registry and pushes to it with skopeo.
+command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
+command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
 if [ -n "$missing" ]; then
   step "installing$missing"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing

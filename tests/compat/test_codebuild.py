@@ -465,3 +465,50 @@ def test_builds_on_an_imported_image(server, workdir):
     prov = [p for p in b["phases"] if p["phaseType"] == "PROVISIONING"][0]
     assert b["buildStatus"] == "FAILED" and "import-image" in prov["contexts"][0]["message"]
     assert project["environment"]["image"] == "aws/codebuild/standard:7.0"
+
+
+def test_builds_pull_their_image_from_a_registry(server, workdir):
+    # A real registry (Docker's distribution, from Debian) on loopback, the image pushed to
+    # it with skopeo.
+    from conftest import free_port
+    port = free_port()
+    (workdir / "registry.yml").write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {workdir / 'registry'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n")
+    registry = subprocess.Popen(["docker-registry", "serve", str(workdir / "registry.yml")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        files = {"etc/image-release": b"pulled from the registry\n"}
+        real = subprocess.run(["readlink", "-f", "/bin/sh"], capture_output=True, text=True).stdout.strip()
+        files["bin/sh"] = real
+        for word in subprocess.run(["ldd", real], capture_output=True, text=True).stdout.split():
+            if word.startswith("/"):
+                files[word.lstrip("/")] = subprocess.run(["readlink", "-f", word], capture_output=True, text=True).stdout.strip()
+        oci_image(workdir / "layout", files)
+        deadline = time.time() + 20
+        while True:
+            pushed = subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{workdir / 'layout'}",
+                                     f"docker://127.0.0.1:{port}/team/app:1"], capture_output=True, text=True)
+            if pushed.returncode == 0:
+                break
+            assert time.time() < deadline, pushed.stderr
+            time.sleep(0.5)
+        image = f"127.0.0.1:{port}/team/app:1"
+        spec = "version: 0.2\nphases:\n  build:\n    commands:\n      - read line < /etc/image-release; echo \"got $line\"\n"
+        create_project(server, "pulled", {"type": "NO_SOURCE", "buildspec": spec})
+        server.aws("codebuild", "update-project", "--name", "pulled", "--environment", json.dumps(
+            {"type": "LINUX_CONTAINER", "image": image, "computeType": "BUILD_GENERAL1_SMALL"}))
+        b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "pulled")["build"]["id"])
+        log = build_log(server, b)
+        assert b["buildStatus"] == "SUCCEEDED", log
+        assert "got pulled from the registry" in log and f"Image {image} pulled" in log, log
+        assert image in server.admin("list-images")["Images"]
+        # A tag the registry does not have fails PROVISIONING, naming the image.
+        missing = f"127.0.0.1:{port}/team/app:nope"
+        b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "pulled",
+                                          "--image-override", missing)["build"]["id"])
+        prov = [p for p in b["phases"] if p["phaseType"] == "PROVISIONING"][0]
+        assert b["buildStatus"] == "FAILED" and missing in prov["contexts"][0]["message"], json.dumps(b, indent=1)
+    finally:
+        registry.terminate()
+        registry.wait()

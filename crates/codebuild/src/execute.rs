@@ -174,6 +174,17 @@ pub trait Hooks: Send {
         async { Ok(Vec::new()) }
     }
 
+    /// Fetches an image that was not imported (from its registry) into `images`. None by
+    /// default.
+    fn pull_image(
+        &mut self,
+        _images: &std::path::Path,
+        _name: &str,
+        _progress: &mut Progress,
+    ) -> impl std::future::Future<Output = Result<images::Image, String>> + Send {
+        async { Err("no registry is configured".to_owned()) }
+    }
+
     /// The values of Parameter Store parameters (the buildspec's `env.parameter-store`),
     /// decrypted: `(variable, parameter)` in, `(variable, value)` out.
     fn parameters(
@@ -248,19 +259,28 @@ pub async fn run(
                 ));
                 None
             }
-            None => {
-                progress.complete(
-                    "FAILED",
-                    Some((
-                        "CLIENT_ERROR".into(),
-                        format!(
-                            "Unable to find the build image {}: import it with `slipway admin import-image {} PATH`",
-                            job.image, job.image
-                        ),
-                    )),
-                );
-                return finish(progress, "FAILED", Vec::new(), None);
-            }
+            None => match hooks.pull_image(dir, &job.image, progress).await {
+                Ok(i) => {
+                    progress.say(&format!(
+                        "Image {} pulled ({}, {} layer(s))",
+                        i.name, i.digest, i.layers
+                    ));
+                    Some(i)
+                }
+                Err(e) => {
+                    progress.complete(
+                        "FAILED",
+                        Some((
+                            "CLIENT_ERROR".into(),
+                            format!(
+                                "Unable to pull the build image {}: {e}; import it with `slipway admin import-image {} PATH`",
+                                job.image, job.image
+                            ),
+                        )),
+                    );
+                    return finish(progress, "FAILED", Vec::new(), None);
+                }
+            },
         },
         _ => None,
     };

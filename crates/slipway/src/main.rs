@@ -2,6 +2,7 @@
 
 mod admin;
 mod build;
+mod registry;
 mod server;
 mod worker;
 

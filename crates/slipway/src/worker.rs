@@ -773,6 +773,20 @@ impl WorkerHooks {
 }
 
 impl Hooks for WorkerHooks {
+    async fn pull_image(
+        &mut self,
+        images: &Path,
+        name: &str,
+        progress: &mut Progress,
+    ) -> Result<slipway_codebuild::images::Image, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30 * 60))
+            .build()
+            .map_err(|e| e.to_string())?;
+        crate::registry::pull(&http, images, name, &mut |m| progress.say(m)).await
+    }
+
     async fn restore_cache(
         &mut self,
         keys: &[String],
