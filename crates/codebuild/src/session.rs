@@ -227,7 +227,14 @@ async fn read_output(stdout: tokio::process::ChildStdout, marker: String, tx: mp
             buf.pop();
         }
         let text = String::from_utf8_lossy(&buf);
-        let status = match text.find(&marker) {
+        // The marker starts with a byte build output hardly ever holds (U+001E, a record
+        // separator): only a line with that byte is searched for the whole marker.
+        let found = if buf.contains(&0x1e) {
+            text.find(&marker)
+        } else {
+            None
+        };
+        let status = match found {
             Some(at) => {
                 // Output without a final newline ends where the marker begins.
                 if at > 0 {
