@@ -149,6 +149,24 @@ def test_build_from_codecommit_to_artifact_zip(server, workdir):
     assert [e["message"] for e in again] == [e["message"] for e in events]
     assert b"t0ps3cret" not in archived.read_bytes() and b"finally ran" not in archived.read_bytes()
 
+    # logs.deepLink: a link, presigned for the caller, to a page of the log.
+    import urllib.error
+    import urllib.request
+    link = done["logs"]["deepLink"]
+    page = urllib.request.urlopen(link).read().decode()
+    assert "Status: <b>SUCCEEDED</b>" in page and "finally ran" in page and "t0ps3cret" not in page
+    for bad in (link[:-1] + ("0" if link[-1] != "0" else "1"), link.split("?")[0]):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(bad)
+        assert e.value.code == 403
+    # A caller who may read builds but not logs gets a link that is refused.
+    reader = server.user("build-reader", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "codebuild:BatchGetBuilds", "Resource": "*"}]})
+    theirs = server.aws("codebuild", "batch-get-builds", "--ids", done["id"], creds=reader)["builds"][0]
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(theirs["logs"]["deepLink"])
+    assert e.value.code == 403 and b"AccessDenied" in e.value.read()
+
     listed = server.aws("codebuild", "list-builds-for-project", "--project-name", "app")["ids"]
     assert listed == [done["id"]]
     kinds = [e["detail-type"] for e in server.events() if e["source"] == "aws.codebuild"]

@@ -16,6 +16,15 @@ use slipway_store::paging::paginate;
 pub struct CodeBuildService {
     pub cb: CodeBuild,
     pub ssm: ParameterStore,
+    /// How to sign the builds' log page links for this caller (none: links unsigned).
+    pub links: Option<DeepLinks>,
+}
+
+/// The caller's key and the host it called, to presign build log page links with.
+pub struct DeepLinks {
+    pub host: String,
+    pub access_key_id: String,
+    pub secret: String,
 }
 
 fn to_json<T: Serialize>(v: &T) -> Value {
@@ -62,6 +71,27 @@ fn initiator(ctx: &Context) -> String {
 }
 
 impl CodeBuildService {
+    /// A build as the API returns it, its `logs.deepLink` a presigned link to its log page.
+    fn build(&self, mut doc: Value) -> Result<Build, ApiError> {
+        if let (Some(l), Some(id)) = (&self.links, doc["id"].as_str()) {
+            let path = crate::console::page_path(id);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let query = crate::sigv4::presign_query(
+                &l.host,
+                &path,
+                (&l.access_key_id, &l.secret),
+                self.cb.region(),
+                "logs",
+                now,
+                crate::console::LINK_SECS,
+            );
+            doc["logs"]["deepLink"] = Value::String(format!("http://{}{path}?{query}", l.host));
+        }
+        from_json(doc)
+    }
+
     /// The project's and the overrides' environment variables, PARAMETER_STORE ones
     /// resolved to their (decrypted) values; those values are the secrets to mask.
     async fn variables(
@@ -216,7 +246,7 @@ impl CodeBuildApi for CodeBuildService {
             .await
             .map_err(api_error)?;
         Ok(StartBuildOutput {
-            build: Some(from_json(doc)?),
+            build: Some(self.build(doc)?),
         })
     }
 
@@ -231,7 +261,7 @@ impl CodeBuildApi for CodeBuildService {
             .await
             .map_err(api_error)?;
         Ok(StopBuildOutput {
-            build: Some(from_json(doc)?),
+            build: Some(self.build(doc)?),
         })
     }
 
@@ -253,7 +283,7 @@ impl CodeBuildApi for CodeBuildService {
             .await
             .map_err(api_error)?;
         Ok(RetryBuildOutput {
-            build: Some(from_json(doc)?),
+            build: Some(self.build(doc)?),
         })
     }
 
@@ -268,7 +298,12 @@ impl CodeBuildApi for CodeBuildService {
             .await
             .map_err(api_error)?;
         Ok(BatchGetBuildsOutput {
-            builds: Some(found.into_iter().map(from_json).collect::<Result<_, _>>()?),
+            builds: Some(
+                found
+                    .into_iter()
+                    .map(|d| self.build(d))
+                    .collect::<Result<_, _>>()?,
+            ),
             builds_not_found: Some(missing),
         })
     }

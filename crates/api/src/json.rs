@@ -254,9 +254,28 @@ async fn handle_inner(
             codecommit::dispatch(&svc, &ctx, operation, input).await
         }
         "codebuild" => {
+            // Build log pages are linked for the caller, signed with its own key.
+            let host = parts
+                .headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let secret = state
+                .iam
+                .key_owner(&ctx.principal.access_key_id)
+                .await
+                .ok()
+                .flatten()
+                .map(|o| o.secret);
             let svc = CodeBuildService {
                 cb: state.codebuild.clone(),
                 ssm: state.ssm.clone(),
+                links: secret.map(|secret| crate::codebuild_api::DeepLinks {
+                    host,
+                    access_key_id: ctx.principal.access_key_id.clone(),
+                    secret,
+                }),
             };
             codebuild::dispatch(&svc, &ctx, operation, input).await
         }

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod codebuild_api;
 pub mod codecommit_api;
+pub mod console;
 pub mod git_http;
 pub mod json;
 pub mod logs_api;
@@ -71,6 +72,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             }),
         )
         .merge(worker_api::routes())
+        .merge(console::routes())
         .route("/v1/repos/{name}", any(git_http::handle))
         .route("/v1/repos/{name}/{*rest}", any(git_http::handle))
         .fallback(json::handle)

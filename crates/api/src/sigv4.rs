@@ -184,6 +184,44 @@ pub fn sign_request(
     ]
 }
 
+/// The query string of a presigned GET of `path` on `host` (SigV4 in the query, payload
+/// unsigned, only `host` signed), valid for `expires` seconds from `now`.
+#[allow(clippy::too_many_arguments)]
+pub fn presign_query(
+    host: &str,
+    path: &str,
+    credentials: (&str, &str),
+    region: &str,
+    service: &str,
+    now: i64,
+    expires: i64,
+) -> String {
+    let (access_key_id, secret) = credentials;
+    let amz_date = format_amz_date(now);
+    let scope = Authorization {
+        access_key_id: access_key_id.to_owned(),
+        date: amz_date[..8].to_owned(),
+        region: region.to_owned(),
+        service: service.to_owned(),
+        signed_headers: vec!["host".into()],
+        signature: String::new(),
+    };
+    let query = format!(
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={}&X-Amz-Date={amz_date}&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host",
+        uri_encode(&format!("{access_key_id}/{}", scope.scope()), false)
+    );
+    let canonical = canonical_request(
+        "GET",
+        &canonical_uri(path, service != "s3"),
+        &query,
+        &[("host".to_owned(), host.to_owned())],
+        &scope.signed_headers,
+        "UNSIGNED-PAYLOAD",
+    );
+    let signature = sign(secret, &amz_date, &scope, &canonical);
+    format!("{query}&X-Amz-Signature={signature}")
+}
+
 /// RFC 3986 percent-encoding of everything but unreserved characters (and `/` if asked).
 pub fn uri_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());

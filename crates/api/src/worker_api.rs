@@ -242,7 +242,7 @@ async fn parameters(
     .await
 }
 
-fn error_response(e: ApiError) -> Response {
+pub(crate) fn error_response(e: ApiError) -> Response {
     respond(&uuid::Uuid::new_v4().to_string(), Err(e))
 }
 

@@ -560,7 +560,8 @@ impl CodeBuild {
             "logs": {
                 "groupName": group,
                 "streamName": stream,
-                "deepLink": format!("/-/console/logs?group={group}&stream={stream}"),
+                // Made a presigned link for each caller when the API returns the build.
+                "deepLink": format!("/-/console/logs/{name}/{stream}"),
                 "cloudWatchLogs": {"status": "ENABLED", "groupName": group, "streamName": stream},
                 "s3Logs": {"status": "DISABLED", "encryptionDisabled": false},
             },
