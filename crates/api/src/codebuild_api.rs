@@ -22,6 +22,7 @@ pub struct CodeBuildService {
 
 /// The caller's key and the host it called, to presign build log page links with.
 pub struct DeepLinks {
+    pub scheme: &'static str,
     pub host: String,
     pub access_key_id: String,
     pub secret: String,
@@ -87,7 +88,8 @@ impl CodeBuildService {
                 now,
                 crate::console::LINK_SECS,
             );
-            doc["logs"]["deepLink"] = Value::String(format!("http://{}{path}?{query}", l.host));
+            doc["logs"]["deepLink"] =
+                Value::String(format!("{}://{}{path}?{query}", l.scheme, l.host));
         }
         from_json(doc)
     }

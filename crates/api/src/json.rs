@@ -268,10 +268,20 @@ async fn handle_inner(
                 .ok()
                 .flatten()
                 .map(|o| o.secret);
+            // Behind a TLS-terminating proxy the link is https.
+            let scheme = match parts
+                .headers
+                .get("x-forwarded-proto")
+                .and_then(|h| h.to_str().ok())
+            {
+                Some("https") => "https",
+                _ => "http",
+            };
             let svc = CodeBuildService {
                 cb: state.codebuild.clone(),
                 ssm: state.ssm.clone(),
                 links: secret.map(|secret| crate::codebuild_api::DeepLinks {
+                    scheme,
                     host,
                     access_key_id: ctx.principal.access_key_id.clone(),
                     secret,

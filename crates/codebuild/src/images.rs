@@ -6,7 +6,8 @@
 //!
 //! Layout on disk: `IMAGES/<safe name>/rootfs` and `IMAGES/<safe name>/image.json` (name,
 //! manifest digest, the image's environment and working directory). A re-import replaces
-//! an image whole: the new one is built beside it and renamed into place.
+//! an image whole: the new one is built beside it and renamed into place; the old one stays
+//! (for builds running on it) until the worker next starts.
 
 use serde_json::{json, Value};
 use std::io::Read;
@@ -322,6 +323,23 @@ fn nix_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Removes what imports left behind: replaced images (`.old-*`) and interrupted imports
+/// and pulls. Call it when no build runs (a worker's start); how many were removed.
+pub fn remove_stale(images: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(images).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if [".old-", ".import-", ".pull-"]
+            .iter()
+            .any(|p| name.starts_with(p))
+            && std::fs::remove_dir_all(e.path()).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Imports the image at `source` (an OCI layout directory, or a tar of one, or a `docker
 /// save` archive) as `name` under `images`; `say` hears what is being done.
 pub fn import(
@@ -377,13 +395,15 @@ pub fn import(
         });
         std::fs::write(work.join("image").join("image.json"), meta.to_string())
             .map_err(|e| e.to_string())?;
-        // Into place: the old image (if any) moved aside first, then removed.
+        // Into place: the old image (if any) moved aside — builds running on it keep it
+        // until `remove_stale` at the next worker start.
         let dest = image_dir(images, name);
         let old = images.join(format!(".old-{}", uuid::Uuid::new_v4().simple()));
-        let had_old = std::fs::rename(&dest, &old).is_ok();
-        std::fs::rename(work.join("image"), &dest).map_err(|e| e.to_string())?;
-        if had_old {
-            let _ = std::fs::remove_dir_all(&old);
+        let _ = std::fs::rename(&dest, &old);
+        if let Err(e) = std::fs::rename(work.join("image"), &dest) {
+            // Another import of the same name (two builds pulling it at once) got there
+            // first: theirs serves.
+            return lookup(images, name).ok_or_else(|| e.to_string());
         }
         lookup(images, name).ok_or_else(|| "the imported image cannot be read back".to_owned())
     })();

@@ -268,17 +268,14 @@ impl CodeBuild {
     /// Moves a finished build's log chunks into one blob (each chunk compressed on its own)
     /// and clears them from the database. Safe to repeat: an interrupted archive is redone.
     pub async fn archive_log(&self, id: &str) -> Result<()> {
-        let rows = sqlx::query("SELECT first_seq, data, packed FROM cb_log_chunks WHERE build_id = $1 AND blob_offset IS NULL ORDER BY first_seq")
-            .bind(id)
-            .fetch_all(self.store.pool())
-            .await?;
-        let archived: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM cb_log_chunks WHERE build_id = $1 AND blob_offset IS NOT NULL",
-        )
-        .bind(id)
-        .fetch_one(self.store.pool())
-        .await?;
-        if rows.is_empty() || archived > 0 {
+        let (pending, archived): (i64, i64) = {
+            let r = sqlx::query("SELECT COALESCE(SUM(blob_offset IS NULL), 0), COALESCE(SUM(blob_offset IS NOT NULL), 0) FROM cb_log_chunks WHERE build_id = $1")
+                .bind(id)
+                .fetch_one(self.store.pool())
+                .await?;
+            (r.get(0), r.get(1))
+        };
+        if pending == 0 || archived > 0 {
             // Nothing to do, or archived already (a build's log is archived once, whole).
             sqlx::query("UPDATE cb_builds SET logs_archived = 1 WHERE id = $1")
                 .bind(id)
@@ -286,41 +283,50 @@ impl CodeBuild {
                 .await?;
             return Ok(());
         }
-        // Opening and compressing are CPU work: off the async threads.
-        let rows: Vec<(i64, String, Option<Vec<u8>>)> = rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect();
-        let blobs = self.blobs.clone();
-        let (body, places) = tokio::task::spawn_blocking(move || {
-            let mut body = Vec::new();
-            let mut places = Vec::new();
-            for (first, legacy, sealed) in rows {
-                let json = match sealed {
-                    Some(sealed) => blobs.open_small(&sealed).map_err(internal)?,
-                    None => {
-                        let lines: Vec<(i64, String)> =
-                            serde_json::from_str(&legacy).map_err(internal)?;
-                        encode(&LogBatch::from_lines(&lines))?
+        // Chunk by chunk, streamed into the blob: a long log is never all in memory.
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+        let producer = {
+            let (this, id) = (self.clone(), id.to_owned());
+            tokio::spawn(async move {
+                let mut rows = sqlx::query("SELECT first_seq, data, packed FROM cb_log_chunks WHERE build_id = $1 AND blob_offset IS NULL ORDER BY first_seq")
+                    .bind(&id)
+                    .fetch(this.store.pool());
+                let (mut places, mut offset) = (Vec::new(), 0i64);
+                while let Some(r) = rows.try_next().await? {
+                    let (first, legacy, sealed): (i64, String, Option<Vec<u8>>) =
+                        (r.get(0), r.get(1), r.get(2));
+                    // Opening and compressing are CPU work: off the async threads.
+                    let blobs = this.blobs.clone();
+                    let packed = tokio::task::spawn_blocking(move || {
+                        let json = match sealed {
+                            Some(sealed) => blobs.open_small(&sealed).map_err(internal)?,
+                            None => {
+                                let lines: Vec<(i64, String)> =
+                                    serde_json::from_str(&legacy).map_err(internal)?;
+                                encode(&LogBatch::from_lines(&lines))?
+                            }
+                        };
+                        compress(&json)
+                    })
+                    .await
+                    .map_err(internal)??;
+                    places.push((first, offset, packed.len() as i64));
+                    offset += packed.len() as i64;
+                    if tx.send(Ok(bytes::Bytes::from(packed))).await.is_err() {
+                        return Err(internal("the log blob stopped taking chunks"));
                     }
-                };
-                let packed = compress(&json)?;
-                places.push((first, body.len() as i64, packed.len() as i64));
-                body.extend_from_slice(&packed);
-            }
-            Ok::<_, ServiceError>((body, places))
-        })
-        .await
-        .map_err(internal)??;
+                }
+                Ok::<_, ServiceError>(places)
+            })
+        };
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
         let path = blob_path(id);
-        let info = self
-            .blobs
-            .put(
-                &path,
-                futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(body))]),
-            )
-            .await
-            .map_err(internal)?;
+        let stored = self.blobs.put(&path, stream).await.map_err(internal);
+        // A blob cut short by a failed read is never recorded (the next sweep redoes it).
+        let places = producer.await.map_err(internal)??;
+        let info = stored?;
         let mut tx = self.store.begin_write().await?;
         for (first, offset, len) in places {
             sqlx::query("UPDATE cb_log_chunks SET blob_offset = $1, blob_len = $2, packed = NULL, data = '' WHERE build_id = $3 AND first_seq = $4")

@@ -451,6 +451,14 @@ impl CodeBuild {
                 )
             } else {
                 let group_name = format!("{project}-{name}");
+                let valid = (2..=128).contains(&group_name.len())
+                    && group_name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                if !valid {
+                    tracing::warn!(build = id, group = %group_name, "a buildspec names a report group that cannot exist (2-128 letters, digits, - and _)");
+                    continue;
+                }
                 let arn = self.report_group_arn(&group_name);
                 if self.group_doc(&mut tx, &arn).await?.is_none() {
                     let doc = self.new_group(

@@ -214,6 +214,14 @@ pub struct WorkerConfig {
 /// Leases and runs builds until `shutdown` turns true.
 pub async fn serve(client: Arc<Client>, cfg: WorkerConfig, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(cfg.slots.max(1)));
+    // No build runs yet: images replaced or half-imported earlier can go.
+    let stale = slipway_codebuild::images::remove_stale(&cfg.images);
+    if stale > 0 {
+        tracing::info!(
+            removed = stale,
+            "removed replaced and unfinished build images"
+        );
+    }
     tracing::info!(worker = %cfg.id, runtime = cfg.runtime.name(), slots = cfg.slots, "build worker started");
     loop {
         let permit = tokio::select! {
