@@ -131,7 +131,8 @@ def test_rotate_master_key_while_serving(workdir):
 
     out = server.admin("rotate-master-key")
     assert out == {"MasterKeyId": "00000002", "AccessKeysReencrypted": 1, "SecureStringVersionsRewrapped": 1,
-                   "ObjectDataKeysRewrapped": 0, "BuildJobsRewrapped": 0}
+                   "ObjectDataKeysRewrapped": 0, "BuildJobsRewrapped": 0,
+                   "BuildLogKeysRewrapped": 0}
     assert len(keys()) == 2 and (keyfile.stat().st_mode & 0o777) == 0o600
 
     # The running server follows the new key file: old and new secrets read, keys authenticate.

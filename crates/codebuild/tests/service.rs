@@ -610,7 +610,7 @@ async fn reports_groups_test_cases_coverage_and_trends() {
 /// A batch whose times and lines disagree is refused.
 #[tokio::test]
 async fn logs_are_sealed_then_archived_into_the_blob_store() {
-    let (dir, _s, cb) = service().await;
+    let (dir, store, cb) = service().await;
     cb.create_project(project("web")).await.unwrap();
     let b = cb
         .start_build(&json!({"projectName": "web"}), "t", vec![], vec![])
@@ -704,12 +704,21 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     assert_eq!(cb.archive_pending().await.unwrap(), 1);
     assert_eq!(cb.archive_pending().await.unwrap(), 0, "archived once");
     let archived = (
-        read(all).await,
+        read(all.clone()).await,
         read(page).await,
         read(tail).await,
         read(timed).await,
     );
     assert_eq!(archived, live, "the archive reads as the live log did");
+
+    // A master-key rotation re-wraps the archived log's key; it still reads.
+    let key = MasterKey::load_or_create(dir.path()).unwrap();
+    key.add_primary().unwrap();
+    let rewrapped = slipway_codebuild::logstore::rewrap_logs(&store, &key)
+        .await
+        .unwrap();
+    assert_eq!(rewrapped, 1);
+    assert_eq!(read(all).await, live.0);
 
     // Nothing on disk holds a line in the clear: not the database, not the blobs.
     let files = files_under(dir.path());
