@@ -421,7 +421,9 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
         let (client, id, token, lost) = (client.clone(), id.clone(), token.clone(), lost.clone());
         tokio::spawn(async move {
             // Each beat is held open by the server for up to 10 s, answered at once when
-            // StopBuild is called.
+            // StopBuild is called. The first comes after a second: a build that ends sooner
+            // costs the server no beat at all (the lease lasts 30 s).
+            tokio::time::sleep(Duration::from_secs(1)).await;
             loop {
                 match client
                     .post(
