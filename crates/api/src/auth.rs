@@ -188,14 +188,7 @@ pub async fn authenticate_presigned(
         .split('&')
         .filter(|kv| !kv.starts_with("X-Amz-Signature="))
         .collect();
-    let scope = sigv4::Authorization {
-        access_key_id: key.to_string(),
-        date: date.to_string(),
-        region: region.to_string(),
-        service: svc.to_string(),
-        signed_headers: vec!["host".into()],
-        signature: String::new(),
-    };
+    let scope = sigv4::Authorization::new(key, &amz_date, region, svc, &["host"]);
     let canonical = sigv4::canonical_request(
         "GET",
         &sigv4::canonical_uri(path, service != "s3"),

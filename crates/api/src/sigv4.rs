@@ -35,6 +35,25 @@ pub struct Authorization {
 }
 
 impl Authorization {
+    /// The scope a signer uses: its key, the date of `amz_date`, region, service and the
+    /// headers it signs (no signature yet).
+    pub fn new(
+        access_key_id: &str,
+        amz_date: &str,
+        region: &str,
+        service: &str,
+        signed_headers: &[&str],
+    ) -> Authorization {
+        Authorization {
+            access_key_id: access_key_id.to_owned(),
+            date: amz_date.get(..8).unwrap_or(amz_date).to_owned(),
+            region: region.to_owned(),
+            service: service.to_owned(),
+            signed_headers: signed_headers.iter().map(|h| (*h).to_owned()).collect(),
+            signature: String::new(),
+        }
+    }
+
     pub fn scope(&self) -> String {
         format!(
             "{}/{}/{}/aws4_request",
@@ -144,18 +163,13 @@ pub fn sign_request(
 ) -> Vec<(&'static str, String)> {
     let (access_key_id, secret) = credentials;
     let amz_date = format_amz_date(now);
-    let scope = Authorization {
-        access_key_id: access_key_id.to_owned(),
-        date: amz_date[..8].to_owned(),
-        region: region.to_owned(),
-        service: service.to_owned(),
-        signed_headers: vec![
-            "host".into(),
-            "x-amz-content-sha256".into(),
-            "x-amz-date".into(),
-        ],
-        signature: String::new(),
-    };
+    let scope = Authorization::new(
+        access_key_id,
+        &amz_date,
+        region,
+        service,
+        &["host", "x-amz-content-sha256", "x-amz-date"],
+    );
     let headers = vec![
         ("host".to_owned(), host.to_owned()),
         ("x-amz-content-sha256".to_owned(), payload_hash.to_owned()),
@@ -198,14 +212,7 @@ pub fn presign_query(
 ) -> String {
     let (access_key_id, secret) = credentials;
     let amz_date = format_amz_date(now);
-    let scope = Authorization {
-        access_key_id: access_key_id.to_owned(),
-        date: amz_date[..8].to_owned(),
-        region: region.to_owned(),
-        service: service.to_owned(),
-        signed_headers: vec!["host".into()],
-        signature: String::new(),
-    };
+    let scope = Authorization::new(access_key_id, &amz_date, region, service, &["host"]);
     let query = format!(
         "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={}&X-Amz-Date={amz_date}&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host",
         uri_encode(&format!("{access_key_id}/{}", scope.scope()), false)
