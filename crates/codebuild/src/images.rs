@@ -119,6 +119,15 @@ fn read_json(path: &Path) -> Result<Value, String> {
     serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// This machine's architecture as OCI platforms name it.
+pub fn platform_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
 /// The manifest an OCI index points to (the linux/amd64 one of a multi-platform index).
 fn pick_manifest(layout: &Path, index: &Value, depth: usize) -> Result<Value, String> {
     let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
@@ -126,13 +135,7 @@ fn pick_manifest(layout: &Path, index: &Value, depth: usize) -> Result<Value, St
         .iter()
         .find(|m| {
             m["platform"]["os"].as_str() == Some("linux")
-                && m["platform"]["architecture"].as_str()
-                    == Some(
-                        std::env::consts::ARCH
-                            .replace("x86_64", "amd64")
-                            .replace("aarch64", "arm64")
-                            .as_str(),
-                    )
+                && m["platform"]["architecture"].as_str() == Some(platform_arch())
         })
         .or_else(|| manifests.first())
         .ok_or("the image index lists no manifest")?;

@@ -206,11 +206,7 @@ impl Session<'_> {
             let Some(list) = doc["manifests"].as_array() else {
                 return Ok((doc, bytes.to_vec()));
             };
-            let arch = match std::env::consts::ARCH {
-                "x86_64" => "amd64",
-                "aarch64" => "arm64",
-                other => other,
-            };
+            let arch = images::platform_arch();
             reference = list
                 .iter()
                 .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
