@@ -87,9 +87,11 @@ fn quote(s: &str) -> String {
 }
 
 /// The shell script that unpacks `dir/in.tar` over the root (`dir` as the build sees it).
+/// Files that already exist (the fresh source above all) are kept: a cache never overwrites
+/// what the build's source provides.
 pub fn restore_script(dir: &str) -> String {
     format!(
-        "tar -xpf {}/in.tar -C / && echo 'Cache restored'",
+        "tar --skip-old-files -xpf {}/in.tar -C / && echo 'Cache restored'",
         quote(dir)
     )
 }

@@ -426,17 +426,21 @@ async fn cache_paths_are_restored_in_the_next_build() {
             "version: 0.2\nphases:\n  build:\n    commands:\n{body}cache:\n  paths:\n    - /root/.m2/**/*\n    - deps/**/*\n    - /nonexistent/**/*\n"
         )
     };
-    let first = spec("      - mkdir -p /root/.m2 deps && echo jar > /root/.m2/lib.jar && echo dep > deps/d.txt\n");
+    let first = spec("      - mkdir -p /root/.m2 deps && echo jar > /root/.m2/lib.jar && echo dep > deps/d.txt && echo cached > deps/shared.txt\n");
     let (done, log) = run(&e, &job(&e, "cache1", &first)).await;
     assert_eq!(done.status, "SUCCEEDED", "{log}");
     assert!(log.contains("No cache saved yet"), "{log}");
     assert!(log.contains("Cache saved"), "{log}");
 
-    let second = spec("      - cat /root/.m2/lib.jar deps/d.txt\n      - echo changed > deps/d.txt\n      - false\n");
-    let (done, log) = run(&e, &job(&e, "cache2", &second)).await;
+    // The second build's source has a file the cache also holds: the source's is kept.
+    let second = spec("      - cat /root/.m2/lib.jar deps/d.txt deps/shared.txt\n      - echo changed > deps/d.txt\n      - false\n");
+    let j = job(&e, "cache2", &second);
+    std::fs::create_dir_all(j.src_host.join("deps")).unwrap();
+    std::fs::write(j.src_host.join("deps/shared.txt"), "from the source\n").unwrap();
+    let (done, log) = run(&e, &j).await;
     assert_eq!(done.status, "FAILED");
     assert!(log.contains("Cache restored"), "{log}");
-    assert!(log.contains("jar\ndep\n"), "{log}");
+    assert!(log.contains("jar\ndep\nfrom the source\n"), "{log}");
     assert!(
         !log.contains("Cache saved"),
         "a failed build saves no cache: {log}"
