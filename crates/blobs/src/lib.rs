@@ -48,6 +48,8 @@ pub enum BlobError {
     Store(#[from] object_store::Error),
     #[error("reading the source: {0}")]
     Source(#[from] std::io::Error),
+    #[error("making the blob durable: {0}")]
+    Durable(std::io::Error),
     #[error("{0}")]
     Key(String),
 }
@@ -70,6 +72,9 @@ pub struct BlobInfo {
 pub struct BlobStore {
     backend: Arc<dyn ObjectStore>,
     key: MasterKey,
+    /// The directory of the local-filesystem backend, whose writes are made durable here
+    /// (`object_store` renames a finished file into place without `fsync`).
+    local: Option<std::path::PathBuf>,
 }
 
 fn nonce(prefix: &[u8], index: u64) -> [u8; 12] {
@@ -112,6 +117,7 @@ impl BlobStore {
         Ok(BlobStore {
             backend: Arc::new(fs),
             key,
+            local: Some(std::fs::canonicalize(dir)?),
         })
     }
 
@@ -172,7 +178,11 @@ impl BlobStore {
 
     /// Any `object_store` backend (S3-compatible stores at scale).
     pub fn with_backend(backend: Arc<dyn ObjectStore>, key: MasterKey) -> BlobStore {
-        BlobStore { backend, key }
+        BlobStore {
+            backend,
+            key,
+            local: None,
+        }
     }
 
     /// Writes a blob from a stream of plaintext chunks; visible only once complete.
@@ -257,6 +267,26 @@ impl BlobStore {
             return Err(e);
         }
         upload.complete().await?;
+        if let Some(root) = &self.local {
+            // Durable before it is acknowledged: the file, then every directory from its
+            // own up to the store's root (new directories included).
+            let (root, file) = (root.clone(), root.join(path));
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                std::fs::File::open(&file)?.sync_all()?;
+                let mut dir = file.parent();
+                while let Some(d) = dir {
+                    std::fs::File::open(d)?.sync_all()?;
+                    if d == root {
+                        break;
+                    }
+                    dir = d.parent();
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| BlobError::Durable(std::io::Error::other(e)))?
+            .map_err(BlobError::Durable)?;
+        }
         Ok(BlobInfo {
             size,
             sha256: hex::encode(hasher.finalize()),
