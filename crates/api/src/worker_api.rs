@@ -300,7 +300,6 @@ async fn leased(state: &AppState, parts: &Parts, id: &str) -> Result<serde_json:
         .codebuild
         .leased_job(id, &lease)
         .await
-        .map(|(_, job)| job)
         .map_err(|e| error_response(domain_error(e)))
 }
 

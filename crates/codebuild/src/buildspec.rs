@@ -134,6 +134,15 @@ impl ReportFormat {
             .map_or("JUNITXML", |(n, _)| n)
     }
 
+    /// The report type files of this format make: `TEST` or `CODE_COVERAGE`.
+    pub fn report_type(self) -> &'static str {
+        if self.is_test() {
+            "TEST"
+        } else {
+            "CODE_COVERAGE"
+        }
+    }
+
     /// Test reports (as opposed to code-coverage reports).
     pub fn is_test(self) -> bool {
         !matches!(

@@ -26,6 +26,12 @@ pub fn sandbox_id(build_id: &str) -> String {
     format!("slipway-{}", build_uuid(build_id))
 }
 
+/// Whether `ident` can name a secondary source (AWS: letters, digits and underscores);
+/// it becomes a directory and a `CODEBUILD_SRC_DIR_<ident>` variable.
+pub fn valid_source_identifier(ident: &str) -> bool {
+    !ident.is_empty() && ident.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Where the source is inside the sandbox (CodeBuild's layout).
 pub const SRC_PATH: &str = "/codebuild/output/src1/src";
 
@@ -455,11 +461,7 @@ pub async fn run(
             for c in &collected {
                 progress.say(&format!(
                     "Preparing to copy {} report {}: {} file(s), {}",
-                    if c.format.is_test() {
-                        "TEST"
-                    } else {
-                        "CODE_COVERAGE"
-                    },
+                    c.format.report_type(),
                     c.name,
                     c.files.len(),
                     if c.format.is_test() {

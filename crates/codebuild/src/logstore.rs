@@ -126,21 +126,6 @@ fn decompress(packed: &[u8]) -> Result<Vec<u8>> {
     Ok(json)
 }
 
-/// One stored chunk, wherever its lines are.
-pub(crate) struct Chunk {
-    pub first_seq: i64,
-    lines: Stored,
-}
-
-enum Stored {
-    /// Lines from before logs were compressed (JSON text).
-    Legacy(String),
-    /// Sealed lines (the batch's JSON) in the row.
-    Packed(Vec<u8>),
-    /// Compressed lines at `offset..offset+len` of the build's log blob.
-    Archived(u64, u64),
-}
-
 /// The blob a finished build's log was archived into.
 fn blob_path(id: &str) -> String {
     let (project, uuid) = id.rsplit_once(':').unwrap_or(("build", id));
@@ -200,22 +185,6 @@ impl CodeBuild {
         let sql = format!(
             "SELECT first_seq, data, packed, blob_offset, blob_len FROM cb_log_chunks WHERE build_id = $1 AND first_seq + count - 1 > $2 AND first_seq < $3 AND last_ts >= $4 AND first_ts < $5 ORDER BY first_seq {order}"
         );
-        let blob: Option<(String, BlobInfo)> = sqlx::query(
-            "SELECT log_blob, log_blob_size, log_blob_sha, log_blob_key FROM cb_builds WHERE id = $1 AND log_blob IS NOT NULL",
-        )
-        .bind(id)
-        .fetch_optional(self.store.pool())
-        .await?
-        .map(|r| {
-            (
-                r.get(0),
-                BlobInfo {
-                    size: r.get::<i64, _>(1) as u64,
-                    sha256: r.get(2),
-                    wrapped_key: r.get(3),
-                },
-            )
-        });
         let mut rows = sqlx::query(&sql)
             .bind(id)
             .bind(after)
@@ -224,45 +193,66 @@ impl CodeBuild {
             .bind(end)
             .fetch(self.store.pool());
         // Streamed, so a long log is read only as far as the page needs.
+        let mut blob = None;
         while let Some(r) = rows.try_next().await? {
-            let chunk = Chunk {
-                first_seq: r.get(0),
-                lines: match (r.get::<Option<Vec<u8>>, _>(2), r.get::<Option<i64>, _>(3)) {
-                    (_, Some(offset)) => Stored::Archived(
-                        offset as u64,
-                        r.get::<Option<i64>, _>(4).unwrap_or(0) as u64,
-                    ),
-                    (Some(p), None) => Stored::Packed(p),
-                    (None, None) => Stored::Legacy(r.get(1)),
-                },
+            let first_seq: i64 = r.get(0);
+            // A chunk's lines are archived (compressed in the build's log blob), sealed in
+            // the row (the batch's JSON), or from before either (JSON text in `data`).
+            let lines = match (r.get::<Option<Vec<u8>>, _>(2), r.get::<Option<i64>, _>(3)) {
+                (_, Some(offset)) => {
+                    let len = r.get::<Option<i64>, _>(4).unwrap_or(0) as u64;
+                    // Looked up once archived chunks show up: the archive records the blob
+                    // and moves the chunks in one transaction, so it is there by now.
+                    if blob.is_none() {
+                        blob = Some(self.log_blob(id).await?);
+                    }
+                    let (path, info) = blob.as_ref().ok_or_else(|| internal("no log blob"))?;
+                    self.archived_lines(path, info, offset as u64, len).await?
+                }
+                (Some(sealed), None) => decode(&self.blobs.open_small(&sealed).map_err(internal)?)?,
+                (None, None) => serde_json::from_str(&r.get::<String, _>(1)).map_err(internal)?,
             };
-            let lines = self.chunk_lines(&chunk, blob.as_ref()).await?;
-            if !f(chunk.first_seq, lines) {
+            if !f(first_seq, lines) {
                 break;
             }
         }
         Ok(())
     }
 
-    async fn chunk_lines(
+    /// The blob a build's log was archived into, and what reading it needs.
+    async fn log_blob(&self, id: &str) -> Result<(String, BlobInfo)> {
+        let r = sqlx::query(
+            "SELECT log_blob, log_blob_size, log_blob_sha, log_blob_key FROM cb_builds WHERE id = $1 AND log_blob IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?
+        .ok_or_else(|| internal("an archived log has no blob"))?;
+        Ok((
+            r.get(0),
+            BlobInfo {
+                size: r.get::<i64, _>(1) as u64,
+                sha256: r.get(2),
+                wrapped_key: r.get(3),
+            },
+        ))
+    }
+
+    /// The lines of an archived chunk: `len` compressed bytes at `offset` of the blob.
+    async fn archived_lines(
         &self,
-        chunk: &Chunk,
-        blob: Option<&(String, BlobInfo)>,
+        path: &str,
+        info: &BlobInfo,
+        offset: u64,
+        len: u64,
     ) -> Result<Vec<(i64, String)>> {
-        match &chunk.lines {
-            Stored::Legacy(text) => serde_json::from_str(text).map_err(internal),
-            Stored::Packed(sealed) => decode(&self.blobs.open_small(sealed).map_err(internal)?),
-            Stored::Archived(offset, len) => {
-                let (path, info) = blob.ok_or_else(|| internal("an archived log has no blob"))?;
-                let parts: Vec<bytes::Bytes> = self
-                    .blobs
-                    .get(path, info, Some(*offset..offset + len))
-                    .try_collect()
-                    .await
-                    .map_err(internal)?;
-                decode(&decompress(&parts.concat())?)
-            }
-        }
+        let parts: Vec<bytes::Bytes> = self
+            .blobs
+            .get(path, info, Some(offset..offset + len))
+            .try_collect()
+            .await
+            .map_err(internal)?;
+        decode(&decompress(&parts.concat())?)
     }
 
     /// Moves a finished build's log chunks into one blob (each chunk compressed on its own)

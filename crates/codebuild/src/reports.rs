@@ -791,7 +791,7 @@ impl Collected {
         serde_json::json!({
             "name": self.name,
             "fileFormat": self.format.name(),
-            "type": if self.format.is_test() { "TEST" } else { "CODE_COVERAGE" },
+            "type": self.format.report_type(),
             "files": self.files,
             "truncated": self.truncated,
             "errors": self.errors,

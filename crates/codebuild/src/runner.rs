@@ -340,6 +340,38 @@ pub async fn run_phases(
     }
 }
 
+/// The build's shell, started if there is none yet.
+async fn open_shell<'a>(
+    runtime: &Runtime,
+    sandbox: &SandboxSpec,
+    shell: &str,
+    session: &'a mut Option<Session>,
+) -> std::io::Result<&'a mut Session> {
+    if session.is_none() {
+        *session = Some(Session::start(runtime, sandbox, shell).await?);
+    }
+    session
+        .as_mut()
+        .ok_or_else(|| std::io::Error::other("no shell"))
+}
+
+/// Runs `text` in the shell, its output into the log (under the log's budget).
+async fn run_logged(
+    s: &mut Session,
+    text: &str,
+    stop: &mut watch::Receiver<Option<StopReason>>,
+    progress: &mut Progress,
+) -> Outcome {
+    let gate = progress.gate.clone();
+    s.run(
+        text,
+        stop,
+        &mut |l: String| progress.log(&l),
+        gate.as_deref(),
+    )
+    .await
+}
+
 /// Runs one of Slipway's own scripts (cache restore and save) in the build's shell, its
 /// output in the log; a failure is reported there and changes nothing else.
 async fn housekeeping(
@@ -351,26 +383,14 @@ async fn housekeeping(
     progress: &mut Progress,
     stop: &mut watch::Receiver<Option<StopReason>>,
 ) {
-    if session.is_none() {
-        match Session::start(runtime, sandbox, shell).await {
-            Ok(s) => *session = Some(s),
-            Err(e) => {
-                progress.say(&format!("could not start the build's shell: {e}"));
-                return;
-            }
+    let s = match open_shell(runtime, sandbox, shell, session).await {
+        Ok(s) => s,
+        Err(e) => {
+            progress.say(&format!("could not start the build's shell: {e}"));
+            return;
         }
-    }
-    let Some(s) = session.as_mut() else { return };
-    let gate = progress.gate.clone();
-    match s
-        .run(
-            script,
-            stop,
-            &mut |l: String| progress.log(&l),
-            gate.as_deref(),
-        )
-        .await
-    {
+    };
+    match run_logged(s, script, stop, progress).await {
         Outcome::Exit { status: 0, .. } => {}
         Outcome::Exit { status, .. } => progress.say(&format!(
             "cache step failed (exit status {status}); the build goes on"
@@ -443,20 +463,14 @@ async fn run_command(
             s.close().await;
         }
     }
-    if session.is_none() {
-        match Session::start(runtime, sandbox, shell).await {
-            Ok(s) => *session = Some(s),
-            Err(e) => {
-                return Err(PhaseEnd::Failed((
-                    "CLIENT_ERROR".into(),
-                    format!("could not start the build's shell: {e}"),
-                )))
-            }
-        }
-    }
-    let Some(s) = session.as_mut() else {
-        return Err(PhaseEnd::Failed(("FAULT".into(), "no shell".into())));
-    };
+    let s = open_shell(runtime, sandbox, shell, session)
+        .await
+        .map_err(|e| {
+            PhaseEnd::Failed((
+                "CLIENT_ERROR".into(),
+                format!("could not start the build's shell: {e}"),
+            ))
+        })?;
     progress.say(&format!("Running command {}", command.text));
     let text = match run_as {
         Some(user) if user != "root" => format!(
@@ -466,15 +480,7 @@ async fn run_command(
         ),
         _ => command.text.clone(),
     };
-    let gate = progress.gate.clone();
-    let outcome = s
-        .run(
-            &text,
-            stop,
-            &mut |l: String| progress.log(&l),
-            gate.as_deref(),
-        )
-        .await;
+    let outcome = run_logged(s, &text, stop, progress).await;
     match outcome {
         Outcome::Exit { status: 0, .. } => Ok(()),
         Outcome::Exit { status, oom: false } => Err(command_failed(

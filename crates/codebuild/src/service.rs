@@ -518,7 +518,7 @@ impl CodeBuild {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            if !ident.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || ident.is_empty() {
+            if !crate::execute::valid_source_identifier(&ident) {
                 return Err(invalid(format!(
                     "Invalid secondary source identifier {ident:?}: letters, digits and underscores only"
                 )));
@@ -886,17 +886,16 @@ impl CodeBuild {
         }))
     }
 
-    /// The build document and its job (secrets opened), for the holder of its lease.
-    pub async fn leased_job(&self, id: &str, token: &str) -> Result<(Value, Value)> {
+    /// A build's job (secrets opened), for the holder of its lease.
+    pub async fn leased_job(&self, id: &str, token: &str) -> Result<Value> {
         let mut conn = self.store.pool().acquire().await?;
         holds_lease(&mut conn, id, token).await?;
-        let row = sqlx::query("SELECT doc, job FROM cb_builds WHERE id = $1")
+        let sealed: Vec<u8> = sqlx::query_scalar("SELECT job FROM cb_builds WHERE id = $1")
             .bind(id)
             .fetch_one(&mut *conn)
             .await?;
-        let doc = serde_json::from_str(&row.get::<String, _>(0)).map_err(internal)?;
-        let job = self.key.open(&row.get::<Vec<u8>, _>(1)).map_err(internal)?;
-        Ok((doc, serde_json::from_slice(&job).map_err(internal)?))
+        let job = self.key.open(&sealed).map_err(internal)?;
+        serde_json::from_slice(&job).map_err(internal)
     }
 
     /// Checks a lease (and extends it); says whether to stop.

@@ -382,7 +382,7 @@ fn job_from(v: &Value, cfg: &WorkerConfig, work: &Path) -> Job {
             .into_iter()
             .flatten()
             .filter_map(|x| x["sourceIdentifier"].as_str())
-            .filter(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|i| execute::valid_source_identifier(i))
             .map(|i| (i.to_owned(), work.join(format!("src-{i}"))))
             .collect(),
         work: work.join("sandbox"),
@@ -634,9 +634,7 @@ impl WorkerHooks {
             _ => CacheStore::None,
         }
     }
-}
 
-impl WorkerHooks {
     /// Uploads the files picked for one artifact (`ident`: a secondary one's identifier) to
     /// the bucket its settings `a` name, zipped or not; its location for BatchGetBuilds.
     async fn upload_one(
