@@ -521,6 +521,14 @@ def test_builds_pull_their_image_from_a_registry(server, workdir):
         assert b["buildStatus"] == "SUCCEEDED", log
         assert "got pulled from the registry" in log and f"Image {image} pulled" in log, log
         assert image in server.admin("list-images")["Images"]
+        # Pinned by digest: the manifest fetched is checked against it.
+        import hashlib
+        raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{image}"],
+                             capture_output=True, check=True).stdout
+        pinned = f"127.0.0.1:{port}/team/app@sha256:{hashlib.sha256(raw).hexdigest()}"
+        b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "pulled",
+                                          "--image-override", pinned)["build"]["id"])
+        assert b["buildStatus"] == "SUCCEEDED" and f"Image {pinned} pulled" in build_log(server, b)
         # A tag the registry does not have fails PROVISIONING, naming the image.
         missing = f"127.0.0.1:{port}/team/app:nope"
         b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "pulled",

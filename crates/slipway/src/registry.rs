@@ -202,6 +202,14 @@ impl Session<'_> {
                 .bytes()
                 .await
                 .map_err(|e| e.to_string())?;
+            // A manifest asked for by digest (pinned by the user, or an index's entry) must
+            // be the one that digest names.
+            if let Some(want) = reference.strip_prefix("sha256:") {
+                let got = hex::encode(sha2::Sha256::digest(&bytes));
+                if got != want {
+                    return Err(format!("{url}: the manifest does not match its digest"));
+                }
+            }
             let doc: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{url}: {e}"))?;
             let Some(list) = doc["manifests"].as_array() else {
                 return Ok((doc, bytes.to_vec()));
