@@ -68,6 +68,59 @@ fn check_export_config(doc: &Value) -> Result<()> {
     }
 }
 
+/// Adds a report's test or coverage summary to `doc`; its status: FAILED when a test
+/// failed or erred or a file could not be read, else SUCCEEDED.
+fn summarize(doc: &mut Value, kind: &str, items: &[Value], file_errors: bool) -> &'static str {
+    if kind == "TEST" {
+        let mut counts = serde_json::Map::new();
+        for s in TEST_STATUSES {
+            let n = items
+                .iter()
+                .filter(|c| c["status"].as_str() == Some(s))
+                .count();
+            counts.insert(s.into(), json!(n));
+        }
+        let failed = counts["FAILED"].as_u64().unwrap_or(0) + counts["ERROR"].as_u64().unwrap_or(0);
+        let duration: i64 = items
+            .iter()
+            .filter_map(|c| c["durationInNanoSeconds"].as_i64())
+            .sum();
+        set(
+            doc,
+            "testSummary",
+            json!({"total": items.len(), "statusCounts": counts, "durationInNanoSeconds": duration}),
+        );
+        if failed > 0 || file_errors {
+            "FAILED"
+        } else {
+            "SUCCEEDED"
+        }
+    } else {
+        let sum = |k: &str| items.iter().filter_map(|c| c[k].as_i64()).sum::<i64>();
+        let (lc, lm, bc, bm) = (
+            sum("linesCovered"),
+            sum("linesMissed"),
+            sum("branchesCovered"),
+            sum("branchesMissed"),
+        );
+        set(
+            doc,
+            "codeCoverageSummary",
+            json!({
+                "lineCoveragePercentage": crate::reports::percent(lc, lm),
+                "linesCovered": lc, "linesMissed": lm,
+                "branchCoveragePercentage": crate::reports::percent(bc, bm),
+                "branchesCovered": bc, "branchesMissed": bm,
+            }),
+        );
+        if file_errors {
+            "FAILED"
+        } else {
+            "SUCCEEDED"
+        }
+    }
+}
+
 impl CodeBuild {
     pub fn report_group_arn(&self, name: &str) -> String {
         format!(
@@ -417,6 +470,52 @@ impl CodeBuild {
         ))
     }
 
+    /// The group a buildspec's report name means: an existing group's ARN, or `PROJECT-NAME`
+    /// (created on first use). None, logged, when there can be no such group.
+    async fn report_group_for(
+        &self,
+        tx: &mut Conn,
+        build: &str,
+        project: &str,
+        name: &str,
+        kind: &str,
+    ) -> Result<Option<Value>> {
+        if name.starts_with("arn:") {
+            let group = self.group_doc(tx, name).await?;
+            if group.is_none() {
+                tracing::warn!(
+                    build,
+                    group = name,
+                    "a buildspec names a report group that does not exist"
+                );
+            }
+            return Ok(group);
+        }
+        let group_name = format!("{project}-{name}");
+        let valid = (2..=128).contains(&group_name.len())
+            && group_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            tracing::warn!(build, group = %group_name, "a buildspec names a report group that cannot exist (2-128 letters, digits, - and _)");
+            return Ok(None);
+        }
+        if let Some(group) = self
+            .group_doc(tx, &self.report_group_arn(&group_name))
+            .await?
+        {
+            return Ok(Some(group));
+        }
+        let group = self.new_group(
+            &group_name,
+            kind,
+            json!({"exportConfigType": "NO_EXPORT"}),
+            json!([]),
+        );
+        self.insert_group(tx, &group).await?;
+        Ok(Some(group))
+    }
+
     /// Stores the reports a build's worker uploaded (see `reports::Collected::to_json`):
     /// report groups named by the buildspec are created as `PROJECT-NAME` on first use;
     /// returns the new reports' ARNs, which are added to the build's `reportArns`.
@@ -436,52 +535,19 @@ impl CodeBuild {
         for r in reports {
             let name = r["name"].as_str().unwrap_or_default();
             let kind = r["type"].as_str().unwrap_or("TEST");
-            let (group_arn, group_name) = if name.starts_with("arn:") {
-                let Some(group) = self.group_doc(&mut tx, name).await? else {
-                    tracing::warn!(
-                        build = id,
-                        group = name,
-                        "a buildspec names a report group that does not exist"
-                    );
-                    continue;
-                };
-                (
-                    name.to_owned(),
-                    group["name"].as_str().unwrap_or_default().to_owned(),
-                )
-            } else {
-                let group_name = format!("{project}-{name}");
-                let valid = (2..=128).contains(&group_name.len())
-                    && group_name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-                if !valid {
-                    tracing::warn!(build = id, group = %group_name, "a buildspec names a report group that cannot exist (2-128 letters, digits, - and _)");
-                    continue;
-                }
-                let arn = self.report_group_arn(&group_name);
-                if self.group_doc(&mut tx, &arn).await?.is_none() {
-                    let doc = self.new_group(
-                        &group_name,
-                        kind,
-                        json!({"exportConfigType": "NO_EXPORT"}),
-                        json!([]),
-                    );
-                    self.insert_group(&mut tx, &doc).await?;
-                }
-                (arn, group_name)
-            };
-            let group = self
-                .group_doc(&mut tx, &group_arn)
+            let Some(group) = self
+                .report_group_for(&mut tx, id, &project, name, kind)
                 .await?
-                .unwrap_or_default();
+            else {
+                continue;
+            };
+            let group_arn = group["arn"].as_str().unwrap_or_default().to_owned();
+            let group_name = group["name"].as_str().unwrap_or_default().to_owned();
             let arn = format!(
                 "arn:aws:codebuild:{}:{}:report/{group_name}:{uuid}",
                 self.region(),
                 self.account_id()
             );
-            let empty = r["files"].as_array().is_none_or(Vec::is_empty);
-            let mismatched = group["type"].as_str() != Some(kind);
             let mut items: Vec<Value> = if kind == "TEST" {
                 r["testCases"].as_array().cloned().unwrap_or_default()
             } else {
@@ -505,56 +571,13 @@ impl CodeBuild {
                 "exportConfig": group["exportConfig"],
                 "truncated": r["truncated"].as_bool().unwrap_or(false),
             });
-            let status = if empty || mismatched {
+            let status = if r["files"].as_array().is_none_or(Vec::is_empty)
+                || group["type"].as_str() != Some(kind)
+            {
                 "INCOMPLETE"
-            } else if kind == "TEST" {
-                let mut counts = serde_json::Map::new();
-                for s in TEST_STATUSES {
-                    let n = items
-                        .iter()
-                        .filter(|c| c["status"].as_str() == Some(s))
-                        .count();
-                    counts.insert(s.into(), json!(n));
-                }
-                let failed =
-                    counts["FAILED"].as_u64().unwrap_or(0) + counts["ERROR"].as_u64().unwrap_or(0);
-                let duration: i64 = items
-                    .iter()
-                    .filter_map(|c| c["durationInNanoSeconds"].as_i64())
-                    .sum();
-                set(
-                    &mut doc,
-                    "testSummary",
-                    json!({"total": items.len(), "statusCounts": counts, "durationInNanoSeconds": duration}),
-                );
-                if failed > 0 || !r["errors"].as_array().is_none_or(Vec::is_empty) {
-                    "FAILED"
-                } else {
-                    "SUCCEEDED"
-                }
             } else {
-                let sum = |k: &str| items.iter().filter_map(|c| c[k].as_i64()).sum::<i64>();
-                let (lc, lm, bc, bm) = (
-                    sum("linesCovered"),
-                    sum("linesMissed"),
-                    sum("branchesCovered"),
-                    sum("branchesMissed"),
-                );
-                set(
-                    &mut doc,
-                    "codeCoverageSummary",
-                    json!({
-                        "lineCoveragePercentage": crate::reports::percent(lc, lm),
-                        "linesCovered": lc, "linesMissed": lm,
-                        "branchCoveragePercentage": crate::reports::percent(bc, bm),
-                        "branchesCovered": bc, "branchesMissed": bm,
-                    }),
-                );
-                if r["errors"].as_array().is_none_or(Vec::is_empty) {
-                    "SUCCEEDED"
-                } else {
-                    "FAILED"
-                }
+                let errors = !r["errors"].as_array().is_none_or(Vec::is_empty);
+                summarize(&mut doc, kind, &items, errors)
             };
             set(&mut doc, "status", json!(status));
             sqlx::query("INSERT INTO cb_reports (arn, group_arn, build_id, status, created, doc, items) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (arn) DO UPDATE SET status = excluded.status, doc = excluded.doc, items = excluded.items")
