@@ -1,7 +1,8 @@
 //! Build images: OCI image layouts and `docker save` archives imported as a root
 //! filesystem a sandbox runs on (`slipway admin import-image NAME PATH`). Layers are applied
 //! in order with their whiteouts (`.wh.NAME` removes NAME, `.wh..wh..opq` empties a
-//! directory); nothing in a layer may land outside the image's root. AWS's curated image
+//! directory); paths resolve as inside the image (symbolic links followed with the image's
+//! root as `/`), so nothing in a layer lands, or is removed, outside it. AWS's curated image
 //! names run on the host's root filesystem unless an image of that name was imported.
 //!
 //! Layout on disk: `IMAGES/<safe name>/rootfs` and `IMAGES/<safe name>/image.json` (name,
@@ -217,50 +218,97 @@ fn layer_reader(path: &Path) -> Result<Box<dyn Read>, String> {
     }
 }
 
-/// Removes `rel` under `root` without following a symlink on the way (a whiteout).
-fn remove_inside(root: &Path, rel: &Path, contents_only: bool) -> Result<(), String> {
-    let mut cur = root.to_owned();
-    for c in rel.components() {
-        cur.push(c);
-        match std::fs::symlink_metadata(&cur) {
-            Ok(m) if m.file_type().is_symlink() && cur != root.join(rel) => {
-                return Err(format!(
-                    "whiteout {} goes through a symbolic link",
-                    rel.display()
-                ))
-            }
-            Ok(_) => {}
-            Err(_) => return Ok(()),
-        }
-    }
-    let target = root.join(rel);
-    let meta = std::fs::symlink_metadata(&target).map_err(|e| e.to_string())?;
-    if contents_only {
-        if meta.is_dir() {
-            for e in std::fs::read_dir(&target)
-                .map_err(|e| e.to_string())?
-                .flatten()
-            {
-                let p = e.path();
-                let r = if e.file_type().map_err(|e| e.to_string())?.is_dir() {
-                    std::fs::remove_dir_all(&p)
-                } else {
-                    std::fs::remove_file(&p)
-                };
-                r.map_err(|e| format!("{}: {e}", p.display()))?;
-            }
-        }
-        return Ok(());
-    }
-    let r = if meta.is_dir() {
-        std::fs::remove_dir_all(&target)
-    } else {
-        std::fs::remove_file(&target)
+/// Where `rel` is inside `root` as the image itself sees it: every directory on the way is
+/// resolved, symbolic links followed with `root` as `/` (an absolute target starts again at
+/// `root`, `..` stops at it) — as a container runtime resolves paths in a root filesystem,
+/// so merged-/usr's `bin -> usr/bin` works and nothing resolves outside `root`. The last
+/// component is followed only with `follow_last`. Components that do not exist yet are kept
+/// as they are.
+fn in_root(root: &Path, rel: &Path, follow_last: bool) -> Result<PathBuf, String> {
+    /// Linux's limit (ELOOP).
+    const MAX_LINKS: usize = 40;
+    let parts = |p: &Path| -> Vec<std::ffi::OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_owned()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect()
     };
-    r.map_err(|e| format!("{}: {e}", target.display()))
+    let walk = match follow_last {
+        true => rel,
+        false => rel.parent().unwrap_or(Path::new("")),
+    };
+    let mut todo: std::collections::VecDeque<_> = parts(walk).into();
+    let mut at = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = todo.pop_front() {
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        let full = root.join(&at).join(&part);
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(format!(
+                        "{}: too many levels of symbolic links",
+                        rel.display()
+                    ));
+                }
+                let target =
+                    std::fs::read_link(&full).map_err(|e| format!("{}: {e}", full.display()))?;
+                if target.is_absolute() {
+                    at.clear();
+                }
+                for t in parts(&target).into_iter().rev() {
+                    todo.push_front(t);
+                }
+            }
+            _ => at.push(part),
+        }
+    }
+    let mut out = root.join(at);
+    if !follow_last {
+        out.extend(rel.file_name());
+    }
+    Ok(out)
 }
 
-/// Applies one layer to `rootfs`.
+/// Removes `path` (a file, a link — not followed — or a directory with everything in it);
+/// with `contents_only`, empties the directory instead. Nothing there is not an error.
+fn remove(path: &Path, contents_only: bool) -> Result<(), String> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let gone = |p: &Path, is_dir: bool| {
+        if is_dir {
+            std::fs::remove_dir_all(p)
+        } else {
+            std::fs::remove_file(p)
+        }
+        .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    if !contents_only {
+        return gone(path, meta.is_dir());
+    }
+    if meta.is_dir() {
+        for e in std::fs::read_dir(path)
+            .map_err(|e| e.to_string())?
+            .flatten()
+        {
+            gone(
+                &e.path(),
+                e.file_type().map_err(|e| e.to_string())?.is_dir(),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies one layer to `rootfs` (which has no symbolic link in its own path).
 fn apply_layer(rootfs: &Path, layer: &Path) -> Result<usize, String> {
     let mut archive = tar::Archive::new(layer_reader(layer)?);
     archive.set_preserve_permissions(true);
@@ -276,6 +324,9 @@ fn apply_layer(rootfs: &Path, layer: &Path) -> Result<usize, String> {
             .to_string_lossy()
             .into_owned();
         let rel = inside(&raw).ok_or_else(|| format!("layer entry {raw:?} leaves the image"))?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
         let name = rel
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -283,37 +334,51 @@ fn apply_layer(rootfs: &Path, layer: &Path) -> Result<usize, String> {
         if let Some(hidden) = name.strip_prefix(".wh.") {
             let parent = rel.parent().unwrap_or(Path::new(""));
             if hidden == ".wh..opq" {
-                remove_inside(rootfs, parent, true)?;
+                remove(&in_root(rootfs, parent, true)?, true)?;
             } else {
-                remove_inside(rootfs, &parent.join(hidden), false)?;
+                remove(&in_root(rootfs, &parent.join(hidden), false)?, false)?;
             }
             continue;
         }
+        let kind = entry.header().entry_type();
         // Device nodes and FIFOs are not needed in a build image (and need privileges).
         if matches!(
-            entry.header().entry_type(),
+            kind,
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo
         ) {
             continue;
         }
-        // A file replacing a directory (or the reverse) from a lower layer.
-        if let Ok(m) = std::fs::symlink_metadata(rootfs.join(&rel)) {
-            let is_dir = entry.header().entry_type().is_dir();
-            if !(is_dir && m.is_dir()) {
-                remove_inside(rootfs, &rel, false)?;
+        let dest = in_root(rootfs, &rel, false)?;
+        // What a lower layer left there is replaced (a directory merges with a directory).
+        if let Ok(m) = std::fs::symlink_metadata(&dest) {
+            if !(kind.is_dir() && m.is_dir()) {
+                remove(&dest, false)?;
             }
         }
-        // `unpack_in` refuses anything that would land outside `rootfs`, through `..` or
-        // through a symbolic link.
-        let ok = entry.unpack_in(rootfs).map_err(|e| {
+        // Every directory of `dest` is a real one inside `rootfs` (resolved above): those
+        // missing are created as plain directories.
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{raw}: {e}"))?;
+        }
+        let unpacked = if kind.is_hard_link() {
+            // The link's target is resolved in the image like any path (`Entry::unpack`
+            // would take it relative to this process's directory).
+            let target = entry
+                .link_name()
+                .map_err(|e| e.to_string())?
+                .and_then(|t| inside(&t.to_string_lossy()))
+                .filter(|t| !t.as_os_str().is_empty())
+                .ok_or_else(|| format!("hard link {raw:?} has a bad target"))?;
+            std::fs::hard_link(in_root(rootfs, &target, false)?, &dest).map(|_| ())
+        } else {
+            entry.unpack(&dest).map(|_| ())
+        };
+        unpacked.map_err(|e| {
             let cause = std::error::Error::source(&e)
                 .map(|c| format!(": {c}"))
                 .unwrap_or_default();
             format!("{raw}: {e}{cause}")
         })?;
-        if !ok {
-            return Err(format!("layer entry {raw:?} leaves the image"));
-        }
         files += 1;
     }
     Ok(files)
@@ -375,6 +440,8 @@ pub fn import(
         let config = read_json(&config_path)?;
         let rootfs = work.join("image").join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(|e| e.to_string())?;
+        // Layers resolve their paths under the real root (`in_root` follows no link above it).
+        let rootfs = std::fs::canonicalize(&rootfs).map_err(|e| e.to_string())?;
         for (i, layer) in layers.iter().enumerate() {
             let files = apply_layer(&rootfs, layer)?;
             say(&format!(

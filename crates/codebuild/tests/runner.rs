@@ -674,30 +674,113 @@ fn images_import_from_oci_layouts_and_docker_save_with_whiteouts() {
     h.set_cksum();
     raw.append(&h, &b"evil"[..]).unwrap();
     let dotdot = raw.into_inner().unwrap();
-    // A link out of the image in one layer, a file through it in the next.
-    let via_link_first = (
-        layer(&[], &[("escape", outside.to_str().unwrap())], false),
-        layer(&[("escape/pwned", Some(b"x".to_vec()), 0o644)], &[], false),
+    let bad = dir.path().join("bad");
+    oci_layout(&bad, &[dotdot]);
+    let e = images::import(&images, "team/bad:1", &bad, &mut |_| {}).unwrap_err();
+    assert!(e.contains("leaves"), "{e}");
+
+    // Links are resolved as the image sees them, `/` being the image's root: a link out of
+    // the image in one layer, then a file written and one whited out through it in the
+    // next, land inside the image, and nothing outside it is written or removed.
+    std::fs::write(outside.join("keep"), "host file").unwrap();
+    let out = outside.to_str().unwrap().trim_start_matches('/').to_owned();
+    let escapes = [
+        layer(
+            &[],
+            &[
+                ("escape", outside.to_str().unwrap()),
+                ("up", "../../../../../../../../.."),
+            ],
+            false,
+        ),
+        layer(
+            &[
+                ("escape/pwned", Some(b"x".to_vec()), 0o644),
+                (&format!("up/{out}/pwned2"), Some(b"y".to_vec()), 0o644),
+                ("escape/.wh.keep", Some(Vec::new()), 0o644),
+                (&format!("up/{out}/.wh..wh..opq"), Some(Vec::new()), 0o644),
+                ("escape/after-opq", Some(b"z".to_vec()), 0o644),
+            ],
+            &[],
+            false,
+        ),
+    ];
+    let linked = dir.path().join("linked");
+    oci_layout(&linked, &escapes);
+    let img = images::import(&images, "team/linked:1", &linked, &mut |_| {}).unwrap();
+    let landed: Vec<String> = std::fs::read_dir(img.rootfs.join(&out))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        landed,
+        ["after-opq"],
+        "written inside the image, then emptied"
     );
-    for (i, ls) in [vec![dotdot], vec![via_link_first.0, via_link_first.1]]
-        .into_iter()
-        .enumerate()
-    {
-        let bad = dir.path().join(format!("bad{i}"));
-        oci_layout(&bad, &ls);
-        let e = images::import(&images, "team/bad:1", &bad, &mut |_| {}).unwrap_err();
-        assert!(
-            e.contains("leaves")
-                || e.contains("outside")
-                || e.contains("escape")
-                || e.contains("evil"),
-            "{e}"
-        );
-    }
-    assert!(
-        std::fs::read_dir(&outside).unwrap().next().is_none(),
-        "nothing was written outside the image"
+    assert_eq!(
+        std::fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>(),
+        ["keep"],
+        "nothing was written or removed outside the image"
     );
+
+    // Merged /usr (`bin -> usr/bin`, relative): an upper layer rewriting, whiting out and
+    // hard-linking `bin/…` changes `usr/bin/…`.
+    let merged = [
+        layer(
+            &[
+                ("usr", None, 0o755),
+                ("usr/bin", None, 0o755),
+                ("usr/bin/tool", Some(b"v1".to_vec()), 0o755),
+                ("usr/bin/gone", Some(b"old".to_vec()), 0o755),
+            ],
+            &[("bin", "usr/bin")],
+            true,
+        ),
+        {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = header(0o755);
+            h.set_size(2);
+            b.append_data(&mut h, "bin/tool", &b"v2"[..]).unwrap();
+            let mut h = header(0o644);
+            h.set_size(0);
+            b.append_data(&mut h, "bin/.wh.gone", &[][..]).unwrap();
+            let mut h = header(0o755);
+            h.set_entry_type(tar::EntryType::Link);
+            h.set_size(0);
+            b.append_link(&mut h, "bin/tool-again", "bin/tool").unwrap();
+            b.into_inner().unwrap()
+        },
+    ];
+    let usr = dir.path().join("merged-usr");
+    oci_layout(&usr, &merged);
+    let img = images::import(&images, "team/usr:1", &usr, &mut |_| {}).unwrap();
+    let root = &img.rootfs;
+    assert_eq!(
+        std::fs::read_link(root.join("bin")).unwrap(),
+        std::path::Path::new("usr/bin")
+    );
+    assert_eq!(std::fs::read(root.join("usr/bin/tool")).unwrap(), b"v2");
+    assert_eq!(
+        std::fs::read(root.join("usr/bin/tool-again")).unwrap(),
+        b"v2"
+    );
+    assert!(!root.join("usr/bin/gone").exists());
+    // A hard link may not point out of the image either.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = header(0o644);
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_size(0);
+    h.as_gnu_mut().unwrap().linkname[..22].copy_from_slice(b"../../../../etc/passwd");
+    h.set_path("stolen").unwrap();
+    h.set_cksum();
+    b.append(&h, &[][..]).unwrap();
+    let hard = dir.path().join("hard");
+    oci_layout(&hard, &[b.into_inner().unwrap()]);
+    let e = images::import(&images, "team/hard:1", &hard, &mut |_| {}).unwrap_err();
+    assert!(e.contains("bad target"), "{e}");
     assert!(!dir.path().join("evil").exists());
     assert!(images::lookup(&images, "team/bad:1").is_none());
     let e = images::import(&images, "x", &dir.path().join("missing"), &mut |_| {}).unwrap_err();
