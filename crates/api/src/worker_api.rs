@@ -137,23 +137,37 @@ async fn heartbeat(
     .await
 }
 
+/// A batch of log lines in its binary form (`LogBatch::encode`), `?leaseToken=`; the body
+/// is signed like a JSON request's.
 async fn logs(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     req: Request<Body>,
 ) -> Response {
-    handle(state, req, |state, v| async move {
-        let batch = slipway_codebuild::logstore::LogBatch::from_json(&v)
-            .map_err(|e| ApiError::new("InvalidInputException", 400, e))?;
+    let result = async {
+        let (parts, body) = req.into_parts();
+        let body = to_bytes(body, LOG_BODY_LIMIT).await.map_err(|_| {
+            ApiError::new(
+                "RequestEntityTooLargeException",
+                413,
+                "Request body too large",
+            )
+        })?;
+        check(&state, &parts, &body).await?;
+        let lease = query_param(&parts, "leaseToken").unwrap_or_default();
         state
             .codebuild
-            .append_logs(&id, token(&v), batch)
+            .append_logs(&id, &lease, &body)
             .await
             .map_err(domain_error)?;
         Ok(json!({}))
-    })
-    .await
+    }
+    .await;
+    reply(result)
 }
+
+/// The largest log batch taken (a worker sends about 1 MB at once).
+const LOG_BODY_LIMIT: usize = 8 << 20;
 
 async fn phases(
     State(state): State<Arc<AppState>>,

@@ -25,14 +25,33 @@ pub struct LogBatch {
     pub text: String,
 }
 
+/// The binary form of a [`LogBatch`] begins with this.
+const BATCH_MAGIC: &[u8; 4] = b"SLB\x01";
+
 impl LogBatch {
     /// Adds a line (without its newline; a newline inside it would split it).
     pub fn push(&mut self, ts: i64, line: &str) {
         self.text.push_str(line);
         self.text.push('\n');
+        self.add_time(ts, 1);
+    }
+
+    /// Adds whole lines (each ending with a newline) printed at `ts`.
+    pub fn push_text(&mut self, ts: i64, text: &str) {
+        let n = memchr::memchr_iter(b'\n', text.as_bytes()).count();
+        self.text.push_str(text);
+        if !text.is_empty() && !text.ends_with('\n') {
+            self.text.push('\n');
+            self.add_time(ts, n as u32 + 1);
+        } else if n > 0 {
+            self.add_time(ts, n as u32);
+        }
+    }
+
+    fn add_time(&mut self, ts: i64, n: u32) {
         match self.times.last_mut() {
-            Some((t, n)) if *t == ts => *n += 1,
-            _ => self.times.push((ts, 1)),
+            Some((t, k)) if *t == ts => *k += n,
+            _ => self.times.push((ts, n)),
         }
     }
 
@@ -71,40 +90,105 @@ impl LogBatch {
         Ok(out)
     }
 
-    /// The batch in the worker protocol's shape (`times`, `text`).
+    /// The batch as the worker protocol sends it and a chunk stores it: `SLB\x01`, the
+    /// number of time runs (u32), each run (i64 milliseconds, u32 lines; little-endian),
+    /// then the text. No escaping: the text is copied as it is.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.times.len() * 12 + self.text.len());
+        out.extend_from_slice(BATCH_MAGIC);
+        out.extend_from_slice(&(self.times.len() as u32).to_le_bytes());
+        for (ts, n) in &self.times {
+            out.extend_from_slice(&ts.to_le_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend_from_slice(self.text.as_bytes());
+        out
+    }
+
+    /// A batch from [`LogBatch::encode`]'s form; checked (the text is UTF-8 and holds as
+    /// many lines as the times count).
+    pub fn decode(data: &[u8]) -> std::result::Result<LogBatch, String> {
+        let (times, text) = parse(data)?;
+        Ok(LogBatch {
+            times,
+            text: text.to_owned(),
+        })
+    }
+
+    /// The batch in the worker protocol's first shape (`times`, `text`): chunks stored by
+    /// earlier versions are read in it.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({"times": self.times, "text": self.text})
     }
 
-    /// A batch from the worker protocol's shape; checked.
+    /// A batch from the JSON shape; checked.
     pub fn from_json(v: &serde_json::Value) -> std::result::Result<LogBatch, String> {
         let times: Vec<(i64, u32)> =
             serde_json::from_value(v["times"].clone()).map_err(|e| format!("log times: {e}"))?;
-        let b = LogBatch {
+        LogBatch {
             times,
             text: v["text"].as_str().unwrap_or_default().to_owned(),
-        };
-        let newlines = b.text.bytes().filter(|c| *c == b'\n').count();
-        if newlines != b.count() || !(b.text.is_empty() || b.text.ends_with('\n')) {
-            return Err(format!(
-                "a log batch of {} times holds {newlines} lines",
-                b.count()
-            ));
         }
-        Ok(b)
+        .checked()
+    }
+
+    /// The batch, if its text holds as many whole lines as its times count.
+    fn checked(self) -> std::result::Result<LogBatch, String> {
+        check_lines(&self.times, &self.text)?;
+        Ok(self)
     }
 }
 
-/// A live chunk as sealed: the batch's protocol JSON.
-fn encode(batch: &LogBatch) -> Result<Vec<u8>> {
-    serde_json::to_vec(&batch.to_json()).map_err(internal)
+/// Whether `text` holds as many whole lines as `times` count.
+fn check_lines(times: &[(i64, u32)], text: &str) -> std::result::Result<(), String> {
+    let newlines = memchr::memchr_iter(b'\n', text.as_bytes()).count();
+    let count: u64 = times.iter().map(|(_, n)| u64::from(*n)).sum();
+    if newlines as u64 != count || !(text.is_empty() || text.ends_with('\n')) {
+        return Err(format!(
+            "a log batch of {count} times holds {newlines} lines"
+        ));
+    }
+    Ok(())
 }
 
-fn decode(json: &[u8]) -> Result<Vec<(i64, String)>> {
-    let v: serde_json::Value = serde_json::from_slice(json).map_err(internal)?;
-    LogBatch::from_json(&v)
-        .and_then(|b| b.lines())
-        .map_err(internal)
+/// Time runs of a batch: (milliseconds, lines).
+type Times = Vec<(i64, u32)>;
+
+/// A batch's binary form read and checked, without copying its text: the time runs and
+/// the text.
+fn parse(data: &[u8]) -> std::result::Result<(Times, &str), String> {
+    let bad = |why: &str| format!("not a log batch: {why}");
+    let rest = data
+        .strip_prefix(BATCH_MAGIC)
+        .ok_or_else(|| bad("no header"))?;
+    let (runs, mut rest) = rest.split_at_checked(4).ok_or_else(|| bad("cut short"))?;
+    let runs = u32::from_le_bytes(runs.try_into().expect("4 bytes")) as usize;
+    if runs > rest.len() / 12 {
+        return Err(bad("more time runs than bytes"));
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let (run, after) = rest.split_at(12);
+        times.push((
+            i64::from_le_bytes(run[..8].try_into().expect("8 bytes")),
+            u32::from_le_bytes(run[8..].try_into().expect("4 bytes")),
+        ));
+        rest = after;
+    }
+    let text = std::str::from_utf8(rest).map_err(|_| bad("the text is not UTF-8"))?;
+    check_lines(&times, text)?;
+    Ok((times, text))
+}
+
+/// A chunk's batch from its binary form, or the JSON form earlier versions stored.
+fn decode(data: &[u8]) -> Result<Vec<(i64, String)>> {
+    let batch = if data.starts_with(BATCH_MAGIC) {
+        LogBatch::decode(data)
+    } else {
+        let v: serde_json::Value = serde_json::from_slice(data).map_err(internal)?;
+        LogBatch::from_json(&v)
+    };
+    batch.and_then(|b| b.lines()).map_err(internal)
 }
 
 /// An archived chunk: the live chunk's JSON, deflated.
@@ -133,18 +217,21 @@ fn blob_path(id: &str) -> String {
 }
 
 impl CodeBuild {
-    /// Appends a batch of log lines (already masked by the worker).
-    pub async fn append_logs(&self, id: &str, token: &str, batch: LogBatch) -> Result<()> {
-        if batch.is_empty() {
+    /// Appends a batch of log lines (already masked by the worker) in its binary form
+    /// ([`LogBatch::encode`]), checked here and stored as it came.
+    pub async fn append_logs(&self, id: &str, token: &str, batch: &[u8]) -> Result<()> {
+        let (times, text) =
+            parse(batch).map_err(|e| slipway_store::service_err("InvalidInputException", e))?;
+        if times.is_empty() {
             return Ok(());
         }
         let (id, token) = (id.to_owned(), token.to_owned());
-        let first_ts = batch.times.first().map_or(0, |l| l.0);
-        let last_ts = batch.times.last().map_or(0, |l| l.0);
-        let count = batch.count() as i64;
-        let bytes = batch.text.len() as i64 - count;
+        let first_ts = times.iter().map(|t| t.0).min().unwrap_or(0);
+        let last_ts = times.iter().map(|t| t.0).max().unwrap_or(0);
+        let count: i64 = times.iter().map(|t| i64::from(t.1)).sum();
+        let bytes = text.len() as i64 - count;
         // Sealed before the write is queued (the writer only writes).
-        let packed = self.blobs.seal_small(&encode(&batch)?);
+        let packed = self.blobs.seal_small(batch);
         self.store
             .grouped(move |conn| {
                 Box::pin(async move {
@@ -293,7 +380,7 @@ impl CodeBuild {
                             None => {
                                 let lines: Vec<(i64, String)> =
                                     serde_json::from_str(&legacy).map_err(internal)?;
-                                encode(&LogBatch::from_lines(&lines))?
+                                LogBatch::from_lines(&lines).encode()
                             }
                         };
                         compress(&json)

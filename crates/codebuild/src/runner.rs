@@ -28,7 +28,7 @@ pub struct PhaseRecord {
 
 /// What a running build reports as it goes.
 pub enum Report<'a> {
-    /// A log line (secrets already masked).
+    /// Log lines, each ending with a newline (secrets already masked).
     Log(&'a str),
     /// A phase began or ended.
     Phase(&'a PhaseRecord),
@@ -112,15 +112,16 @@ impl Progress {
         }
     }
 
-    /// A log line, with every secret value replaced by `***`.
-    pub fn log(&mut self, line: &str) {
-        let mut line = std::borrow::Cow::Borrowed(line);
+    /// Log text (whole lines, each ending with a newline), with every secret value
+    /// replaced by `***`.
+    pub fn log(&mut self, text: &str) {
+        let mut text = std::borrow::Cow::Borrowed(text);
         for s in &self.secrets {
-            if line.contains(s.as_str()) {
-                line = std::borrow::Cow::Owned(line.replace(s.as_str(), "***"));
+            if text.contains(s.as_str()) {
+                text = std::borrow::Cow::Owned(text.replace(s.as_str(), "***"));
             }
         }
-        (self.sink)(Report::Log(&line));
+        (self.sink)(Report::Log(&text));
     }
 
     /// A line in CodeBuild's own voice: `[Container] 2026/11/22 05:40:00.123456 …`.
@@ -136,7 +137,7 @@ impl Progress {
             now.second(),
             now.microsecond()
         );
-        self.log(&format!("[Container] {stamp} {what}"));
+        self.log(&format!("[Container] {stamp} {what}\n"));
     }
 
     pub fn begin(&mut self, phase_type: &str) {
@@ -366,7 +367,7 @@ async fn run_logged(
     s.run(
         text,
         stop,
-        &mut |l: String| progress.log(&l),
+        &mut |t: String| progress.log(&t),
         gate.as_deref(),
     )
     .await

@@ -1,6 +1,6 @@
 //! One shell session inside a build's sandbox: commands go in one at a time (each sourced
 //! from a control file, with stdin from /dev/null so a command cannot swallow the ones after
-//! it), output comes back line by line, and each command's exit status follows its output
+//! it), output comes back in whole lines, and each command's exit status follows its output
 //! behind a per-session random marker. Variables and `cd` hold from one command to the next,
 //! as in buildspec version 0.2.
 
@@ -34,9 +34,9 @@ pub enum Outcome {
 }
 
 enum Event {
-    /// Lines in the order printed (as many as were read at once, so a build printing fast
-    /// costs one hand-off per batch, not per line).
-    Lines(Vec<String>),
+    /// Whole lines in the order printed, each ending with a newline (as many as were read
+    /// at once).
+    Text(String),
     Status(i32),
     Eof,
 }
@@ -83,7 +83,7 @@ impl Session {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(l)) = lines.next_line().await {
-                if tx.send(Event::Lines(vec![l])).await.is_err() {
+                if tx.send(Event::Text(l + "\n")).await.is_err() {
                     break;
                 }
             }
@@ -102,12 +102,13 @@ impl Session {
         })
     }
 
-    /// Runs one command; every line it prints goes to `on_line` as it comes.
+    /// Runs one command; what it prints goes to `on_text` as it comes, in whole lines
+    /// (each ending with a newline).
     pub async fn run(
         &mut self,
         command: &str,
         stop: &mut watch::Receiver<Option<StopReason>>,
-        on_line: &mut (dyn FnMut(String) + Send),
+        on_text: &mut (dyn FnMut(String) + Send),
         gate: Option<&crate::runner::Gate>,
     ) -> Outcome {
         if self.ended {
@@ -134,10 +135,8 @@ impl Session {
         loop {
             tokio::select! {
                 ev = self.events.recv() => match ev {
-                    Some(Event::Lines(lines)) => {
-                        for l in lines {
-                            on_line(l);
-                        }
+                    Some(Event::Text(t)) => {
+                        on_text(t);
                         if let Some(g) = gate {
                             g.wait().await;
                         }
@@ -153,8 +152,8 @@ impl Session {
                     if let Some(reason) = reason {
                         self.kill().await;
                         // Drain what was printed before the kill.
-                        while let Ok(Event::Lines(lines)) = self.events.try_recv() {
-                            lines.into_iter().for_each(&mut *on_line);
+                        while let Ok(Event::Text(t)) = self.events.try_recv() {
+                            on_text(t);
                         }
                         return Outcome::Stopped(reason);
                     }
@@ -199,69 +198,167 @@ impl Session {
     }
 }
 
-/// Most lines handed on at once.
-const BATCH: usize = 512;
+/// Splits what a shell prints into log text and the status markers that end commands. Text
+/// is handed on in whole lines, as much as has arrived at once (a build printing fast costs
+/// one hand-off per read, not per line); a line longer than [`MAX_LINE`] is cut.
+struct Splitter {
+    marker: Vec<u8>,
+    /// What has arrived and is not handed on yet (at most a partial line, or a marker line
+    /// still arriving).
+    buf: Vec<u8>,
+}
 
-/// Splits the shell's output into lines and status markers. Lines already read are handed
-/// on together: a batch ends when no complete line is left in the buffer (so nothing waits
-/// for output that has not come), at [`BATCH`] lines, or at a status marker.
-async fn read_output(stdout: tokio::process::ChildStdout, marker: String, tx: mpsc::Sender<Event>) {
-    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
-    let mut buf = Vec::new();
-    let mut batch: Vec<String> = Vec::new();
-    loop {
-        buf.clear();
-        let n = (&mut reader)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut buf)
-            .await
-            .unwrap_or_default();
-        if n == 0 {
-            if !batch.is_empty() {
-                let _ = tx.send(Event::Lines(std::mem::take(&mut batch))).await;
+enum Piece {
+    /// Whole lines, each ending with a newline.
+    Text(String),
+    Status(i32),
+}
+
+impl Splitter {
+    fn new(marker: &str) -> Splitter {
+        Splitter {
+            marker: marker.as_bytes().to_vec(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Takes `data`; what is complete goes to `out`. At the end (`eof`) a last partial line
+    /// is handed on too.
+    fn feed(&mut self, data: &[u8], eof: bool, out: &mut Vec<Piece>) {
+        self.buf.extend_from_slice(data);
+        let end = memchr::memrchr(b'\n', &self.buf).map_or(0, |i| i + 1);
+        let region = &self.buf[..end];
+        let (mut from, mut at) = (0, 0);
+        // The marker starts with a byte build output hardly ever holds (U+001E, a record
+        // separator): only where that byte is, is the whole marker looked for.
+        while let Some(i) = memchr::memchr(0x1e, &region[at..]) {
+            let pos = at + i;
+            if !region[pos..].starts_with(&self.marker) {
+                at = pos + 1;
+                continue;
             }
+            let line_end = pos + memchr::memchr(b'\n', &region[pos..]).map_or(0, |i| i + 1);
+            text(&region[from..pos], out);
+            let status = String::from_utf8_lossy(&region[pos + self.marker.len()..line_end]);
+            out.push(Piece::Status(status.trim().parse().unwrap_or(-1)));
+            (from, at) = (line_end, line_end);
+        }
+        text(&region[from..end], out);
+        self.buf.drain(..end);
+        // A line without its end yet: cut when too long (before a marker's first byte, so
+        // a marker is never cut), or at the end of the output.
+        if self.buf.len() >= MAX_LINE || (eof && !self.buf.is_empty()) {
+            let mut cut = self.buf.len().min(MAX_LINE);
+            if let Some(i) = memchr::memchr(0x1e, &self.buf[..cut]).filter(|&i| i > 0) {
+                cut = i;
+            }
+            // On a character boundary.
+            while cut > 0 && cut < self.buf.len() && self.buf[cut] & 0xc0 == 0x80 {
+                cut -= 1;
+            }
+            if cut == 0 {
+                cut = self.buf.len().min(MAX_LINE);
+            }
+            text(&self.buf[..cut], out);
+            self.buf.drain(..cut);
+        }
+    }
+}
+
+/// `bytes` as log text: whole lines (a last line without its newline gets one).
+fn text(bytes: &[u8], out: &mut Vec<Piece>) {
+    if bytes.is_empty() {
+        return;
+    }
+    let mut t = String::from_utf8_lossy(bytes).into_owned();
+    if !t.ends_with('\n') {
+        t.push('\n');
+    }
+    out.push(Piece::Text(t));
+}
+
+/// Reads the shell's output into text and status events until it ends.
+async fn read_output(
+    mut stdout: tokio::process::ChildStdout,
+    marker: String,
+    tx: mpsc::Sender<Event>,
+) {
+    let mut splitter = Splitter::new(&marker);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut pieces = Vec::new();
+    loop {
+        let n = stdout.read(&mut chunk).await.unwrap_or_default();
+        splitter.feed(&chunk[..n], n == 0, &mut pieces);
+        for p in pieces.drain(..) {
+            let ev = match p {
+                Piece::Text(t) => Event::Text(t),
+                Piece::Status(s) => Event::Status(s),
+            };
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+        if n == 0 {
             let _ = tx.send(Event::Eof).await;
             return;
         }
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: &str = "\u{1e}slipway-0123";
+
+    /// What `feed` makes of `input` given in pieces of `step` bytes: the text, with each
+    /// status as `<N>`.
+    fn split(input: &[u8], step: usize) -> (String, usize) {
+        let mut s = Splitter::new(M);
+        let mut out = Vec::new();
+        for c in input.chunks(step.max(1)) {
+            s.feed(c, false, &mut out);
         }
-        let text = String::from_utf8_lossy(&buf);
-        // The marker starts with a byte build output hardly ever holds (U+001E, a record
-        // separator): only a line with that byte is searched for the whole marker.
-        let found = if buf.contains(&0x1e) {
-            text.find(&marker)
-        } else {
-            None
-        };
-        let status = match found {
-            Some(at) => {
-                // Output without a final newline ends where the marker begins.
-                if at > 0 {
-                    batch.push(text[..at].to_owned());
+        s.feed(b"", true, &mut out);
+        let mut text = String::new();
+        let mut pieces = 0;
+        for p in out {
+            pieces += 1;
+            match p {
+                Piece::Text(t) => {
+                    assert!(t.ends_with('\n'), "{t:?}");
+                    text.push_str(&t)
                 }
-                Some(text[at + marker.len()..].trim().parse().unwrap_or(-1))
-            }
-            None => {
-                batch.push(text.into_owned());
-                None
-            }
-        };
-        let more_ready = reader.buffer().contains(&b'\n');
-        if status.is_some() || !more_ready || batch.len() >= BATCH {
-            if !batch.is_empty()
-                && tx
-                    .send(Event::Lines(std::mem::take(&mut batch)))
-                    .await
-                    .is_err()
-            {
-                return;
-            }
-            if let Some(s) = status {
-                if tx.send(Event::Status(s)).await.is_err() {
-                    return;
-                }
+                Piece::Status(n) => text.push_str(&format!("<{n}>")),
             }
         }
+        (text, pieces)
+    }
+
+    #[test]
+    fn text_and_markers_split_alike_however_the_output_arrives() {
+        let input = format!(
+            "one\ntwo\n{M} 0\nno newline{M} 3\n\u{1e}not a marker\n\u{1e}{M} 1\nh\u{e9}llo\nlast"
+        );
+        let want = "one\ntwo\n<0>no newline\n<3>\u{1e}not a marker\n\u{1e}\n<1>h\u{e9}llo\nlast\n";
+        for step in [1, 2, 3, 7, 64, 10_000] {
+            assert_eq!(split(input.as_bytes(), step).0, want, "step {step}");
+        }
+        // Read at once, lines go on together: one piece of text before each marker.
+        assert_eq!(split(b"a\nb\nc\n", 100), ("a\nb\nc\n".into(), 1));
+    }
+
+    #[test]
+    fn long_lines_are_cut_on_character_boundaries_and_never_through_a_marker() {
+        let long = "\u{e9}".repeat(MAX_LINE); // two bytes each
+        let (text, _) = split(long.as_bytes(), 4096);
+        assert_eq!(text.replace('\n', ""), long, "nothing lost or broken");
+        assert!(text.lines().all(|l| l.len() <= MAX_LINE));
+        assert!(text.lines().count() >= 2);
+        // Output without a newline, as long as a line may be, then the marker.
+        let mut input = "x".repeat(MAX_LINE - 4).into_bytes();
+        input.extend_from_slice(format!("{M} 7\n").as_bytes());
+        let (text, _) = split(&input, 4096);
+        assert!(text.ends_with("x\n<7>"), "{}", &text[text.len() - 20..]);
     }
 }

@@ -129,10 +129,8 @@ async fn run_with(
     let mut progress = Progress::new(
         job.secrets.clone(),
         Box::new(move |r| {
-            if let Report::Log(l) = r {
-                let mut s = sink.lock().unwrap();
-                s.push_str(l);
-                s.push('\n');
+            if let Report::Log(t) = r {
+                sink.lock().unwrap().push_str(t);
             }
         }),
     );

@@ -218,7 +218,7 @@ async fn the_queue_leases_each_build_once_and_ends_it_once() {
         .append_logs(
             &l1.build_id,
             "forged",
-            LogBatch::from_lines(&[(1, "x".into())]),
+            &LogBatch::from_lines(&[(1, "x".into())]).encode(),
         )
         .await
         .unwrap_err();
@@ -228,14 +228,14 @@ async fn the_queue_leases_each_build_once_and_ends_it_once() {
     cb.append_logs(
         &l1.build_id,
         &l1.token,
-        LogBatch::from_lines(&[(1000, "one".into()), (2000, "two".into())]),
+        &LogBatch::from_lines(&[(1000, "one".into()), (2000, "two".into())]).encode(),
     )
     .await
     .unwrap();
     cb.append_logs(
         &l1.build_id,
         &l1.token,
-        LogBatch::from_lines(&[(3000, "three".into())]),
+        &LogBatch::from_lines(&[(3000, "three".into())]).encode(),
     )
     .await
     .unwrap();
@@ -631,16 +631,66 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
         ok.lines().unwrap(),
         [(5, "a".to_owned()), (5, String::new()), (6, "c".to_owned())]
     );
+    // The binary form (what workers send and chunks keep) round-trips and is checked alike.
+    assert_eq!(LogBatch::decode(&ok.encode()).unwrap(), ok);
+    let mut text = LogBatch::default();
+    text.push_text(5, "a\n\n");
+    text.push_text(6, "c\n");
+    assert_eq!(text, ok, "whole lines pushed at once count as lines");
+    let encoded = ok.encode();
+    let mut not_utf8 = encoded.clone();
+    *not_utf8.last_mut().unwrap() = 0xff;
+    let mut too_many_runs = encoded.clone();
+    too_many_runs[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    let mut miscounted = encoded.clone();
+    miscounted[16..20].copy_from_slice(&3u32.to_le_bytes());
+    for bad in [
+        &b""[..],
+        &encoded[..6],
+        &encoded[..encoded.len() - 1],
+        &not_utf8,
+        &too_many_runs,
+        &miscounted,
+        br#"{"times": [[1, 1]], "text": "x\n"}"#,
+    ] {
+        assert!(LogBatch::decode(bad).is_err(), "{bad:?}");
+        let e = cb
+            .append_logs(&l.build_id, &l.token, bad)
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), "InvalidInputException");
+    }
     let mut expected = Vec::new();
     for batch in 0..20 {
         let lines: Vec<(i64, String)> = (0..500)
             .map(|i| (batch * 1000 + i, format!("{marker} line {batch}/{i}")))
             .collect();
         expected.extend(lines.iter().map(|l| l.1.clone()));
-        cb.append_logs(&l.build_id, &l.token, LogBatch::from_lines(&lines))
-            .await
-            .unwrap();
+        cb.append_logs(
+            &l.build_id,
+            &l.token,
+            &LogBatch::from_lines(&lines).encode(),
+        )
+        .await
+        .unwrap();
     }
+    // A chunk as the previous version sealed it (the batch's JSON) still reads.
+    let legacy: Vec<(i64, String)> = (0..500)
+        .map(|i| (20_000 + i, format!("{marker} line 20/{i}")))
+        .collect();
+    expected.extend(legacy.iter().map(|l| l.1.clone()));
+    let sealed = MasterKey::load_or_create(dir.path()).unwrap().seal(
+        LogBatch::from_lines(&legacy)
+            .to_json()
+            .to_string()
+            .as_bytes(),
+    );
+    sqlx::query("INSERT INTO cb_log_chunks (build_id, first_seq, count, first_ts, last_ts, bytes, data, packed) VALUES ($1, 10001, 500, 20000, 20499, 0, '', $2)")
+        .bind(&l.build_id)
+        .bind(sealed)
+        .execute(store.pool())
+        .await
+        .unwrap();
     let stream = l.build_id.rsplit_once(':').unwrap().1.to_owned();
     let read = |q: LogQuery| {
         let (cb, stream) = (cb.clone(), stream.clone());
@@ -687,7 +737,7 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     assert_eq!(live.1.len(), 20);
     assert_eq!(
         live.2.iter().map(|e| e.0).collect::<Vec<_>>(),
-        [9_998, 9_999, 10_000]
+        [10_498, 10_499, 10_500]
     );
     assert_eq!(
         live.3.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(),

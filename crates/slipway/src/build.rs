@@ -91,9 +91,9 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut progress = Progress::new(
         Vec::new(),
         Box::new(|r| {
-            if let Report::Log(line) = r {
+            if let Report::Log(text) = r {
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
+                let _ = out.write_all(text.as_bytes());
             }
         }),
     );

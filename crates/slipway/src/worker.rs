@@ -112,15 +112,21 @@ impl Client {
 
     /// POSTs a JSON request; the JSON answer.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let body = body.to_string();
+        self.post_body(path, "", "application/json", body.to_string().into_bytes())
+            .await
+    }
+
+    /// POSTs `body` (signed whole) with query `q`; the JSON answer.
+    async fn post_body(
+        &self,
+        path: &str,
+        q: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Value> {
         let resp = self
-            .signed(
-                reqwest::Method::POST,
-                path,
-                "",
-                &sigv4::sha256_hex(body.as_bytes()),
-            )
-            .header("content-type", "application/json")
+            .signed(reqwest::Method::POST, path, q, &sigv4::sha256_hex(&body))
+            .header("content-type", content_type)
             .timeout(Duration::from_secs(90))
             .body(body)
             .send()
@@ -273,11 +279,13 @@ fn phase_json(p: &PhaseRecord) -> Value {
 }
 
 enum Upload {
-    Line(i64, String),
+    /// Whole lines (each ending with a newline) printed at a time (ms).
+    Text(i64, String),
     Phases(Vec<Value>),
 }
 
-/// Sends log lines and phase snapshots in batches (every 250 ms, or 1 MB of lines).
+/// Sends log lines and phase snapshots in batches (every 250 ms, or 1 MB of lines); log
+/// batches go in their binary form (no escaping on either side).
 async fn uploader(
     client: Arc<Client>,
     id: String,
@@ -295,9 +303,9 @@ async fn uploader(
         loop {
             tokio::select! {
                 m = rx.recv() => match m {
-                    Some(Upload::Line(ts, l)) => {
-                        bytes += l.len() + 32;
-                        lines.push(ts, &l);
+                    Some(Upload::Text(ts, t)) => {
+                        bytes += t.len() + 32;
+                        lines.push_text(ts, &t);
                         if bytes >= 1 << 20 { break; }
                     }
                     Some(Upload::Phases(p)) => phases = Some(p),
@@ -308,10 +316,14 @@ async fn uploader(
         }
         if !lines.is_empty() {
             let shipped = std::mem::take(&mut bytes);
-            let mut body = std::mem::take(&mut lines).to_json();
-            body["leaseToken"] = json!(token);
+            let body = std::mem::take(&mut lines).encode();
             if let Err(e) = client
-                .post(&format!("/-/worker/builds/{id}/logs"), &body)
+                .post_body(
+                    &format!("/-/worker/builds/{id}/logs"),
+                    &query(&[("leaseToken", &token)]),
+                    "application/octet-stream",
+                    body,
+                )
                 .await
             {
                 tracing::warn!(build = %id, error = %format!("{e:#}"), "uploading log lines");
@@ -457,9 +469,9 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
     let mut progress = Progress::new(
         job.secrets.clone(),
         Box::new(move |r| match r {
-            Report::Log(l) => {
-                sink_gate.add(l.len() + 32);
-                let _ = sink_tx.send(Upload::Line(millis(SystemTime::now()), l.to_owned()));
+            Report::Log(t) => {
+                sink_gate.add(t.len() + 32);
+                let _ = sink_tx.send(Upload::Text(millis(SystemTime::now()), t.to_owned()));
             }
             Report::Phase(p) => {
                 match list.last_mut() {
