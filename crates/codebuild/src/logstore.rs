@@ -1,17 +1,16 @@
-//! Where build logs are kept: each upload from a worker is one chunk of lines, sealed under
-//! the master key in the database while the build runs (durable as soon as it is
-//! acknowledged, readable live, and cheap to write: compressing is left for later); when the
-//! build ends its chunks are compressed and archived into one encrypted blob in the blob
-//! store, each chunk compressed on its own so a page of the log is read without the rest.
+//! Where build logs are kept: each upload from a worker is one chunk of lines (a binary
+//! batch the worker compressed with LZ4), sealed under the master key in the database while
+//! the build runs (durable as soon as it is acknowledged, readable live); when the build ends
+//! its chunks are archived as they are into one encrypted blob in the blob store, each chunk
+//! on its own so a page of the log is read without the rest.
 
 use crate::service::{holds_lease, internal, CodeBuild};
 use flate2::read::DeflateDecoder;
-use flate2::write::DeflateEncoder;
 use futures_util::TryStreamExt as _;
 use slipway_blobs::BlobInfo;
 use slipway_store::ServiceError;
 use sqlx::Row;
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
@@ -27,6 +26,9 @@ pub struct LogBatch {
 
 /// The binary form of a [`LogBatch`] begins with this.
 const BATCH_MAGIC: &[u8; 4] = b"SLB\x01";
+/// The compressed form begins with this, then the binary form's length (u32, little-endian)
+/// and the binary form as one LZ4 block.
+const PACKED_MAGIC: &[u8; 4] = b"SLZ\x01";
 
 impl LogBatch {
     /// Adds a line (without its newline; a newline inside it would split it).
@@ -105,10 +107,27 @@ impl LogBatch {
         out
     }
 
-    /// A batch from [`LogBatch::encode`]'s form; checked (the text is UTF-8 and holds as
-    /// many lines as the times count).
+    /// The binary form compressed ([`LogBatch::encode`] as one LZ4 block): what a worker
+    /// sends. Build logs repeat themselves a lot; compressing at the source makes every
+    /// later step (hashing, sealing, storing) cheaper.
+    pub fn pack(&self) -> Vec<u8> {
+        let plain = self.encode();
+        let mut out = Vec::with_capacity(8 + lz4_flex::block::get_maximum_output_size(plain.len()));
+        out.extend_from_slice(PACKED_MAGIC);
+        out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+        out.resize(out.capacity(), 0);
+        let n = lz4_flex::block::compress_into(&plain, &mut out[8..])
+            .expect("the output has room for the worst case");
+        out.truncate(8 + n);
+        out
+    }
+
+    /// A batch from its binary form, compressed ([`LogBatch::pack`]) or not
+    /// ([`LogBatch::encode`]); checked (the text is UTF-8 and holds as many lines as the
+    /// times count).
     pub fn decode(data: &[u8]) -> std::result::Result<LogBatch, String> {
-        let (times, text) = parse(data)?;
+        let plain = unpack(data)?;
+        let (times, text) = parse(&plain)?;
         Ok(LogBatch {
             times,
             text: text.to_owned(),
@@ -180,9 +199,31 @@ fn parse(data: &[u8]) -> std::result::Result<(Times, &str), String> {
     Ok((times, text))
 }
 
-/// A chunk's batch from its binary form, or the JSON form earlier versions stored.
+/// The binary form of a batch that may be compressed ([`LogBatch::pack`]); at most
+/// [`MAX_CHUNK`] bytes are inflated.
+fn unpack(data: &[u8]) -> std::result::Result<std::borrow::Cow<'_, [u8]>, String> {
+    let Some(rest) = data.strip_prefix(PACKED_MAGIC) else {
+        return Ok(std::borrow::Cow::Borrowed(data));
+    };
+    let (len, block) = rest
+        .split_at_checked(4)
+        .ok_or("not a log batch: cut short")?;
+    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    if len as u64 > MAX_CHUNK {
+        return Err(format!("a log batch of {len} bytes is too large"));
+    }
+    let plain =
+        lz4_flex::block::decompress(block, len).map_err(|e| format!("not a log batch: {e}"))?;
+    if plain.len() != len {
+        return Err("not a log batch: its length is wrong".into());
+    }
+    Ok(std::borrow::Cow::Owned(plain))
+}
+
+/// A chunk's batch from its binary form (compressed or not), or the JSON form earlier
+/// versions stored.
 fn decode(data: &[u8]) -> Result<Vec<(i64, String)>> {
-    let batch = if data.starts_with(BATCH_MAGIC) {
+    let batch = if data.starts_with(BATCH_MAGIC) || data.starts_with(PACKED_MAGIC) {
         LogBatch::decode(data)
     } else {
         let v: serde_json::Value = serde_json::from_slice(data).map_err(internal)?;
@@ -191,23 +232,25 @@ fn decode(data: &[u8]) -> Result<Vec<(i64, String)>> {
     batch.and_then(|b| b.lines()).map_err(internal)
 }
 
-/// An archived chunk: the live chunk's JSON, deflated.
-fn compress(json: &[u8]) -> Result<Vec<u8>> {
-    let mut enc = DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(json).map_err(internal)?;
-    enc.finish().map_err(internal)
-}
-
 /// The largest chunk inflated (a worker uploads at most about 1 MB of lines at once).
 const MAX_CHUNK: u64 = 64 << 20;
 
-fn decompress(packed: &[u8]) -> Result<Vec<u8>> {
+/// How archives written before `log_blob_format` 1 held a chunk: deflated.
+fn inflate(packed: &[u8]) -> Result<Vec<u8>> {
     let mut json = Vec::new();
     DeflateDecoder::new(packed)
         .take(MAX_CHUNK)
         .read_to_end(&mut json)
         .map_err(internal)?;
     Ok(json)
+}
+
+/// A finished build's archived log: its blob, and whether its chunks are deflated (archives
+/// of `log_blob_format` 0) or stored as the live chunks were.
+struct Archive {
+    path: String,
+    info: BlobInfo,
+    deflated: bool,
 }
 
 /// The blob a finished build's log was archived into.
@@ -218,10 +261,11 @@ fn blob_path(id: &str) -> String {
 
 impl CodeBuild {
     /// Appends a batch of log lines (already masked by the worker) in its binary form
-    /// ([`LogBatch::encode`]), checked here and stored as it came.
+    /// ([`LogBatch::pack`] or [`LogBatch::encode`]), checked here and stored as it came.
     pub async fn append_logs(&self, id: &str, token: &str, batch: &[u8]) -> Result<()> {
-        let (times, text) =
-            parse(batch).map_err(|e| slipway_store::service_err("InvalidInputException", e))?;
+        let invalid = |e: String| slipway_store::service_err("InvalidInputException", e);
+        let plain = unpack(batch).map_err(invalid)?;
+        let (times, text) = parse(&plain).map_err(invalid)?;
         if times.is_empty() {
             return Ok(());
         }
@@ -293,8 +337,8 @@ impl CodeBuild {
                     if blob.is_none() {
                         blob = Some(self.log_blob(id).await?);
                     }
-                    let (path, info) = blob.as_ref().ok_or_else(|| internal("no log blob"))?;
-                    self.archived_lines(path, info, offset as u64, len).await?
+                    let archive = blob.as_ref().ok_or_else(|| internal("no log blob"))?;
+                    self.archived_lines(archive, offset as u64, len).await?
                 }
                 (Some(sealed), None) => decode(&self.blobs.open_small(&sealed).map_err(internal)?)?,
                 (None, None) => serde_json::from_str(&r.get::<String, _>(1)).map_err(internal)?,
@@ -307,43 +351,48 @@ impl CodeBuild {
     }
 
     /// The blob a build's log was archived into, and what reading it needs.
-    async fn log_blob(&self, id: &str) -> Result<(String, BlobInfo)> {
+    async fn log_blob(&self, id: &str) -> Result<Archive> {
         let r = sqlx::query(
-            "SELECT log_blob, log_blob_size, log_blob_sha, log_blob_key FROM cb_builds WHERE id = $1 AND log_blob IS NOT NULL",
+            "SELECT log_blob, log_blob_size, log_blob_sha, log_blob_key, log_blob_format FROM cb_builds WHERE id = $1 AND log_blob IS NOT NULL",
         )
         .bind(id)
         .fetch_optional(self.store.pool())
         .await?
         .ok_or_else(|| internal("an archived log has no blob"))?;
-        Ok((
-            r.get(0),
-            BlobInfo {
+        Ok(Archive {
+            path: r.get(0),
+            info: BlobInfo {
                 size: r.get::<i64, _>(1) as u64,
                 sha256: r.get(2),
                 wrapped_key: r.get(3),
             },
-        ))
+            deflated: r.get::<i64, _>(4) == 0,
+        })
     }
 
-    /// The lines of an archived chunk: `len` compressed bytes at `offset` of the blob.
+    /// The lines of an archived chunk: `len` bytes at `offset` of the blob.
     async fn archived_lines(
         &self,
-        path: &str,
-        info: &BlobInfo,
+        archive: &Archive,
         offset: u64,
         len: u64,
     ) -> Result<Vec<(i64, String)>> {
         let parts: Vec<bytes::Bytes> = self
             .blobs
-            .get(path, info, Some(offset..offset + len))
+            .get(&archive.path, &archive.info, Some(offset..offset + len))
             .try_collect()
             .await
             .map_err(internal)?;
-        decode(&decompress(&parts.concat())?)
+        let chunk = parts.concat();
+        if archive.deflated {
+            decode(&inflate(&chunk)?)
+        } else {
+            decode(&chunk)
+        }
     }
 
-    /// Moves a finished build's log chunks into one blob (each chunk compressed on its own)
-    /// and clears them from the database. Safe to repeat: an interrupted archive is redone.
+    /// Moves a finished build's log chunks into one blob (each chunk as it was stored, in
+    /// its compressed binary form) and clears them from the database. Safe to repeat: an interrupted archive is redone.
     pub async fn archive_log(&self, id: &str) -> Result<()> {
         let (pending, archived): (i64, i64) = {
             let r = sqlx::query("SELECT COALESCE(SUM(blob_offset IS NULL), 0), COALESCE(SUM(blob_offset IS NOT NULL), 0) FROM cb_log_chunks WHERE build_id = $1")
@@ -372,18 +421,21 @@ impl CodeBuild {
                 while let Some(r) = rows.try_next().await? {
                     let (first, legacy, sealed): (i64, String, Option<Vec<u8>>) =
                         (r.get(0), r.get(1), r.get(2));
-                    // Opening and compressing are CPU work: off the async threads.
+                    // Opening (and compressing what came in an older form) is CPU work: off
+                    // the async threads.
                     let blobs = this.blobs.clone();
                     let packed = tokio::task::spawn_blocking(move || {
-                        let json = match sealed {
-                            Some(sealed) => blobs.open_small(&sealed).map_err(internal)?,
-                            None => {
-                                let lines: Vec<(i64, String)> =
-                                    serde_json::from_str(&legacy).map_err(internal)?;
-                                LogBatch::from_lines(&lines).encode()
+                        let lines = match sealed {
+                            Some(sealed) => {
+                                let chunk = blobs.open_small(&sealed).map_err(internal)?;
+                                if chunk.starts_with(PACKED_MAGIC) {
+                                    return Ok(chunk);
+                                }
+                                decode(&chunk)?
                             }
+                            None => serde_json::from_str(&legacy).map_err(internal)?,
                         };
-                        compress(&json)
+                        Ok::<_, ServiceError>(LogBatch::from_lines(&lines).pack())
                     })
                     .await
                     .map_err(internal)??;
@@ -414,7 +466,7 @@ impl CodeBuild {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("UPDATE cb_builds SET logs_archived = 1, log_blob = $1, log_blob_size = $2, log_blob_sha = $3, log_blob_key = $4 WHERE id = $5")
+        sqlx::query("UPDATE cb_builds SET logs_archived = 1, log_blob = $1, log_blob_size = $2, log_blob_sha = $3, log_blob_key = $4, log_blob_format = 1 WHERE id = $5")
             .bind(&path)
             .bind(info.size as i64)
             .bind(&info.sha256)

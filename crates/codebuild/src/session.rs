@@ -270,7 +270,11 @@ fn text(bytes: &[u8], out: &mut Vec<Piece>) {
     if bytes.is_empty() {
         return;
     }
-    let mut t = String::from_utf8_lossy(bytes).into_owned();
+    // Checked whole first: the common case, and much faster than the lossy walk.
+    let mut t = match std::str::from_utf8(bytes) {
+        Ok(t) => t.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    };
     if !t.ends_with('\n') {
         t.push('\n');
     }

@@ -631,8 +631,10 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
         ok.lines().unwrap(),
         [(5, "a".to_owned()), (5, String::new()), (6, "c".to_owned())]
     );
-    // The binary form (what workers send and chunks keep) round-trips and is checked alike.
+    // The binary form (what workers send and chunks keep), compressed or not, round-trips
+    // and is checked alike.
     assert_eq!(LogBatch::decode(&ok.encode()).unwrap(), ok);
+    assert_eq!(LogBatch::decode(&ok.pack()).unwrap(), ok);
     let mut text = LogBatch::default();
     text.push_text(5, "a\n\n");
     text.push_text(6, "c\n");
@@ -644,6 +646,17 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     too_many_runs[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
     let mut miscounted = encoded.clone();
     miscounted[16..20].copy_from_slice(&3u32.to_le_bytes());
+    let packed = ok.pack();
+    let mut huge = packed.clone();
+    huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    let mut short = packed.clone();
+    short[4..8].copy_from_slice(&(encoded.len() as u32 + 1).to_le_bytes());
+    let packed_miscounted = {
+        let mut b = LogBatch::decode(&miscounted[..]).unwrap_or_default();
+        b.text = "x\n".into();
+        b.times = vec![(1, 2)];
+        b.pack()
+    };
     for bad in [
         &b""[..],
         &encoded[..6],
@@ -652,6 +665,10 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
         &too_many_runs,
         &miscounted,
         br#"{"times": [[1, 1]], "text": "x\n"}"#,
+        &huge,
+        &short,
+        &packed[..packed.len() - 2],
+        &packed_miscounted,
     ] {
         assert!(LogBatch::decode(bad).is_err(), "{bad:?}");
         let e = cb
@@ -666,13 +683,10 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
             .map(|i| (batch * 1000 + i, format!("{marker} line {batch}/{i}")))
             .collect();
         expected.extend(lines.iter().map(|l| l.1.clone()));
-        cb.append_logs(
-            &l.build_id,
-            &l.token,
-            &LogBatch::from_lines(&lines).encode(),
-        )
-        .await
-        .unwrap();
+        // Workers send batches compressed; plain ones are taken too.
+        let b = LogBatch::from_lines(&lines);
+        let body = if batch % 2 == 0 { b.pack() } else { b.encode() };
+        cb.append_logs(&l.build_id, &l.token, &body).await.unwrap();
     }
     // A chunk as the previous version sealed it (the batch's JSON) still reads.
     let legacy: Vec<(i64, String)> = (0..500)
@@ -768,7 +782,63 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
         .await
         .unwrap();
     assert_eq!(rewrapped, 1);
-    assert_eq!(read(all).await, live.0);
+    assert_eq!(read(all.clone()).await, live.0);
+
+    // An archive as the previous version wrote it (each chunk's JSON deflated, format 0)
+    // still reads.
+    let mut chunks: Vec<(i64, Vec<(i64, String)>)> = (0..20)
+        .map(|b| {
+            let lines = (0..500)
+                .map(|i| (b * 1000 + i, format!("{marker} line {b}/{i}")))
+                .collect();
+            (b * 500 + 1, lines)
+        })
+        .collect();
+    chunks.push((10_001, legacy.clone()));
+    let (mut blob, mut places) = (Vec::new(), Vec::new());
+    for (first, lines) in &chunks {
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(
+            &mut enc,
+            LogBatch::from_lines(lines).to_json().to_string().as_bytes(),
+        )
+        .unwrap();
+        let deflated = enc.finish().unwrap();
+        places.push((*first, blob.len() as i64, deflated.len() as i64));
+        blob.extend(deflated);
+    }
+    let path: String = sqlx::query_scalar("SELECT log_blob FROM cb_builds WHERE id = $1")
+        .bind(&l.build_id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let blobs = slipway_blobs::BlobStore::local(&dir.path().join("blobs"), key.clone()).unwrap();
+    let info = blobs
+        .put(
+            &path,
+            futures_util::stream::once(async { Ok(bytes::Bytes::from(blob)) }),
+        )
+        .await
+        .unwrap();
+    sqlx::query("UPDATE cb_builds SET log_blob_size = $1, log_blob_sha = $2, log_blob_key = $3, log_blob_format = 0 WHERE id = $4")
+        .bind(info.size as i64)
+        .bind(&info.sha256)
+        .bind(&info.wrapped_key)
+        .bind(&l.build_id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    for (first, offset, len) in places {
+        sqlx::query("UPDATE cb_log_chunks SET blob_offset = $1, blob_len = $2 WHERE build_id = $3 AND first_seq = $4")
+            .bind(offset)
+            .bind(len)
+            .bind(&l.build_id)
+            .bind(first)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    assert_eq!(read(all).await, live.0, "a format-0 archive reads too");
 
     // Nothing on disk holds a line in the clear: not the database, not the blobs.
     let files = files_under(dir.path());

@@ -285,7 +285,7 @@ enum Upload {
 }
 
 /// Sends log lines and phase snapshots in batches (every 250 ms, or 1 MB of lines); log
-/// batches go in their binary form (no escaping on either side).
+/// batches go in their compressed binary form (no escaping on either side).
 async fn uploader(
     client: Arc<Client>,
     id: String,
@@ -316,7 +316,7 @@ async fn uploader(
         }
         if !lines.is_empty() {
             let shipped = std::mem::take(&mut bytes);
-            let body = std::mem::take(&mut lines).encode();
+            let body = std::mem::take(&mut lines).pack();
             if let Err(e) = client
                 .post_body(
                     &format!("/-/worker/builds/{id}/logs"),

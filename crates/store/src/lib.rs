@@ -91,6 +91,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "reports",
         include_str!("../migrations/sqlite/0005_reports.sql"),
     ),
+    (
+        6,
+        "log_format",
+        include_str!("../migrations/sqlite/0006_log_format.sql"),
+    ),
 ];
 
 /// The store: cheap to clone, shared by every service.
