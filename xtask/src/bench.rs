@@ -10,8 +10,8 @@
 //!   Slipway and moto's S3. `s3-large`: a 1 GB object through `aws s3 cp` both ways against
 //!   `cp` of the same file on the same disk. `s3` runs both.
 //! - `build`: a `true` build against `runc run`, a build printing 100 MB of log against the
-//!   command into /dev/null, 200 builds queued at once. `build-log`: the log build alone,
-//!   three times.
+//!   command into /dev/null (a compressible log and a random one), 200 builds queued at
+//!   once. `build-log`: the log builds alone, five rounds each.
 //!
 //! Needs: a release build (made here), wrk, moto_server, python3 with botocore, git.
 
@@ -267,9 +267,16 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
         ))
     };
     project("bench", "true")?;
-    // 100 MB of log: 1,000,000 lines of 99 characters.
+    // 100 MB of log: 1,000,000 lines of 99 characters; and 100 MB that hardly compresses
+    // (random bytes in base64, lines of 99).
     const NOISE: &str = "head -c 99000000 /dev/zero | tr '\\0' x | fold -w 99";
+    const RANDOM: &str = "head -c 74250000 /dev/urandom | base64 -w 99";
     project("noisy", NOISE)?;
+    project("random", RANDOM)?;
+    let logs = [
+        ("noisy", "1,000,000 lines of `x`", NOISE),
+        ("random", "1,000,000 lines of random base64", RANDOM),
+    ];
     let driver = tmp.join("build-driver.py");
     std::fs::write(&driver, BUILD_DRIVER)?;
     let drive_project = |mode: &str, n: usize, project: &str| -> Result<Vec<f64>> {
@@ -284,8 +291,8 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
     let drive = |mode: &str, n: usize| drive_project(mode, n, "bench");
     drive("single", 2)?; // warm-up
     if log_only {
-        for _ in 0..3 {
-            bench_log(&server, &drive_project, NOISE, report)?;
+        for l in logs {
+            bench_log(&server, &drive_project, l, 5, report)?;
         }
         return Ok(());
     }
@@ -333,7 +340,9 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
     print!("{line}");
     report.push_str(&line);
 
-    bench_log(&server, &drive_project, NOISE, report)?;
+    for l in logs {
+        bench_log(&server, &drive_project, l, 3, report)?;
+    }
 
     let span = drive("burst", 200)?.first().copied().unwrap_or(f64::NAN);
     let line = format!(
@@ -351,30 +360,48 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
 /// Runs builds of a project (mode, count, project): each build's seconds.
 type Drive<'a> = dyn Fn(&str, usize, &str) -> Result<Vec<f64>> + 'a;
 
-/// A build printing 100 MB of log through the worker protocol, against the same command
-/// into /dev/null.
-fn bench_log(server: &Proc, drive_project: &Drive, noise: &str, report: &mut String) -> Result<()> {
+/// A build of `project` printing 100 MB of log (`command`) through the worker protocol,
+/// against the same command into /dev/null: `rounds` interleaved rounds (a pause after each
+/// build, so its log's archiving is not charged to the next), medians and ranges.
+fn bench_log(
+    server: &Proc,
+    drive_project: &Drive,
+    (project, what, command): (&str, &str, &str),
+    rounds: usize,
+    report: &mut String,
+) -> Result<()> {
     let rss_before = proc_status_kb(server.0.id(), "VmRSS")?;
-    let logged = drive_project("single", 1, "noisy")?
-        .first()
-        .copied()
-        .unwrap_or(f64::NAN);
+    let (mut logged, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        sh(Command::new("sh").args(["-c", &format!("{command} > /dev/null")]))?;
+        plain.push(t.elapsed().as_secs_f64());
+        logged.push(
+            drive_project("single", 1, project)?
+                .first()
+                .copied()
+                .unwrap_or(f64::NAN),
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
     let rss_peak = proc_status_kb(server.0.id(), "VmHWM")?;
-    let t = Instant::now();
-    sh(Command::new("sh").args(["-c", &format!("{noise} > /dev/null")]))?;
-    let plain = t.elapsed().as_secs_f64();
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        format!("{lo:.2}–{hi:.2} s")
+    };
+    let (l, p) = (median(logged.clone()), median(plain.clone()));
     let line = format!(
-        "| build printing 100 MB of log (1,000,000 lines), StartBuild to SUCCEEDED | {:.1} s; server RSS {:.0} → peak {:.0} MB | the same command into /dev/null: {:.2} s | **{:.1}×** the command's time, RSS growth {:.0} MB |\n",
-        logged,
+        "| build printing 100 MB of log ({what}), StartBuild to SUCCEEDED, median of {rounds} | {l:.2} s ({}); server RSS {:.0} → peak {:.0} MB | the same command into /dev/null: {p:.2} s ({}) | **{:.2}×** the command's time, RSS growth {:.0} MB |\n",
+        range(&logged),
         rss_before as f64 / 1024.0,
         rss_peak as f64 / 1024.0,
-        plain,
-        logged / plain,
+        range(&plain),
+        l / p,
         (rss_peak as f64 - rss_before as f64) / 1024.0
     );
     print!("{line}");
     report.push_str(&line);
-
     Ok(())
 }
 

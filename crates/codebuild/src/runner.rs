@@ -9,7 +9,7 @@
 
 use crate::buildspec::{BuildSpec, Command, OnFailure, Phase, Version};
 use crate::cache;
-use crate::sandbox::{Runtime, SandboxSpec, OUTPUT_PATH};
+use crate::sandbox::{Runtime, SandboxSpec};
 use crate::session::{Outcome, Session, StopReason};
 use std::time::SystemTime;
 use tokio::sync::watch;
@@ -543,7 +543,7 @@ async fn read_exported(
     if names.is_empty() {
         return Vec::new();
     }
-    let file = format!("{OUTPUT_PATH}/exported");
+    let file = format!("{}/exported", s.output_path());
     let mut script = format!(": > {file}\n");
     for n in &names {
         script.push_str(&format!("printf '%s\\0' \"${{{n}-}}\" >> {file}\n"));

@@ -84,6 +84,10 @@ pub struct SandboxSpec {
     pub privileged: bool,
 }
 
+/// Runs the rest of its arguments with stdout moved to descriptor 3 (and stdout itself
+/// /dev/null).
+const MOVE_STDOUT_TO_3: &[&str] = &["/bin/sh", "-c", "exec \"$@\" 3>&1 >/dev/null", "sh"];
+
 /// Where a build sees its control files (commands to run), read-only.
 pub const CONTROL_PATH: &str = "/codebuild/control";
 /// Where a build's shell writes what Slipway reads back (exported variables).
@@ -95,6 +99,26 @@ impl SandboxSpec {
     }
     pub fn output_dir(&self) -> PathBuf {
         self.work.join("output")
+    }
+}
+
+impl Runtime {
+    /// Where the build's processes find the control files ([`CONTROL_PATH`] in a sandbox,
+    /// the directory itself for the host executor).
+    pub fn control_path(&self, spec: &SandboxSpec) -> String {
+        match self {
+            Runtime::Oci { .. } => CONTROL_PATH.into(),
+            Runtime::Host => spec.control_dir().display().to_string(),
+        }
+    }
+
+    /// Where the build's processes write what Slipway reads back ([`OUTPUT_PATH`] in a
+    /// sandbox, the directory itself for the host executor).
+    pub fn output_path(&self, spec: &SandboxSpec) -> String {
+        match self {
+            Runtime::Oci { .. } => OUTPUT_PATH.into(),
+            Runtime::Host => spec.output_dir().display().to_string(),
+        }
     }
 }
 
@@ -196,34 +220,100 @@ impl Runtime {
         args: &[String],
         stdin: Stdio,
     ) -> std::io::Result<Child> {
-        let mut cmd = match self {
+        self.command(spec, args, &[], &[])?
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+    }
+
+    /// Like [`Runtime::spawn`], with one more pipe handed to the process as file descriptor
+    /// 3, whose read end is returned; stdout is discarded. An OCI runtime relays a
+    /// container's stdio through itself (every byte copied twice more, in a process of its
+    /// own); a descriptor passed with `--preserve-fds` reaches the container as it is, so
+    /// output written there comes straight to the reader. (`/bin/sh` puts the pipe at 3
+    /// before it runs the runtime: no unsafe `pre_exec` here.)
+    pub async fn spawn_with_output(
+        &self,
+        spec: &SandboxSpec,
+        args: &[String],
+        stdin: Stdio,
+    ) -> std::io::Result<(Child, tokio::net::unix::pipe::Receiver)> {
+        let (reader, writer) = std::io::pipe()?;
+        let mut cmd = self.command(spec, args, &["--preserve-fds", "1"], MOVE_STDOUT_TO_3)?;
+        // Descriptors beyond stdio that the runtime passes on are counted after
+        // LISTEN_FDS (socket activation) ones.
+        cmd.env_remove("LISTEN_FDS");
+        let child = cmd
+            .stdin(stdin)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        // `cmd` held the last write end on this side: dropped with it, so the reader sees
+        // the end of the output when every process of the sandbox is gone.
+        drop(cmd);
+        let reader =
+            tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))?;
+        Ok((child, reader))
+    }
+
+    /// The command that starts `args` in the sandbox (an OCI runtime's `run` with
+    /// `run_flags`, or the process itself for the host executor), run by `wrapper` (argv
+    /// put before it) when there is one.
+    fn command(
+        &self,
+        spec: &SandboxSpec,
+        args: &[String],
+        run_flags: &[&str],
+        wrapper: &[&str],
+    ) -> std::io::Result<Command> {
+        let (program, mut argv): (PathBuf, Vec<std::ffi::OsString>) = match self {
             Runtime::Host => {
                 for d in ["control", "output", "tmp", "cache"] {
                     std::fs::create_dir_all(spec.work.join(d))?;
                 }
-                let mut c = Command::new(&args[0]);
-                c.args(&args[1..])
-                    .current_dir(&spec.src_host)
-                    .env_clear()
-                    .envs(spec.env.iter().map(|(k, v)| (k, v)));
-                c
+                (
+                    PathBuf::from(&args[0]),
+                    args[1..].iter().map(Into::into).collect(),
+                )
             }
             Runtime::Oci { binary, state, .. } => {
                 let bundle = write_bundle(spec, args)?;
-                let mut c = Command::new(binary);
-                c.arg("--root")
-                    .arg(state)
-                    .args(["run", "--bundle"])
-                    .arg(&bundle)
-                    .arg(&spec.id);
+                let mut argv: Vec<std::ffi::OsString> = vec![
+                    "--root".into(),
+                    state.into(),
+                    "run".into(),
+                    "--bundle".into(),
+                ];
+                argv.push(bundle.into());
+                argv.extend(run_flags.iter().map(Into::into));
+                argv.push(spec.id.clone().into());
+                (binary.clone(), argv)
+            }
+        };
+        let mut c = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut all: Vec<std::ffi::OsString> = rest.iter().map(Into::into).collect();
+                all.push(program.into());
+                all.append(&mut argv);
+                let mut c = Command::new(first);
+                c.args(all);
+                c
+            }
+            None => {
+                let mut c = Command::new(program);
+                c.args(argv);
                 c
             }
         };
-        cmd.stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd.spawn()
+        if let Runtime::Host = self {
+            c.current_dir(&spec.src_host)
+                .env_clear()
+                .envs(spec.env.iter().map(|(k, v)| (k, v)));
+        }
+        Ok(c)
     }
 
     /// Kills every process of the sandbox `id` (SIGKILL) and removes it.

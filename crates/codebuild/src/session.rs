@@ -4,7 +4,7 @@
 //! behind a per-session random marker. Variables and `cd` hold from one command to the next,
 //! as in buildspec version 0.2.
 
-use crate::sandbox::{Runtime, SandboxSpec, CONTROL_PATH};
+use crate::sandbox::{Runtime, SandboxSpec};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
@@ -62,24 +62,24 @@ impl Session {
         shell: &str,
     ) -> std::io::Result<Session> {
         let args = vec![shell.to_owned(), "-s".to_owned()];
-        let mut child = runtime.spawn(spec, &args, Stdio::piped()).await?;
+        let (mut child, output) = runtime
+            .spawn_with_output(spec, &args, Stdio::piped())
+            .await?;
         let mut stdin = child
             .stdin
             .take()
             .ok_or_else(|| std::io::Error::other("no stdin"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| std::io::Error::other("no stdout"))?;
         let stderr = child
             .stderr
             .take()
             .ok_or_else(|| std::io::Error::other("no stderr"))?;
         let marker = format!("\u{1e}slipway-{}", uuid::Uuid::new_v4().simple());
-        // At most 16 batches (each about 64 KB of lines) between the reader and the build.
+        // At most 16 pieces of text (each at most a read, 64 KB) between the reader and
+        // the build.
         let (tx, events) = mpsc::channel(16);
-        tokio::spawn(read_output(stdout, marker.clone(), tx.clone()));
-        // The runtime's own complaints (and anything before `exec 2>&1`) go to the log too.
+        tokio::spawn(read_output(output, marker.clone(), tx.clone()));
+        // The runtime's own complaints (and anything the shell says before its output
+        // moves to the direct pipe) go to the log too.
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(l)) = lines.next_line().await {
@@ -88,7 +88,9 @@ impl Session {
                 }
             }
         });
-        stdin.write_all(b"exec 2>&1\n").await?;
+        // Output and errors go to the pipe handed over as descriptor 3 (not through the
+        // runtime's relay).
+        stdin.write_all(b"exec 1>&3 2>&1 3>&-\n").await?;
         Ok(Session {
             runtime: runtime.clone(),
             spec: spec.clone(),
@@ -126,7 +128,8 @@ impl Session {
         let file = format!("{}.sh", self.count);
         let written = std::fs::write(self.spec.control_dir().join(&file), command);
         let line = format!(
-            ". {CONTROL_PATH}/{file} </dev/null\nprintf '%s %d\\n' '{}' \"$?\"\n",
+            ". {}/{file} </dev/null\nprintf '%s %d\\n' '{}' \"$?\"\n",
+            self.runtime.control_path(&self.spec),
             self.marker
         );
         if written.is_err() || self.stdin.write_all(line.as_bytes()).await.is_err() {
@@ -174,6 +177,11 @@ impl Session {
         let new = now > self.oom_seen;
         self.oom_seen = now;
         new
+    }
+
+    /// Where the session's processes write what Slipway reads back (exported variables).
+    pub fn output_path(&self) -> String {
+        self.runtime.output_path(&self.spec)
     }
 
     /// Kills every process of the sandbox.
@@ -283,7 +291,7 @@ fn text(bytes: &[u8], out: &mut Vec<Piece>) {
 
 /// Reads the shell's output into text and status events until it ends.
 async fn read_output(
-    mut stdout: tokio::process::ChildStdout,
+    mut stdout: tokio::net::unix::pipe::Receiver,
     marker: String,
     tx: mpsc::Sender<Event>,
 ) {

@@ -228,6 +228,28 @@ async fn a_successful_build_shares_one_shell_and_exports_variables() {
     assert_eq!(files, vec!["file.txt"]);
 }
 
+/// The host executor (no sandbox) runs the same buildspec: one shell, its output and
+/// errors in the log, exported variables read back, a failing command failing its phase.
+#[tokio::test]
+async fn the_host_executor_runs_buildspecs_without_a_sandbox() {
+    let mut e = env().await;
+    e.runtime = Runtime::Host;
+    let j = job(
+        &e,
+        "host",
+        "version: 0.2\nenv:\n  exported-variables: [SEEN]\nphases:\n  build:\n    commands:\n      - export SEEN=yes; echo \"out $SEEN\"\n      - echo \"err $SEEN\" >&2\n      - printf 'no newline'\n  post_build:\n    commands:\n      - \"false\"\n",
+    );
+    let (done, log) = run(&e, &j).await;
+    assert!(
+        log.contains("\nout yes\n") && log.contains("\nerr yes\n"),
+        "{log}"
+    );
+    assert!(log.contains("\nno newline\n"), "{log}");
+    assert_eq!(done.exported, vec![("SEEN".into(), "yes".into())]);
+    assert_eq!(done.status, "FAILED", "{log}");
+    assert!(phases(&done).contains(&("POST_BUILD".into(), "FAILED".into())));
+}
+
 #[tokio::test]
 async fn a_failing_build_command_goes_to_post_build_and_runs_finally() {
     let e = env().await;
