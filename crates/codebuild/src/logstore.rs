@@ -314,24 +314,36 @@ impl CodeBuild {
     ) -> Result<()> {
         let order = if backwards { "DESC" } else { "ASC" };
         let sql = format!(
-            "SELECT first_seq, data, packed, blob_offset, blob_len FROM cb_log_chunks WHERE build_id = $1 AND first_seq + count - 1 > $2 AND first_seq < $3 AND last_ts >= $4 AND first_ts < $5 ORDER BY first_seq {order}"
+            "SELECT first_seq FROM cb_log_chunks WHERE build_id = $1 AND first_seq + count - 1 > $2 AND first_seq < $3 AND last_ts >= $4 AND first_ts < $5 ORDER BY first_seq {order}"
         );
-        let mut rows = sqlx::query(&sql)
+        let chunks: Vec<i64> = sqlx::query_scalar(&sql)
             .bind(id)
             .bind(after)
             .bind(before)
             .bind(start)
             .bind(end)
-            .fetch(self.store.pool());
-        // Streamed, so a long log is read only as far as the page needs.
+            .fetch_all(self.store.pool())
+            .await?;
+        // Each chunk is read when it is needed (so a long log is read only as far as the
+        // page needs, and only one chunk's bytes are held at a time), as it is then: one
+        // the archive has moved meanwhile is read from the archive.
         let mut blob = None;
-        while let Some(r) = rows.try_next().await? {
-            let first_seq: i64 = r.get(0);
-            // A chunk's lines are archived (compressed in the build's log blob), sealed in
-            // the row (the batch's JSON), or from before either (JSON text in `data`).
-            let lines = match (r.get::<Option<Vec<u8>>, _>(2), r.get::<Option<i64>, _>(3)) {
+        for first_seq in chunks {
+            let Some(r) = sqlx::query(
+                "SELECT data, packed, blob_offset, blob_len FROM cb_log_chunks WHERE build_id = $1 AND first_seq = $2",
+            )
+            .bind(id)
+            .bind(first_seq)
+            .fetch_optional(self.store.pool())
+            .await?
+            else {
+                continue;
+            };
+            // A chunk's lines are archived (in the build's log blob), sealed in the row (a
+            // batch), or from before either (JSON text in `data`).
+            let lines = match (r.get::<Option<Vec<u8>>, _>(1), r.get::<Option<i64>, _>(2)) {
                 (_, Some(offset)) => {
-                    let len = r.get::<Option<i64>, _>(4).unwrap_or(0) as u64;
+                    let len = r.get::<Option<i64>, _>(3).unwrap_or(0) as u64;
                     // Looked up once archived chunks show up: the archive records the blob
                     // and moves the chunks in one transaction, so it is there by now.
                     if blob.is_none() {
@@ -341,7 +353,7 @@ impl CodeBuild {
                     self.archived_lines(archive, offset as u64, len).await?
                 }
                 (Some(sealed), None) => decode(&self.blobs.open_small(&sealed).map_err(internal)?)?,
-                (None, None) => serde_json::from_str(&r.get::<String, _>(1)).map_err(internal)?,
+                (None, None) => serde_json::from_str(&r.get::<String, _>(0)).map_err(internal)?,
             };
             if !f(first_seq, lines) {
                 break;
@@ -409,18 +421,25 @@ impl CodeBuild {
                 .await?;
             return Ok(());
         }
-        // Chunk by chunk, streamed into the blob: a long log is never all in memory.
+        // Chunk by chunk, streamed into the blob.
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
         let producer = {
             let (this, id) = (self.clone(), id.to_owned());
             tokio::spawn(async move {
-                let mut rows = sqlx::query("SELECT first_seq, data, packed FROM cb_log_chunks WHERE build_id = $1 AND blob_offset IS NULL ORDER BY first_seq")
+                let firsts: Vec<i64> = sqlx::query_scalar("SELECT first_seq FROM cb_log_chunks WHERE build_id = $1 AND blob_offset IS NULL ORDER BY first_seq")
                     .bind(&id)
-                    .fetch(this.store.pool());
+                    .fetch_all(this.store.pool())
+                    .await?;
                 let (mut places, mut offset) = (Vec::new(), 0i64);
-                while let Some(r) = rows.try_next().await? {
-                    let (first, legacy, sealed): (i64, String, Option<Vec<u8>>) =
-                        (r.get(0), r.get(1), r.get(2));
+                // One chunk read at a time: a long log is never all in memory (a streamed
+                // query would read dozens of rows ahead).
+                for first in firsts {
+                    let r = sqlx::query("SELECT data, packed FROM cb_log_chunks WHERE build_id = $1 AND first_seq = $2")
+                        .bind(&id)
+                        .bind(first)
+                        .fetch_one(this.store.pool())
+                        .await?;
+                    let (legacy, sealed): (String, Option<Vec<u8>>) = (r.get(0), r.get(1));
                     // Opening (and compressing what came in an older form) is CPU work: off
                     // the async threads.
                     let blobs = this.blobs.clone();
