@@ -9,15 +9,13 @@
 //! write time and verified when a blob is read whole. Writes are atomic: a blob is visible
 //! only once complete.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
-use slipway_iam::crypto::{random_bytes, MasterKey};
+use slipway_iam::crypto::{random_bytes, Gcm, MasterKey};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -210,8 +208,7 @@ impl BlobStore {
     ) -> Result<BlobInfo> {
         let location = check_path(path)?;
         let data_key = random_bytes::<32>();
-        let cipher =
-            Aes256Gcm::new_from_slice(&data_key).map_err(|e| BlobError::Key(e.to_string()))?;
+        let cipher = Gcm::new(&data_key).map_err(|e| BlobError::Key(e.to_string()))?;
         let prefix = random_bytes::<8>();
         let mut upload = self.backend.put_multipart(&location).await?;
         let mut out = BytesMut::with_capacity(PART + CHUNK);
@@ -236,15 +233,7 @@ impl BlobStore {
                     let take = pending.len().min(CHUNK);
                     let last = done && pending.len() <= CHUNK;
                     let chunk = pending.split_to(take);
-                    let sealed = cipher
-                        .encrypt(
-                            Nonce::from_slice(&nonce(&prefix, index)),
-                            Payload {
-                                msg: &chunk,
-                                aad: &aad(index, last),
-                            },
-                        )
-                        .map_err(|_| BlobError::Key("encryption failed".into()))?;
+                    let sealed = cipher.seal(&nonce(&prefix, index), &aad(index, last), &chunk);
                     out.extend_from_slice(&sealed);
                     index += 1;
                     if last {
@@ -294,12 +283,12 @@ impl BlobStore {
         })
     }
 
-    fn cipher(&self, info: &BlobInfo, path: &str) -> Result<Aes256Gcm> {
+    fn cipher(&self, info: &BlobInfo, path: &str) -> Result<Gcm> {
         let key = self
             .key
             .decrypt(&info.wrapped_key)
             .map_err(|_| BlobError::Corrupt(path.into()))?;
-        Aes256Gcm::new_from_slice(&key).map_err(|_| BlobError::Corrupt(path.into()))
+        Gcm::new(&key).map_err(|_| BlobError::Corrupt(path.into()))
     }
 
     async fn read_sealed(
@@ -408,13 +397,7 @@ impl BlobStore {
                     let sealed = window.slice(at..at + take);
                     let last = index + 1 == chunks;
                     let plain = cipher
-                        .decrypt(
-                            Nonce::from_slice(&nonce(&prefix, index)),
-                            Payload {
-                                msg: &sealed,
-                                aad: &aad(index, last),
-                            },
-                        )
+                        .open(&nonce(&prefix, index), &aad(index, last), &sealed)
                         .map_err(|_| BlobError::Corrupt(path.clone()))?;
                     if whole {
                         hasher.update(&plain);
