@@ -538,3 +538,57 @@ def test_builds_pull_their_image_from_a_registry(server, workdir):
     finally:
         registry.terminate()
         registry.wait()
+
+
+GIT_BUILD = """version: 0.2
+env:
+  git-credential-helper: {helper}
+phases:
+  build:
+    commands:
+      - export GIT_TERMINAL_PROMPT=0
+      - git clone -q {url}/v1/repos/shared s
+      - cat s/lib.txt
+      - echo "helper=$GIT_CONFIG_VALUE_0"
+      - cd s
+      - git checkout -q -b from-build-$CODEBUILD_BUILD_NUMBER
+      - git -c user.email=b@example.com -c user.name=b commit -q --allow-empty -m built
+      - {push}
+"""
+
+
+def test_git_credential_helper_acts_as_the_initiator(server, workdir):
+    push_repo(server, workdir, "shared", {"lib.txt": "shared library\n"})
+    arn = server.aws("codecommit", "get-repository", "--repository-name", "shared")["repositoryMetadata"]["Arn"]
+    builder = server.user("builder", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "codebuild:*", "Resource": "*"},
+        {"Effect": "Allow", "Action": "logs:*", "Resource": "*"},
+        {"Effect": "Allow", "Action": "codecommit:GitPull", "Resource": arn},
+    ]})
+
+    def build(name, helper, push, creds=None):
+        spec = GIT_BUILD.format(helper=helper, url=server.url, push=push)
+        create_project(server, name, {"type": "NO_SOURCE", "buildspec": spec})
+        b = server.aws("codebuild", "start-build", "--project-name", name, creds=creds)["build"]
+        return wait_build(server, b["id"])
+
+    # Started by `builder`: git pulls as builder, and builder may not push.
+    b = build("git-builder", "yes", "if git push -q origin HEAD; then exit 1; fi", creds=builder)
+    log = build_log(server, b)
+    assert b["buildStatus"] == "SUCCEEDED", log
+    assert "shared library" in log
+    # The credential is masked wherever the build prints it.
+    helper_line = next(l for l in log.splitlines() if l.startswith("helper="))
+    assert "***" in helper_line and "password=" in helper_line, helper_line
+    assert b["initiator"] == "builder"
+
+    # Started by the account: the push goes through.
+    b = build("git-root", "yes", "git push -q origin HEAD")
+    assert b["buildStatus"] == "SUCCEEDED", build_log(server, b)
+    branches = server.aws("codecommit", "list-branches", "--repository-name", "shared")["branches"]
+    assert f"from-build-{b['buildNumber']}" in branches
+
+    # Without the helper the build's git has no credentials.
+    b = build("git-none", "no", "true")
+    assert b["buildStatus"] == "FAILED"
+    assert "Authentication failed" in build_log(server, b) or "could not read Username" in build_log(server, b)

@@ -5,7 +5,7 @@ use crate::domain_error as api_error;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use slipway_codebuild::service::CodeBuild;
+use slipway_codebuild::service::{CodeBuild, Initiator};
 use slipway_model::codebuild::*;
 use slipway_model::{ApiError, Context};
 use slipway_ssm::{ParameterStore, Value as ParamValue};
@@ -64,11 +64,12 @@ fn ascending(order: Option<&str>) -> bool {
     order == Some("ASCENDING")
 }
 
-fn initiator(ctx: &Context) -> String {
-    ctx.principal
-        .user_name
-        .clone()
-        .unwrap_or_else(|| "root".into())
+/// Who is starting a build: the caller's user name ("root" for the account) and ARN.
+fn initiator(ctx: &Context) -> Initiator<'_> {
+    Initiator {
+        name: ctx.principal.user_name.as_deref().unwrap_or("root"),
+        arn: &ctx.principal.arn,
+    }
 }
 
 impl CodeBuildService {

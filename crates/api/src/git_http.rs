@@ -120,6 +120,26 @@ async fn authenticate(
             };
         }
     }
+    // A running build's credential (`git-credential-helper: yes`): it acts as the principal
+    // that started the build. (A service-specific credential's user name could share the
+    // prefix: not found here, it is checked as one below.)
+    match state.codebuild.git_principal(user, password).await {
+        Ok(Some(arn)) => {
+            return Ok(Principal {
+                user_name: arn
+                    .rsplit_once(":user/")
+                    .and_then(|(_, rest)| rest.rsplit('/').next())
+                    .map(str::to_owned),
+                arn,
+                access_key_id: String::new(),
+            })
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "git authentication of a build");
+            return Err(plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal error"));
+        }
+    }
     match state
         .iam
         .verify_service_credential("codecommit.amazonaws.com", user, password)

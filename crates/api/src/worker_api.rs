@@ -1,6 +1,7 @@
 //! The build worker protocol, under `/-/worker/` (the built-in worker and `slipway worker`
 //! on other hosts speak it alike): long-poll for a build (`lease`), `heartbeat` (extends
-//! the lease, carries StopBuild), batched `logs`, `phases`, the build's `source` (a git
+//! the lease, carries StopBuild), batched `logs`, `phases`, a `git-credential` for the
+//! build's git commands, the build's `source` (a git
 //! bundle of the resolved commit, or the S3 zip), `artifacts` (into the build's artifact
 //! bucket) and `complete`. Requests are SigV4-signed (service `codebuild`) and need the
 //! IAM action `slipway:RunBuilds`.
@@ -33,6 +34,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/-/worker/builds/{id}/complete", post(complete))
         .route("/-/worker/builds/{id}/source", get(source))
         .route("/-/worker/builds/{id}/parameters", post(parameters))
+        .route("/-/worker/builds/{id}/git-credential", post(git_credential))
         .route("/-/worker/builds/{id}/artifacts", put(artifacts))
         .route("/-/worker/builds/{id}/cache", get(cache))
 }
@@ -168,6 +170,23 @@ async fn logs(
 
 /// The largest log batch taken (a worker sends about 1 MB at once).
 const LOG_BODY_LIMIT: usize = 8 << 20;
+
+/// A git credential for the build (`git-credential-helper: yes`): `username`, `password`.
+async fn git_credential(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    handle(state, req, |state, v| async move {
+        let (username, password) = state
+            .codebuild
+            .git_credential(&id, token(&v))
+            .await
+            .map_err(domain_error)?;
+        Ok(json!({"username": username, "password": password}))
+    })
+    .await
+}
 
 async fn phases(
     State(state): State<Arc<AppState>>,

@@ -162,6 +162,36 @@ fn environment(
     env
 }
 
+/// A git credential for a build: git over HTTP to `url` (the server's base URL) answers to
+/// it while the build runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitCredential {
+    pub url: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl GitCredential {
+    /// The environment that makes the build's `git` use it for `url` only (git's
+    /// `GIT_CONFIG_*` variables: no file written, nothing for other hosts).
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("GIT_CONFIG_COUNT".into(), "1".into()),
+            (
+                "GIT_CONFIG_KEY_0".into(),
+                format!("credential.{}.helper", self.url.trim_end_matches('/')),
+            ),
+            (
+                "GIT_CONFIG_VALUE_0".into(),
+                format!(
+                    "!f() {{ test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' '{}' '{}'; }}; f",
+                    self.username, self.password
+                ),
+            ),
+        ]
+    }
+}
+
 /// What differs between running a build locally and on a worker: where the source comes
 /// from and where the artifacts go.
 pub trait Hooks: Send {
@@ -197,6 +227,15 @@ pub trait Hooks: Send {
         &mut self,
         wanted: &[(String, String)],
     ) -> impl std::future::Future<Output = Result<Vec<(String, String)>, String>> + Send;
+
+    /// A credential for the build's git commands (the buildspec's `git-credential-helper`):
+    /// the server's base URL, a user name and a password. None where there is no server
+    /// (local builds).
+    fn git_credential(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<GitCredential>, String>> + Send {
+        async { Ok(None) }
+    }
 
     /// Stores the test and coverage reports the build produced (UPLOAD_ARTIFACTS). A failure
     /// is logged; it does not fail the build.
@@ -337,6 +376,30 @@ pub async fn run(
                 progress.complete(
                     "FAILED",
                     Some(("DECRYPTED_VARIABLES_ERROR".into(), message)),
+                );
+                return finish(progress, "FAILED", Vec::new(), None);
+            }
+        }
+    }
+    if spec.env.git_credential_helper {
+        match hooks.git_credential().await {
+            Ok(Some(c)) => {
+                progress.add_secret(&c.password);
+                job.secrets.push(c.password.clone());
+                job.variables.extend(c.env());
+                progress.say(&format!(
+                    "git-credential-helper: git over HTTP to {} uses the build's credential",
+                    c.url
+                ));
+            }
+            Ok(None) => progress.say("git-credential-helper: no server to give credentials here"),
+            Err(message) => {
+                progress.complete(
+                    "FAILED",
+                    Some((
+                        "CLIENT_ERROR".into(),
+                        format!("git-credential-helper: {message}"),
+                    )),
                 );
                 return finish(progress, "FAILED", Vec::new(), None);
             }

@@ -7,7 +7,9 @@
 //! are what the queue needs. Secrets a build needs travel in its job, sealed under the
 //! master key, and are erased when the build ends.
 
+use crate::execute::build_uuid;
 use serde_json::{json, Map, Value};
+use sha2::Digest as _;
 use slipway_blobs::BlobStore;
 use slipway_iam::crypto::MasterKey;
 use slipway_store::events::{self, Event};
@@ -21,6 +23,17 @@ type Result<T> = std::result::Result<T, ServiceError>;
 
 /// How long a worker's lease lasts without a heartbeat.
 pub const LEASE_SECS: f64 = 30.0;
+
+/// The user names of builds' git credentials begin with this (then the build's UUID).
+pub const GIT_USER_PREFIX: &str = "codebuild-";
+
+/// Who started a build: the name BatchGetBuilds shows (`initiator`) and the principal's ARN
+/// (what the build's git credentials act as).
+#[derive(Debug, Clone, Copy)]
+pub struct Initiator<'a> {
+    pub name: &'a str,
+    pub arn: &'a str,
+}
 
 /// Source types Slipway can build from.
 const SOURCE_TYPES: &[&str] = &["CODECOMMIT", "S3", "NO_SOURCE", "CODEPIPELINE"];
@@ -410,7 +423,7 @@ impl CodeBuild {
     pub async fn start_build(
         &self,
         input: &Value,
-        initiator: &str,
+        initiator: &Initiator<'_>,
         variables: Vec<(String, String, String)>,
         secrets: Vec<String>,
     ) -> Result<Value> {
@@ -568,7 +581,7 @@ impl CodeBuild {
             "timeoutInMinutes": timeout,
             "queuedTimeoutInMinutes": queued_timeout,
             "buildComplete": false,
-            "initiator": initiator,
+            "initiator": initiator.name,
             "encryptionKey": project.get("encryptionKey").cloned().unwrap_or(Value::Null),
             "exportedEnvironmentVariables": [],
             "reportArns": [],
@@ -597,7 +610,8 @@ impl CodeBuild {
             "variables": variables.iter().map(|(n, v, t)| json!({"name": n, "value": v, "type": t})).collect::<Vec<_>>(),
             "secrets": secrets,
             "timeoutInMinutes": timeout,
-            "initiator": initiator,
+            "initiator": initiator.name,
+            "initiatorArn": initiator.arn,
             "region": self.region,
         });
         let sealed = self.key.seal(job.to_string().as_bytes());
@@ -795,10 +809,14 @@ impl CodeBuild {
     }
 
     async fn write_final(&self, tx: &mut Conn, id: &str, doc: &Value, status: &str) -> Result<()> {
-        // The job (with its secrets) is no longer needed.
+        // The job (with its secrets) and the build's git credential are no longer needed.
         sqlx::query("UPDATE cb_builds SET status = $1, doc = $2, job = x'', worker = NULL, lease_token = NULL, lease_expires = NULL WHERE id = $3")
             .bind(status)
             .bind(doc.to_string())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM cb_git_credentials WHERE build_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -806,7 +824,7 @@ impl CodeBuild {
     }
 
     /// Starts a new build with the settings of an earlier one.
-    pub async fn retry_build(&self, id: &str, initiator: &str) -> Result<Value> {
+    pub async fn retry_build(&self, id: &str, initiator: &Initiator<'_>) -> Result<Value> {
         let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM cb_builds WHERE id = $1")
             .bind(id)
             .fetch_optional(self.store.pool())
@@ -896,6 +914,67 @@ impl CodeBuild {
             .await?;
         let job = self.key.open(&sealed).map_err(internal)?;
         serde_json::from_slice(&job).map_err(internal)
+    }
+
+    /// A git credential for build `id` (its buildspec asked for `git-credential-helper`):
+    /// `(username, password)`, good for git over HTTP on this server while the build runs,
+    /// acting as the principal that started the build. Each call makes a new password.
+    pub async fn git_credential(&self, id: &str, token: &str) -> Result<(String, String)> {
+        let job = self.leased_job(id, token).await?;
+        let arn = job["initiatorArn"]
+            .as_str()
+            .ok_or_else(|| {
+                service_err(
+                    "InvalidInputException",
+                    "this build was queued before builds had git credentials; start it again",
+                )
+            })?
+            .to_owned();
+        let username = format!("{GIT_USER_PREFIX}{}", build_uuid(id));
+        let password = hex::encode(slipway_iam::crypto::random_bytes::<32>());
+        let hash = hex::encode(sha2::Sha256::digest(password.as_bytes()));
+        let id = id.to_owned();
+        let user = username.clone();
+        self.store
+            .grouped(move |conn| {
+                Box::pin(async move {
+                    sqlx::query("INSERT INTO cb_git_credentials (username, build_id, password_sha256, principal_arn) VALUES ($1, $2, $3, $4) ON CONFLICT (username) DO UPDATE SET build_id = $2, password_sha256 = $3, principal_arn = $4")
+                        .bind(&user)
+                        .bind(&id)
+                        .bind(&hash)
+                        .bind(&arn)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok::<(), ServiceError>(())
+                })
+            })
+            .await?;
+        Ok((username, password))
+    }
+
+    /// The principal (ARN) a running build's git credential acts as, if `username` and
+    /// `password` are one; None otherwise (wrong password, or the build has ended).
+    pub async fn git_principal(&self, username: &str, password: &str) -> Result<Option<String>> {
+        if !username.starts_with(GIT_USER_PREFIX) {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT c.password_sha256, c.principal_arn FROM cb_git_credentials c JOIN cb_builds b ON b.id = c.build_id WHERE c.username = $1 AND b.status = 'IN_PROGRESS'")
+            .bind(username)
+            .fetch_optional(self.store.pool())
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let stored: String = row.get(0);
+        let given = hex::encode(sha2::Sha256::digest(password.as_bytes()));
+        // Compared in constant time.
+        let same = stored.len() == given.len()
+            && stored
+                .bytes()
+                .zip(given.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        Ok(same.then(|| row.get(1)))
     }
 
     /// Checks a lease (and extends it); says whether to stop.

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 use slipway_codebuild::logstore::LogBatch;
-use slipway_codebuild::service::{CodeBuild, Heartbeat, LogQuery};
+use slipway_codebuild::service::{CodeBuild, Heartbeat, Initiator, LogQuery};
 use slipway_iam::crypto::MasterKey;
 use slipway_store::{ServiceError, Store};
 use std::time::Duration;
@@ -27,6 +27,12 @@ fn project(name: &str) -> Value {
         "serviceRole": "role",
     })
 }
+
+/// The user starting builds in these tests.
+const T: Initiator = Initiator {
+    name: "t",
+    arn: "arn:aws:iam::000000000000:user/t",
+};
 
 fn code(e: ServiceError) -> &'static str {
     match e {
@@ -140,7 +146,10 @@ async fn the_queue_leases_each_build_once_and_ends_it_once() {
                 .extend(over.as_object().unwrap().clone());
             cb.start_build(
                 &input,
-                "tester",
+                &Initiator {
+                    name: "tester",
+                    arn: "arn:aws:iam::000000000000:user/tester",
+                },
                 vec![("K".into(), "v".into(), "PLAINTEXT".into())],
                 vec!["s3cret".into()],
             )
@@ -323,14 +332,14 @@ async fn expired_leases_and_queued_timeouts_end_builds() {
     let (_d, store, cb) = service().await;
     cb.create_project(project("web")).await.unwrap();
     let running = cb
-        .start_build(&json!({"projectName": "web"}), "t", vec![], vec![])
+        .start_build(&json!({"projectName": "web"}), &T, vec![], vec![])
         .await
         .unwrap();
     let lease = cb.lease("w1", Duration::ZERO).await.unwrap().unwrap();
     let queued = cb
         .start_build(
             &json!({"projectName": "web", "queuedTimeoutInMinutesOverride": 5}),
-            "t",
+            &T,
             vec![],
             vec![],
         )
@@ -426,7 +435,7 @@ async fn reports_groups_test_cases_coverage_and_trends() {
     let mut report_arns = Vec::new();
     for (i, failing) in [(0, true), (1, false)] {
         let b = cb
-            .start_build(&json!({"projectName": "web"}), "t", vec![], vec![])
+            .start_build(&json!({"projectName": "web"}), &T, vec![], vec![])
             .await
             .unwrap();
         let l = cb.lease("w", Duration::ZERO).await.unwrap().unwrap();
@@ -613,7 +622,7 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     let (dir, store, cb) = service().await;
     cb.create_project(project("web")).await.unwrap();
     let b = cb
-        .start_build(&json!({"projectName": "web"}), "t", vec![], vec![])
+        .start_build(&json!({"projectName": "web"}), &T, vec![], vec![])
         .await
         .unwrap();
     let l = cb.lease("w", Duration::ZERO).await.unwrap().unwrap();
@@ -882,4 +891,39 @@ fn files_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+/// A build's git credential: minted for the lease holder, acting as the principal that
+/// started the build, refused with a wrong password, and gone when the build ends.
+#[tokio::test]
+async fn git_credentials_act_as_the_initiator_while_the_build_runs() {
+    let (_dir, _store, cb) = service().await;
+    cb.create_project(project("web")).await.unwrap();
+    cb.start_build(&json!({"projectName": "web"}), &T, vec![], vec![])
+        .await
+        .unwrap();
+    let l = cb.lease("w", Duration::ZERO).await.unwrap().unwrap();
+    let e = cb.git_credential(&l.build_id, "forged").await.unwrap_err();
+    assert_eq!(code(e), "LeaseLostException");
+    let (user, password) = cb.git_credential(&l.build_id, &l.token).await.unwrap();
+    assert!(user.starts_with(slipway_codebuild::service::GIT_USER_PREFIX));
+    assert_eq!(password.len(), 64);
+    assert_eq!(
+        cb.git_principal(&user, &password).await.unwrap().as_deref(),
+        Some(T.arn)
+    );
+    assert_eq!(cb.git_principal(&user, "wrong").await.unwrap(), None);
+    assert_eq!(cb.git_principal("someone", &password).await.unwrap(), None);
+    // A new credential replaces the old one.
+    let (_, again) = cb.git_credential(&l.build_id, &l.token).await.unwrap();
+    assert_eq!(cb.git_principal(&user, &password).await.unwrap(), None);
+    assert!(cb.git_principal(&user, &again).await.unwrap().is_some());
+    cb.complete(
+        &l.build_id,
+        &l.token,
+        &json!({"status": "SUCCEEDED", "phases": []}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cb.git_principal(&user, &again).await.unwrap(), None);
 }

@@ -179,6 +179,15 @@ impl Client {
     }
 }
 
+/// The server's message in a failed request's error, without the request line around it.
+fn server_message(e: anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    text.split_once(": {")
+        .and_then(|(_, j)| serde_json::from_str::<Value>(&format!("{{{j}")).ok())
+        .and_then(|j| j["message"].as_str().map(str::to_owned))
+        .unwrap_or(text)
+}
+
 /// Streams a successful answer's body into `file` (an error answer becomes the error,
 /// with the server's message); the resolved source version the server named.
 async fn save_body(resp: reqwest::Response, file: &Path) -> anyhow::Result<Option<String>> {
@@ -914,6 +923,23 @@ impl Hooks for WorkerHooks {
         Ok(versions)
     }
 
+    async fn git_credential(&mut self) -> Result<Option<execute::GitCredential>, String> {
+        let v = self
+            .client
+            .post(
+                &format!("/-/worker/builds/{}/git-credential", self.id),
+                &json!({"leaseToken": self.token}),
+            )
+            .await
+            .map_err(server_message)?;
+        let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        Ok(Some(execute::GitCredential {
+            url: self.client.base.clone(),
+            username: field("username"),
+            password: field("password"),
+        }))
+    }
+
     async fn parameters(
         &mut self,
         wanted: &[(String, String)],
@@ -926,14 +952,7 @@ impl Hooks for WorkerHooks {
                 &json!({"leaseToken": self.token, "names": names}),
             )
             .await
-            .map_err(|e| {
-                let text = format!("{e:#}");
-                // The server's message, without the request line around it.
-                text.split_once(": {")
-                    .and_then(|(_, j)| serde_json::from_str::<Value>(&format!("{{{j}")).ok())
-                    .and_then(|j| j["message"].as_str().map(str::to_owned))
-                    .unwrap_or(text)
-            })?;
+            .map_err(server_message)?;
         Ok(wanted
             .iter()
             .map(|(var, p)| {

@@ -96,6 +96,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "log_format",
         include_str!("../migrations/sqlite/0006_log_format.sql"),
     ),
+    (
+        7,
+        "build_git_credentials",
+        include_str!("../migrations/sqlite/0007_build_git_credentials.sql"),
+    ),
 ];
 
 /// The store: cheap to clone, shared by every service.
