@@ -870,3 +870,81 @@ async fn run_as_runs_commands_as_that_user() {
     assert!(log.contains("build as nobody"), "{log}");
     assert!(log.contains("nobody cannot write root's home"), "{log}");
 }
+
+/// Mutated layers (an image is untrusted input) never panic the importer, and nothing is
+/// written or removed outside the image whatever the mutation made of paths and links.
+#[test]
+fn mutated_image_layers_never_panic_or_escape() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("keep"), "host file").unwrap();
+    let base = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]| {
+            let mut h = header(0o755);
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            match link {
+                Some(l) => b.append_link(&mut h, path, l).unwrap(),
+                None => b.append_data(&mut h, path, data).unwrap(),
+            }
+        };
+        add("usr", tar::EntryType::Directory, None, b"");
+        add("usr/bin", tar::EntryType::Directory, None, b"");
+        add("usr/bin/tool", tar::EntryType::Regular, None, b"tool");
+        add("bin", tar::EntryType::Symlink, Some("usr/bin"), b"");
+        add("up", tar::EntryType::Symlink, Some("../../../../.."), b"");
+        add(
+            "abs",
+            tar::EntryType::Symlink,
+            Some(outside.to_str().unwrap()),
+            b"",
+        );
+        add("bin/again", tar::EntryType::Link, Some("usr/bin/tool"), b"");
+        add("abs/.wh.keep", tar::EntryType::Regular, None, b"");
+        add("up/x/.wh..wh..opq", tar::EntryType::Regular, None, b"");
+        add("abs/new", tar::EntryType::Regular, None, b"new");
+        b.into_inner().unwrap()
+    };
+    let mut seed: u64 = 0x853c_49e6_748f_ea9b;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut ok, mut refused) = (0, 0);
+    for i in 0..300 {
+        let mut layer = base.clone();
+        for _ in 0..(1 + next() % 3) {
+            // Mostly within the headers (names, link names, types), where the paths are.
+            let block = (next() as usize % (layer.len() / 512)) * 512;
+            let at = block + (next() as usize % 200);
+            if at < layer.len() {
+                layer[at] = b"./\0abx.-"[(next() as usize) % 8];
+            }
+        }
+        let layout = dir.path().join(format!("layout{i}"));
+        oci_layout(&layout, &[layer]);
+        match images::import(&images, "fuzz/img:1", &layout, &mut |_| {}) {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert!(!e.is_empty());
+                refused += 1;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&layout);
+        let left: Vec<String> = std::fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["keep"], "mutation {i} reached outside the image");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("keep")).unwrap(),
+            "host file"
+        );
+    }
+    assert!(ok > 30 && refused > 10, "ok {ok}, refused {refused}");
+}

@@ -927,3 +927,49 @@ async fn git_credentials_act_as_the_initiator_while_the_build_runs() {
     .unwrap();
     assert_eq!(cb.git_principal(&user, &again).await.unwrap(), None);
 }
+
+/// Mutated log batches (what any worker may send) never panic the decoder, and what it
+/// accepts is whole: its lines and times agree.
+#[test]
+fn mutated_log_batches_never_panic() {
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let lines: Vec<(i64, String)> = (0..40)
+        .map(|i| (1_000 + i / 7, format!("line {i} \u{e9}")))
+        .collect();
+    let batch = LogBatch::from_lines(&lines);
+    let bases = [batch.encode(), batch.pack()];
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..20_000 {
+        let mut b = bases[(next() % 2) as usize].clone();
+        for _ in 0..(1 + next() % 3) {
+            let i = (next() as usize) % b.len();
+            match next() % 4 {
+                0 => b[i] = next() as u8,
+                1 => b[i] ^= 1 << (next() % 8),
+                2 => b.truncate(i.max(1)),
+                _ => {
+                    let end = (i + (next() as usize) % 16).min(b.len());
+                    let chunk = b[i..end].to_vec();
+                    b.splice(i..i, chunk);
+                }
+            }
+        }
+        match LogBatch::decode(&b) {
+            Ok(d) => {
+                ok += 1;
+                assert_eq!(d.lines().unwrap().len(), d.count());
+            }
+            Err(e) => {
+                assert!(!e.is_empty());
+                refused += 1;
+            }
+        }
+    }
+    assert!(ok > 100 && refused > 1000, "ok {ok}, refused {refused}");
+}

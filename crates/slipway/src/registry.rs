@@ -57,6 +57,7 @@ impl Reference {
                 })
         };
         (valid(&repository)
+            && !reference.is_empty()
             && reference
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c)))
@@ -305,10 +306,69 @@ mod tests {
             Reference::parse("ghcr.io/org/tool"),
             Some(r("ghcr.io", "org/tool", "latest"))
         );
-        for bad in ["", "a b", "reg.io/../x", "reg.io//x", "x:y/z:%"] {
+        for bad in [
+            "",
+            "a b",
+            "reg.io/../x",
+            "reg.io//x",
+            "x:y/z:%",
+            "ubuntu:",
+            "app@",
+        ] {
             assert_eq!(Reference::parse(bad), None, "{bad}");
         }
         assert!(r("127.0.0.1:5000", "a", "1").base().starts_with("http://"));
         assert!(r("ghcr.io", "a", "1").base().starts_with("https://"));
+    }
+
+    /// Mutated names never panic the parser, and what it accepts is always safe to put in
+    /// a URL path: no empty or `..` repository component, no `/` in the registry or tag.
+    #[test]
+    fn mutated_references_never_panic_or_escape() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let bases = [
+            "ubuntu",
+            "team/app:1.2",
+            "127.0.0.1:5000/team/app:1",
+            "localhost/app@sha256:abc",
+            "ghcr.io/org/tool",
+        ];
+        let alphabet = b"/:@.-_a9 %\\\0";
+        let (mut ok, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut b = bases[(next() as usize) % bases.len()].as_bytes().to_vec();
+            for _ in 0..(1 + next() % 3) {
+                let i = (next() as usize) % (b.len() + 1);
+                match next() % 3 {
+                    0 if i < b.len() => b[i] = alphabet[(next() as usize) % alphabet.len()],
+                    1 if i < b.len() => {
+                        b.remove(i);
+                    }
+                    _ => b.insert(i, alphabet[(next() as usize) % alphabet.len()]),
+                }
+            }
+            match Reference::parse(&String::from_utf8_lossy(&b)) {
+                Some(r) => {
+                    ok += 1;
+                    assert!(!r.registry.is_empty() && !r.registry.contains('/'), "{r:?}");
+                    assert!(
+                        r.repository.split('/').all(|c| !c.is_empty() && c != ".."),
+                        "{r:?}"
+                    );
+                    assert!(
+                        !r.reference.is_empty() && !r.reference.contains('/'),
+                        "{r:?}"
+                    );
+                }
+                None => refused += 1,
+            }
+        }
+        assert!(ok > 1000 && refused > 1000, "ok {ok}, refused {refused}");
     }
 }
