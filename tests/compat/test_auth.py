@@ -1,6 +1,7 @@
 """Authentication (SigV4) and authorisation (IAM policies) on the API and on git."""
 
 import datetime
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -69,6 +70,24 @@ def test_signature_failures(server):
     assert (status, body["__type"]) == (403, "InvalidSignatureException")
     status, body, _ = signed(server, "CodeCommit_20150413.ListRepositories", "{}")
     assert status == 200 and body["repositories"][0]["repositoryName"] == "r"
+
+    # A body swapped under a signature made for another, with the old body's hash claimed
+    # in x-amz-content-sha256, is refused; the same header with the body it names passes.
+    target = "CodeCommit_20150413.GetRepository"
+    original = json.dumps({"repositoryName": "r"})
+    req = botocore.awsrequest.AWSRequest(
+        method="POST", url=server.url + "/", data=original,
+        headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target},
+    )
+    botocore.auth.SigV4Auth(botocore.credentials.Credentials(server.root.key, server.root.secret),
+                            "codecommit", "us-east-1").add_auth(req)
+    headers = dict(req.headers)
+    headers["X-Amz-Content-Sha256"] = hashlib.sha256(original.encode()).hexdigest()
+    status, body, _ = send(server, headers, json.dumps({"repositoryName": "other"}))
+    assert (status, body["__type"]) == (403, "InvalidSignatureException"), body
+    assert "x-amz-content-sha256" in body["message"]
+    status, body, _ = send(server, headers, original)
+    assert status == 200 and body["repositoryMetadata"]["repositoryName"] == "r", body
 
 
 def test_policies_on_api_and_git(server, workdir):

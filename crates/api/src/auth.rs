@@ -108,12 +108,28 @@ pub async fn authenticate(
             )
         })
         .collect();
-    let payload_hash = req
+    // The body's hash as signed. A hash in `x-amz-content-sha256` must be the body's (else a
+    // body could be swapped under a signature made for another, the header added or kept
+    // with the old body's hash); `UNSIGNED-PAYLOAD` leaves the body out of the signature,
+    // as S3 allows (and as streaming routes, whose body is not read here, are signed).
+    let actual = || sigv4::sha256_hex(req.body);
+    let payload_hash = match req
         .headers
         .get("x-amz-content-sha256")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| sigv4::sha256_hex(req.body));
+        .map(|v| v.to_str().unwrap_or_default())
+    {
+        Some("UNSIGNED-PAYLOAD") => "UNSIGNED-PAYLOAD".to_owned(),
+        Some(claimed) => {
+            if !sigv4::signatures_equal(claimed, &actual()) {
+                return Err(fail(
+                    "The provided 'x-amz-content-sha256' header does not match what was computed."
+                        .into(),
+                ));
+            }
+            claimed.to_owned()
+        }
+        None => actual(),
+    };
     let canonical = sigv4::canonical_request(
         req.method,
         &sigv4::canonical_uri(req.path, service != "s3"),
