@@ -65,6 +65,12 @@ impl LogBatch {
         b
     }
 
+    /// Empties the batch, keeping its room (a worker fills one batch after another).
+    pub fn clear(&mut self) {
+        self.times.clear();
+        self.text.clear();
+    }
+
     /// How many lines.
     pub fn count(&self) -> usize {
         self.times.iter().map(|(_, n)| *n as usize).sum()
@@ -97,6 +103,12 @@ impl LogBatch {
     /// then the text. No escaping: the text is copied as it is.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 + self.times.len() * 12 + self.text.len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(8 + self.times.len() * 12 + self.text.len());
         out.extend_from_slice(BATCH_MAGIC);
         out.extend_from_slice(&(self.times.len() as u32).to_le_bytes());
         for (ts, n) in &self.times {
@@ -104,30 +116,33 @@ impl LogBatch {
             out.extend_from_slice(&n.to_le_bytes());
         }
         out.extend_from_slice(self.text.as_bytes());
-        out
     }
 
     /// The binary form compressed ([`LogBatch::encode`] as one LZ4 block): what a worker
     /// sends. Build logs repeat themselves a lot; compressing at the source makes every
     /// later step (hashing, sealing, storing) cheaper.
     pub fn pack(&self) -> Vec<u8> {
-        let plain = self.encode();
-        let mut out = Vec::with_capacity(8 + lz4_flex::block::get_maximum_output_size(plain.len()));
-        out.extend_from_slice(PACKED_MAGIC);
-        out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
-        out.resize(out.capacity(), 0);
-        let n = lz4_flex::block::compress_into(&plain, &mut out[8..])
-            .expect("the output has room for the worst case");
-        out.truncate(8 + n);
-        out
+        SCRATCH.with_borrow_mut(|plain| {
+            plain.clear();
+            self.encode_into(plain);
+            let mut out =
+                Vec::with_capacity(8 + lz4_flex::block::get_maximum_output_size(plain.len()));
+            out.extend_from_slice(PACKED_MAGIC);
+            out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+            out.resize(out.capacity(), 0);
+            let n = lz4_flex::block::compress_into(plain, &mut out[8..])
+                .expect("the output has room for the worst case");
+            out.truncate(8 + n);
+            out
+        })
     }
 
     /// A batch from its binary form, compressed ([`LogBatch::pack`]) or not
     /// ([`LogBatch::encode`]); checked (the text is UTF-8 and holds as many lines as the
     /// times count).
     pub fn decode(data: &[u8]) -> std::result::Result<LogBatch, String> {
-        let plain = unpack(data)?;
-        let (times, text) = parse(&plain)?;
+        let mut buf = Vec::new();
+        let (times, text) = parse(unpack_into(data, &mut buf)?)?;
         Ok(LogBatch {
             times,
             text: text.to_owned(),
@@ -199,11 +214,17 @@ fn parse(data: &[u8]) -> std::result::Result<(Times, &str), String> {
     Ok((times, text))
 }
 
-/// The binary form of a batch that may be compressed ([`LogBatch::pack`]); at most
-/// [`MAX_CHUNK`] bytes are inflated.
-fn unpack(data: &[u8]) -> std::result::Result<std::borrow::Cow<'_, [u8]>, String> {
+thread_local! {
+    /// A buffer each thread reuses for batches in their binary form (packing, checking):
+    /// a megabyte allocated and freed per batch costs page faults on every use.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The binary form of a batch that may be compressed ([`LogBatch::pack`]), inflated into
+/// `buf` if it is; at most [`MAX_CHUNK`] bytes are inflated.
+fn unpack_into<'a>(data: &'a [u8], buf: &'a mut Vec<u8>) -> std::result::Result<&'a [u8], String> {
     let Some(rest) = data.strip_prefix(PACKED_MAGIC) else {
-        return Ok(std::borrow::Cow::Borrowed(data));
+        return Ok(data);
     };
     let (len, block) = rest
         .split_at_checked(4)
@@ -212,12 +233,14 @@ fn unpack(data: &[u8]) -> std::result::Result<std::borrow::Cow<'_, [u8]>, String
     if len as u64 > MAX_CHUNK {
         return Err(format!("a log batch of {len} bytes is too large"));
     }
-    let plain =
-        lz4_flex::block::decompress(block, len).map_err(|e| format!("not a log batch: {e}"))?;
-    if plain.len() != len {
+    buf.clear();
+    buf.resize(len, 0);
+    let n = lz4_flex::block::decompress_into(block, buf)
+        .map_err(|e| format!("not a log batch: {e}"))?;
+    if n != len {
         return Err("not a log batch: its length is wrong".into());
     }
-    Ok(std::borrow::Cow::Owned(plain))
+    Ok(&buf[..])
 }
 
 /// A chunk's batch from its binary form (compressed or not), or the JSON form earlier
@@ -263,17 +286,23 @@ impl CodeBuild {
     /// Appends a batch of log lines (already masked by the worker) in its binary form
     /// ([`LogBatch::pack`] or [`LogBatch::encode`]), checked here and stored as it came.
     pub async fn append_logs(&self, id: &str, token: &str, batch: &[u8]) -> Result<()> {
-        let invalid = |e: String| slipway_store::service_err("InvalidInputException", e);
-        let plain = unpack(batch).map_err(invalid)?;
-        let (times, text) = parse(&plain).map_err(invalid)?;
-        if times.is_empty() {
+        // Checked whole (inflated into a buffer this thread keeps for it), stored as it came.
+        let (first_ts, last_ts, count, bytes) = SCRATCH
+            .with_borrow_mut(|scratch| {
+                let (times, text) = parse(unpack_into(batch, scratch)?)?;
+                let count: i64 = times.iter().map(|t| i64::from(t.1)).sum();
+                Ok::<_, String>((
+                    times.iter().map(|t| t.0).min(),
+                    times.iter().map(|t| t.0).max().unwrap_or(0),
+                    count,
+                    text.len() as i64 - count,
+                ))
+            })
+            .map_err(|e| slipway_store::service_err("InvalidInputException", e))?;
+        let Some(first_ts) = first_ts else {
             return Ok(());
-        }
+        };
         let (id, token) = (id.to_owned(), token.to_owned());
-        let first_ts = times.iter().map(|t| t.0).min().unwrap_or(0);
-        let last_ts = times.iter().map(|t| t.0).max().unwrap_or(0);
-        let count: i64 = times.iter().map(|t| i64::from(t.1)).sum();
-        let bytes = text.len() as i64 - count;
         // Sealed before the write is queued (the writer only writes).
         let packed = self.blobs.seal_small(batch);
         self.store

@@ -51,15 +51,24 @@ impl Gcm {
     /// `plaintext` encrypted under `nonce`, bound to `aad`: ciphertext and tag.
     pub fn seal(&self, nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(plaintext.len() + 16);
+        self.seal_into(nonce, aad, plaintext, &mut out);
+        out
+    }
+
+    /// Like [`Gcm::seal`], appending ciphertext and tag to `out` (one copy of the data,
+    /// into a buffer the caller sized).
+    pub fn seal_into(&self, nonce: &[u8; 12], aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+        let at = out.len();
         out.extend_from_slice(plaintext);
-        self.0
-            .seal_in_place_append_tag(
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
                 aws_lc_rs::aead::Nonce::assume_unique_for_key(*nonce),
                 aws_lc_rs::aead::Aad::from(aad),
-                &mut out,
+                &mut out[at..],
             )
             .expect("AES-GCM encryption cannot fail for in-memory buffers");
-        out
+        out.extend_from_slice(tag.as_ref());
     }
 
     /// The plaintext of `sealed` (ciphertext and tag), if it is authentic.
@@ -273,13 +282,14 @@ impl MasterKey {
         let data_key = random_bytes::<32>();
         let wrapped = self.encrypt(&data_key);
         let cipher = Gcm::new(&data_key).expect("32-byte key");
-        let (nonce, ct) = seal_with(&cipher, plaintext);
-        let mut out = Vec::with_capacity(3 + wrapped.len() + 12 + ct.len());
+        let nonce = random_bytes::<12>();
+        // One buffer, the data copied into it once (values may be megabytes: log chunks).
+        let mut out = Vec::with_capacity(3 + wrapped.len() + 12 + plaintext.len() + 16);
         out.push(FORMAT_ENVELOPE);
         out.extend_from_slice(&(wrapped.len() as u16).to_be_bytes());
         out.extend_from_slice(&wrapped);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
+        cipher.seal_into(&nonce, &[], plaintext, &mut out);
         out
     }
 

@@ -329,7 +329,8 @@ async fn uploader(
         }
         if !lines.is_empty() {
             let shipped = std::mem::take(&mut bytes);
-            let body = std::mem::take(&mut lines).pack();
+            let body = lines.pack();
+            lines.clear();
             if let Err(e) = client
                 .post_body(
                     &format!("/-/worker/builds/{id}/logs"),
