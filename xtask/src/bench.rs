@@ -840,7 +840,7 @@ fn bench_idle(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
         let server = slipway(bin, &data, port)?;
         wait_healthy(port, "/-/health", Duration::from_secs(30))?;
         starts.push(started.elapsed().as_secs_f64() * 1000.0);
-        std::thread::sleep(Duration::from_secs(6));
+        std::thread::sleep(Duration::from_secs(2));
         rss = proc_status_kb(server.0.id(), "VmRSS")?;
     }
     let line = format!(
