@@ -521,6 +521,20 @@ def test_builds_pull_their_image_from_a_registry(server, workdir):
         assert b["buildStatus"] == "SUCCEEDED", log
         assert "got pulled from the registry" in log and f"Image {image} pulled" in log, log
         assert image in server.admin("list-images")["Images"]
+        # The same tag again: the copy pulled before serves.
+        b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "pulled")["build"]["id"])
+        log = build_log(server, b)
+        assert b["buildStatus"] == "SUCCEEDED" and "got pulled from the registry" in log, log
+        assert f"Image {image} pulled" not in log, log
+        # The tag moved to another image: the next build pulls it.
+        files["etc/image-release"] = b"moved tag\n"
+        oci_image(workdir / "layout2", files)
+        subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{workdir / 'layout2'}",
+                        f"docker://{image}"], capture_output=True, check=True)
+        b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "pulled")["build"]["id"])
+        log = build_log(server, b)
+        assert b["buildStatus"] == "SUCCEEDED" and "got moved tag" in log, log
+        assert "the registry has sha256:" in log and f"Image {image} pulled" in log, log
         # Pinned by digest: the manifest fetched is checked against it.
         import hashlib
         raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{image}"],

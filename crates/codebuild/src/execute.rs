@@ -221,6 +221,15 @@ pub trait Hooks: Send {
         async { Err("no registry is configured".to_owned()) }
     }
 
+    /// The digest `name` (an image pulled before) stands for in its registry now; None
+    /// where there is no registry to ask.
+    fn image_digest(
+        &mut self,
+        _name: &str,
+    ) -> impl std::future::Future<Output = Result<Option<String>, String>> + Send {
+        async { Ok(None) }
+    }
+
     /// The values of Parameter Store parameters (the buildspec's `env.parameter-store`),
     /// decrypted: `(variable, parameter)` in, `(variable, value)` out.
     fn parameters(
@@ -289,44 +298,64 @@ pub async fn run(
         job.build_id
     ));
     let image = match (&job.images_dir, runtime) {
-        (Some(dir), Runtime::Oci { .. }) => match images::lookup(dir, &job.image) {
-            Some(i) => {
-                progress.say(&format!(
-                    "Image {} ({}, {} layer(s))",
-                    i.name, i.digest, i.layers
-                ));
-                Some(i)
+        (Some(dir), Runtime::Oci { .. }) => {
+            let mut found = images::lookup(dir, &job.image);
+            // A pulled image is used again only while its tag still names it.
+            if let Some(i) = found.as_ref().filter(|i| i.pulled) {
+                match hooks.image_digest(&job.image).await {
+                    Ok(Some(now)) if now != i.digest => {
+                        progress.say(&format!(
+                            "Image {}: the registry has {now} now (pulled before: {}); pulling it",
+                            i.name, i.digest
+                        ));
+                        found = None;
+                    }
+                    Ok(_) => {}
+                    Err(e) => progress.say(&format!(
+                        "Image {}: the registry could not be asked ({e}); using the copy pulled before",
+                        i.name
+                    )),
+                }
             }
-            None if images::is_curated(&job.image) => {
-                progress.say(&format!(
-                    "Image {}: the host's root filesystem (no image of that name imported)",
-                    job.image
-                ));
-                None
-            }
-            None => match hooks.pull_image(dir, &job.image, progress).await {
-                Ok(i) => {
+            match found {
+                Some(i) => {
                     progress.say(&format!(
-                        "Image {} pulled ({}, {} layer(s))",
+                        "Image {} ({}, {} layer(s))",
                         i.name, i.digest, i.layers
                     ));
                     Some(i)
                 }
-                Err(e) => {
-                    progress.complete(
-                        "FAILED",
-                        Some((
-                            "CLIENT_ERROR".into(),
-                            format!(
-                                "Unable to pull the build image {}: {e}; import it with `slipway admin import-image {} PATH`",
-                                job.image, job.image
-                            ),
-                        )),
-                    );
-                    return finish(progress, "FAILED", Vec::new(), None);
+                None if images::is_curated(&job.image) => {
+                    progress.say(&format!(
+                        "Image {}: the host's root filesystem (no image of that name imported)",
+                        job.image
+                    ));
+                    None
                 }
-            },
-        },
+                None => match hooks.pull_image(dir, &job.image, progress).await {
+                    Ok(i) => {
+                        progress.say(&format!(
+                            "Image {} pulled ({}, {} layer(s))",
+                            i.name, i.digest, i.layers
+                        ));
+                        Some(i)
+                    }
+                    Err(e) => {
+                        progress.complete(
+                            "FAILED",
+                            Some((
+                                "CLIENT_ERROR".into(),
+                                format!(
+                                    "Unable to pull the build image {}: {e}; import it with `slipway admin import-image {} PATH`",
+                                    job.image, job.image
+                                ),
+                            )),
+                        );
+                        return finish(progress, "FAILED", Vec::new(), None);
+                    }
+                },
+            }
+        }
         _ => None,
     };
     progress.end("SUCCEEDED", None);

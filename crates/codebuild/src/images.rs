@@ -24,6 +24,8 @@ pub struct Image {
     /// sha256 of the image's manifest.
     pub digest: String,
     pub layers: usize,
+    /// Pulled from its registry (checked against it before each build), not imported.
+    pub pulled: bool,
 }
 
 /// Whether `name` is one of AWS's curated CodeBuild images (which run on the host's root
@@ -69,6 +71,7 @@ pub fn lookup(images: &Path, name: &str) -> Option<Image> {
         env,
         digest: meta["digest"].as_str().unwrap_or_default().to_owned(),
         layers: meta["layers"].as_u64().unwrap_or(0) as usize,
+        pulled: meta["pulled"].as_bool().unwrap_or(false),
     })
 }
 
@@ -129,8 +132,10 @@ pub fn platform_arch() -> &'static str {
     }
 }
 
-/// The manifest an OCI index points to (the linux/amd64 one of a multi-platform index).
-fn pick_manifest(layout: &Path, index: &Value, depth: usize) -> Result<Value, String> {
+/// The manifest an OCI index points to (the linux/amd64 one of a multi-platform index), and
+/// its digest (checked against its bytes: the digest a registry knows it by).
+fn pick_manifest(layout: &Path, index: &Value, depth: usize) -> Result<(Value, String), String> {
+    use sha2::Digest as _;
     let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
     let chosen = manifests
         .iter()
@@ -140,10 +145,14 @@ fn pick_manifest(layout: &Path, index: &Value, depth: usize) -> Result<Value, St
         })
         .or_else(|| manifests.first())
         .ok_or("the image index lists no manifest")?;
-    let doc = read_json(&blob(
-        layout,
-        chosen["digest"].as_str().unwrap_or_default(),
-    )?)?;
+    let digest = chosen["digest"].as_str().unwrap_or_default();
+    let path = blob(layout, digest)?;
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if digest.strip_prefix("sha256:") != Some(&hex::encode(sha2::Sha256::digest(&bytes))) {
+        return Err(format!("manifest {digest} does not match its digest"));
+    }
+    let doc: Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let nested = doc["manifests"].is_array();
     if nested {
         if depth > 4 {
@@ -151,7 +160,7 @@ fn pick_manifest(layout: &Path, index: &Value, depth: usize) -> Result<Value, St
         }
         return pick_manifest(layout, &doc, depth + 1);
     }
-    Ok(doc)
+    Ok((doc, digest.to_owned()))
 }
 
 /// `(config file, layer files, manifest digest)` of an unpacked OCI layout or `docker save`
@@ -160,7 +169,7 @@ fn describe(dir: &Path) -> Result<(PathBuf, Vec<PathBuf>, String), String> {
     use sha2::Digest as _;
     if dir.join("index.json").is_file() {
         let index = read_json(&dir.join("index.json"))?;
-        let manifest = pick_manifest(dir, &index, 0)?;
+        let (manifest, digest) = pick_manifest(dir, &index, 0)?;
         let config = blob(
             dir,
             manifest["config"]["digest"].as_str().unwrap_or_default(),
@@ -171,8 +180,7 @@ fn describe(dir: &Path) -> Result<(PathBuf, Vec<PathBuf>, String), String> {
             .flatten()
             .map(|l| blob(dir, l["digest"].as_str().unwrap_or_default()))
             .collect::<Result<Vec<_>, _>>()?;
-        let digest = hex::encode(sha2::Sha256::digest(manifest.to_string().as_bytes()));
-        return Ok((config, layers, format!("sha256:{digest}")));
+        return Ok((config, layers, digest));
     }
     if dir.join("manifest.json").is_file() {
         let manifest = read_json(&dir.join("manifest.json"))?;
@@ -416,6 +424,17 @@ pub fn import(
     source: &Path,
     say: &mut dyn FnMut(&str),
 ) -> Result<Image, String> {
+    import_as(images, name, source, false, say)
+}
+
+/// [`import`], recording whether the image was `pulled` from its registry.
+pub fn import_as(
+    images: &Path,
+    name: &str,
+    source: &Path,
+    pulled: bool,
+    say: &mut dyn FnMut(&str),
+) -> Result<Image, String> {
     if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) {
         return Err(format!("invalid image name {name:?}"));
     }
@@ -462,6 +481,7 @@ pub fn import(
             "layers": layers.len(),
             "env": env,
             "workingDir": config["config"]["WorkingDir"],
+            "pulled": pulled,
         });
         std::fs::write(work.join("image").join("image.json"), meta.to_string())
             .map_err(|e| e.to_string())?;

@@ -227,6 +227,17 @@ impl Session<'_> {
     }
 }
 
+/// The digest of the manifest `name` stands for in its registry now (this platform's, for
+/// an index): what a pulled image is compared with to see whether its tag moved.
+pub async fn current_digest(http: &reqwest::Client, name: &str) -> Result<String, String> {
+    let r = Reference::parse(name).ok_or_else(|| format!("{name:?} is not an image reference"))?;
+    let (_, bytes) = Session { http, token: None }.manifest(&r).await?;
+    Ok(format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(&bytes))
+    ))
+}
+
 /// Pulls `name` from its registry and imports it under `images`.
 pub async fn pull(
     http: &reqwest::Client,
@@ -266,7 +277,9 @@ pub async fn pull(
         )
         .map_err(|e| e.to_string())?;
         let (dir, name, layout) = (images_dir.to_owned(), name.to_owned(), layout.clone());
-        tokio::task::spawn_blocking(move || images::import(&dir, &name, &layout, &mut |_| {}))
+        tokio::task::spawn_blocking(move || {
+            images::import_as(&dir, &name, &layout, true, &mut |_| {})
+        })
             .await
             .map_err(|e| e.to_string())?
     }

@@ -183,6 +183,15 @@ impl Client {
     }
 }
 
+/// An HTTP client for image registries, requests limited to `timeout`.
+fn registry_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(timeout)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// The server's message in a failed request's error, without the request line around it.
 fn server_message(e: anyhow::Error) -> String {
     let text = format!("{e:#}");
@@ -817,12 +826,13 @@ impl Hooks for WorkerHooks {
         name: &str,
         progress: &mut Progress,
     ) -> Result<slipway_codebuild::images::Image, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30 * 60))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = registry_client(Duration::from_secs(30 * 60))?;
         crate::registry::pull(&http, images, name, &mut |m| progress.say(m)).await
+    }
+
+    async fn image_digest(&mut self, name: &str) -> Result<Option<String>, String> {
+        let http = registry_client(Duration::from_secs(30))?;
+        crate::registry::current_digest(&http, name).await.map(Some)
     }
 
     async fn restore_cache(
