@@ -229,7 +229,7 @@ impl Runtime {
     }
 
     /// Like [`Runtime::spawn`], with one more pipe handed to the process as file descriptor
-    /// 3, whose read end is returned; stdout is discarded. An OCI runtime relays a
+    /// 3, whose read end is returned with the pipe's capacity; stdout is discarded. An OCI runtime relays a
     /// container's stdio through itself (every byte copied twice more, in a process of its
     /// own); a descriptor passed with `--preserve-fds` reaches the container as it is, so
     /// output written there comes straight to the reader. (`/bin/sh` puts the pipe at 3
@@ -239,8 +239,13 @@ impl Runtime {
         spec: &SandboxSpec,
         args: &[String],
         stdin: Stdio,
-    ) -> std::io::Result<(Child, tokio::net::unix::pipe::Receiver)> {
+    ) -> std::io::Result<(Child, tokio::net::unix::pipe::Receiver, usize)> {
         let (reader, writer) = std::io::pipe()?;
+        // A megabyte of room lets a fast writer run on while the reader waits to take its
+        // output in large pieces (the kernel may allow less: the default stays).
+        let capacity = rustix::pipe::fcntl_setpipe_size(&writer, 1 << 20)
+            .or_else(|_| rustix::pipe::fcntl_getpipe_size(&writer))
+            .unwrap_or(64 * 1024);
         let mut cmd = self.command(spec, args, &["--preserve-fds", "1"], MOVE_STDOUT_TO_3)?;
         // Descriptors beyond stdio that the runtime passes on are counted after
         // LISTEN_FDS (socket activation) ones.
@@ -256,7 +261,7 @@ impl Runtime {
         drop(cmd);
         let reader =
             tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))?;
-        Ok((child, reader))
+        Ok((child, reader, capacity))
     }
 
     /// The command that starts `args` in the sandbox (an OCI runtime's `run` with

@@ -62,7 +62,7 @@ impl Session {
         shell: &str,
     ) -> std::io::Result<Session> {
         let args = vec![shell.to_owned(), "-s".to_owned()];
-        let (mut child, output) = runtime
+        let (mut child, output, capacity) = runtime
             .spawn_with_output(spec, &args, Stdio::piped())
             .await?;
         let mut stdin = child
@@ -77,7 +77,12 @@ impl Session {
         // At most 16 pieces of text (each at most a read, 64 KB) between the reader and
         // the build.
         let (tx, events) = mpsc::channel(16);
-        tokio::spawn(read_output(output, marker.clone(), tx.clone()));
+        tokio::spawn(read_output(
+            output,
+            marker.clone(),
+            capacity >= GATHER_PIPE,
+            tx.clone(),
+        ));
         // The runtime's own complaints (and anything the shell says before its output
         // moves to the direct pipe) go to the log too.
         tokio::spawn(async move {
@@ -289,17 +294,31 @@ fn text(bytes: &[u8], out: &mut Vec<Piece>) {
     out.push(Piece::Text(t));
 }
 
-/// Reads the shell's output into text and status events until it ends.
+/// The pipe capacity from which output is gathered (see [`read_output`]).
+const GATHER_PIPE: usize = 512 * 1024;
+/// The most read at once.
+const READ_SIZE: usize = 256 * 1024;
+
+/// Reads the shell's output into text and status events until it ends. With `gather` (the
+/// pipe holds at least [`GATHER_PIPE`]), a writer that keeps the reader busy — reads coming
+/// back within a millisecond, the pipe drained — gets 2 ms to fill the pipe before the next
+/// read: a build printing fast otherwise wakes the reader for each of its (often 4 KB)
+/// writes, and the wake-ups cost more than the bytes. Slow output is read as it comes.
 async fn read_output(
     mut stdout: tokio::net::unix::pipe::Receiver,
     marker: String,
+    gather: bool,
     tx: mpsc::Sender<Event>,
 ) {
     let mut splitter = Splitter::new(&marker);
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk = vec![0u8; READ_SIZE];
     let mut pieces = Vec::new();
+    let mut last = std::time::Instant::now();
     loop {
         let n = stdout.read(&mut chunk).await.unwrap_or_default();
+        let now = std::time::Instant::now();
+        let busy = now.duration_since(last) < std::time::Duration::from_millis(1);
+        last = now;
         splitter.feed(&chunk[..n], n == 0, &mut pieces);
         for p in pieces.drain(..) {
             let ev = match p {
@@ -313,6 +332,10 @@ async fn read_output(
         if n == 0 {
             let _ = tx.send(Event::Eof).await;
             return;
+        }
+        if gather && busy && n < READ_SIZE {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            last = std::time::Instant::now();
         }
     }
 }
