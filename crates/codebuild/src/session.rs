@@ -300,9 +300,9 @@ const GATHER_PIPE: usize = 512 * 1024;
 const READ_SIZE: usize = 256 * 1024;
 
 /// Reads the shell's output into text and status events until it ends. With `gather` (the
-/// pipe holds at least [`GATHER_PIPE`]), a writer that keeps the reader busy — reads coming
-/// back within a millisecond, the pipe drained — gets 2 ms to fill the pipe before the next
-/// read: a build printing fast otherwise wakes the reader for each of its (often 4 KB)
+/// pipe holds at least [`GATHER_PIPE`]), a writer that keeps the reader busy — reads of 4 KB
+/// or more coming back within a millisecond, the pipe drained — gets 2 ms to fill the pipe
+/// before the next read: a build printing fast otherwise wakes the reader for each of its (often 4 KB)
 /// writes, and the wake-ups cost more than the bytes. Slow output is read as it comes.
 async fn read_output(
     mut stdout: tokio::net::unix::pipe::Receiver,
@@ -333,7 +333,8 @@ async fn read_output(
             let _ = tx.send(Event::Eof).await;
             return;
         }
-        if gather && busy && n < READ_SIZE {
+        // Small reads (a command's few lines, a status marker) never wait.
+        if gather && busy && (4096..READ_SIZE).contains(&n) {
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             last = std::time::Instant::now();
         }
