@@ -4,6 +4,7 @@ pub mod artifacts;
 pub mod buildspec;
 pub mod cache;
 pub mod execute;
+pub mod fuzz;
 pub mod images;
 pub mod logstore;
 pub mod report_groups;

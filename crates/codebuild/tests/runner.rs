@@ -908,13 +908,7 @@ fn mutated_image_layers_never_panic_or_escape() {
         add("abs/new", tar::EntryType::Regular, None, b"new");
         b.into_inner().unwrap()
     };
-    let mut seed: u64 = 0x853c_49e6_748f_ea9b;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = slipway_codebuild::fuzz::xorshift(0x853c_49e6_748f_ea9b);
     let (mut ok, mut refused) = (0, 0);
     for i in 0..300 {
         let mut layer = base.clone();

@@ -932,13 +932,7 @@ async fn git_credentials_act_as_the_initiator_while_the_build_runs() {
 /// accepts is whole: its lines and times agree.
 #[test]
 fn mutated_log_batches_never_panic() {
-    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = slipway_codebuild::fuzz::xorshift(0x2545_f491_4f6c_dd1d);
     let lines: Vec<(i64, String)> = (0..40)
         .map(|i| (1_000 + i / 7, format!("line {i} \u{e9}")))
         .collect();

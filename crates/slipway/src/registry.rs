@@ -338,13 +338,7 @@ mod tests {
     /// a URL path: no empty or `..` repository component, no `/` in the registry or tag.
     #[test]
     fn mutated_references_never_panic_or_escape() {
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = slipway_codebuild::fuzz::xorshift(0x9e37_79b9_7f4a_7c15);
         let bases = [
             "ubuntu",
             "team/app:1.2",
