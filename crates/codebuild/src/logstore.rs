@@ -233,6 +233,11 @@ fn unpack_into<'a>(data: &'a [u8], buf: &'a mut Vec<u8>) -> std::result::Result<
     if len as u64 > MAX_CHUNK {
         return Err(format!("a log batch of {len} bytes is too large"));
     }
+    // LZ4 inflates at most about 255 times: a length beyond that is a lie, and is refused
+    // before room for it is made.
+    if len > block.len().saturating_mul(255).saturating_add(16) {
+        return Err("not a log batch: its length is wrong".into());
+    }
     buf.clear();
     buf.resize(len, 0);
     let n = lz4_flex::block::decompress_into(block, buf)

@@ -644,6 +644,11 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     // and is checked alike.
     assert_eq!(LogBatch::decode(&ok.encode()).unwrap(), ok);
     assert_eq!(LogBatch::decode(&ok.pack()).unwrap(), ok);
+    // As compressible as a log gets (LZ4's ratio near its limit): still taken.
+    let same = LogBatch::from_lines(&vec![(1, "x".repeat(99)); 20_000]);
+    let packed = same.pack();
+    assert!(packed.len() * 200 < same.text.len(), "{}", packed.len());
+    assert_eq!(LogBatch::decode(&packed).unwrap(), same);
     let mut text = LogBatch::default();
     text.push_text(5, "a\n\n");
     text.push_text(6, "c\n");
