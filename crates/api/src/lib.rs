@@ -93,7 +93,10 @@ fn dispatch(
     let app = hyper_util::service::TowerToHyperService::new(app);
     hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let (app, s3) = (app.clone(), s3.clone());
-        async move {
+        // Each request is handled on a task of its own, to the end: a client that goes away
+        // (or a worker that aborts a held-open heartbeat) must not cancel a handler halfway
+        // through a database transaction.
+        let handled = tokio::spawn(async move {
             if !s3_edge::is_s3(req.method(), req.uri(), req.headers()) {
                 return app.call(req).await;
             }
@@ -108,6 +111,14 @@ fn dispatch(
                     Ok(resp)
                 }
             }
+        });
+        async move {
+            handled.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "a request handler panicked");
+                let mut resp = axum::response::Response::new(axum::body::Body::empty());
+                *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                Ok(resp)
+            })
         }
     })
 }
