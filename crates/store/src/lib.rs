@@ -123,6 +123,27 @@ impl Store {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
+            // A transaction dropped unfinished (its task cancelled) queues a rollback; when
+            // a connection comes back still inside one once that has run, it is closed (which
+            // rolls back and frees the write lock) instead of going back to the pool, where
+            // every later write would fail ("begin_with at non-zero transaction depth") or
+            // wait on its lock.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Connection as _;
+                    if !conn.is_in_transaction() {
+                        return Ok(true);
+                    }
+                    conn.ping().await?;
+                    let keep = !conn.is_in_transaction();
+                    if !keep {
+                        tracing::warn!(
+                            "a database connection was left inside a transaction; closing it"
+                        );
+                    }
+                    Ok(keep)
+                })
+            })
             .connect_with(options.clone())
             .await?;
         let writer = group::GroupWriter::start(options).await?;
