@@ -54,10 +54,14 @@ async fn check(state: &AppState, parts: &Parts, body: &[u8]) -> Result<(), ApiEr
     authorize(state, &principal, WORKER_ACTION, &["*".to_owned()]).await
 }
 
-/// Reads and checks a JSON request: its body, authenticated.
-async fn json_request(state: &AppState, req: Request<Body>) -> Result<Value, ApiError> {
+/// Reads a request's body (at most `limit` bytes) and checks the request, body included.
+async fn signed_body(
+    state: &AppState,
+    req: Request<Body>,
+    limit: usize,
+) -> Result<(Parts, axum::body::Bytes), ApiError> {
     let (parts, body) = req.into_parts();
-    let body = to_bytes(body, state.max_json_body).await.map_err(|_| {
+    let body = to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             "RequestEntityTooLargeException",
             413,
@@ -65,6 +69,12 @@ async fn json_request(state: &AppState, req: Request<Body>) -> Result<Value, Api
         )
     })?;
     check(state, &parts, &body).await?;
+    Ok((parts, body))
+}
+
+/// Reads and checks a JSON request: its body, authenticated.
+async fn json_request(state: &AppState, req: Request<Body>) -> Result<Value, ApiError> {
+    let (_, body) = signed_body(state, req, state.max_json_body).await?;
     serde_json::from_slice(&body).map_err(|e| ApiError::serialization(e.to_string()))
 }
 
@@ -147,15 +157,7 @@ async fn logs(
     req: Request<Body>,
 ) -> Response {
     let result = async {
-        let (parts, body) = req.into_parts();
-        let body = to_bytes(body, LOG_BODY_LIMIT).await.map_err(|_| {
-            ApiError::new(
-                "RequestEntityTooLargeException",
-                413,
-                "Request body too large",
-            )
-        })?;
-        check(&state, &parts, &body).await?;
+        let (parts, body) = signed_body(&state, req, LOG_BODY_LIMIT).await?;
         let lease = query_param(&parts, "leaseToken").unwrap_or_default();
         state
             .codebuild
