@@ -280,6 +280,66 @@ pub trait Hooks: Send {
     ) -> impl std::future::Future<Output = Result<(), String>> + Send;
 }
 
+/// The image a build runs on (PROVISIONING): one imported or pulled before (a pulled one
+/// pulled again when its registry's tag has moved), one pulled now, or None for the host's
+/// root filesystem; the message to fail PROVISIONING with when a pull fails.
+async fn provision_image(
+    runtime: &Runtime,
+    job: &Job,
+    hooks: &mut impl Hooks,
+    progress: &mut Progress,
+) -> Result<Option<images::Image>, String> {
+    let (Some(dir), Runtime::Oci { .. }) = (&job.images_dir, runtime) else {
+        return Ok(None);
+    };
+    let mut found = images::lookup(dir, &job.image);
+    // A pulled image is used again only while its tag still names it.
+    if let Some(i) = found.as_ref().filter(|i| i.pulled) {
+        match hooks.image_digest(&job.image).await {
+            Ok(Some(now)) if now != i.digest => {
+                progress.say(&format!(
+                    "Image {}: the registry has {now} now (pulled before: {}); pulling it",
+                    i.name, i.digest
+                ));
+                found = None;
+            }
+            Ok(_) => {}
+            Err(e) => progress.say(&format!(
+                "Image {}: the registry could not be asked ({e}); using the copy pulled before",
+                i.name
+            )),
+        }
+    }
+    if let Some(i) = found {
+        progress.say(&format!(
+            "Image {} ({}, {} layer(s))",
+            i.name, i.digest, i.layers
+        ));
+        return Ok(Some(i));
+    }
+    if images::is_curated(&job.image) {
+        progress.say(&format!(
+            "Image {}: the host's root filesystem (no image of that name imported)",
+            job.image
+        ));
+        return Ok(None);
+    }
+    let i = hooks
+        .pull_image(dir, &job.image, progress)
+        .await
+        .map_err(|e| {
+            format!(
+                "Unable to pull the build image {}: {e}; import it with `slipway admin import-image {} PATH`",
+                job.image, job.image
+            )
+        })?;
+    progress.say(&format!(
+        "Image {} pulled ({}, {} layer(s))",
+        i.name, i.digest, i.layers
+    ));
+    Ok(Some(i))
+}
+
 /// Runs `job` to the end. `stop` carries StopBuild; the build's timeout is applied here.
 pub async fn run(
     runtime: &Runtime,
@@ -297,66 +357,12 @@ pub async fn run(
         runtime.name(),
         job.build_id
     ));
-    let image = match (&job.images_dir, runtime) {
-        (Some(dir), Runtime::Oci { .. }) => {
-            let mut found = images::lookup(dir, &job.image);
-            // A pulled image is used again only while its tag still names it.
-            if let Some(i) = found.as_ref().filter(|i| i.pulled) {
-                match hooks.image_digest(&job.image).await {
-                    Ok(Some(now)) if now != i.digest => {
-                        progress.say(&format!(
-                            "Image {}: the registry has {now} now (pulled before: {}); pulling it",
-                            i.name, i.digest
-                        ));
-                        found = None;
-                    }
-                    Ok(_) => {}
-                    Err(e) => progress.say(&format!(
-                        "Image {}: the registry could not be asked ({e}); using the copy pulled before",
-                        i.name
-                    )),
-                }
-            }
-            match found {
-                Some(i) => {
-                    progress.say(&format!(
-                        "Image {} ({}, {} layer(s))",
-                        i.name, i.digest, i.layers
-                    ));
-                    Some(i)
-                }
-                None if images::is_curated(&job.image) => {
-                    progress.say(&format!(
-                        "Image {}: the host's root filesystem (no image of that name imported)",
-                        job.image
-                    ));
-                    None
-                }
-                None => match hooks.pull_image(dir, &job.image, progress).await {
-                    Ok(i) => {
-                        progress.say(&format!(
-                            "Image {} pulled ({}, {} layer(s))",
-                            i.name, i.digest, i.layers
-                        ));
-                        Some(i)
-                    }
-                    Err(e) => {
-                        progress.complete(
-                            "FAILED",
-                            Some((
-                                "CLIENT_ERROR".into(),
-                                format!(
-                                    "Unable to pull the build image {}: {e}; import it with `slipway admin import-image {} PATH`",
-                                    job.image, job.image
-                                ),
-                            )),
-                        );
-                        return finish(progress, "FAILED", Vec::new(), None);
-                    }
-                },
-            }
+    let image = match provision_image(runtime, job, hooks, progress).await {
+        Ok(i) => i,
+        Err(message) => {
+            progress.complete("FAILED", Some(("CLIENT_ERROR".into(), message)));
+            return finish(progress, "FAILED", Vec::new(), None);
         }
-        _ => None,
     };
     progress.end("SUCCEEDED", None);
 
@@ -397,7 +403,6 @@ pub async fn run(
             Ok(values) => {
                 for (name, value) in values {
                     progress.add_secret(&value);
-                    job.secrets.push(value.clone());
                     job.variables.push((name, value));
                 }
             }
@@ -414,7 +419,6 @@ pub async fn run(
         match hooks.git_credential().await {
             Ok(Some(c)) => {
                 progress.add_secret(&c.password);
-                job.secrets.push(c.password.clone());
                 job.variables.extend(c.env());
                 progress.say(&format!(
                     "git-credential-helper: git over HTTP to {} uses the build's credential",
