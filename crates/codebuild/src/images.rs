@@ -123,6 +123,12 @@ fn read_json(path: &Path) -> Result<Value, String> {
     serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The OCI digest of `bytes` (`sha256:HEX`): what a manifest or blob is named by.
+pub fn oci_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
 /// This machine's architecture as OCI platforms name it.
 pub fn platform_arch() -> &'static str {
     match std::env::consts::ARCH {
@@ -135,7 +141,6 @@ pub fn platform_arch() -> &'static str {
 /// The manifest an OCI index points to (the linux/amd64 one of a multi-platform index), and
 /// its digest (checked against its bytes: the digest a registry knows it by).
 fn pick_manifest(layout: &Path, index: &Value, depth: usize) -> Result<(Value, String), String> {
-    use sha2::Digest as _;
     let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
     let chosen = manifests
         .iter()
@@ -148,7 +153,7 @@ fn pick_manifest(layout: &Path, index: &Value, depth: usize) -> Result<(Value, S
     let digest = chosen["digest"].as_str().unwrap_or_default();
     let path = blob(layout, digest)?;
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if digest.strip_prefix("sha256:") != Some(&hex::encode(sha2::Sha256::digest(&bytes))) {
+    if oci_digest(&bytes) != digest {
         return Err(format!("manifest {digest} does not match its digest"));
     }
     let doc: Value =

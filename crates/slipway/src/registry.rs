@@ -205,11 +205,8 @@ impl Session<'_> {
                 .map_err(|e| e.to_string())?;
             // A manifest asked for by digest (pinned by the user, or an index's entry) must
             // be the one that digest names.
-            if let Some(want) = reference.strip_prefix("sha256:") {
-                let got = hex::encode(sha2::Sha256::digest(&bytes));
-                if got != want {
-                    return Err(format!("{url}: the manifest does not match its digest"));
-                }
+            if reference.starts_with("sha256:") && images::oci_digest(&bytes) != reference {
+                return Err(format!("{url}: the manifest does not match its digest"));
             }
             let doc: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{url}: {e}"))?;
             let Some(list) = doc["manifests"].as_array() else {
@@ -232,10 +229,7 @@ impl Session<'_> {
 pub async fn current_digest(http: &reqwest::Client, name: &str) -> Result<String, String> {
     let r = Reference::parse(name).ok_or_else(|| format!("{name:?} is not an image reference"))?;
     let (_, bytes) = Session { http, token: None }.manifest(&r).await?;
-    Ok(format!(
-        "sha256:{}",
-        hex::encode(sha2::Sha256::digest(&bytes))
-    ))
+    Ok(images::oci_digest(&bytes))
 }
 
 /// Pulls `name` from its registry and imports it under `images`.
@@ -264,7 +258,7 @@ pub async fn pull(
             s.blob(&r, d, &layout).await?;
         }
         say(&format!("Pulled {} blob(s)", digests.len()));
-        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+        let digest = images::oci_digest(&bytes);
         std::fs::write(
             layout.join("blobs/sha256").join(&digest[7..]),
             &bytes,
