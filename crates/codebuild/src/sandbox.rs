@@ -85,7 +85,7 @@ pub struct SandboxSpec {
 }
 
 /// Runs the rest of its arguments with stdout moved to descriptor 3 (and stdout itself
-/// /dev/null).
+/// /dev/null): put before a command by [`Runtime::command`].
 const MOVE_STDOUT_TO_3: &[&str] = &["/bin/sh", "-c", "exec \"$@\" 3>&1 >/dev/null", "sh"];
 
 /// Where a build sees its control files (commands to run), read-only.
@@ -220,7 +220,7 @@ impl Runtime {
         args: &[String],
         stdin: Stdio,
     ) -> std::io::Result<Child> {
-        self.command(spec, args, &[], &[])?
+        self.command(spec, args, false)?
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -229,10 +229,10 @@ impl Runtime {
     }
 
     /// Like [`Runtime::spawn`], with one more pipe handed to the process as file descriptor
-    /// 3, whose read end is returned with the pipe's capacity; stdout is discarded. An OCI runtime relays a
-    /// container's stdio through itself (every byte copied twice more, in a process of its
-    /// own); a descriptor passed with `--preserve-fds` reaches the container as it is, so
-    /// output written there comes straight to the reader. (`/bin/sh` puts the pipe at 3
+    /// 3, whose read end is returned with the pipe's capacity; stdout is discarded. An OCI
+    /// runtime relays a container's stdio through itself (every byte copied twice more, in a
+    /// process of its own); a descriptor passed with `--preserve-fds` reaches the container
+    /// as it is, so output written there comes straight to the reader. (`/bin/sh` puts the pipe at 3
     /// before it runs the runtime: no unsafe `pre_exec` here.)
     pub async fn spawn_with_output(
         &self,
@@ -246,7 +246,7 @@ impl Runtime {
         let capacity = rustix::pipe::fcntl_setpipe_size(&writer, 1 << 20)
             .or_else(|_| rustix::pipe::fcntl_getpipe_size(&writer))
             .unwrap_or(64 * 1024);
-        let mut cmd = self.command(spec, args, &["--preserve-fds", "1"], MOVE_STDOUT_TO_3)?;
+        let mut cmd = self.command(spec, args, true)?;
         // Descriptors beyond stdio that the runtime passes on are counted after
         // LISTEN_FDS (socket activation) ones.
         cmd.env_remove("LISTEN_FDS");
@@ -264,55 +264,45 @@ impl Runtime {
         Ok((child, reader, capacity))
     }
 
-    /// The command that starts `args` in the sandbox (an OCI runtime's `run` with
-    /// `run_flags`, or the process itself for the host executor), run by `wrapper` (argv
-    /// put before it) when there is one.
+    /// The command that starts `args` in the sandbox (an OCI runtime's `run`, or the
+    /// process itself for the host executor). With `output_on_3`, the command's stdout
+    /// becomes the process's descriptor 3 (passed through with `--preserve-fds`) and its
+    /// own stdout /dev/null.
     fn command(
         &self,
         spec: &SandboxSpec,
         args: &[String],
-        run_flags: &[&str],
-        wrapper: &[&str],
+        output_on_3: bool,
     ) -> std::io::Result<Command> {
-        let (program, mut argv): (PathBuf, Vec<std::ffi::OsString>) = match self {
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if output_on_3 {
+            argv.extend(MOVE_STDOUT_TO_3.iter().map(Into::into));
+        }
+        match self {
             Runtime::Host => {
                 for d in ["control", "output", "tmp", "cache"] {
                     std::fs::create_dir_all(spec.work.join(d))?;
                 }
-                (
-                    PathBuf::from(&args[0]),
-                    args[1..].iter().map(Into::into).collect(),
-                )
+                argv.extend(args.iter().map(Into::into));
             }
             Runtime::Oci { binary, state, .. } => {
                 let bundle = write_bundle(spec, args)?;
-                let mut argv: Vec<std::ffi::OsString> = vec![
+                argv.extend([
+                    binary.into(),
                     "--root".into(),
                     state.into(),
                     "run".into(),
                     "--bundle".into(),
-                ];
-                argv.push(bundle.into());
-                argv.extend(run_flags.iter().map(Into::into));
+                    bundle.into(),
+                ]);
+                if output_on_3 {
+                    argv.extend(["--preserve-fds".into(), "1".into()]);
+                }
                 argv.push(spec.id.clone().into());
-                (binary.clone(), argv)
             }
-        };
-        let mut c = match wrapper.split_first() {
-            Some((first, rest)) => {
-                let mut all: Vec<std::ffi::OsString> = rest.iter().map(Into::into).collect();
-                all.push(program.into());
-                all.append(&mut argv);
-                let mut c = Command::new(first);
-                c.args(all);
-                c
-            }
-            None => {
-                let mut c = Command::new(program);
-                c.args(argv);
-                c
-            }
-        };
+        }
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]);
         if let Runtime::Host = self {
             c.current_dir(&spec.src_host)
                 .env_clear()

@@ -74,8 +74,8 @@ impl Session {
             .take()
             .ok_or_else(|| std::io::Error::other("no stderr"))?;
         let marker = format!("\u{1e}slipway-{}", uuid::Uuid::new_v4().simple());
-        // At most 16 pieces of text (each at most a read, 64 KB) between the reader and
-        // the build.
+        // At most 16 pieces of text (each at most one read, READ_SIZE) between the reader
+        // and the build.
         let (tx, events) = mpsc::channel(16);
         tokio::spawn(read_output(
             output,
