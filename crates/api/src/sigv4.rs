@@ -337,11 +337,7 @@ pub fn canonical_request(
 
 /// Constant-time equality of two hex signatures.
 pub fn signatures_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    slipway_iam::crypto::same_secret(a.as_bytes(), b.as_bytes())
 }
 
 /// Parses `YYYYMMDDTHHMMSSZ` into Unix seconds.

@@ -967,13 +967,7 @@ impl CodeBuild {
         };
         let stored: String = row.get(0);
         let given = hex::encode(sha2::Sha256::digest(password.as_bytes()));
-        // Compared in constant time.
-        let same = stored.len() == given.len()
-            && stored
-                .bytes()
-                .zip(given.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
+        let same = slipway_iam::crypto::same_secret(stored.as_bytes(), given.as_bytes());
         Ok(same.then(|| row.get(1)))
     }
 

@@ -86,6 +86,12 @@ impl Gcm {
     }
 }
 
+/// Whether two secrets (signatures, password hashes) are equal, compared in constant time
+/// (aws-lc's comparison) so a mismatch tells nothing about where it is.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
 struct Keyring {
     keys: Vec<(u32, Gcm)>,
     /// Modification time of the key file when it was read (None: keys from the environment).
