@@ -271,8 +271,12 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
     // (random bytes in base64, lines of 99).
     const NOISE: &str = "head -c 99000000 /dev/zero | tr '\\0' x | fold -w 99";
     const RANDOM: &str = "head -c 74250000 /dev/urandom | base64 -w 99";
-    project("noisy", NOISE)?;
-    project("random", RANDOM)?;
+    // Each log build has a twin whose command writes into /dev/null: the same sandbox,
+    // phases and reports, no log.
+    for (name, command) in [("noisy", NOISE), ("random", RANDOM)] {
+        project(name, command)?;
+        project(&format!("{name}-null"), &format!("{command} > /dev/null"))?;
+    }
     let logs = [
         ("noisy", "1,000,000 lines of `x`", NOISE),
         ("random", "1,000,000 lines of random base64", RANDOM),
@@ -361,8 +365,13 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
 type Drive<'a> = dyn Fn(&str, usize, &str) -> Result<Vec<f64>> + 'a;
 
 /// A build of `project` printing 100 MB of log (`command`) through the worker protocol,
-/// against the same command into /dev/null: `rounds` interleaved rounds (a pause after each
-/// build, so its log's archiving is not charged to the next), medians and ranges.
+/// against three peers, round by round (`rounds` interleaved rounds, a pause after each
+/// build so its log's archiving is not charged to the next; medians and ranges):
+/// - the same build with the command's output into /dev/null (project `PROJECT-null`):
+///   what the log itself costs, the sandbox and phases being the same;
+/// - the command alone into /dev/null (no build at all);
+/// - the command piped into `cat > /dev/null`: the floor of capturing the output at all
+///   (a pipe and a reader on the same two cores), whatever is done with it.
 fn bench_log(
     server: &Proc,
     drive_project: &Drive,
@@ -371,33 +380,58 @@ fn bench_log(
     report: &mut String,
 ) -> Result<()> {
     let rss_before = proc_status_kb(server.0.id(), "VmRSS")?;
-    let (mut logged, mut plain) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        let t = Instant::now();
-        sh(Command::new("sh").args(["-c", &format!("{command} > /dev/null")]))?;
-        plain.push(t.elapsed().as_secs_f64());
-        logged.push(
-            drive_project("single", 1, project)?
-                .first()
-                .copied()
-                .unwrap_or(f64::NAN),
-        );
+    let cpu = || proc_cpu_secs(server.0.id());
+    let (mut logged, mut null_build, mut plain, mut piped) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut during, mut after) = (Vec::new(), Vec::new());
+    // A build, then a pause past the archive sweep: the server's CPU during the build and
+    // in the pause (the log's archiving).
+    let build = |project: &str| -> Result<(f64, f64, f64)> {
+        let c0 = cpu()?;
+        let t = drive_project("single", 1, project)?.first().copied();
+        let c1 = cpu()?;
         std::thread::sleep(Duration::from_secs(6));
+        Ok((t.unwrap_or(f64::NAN), c1 - c0, cpu()? - c1))
+    };
+    let timed = |script: &str| -> Result<f64> {
+        let t = Instant::now();
+        sh(Command::new("sh").args(["-c", script]))?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    for _ in 0..rounds {
+        plain.push(timed(&format!("{command} > /dev/null"))?);
+        piped.push(timed(&format!("{command} | cat > /dev/null"))?);
+        null_build.push(build(&format!("{project}-null"))?.0);
+        let (t, d, a) = build(project)?;
+        logged.push(t);
+        during.push(d);
+        after.push(a);
     }
     let rss_peak = proc_status_kb(server.0.id(), "VmHWM")?;
     let range = |v: &[f64]| {
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = v.iter().copied().fold(0.0, f64::max);
-        format!("{lo:.2}–{hi:.2} s")
+        format!("{:.2} s ({lo:.2}–{hi:.2})", median(v.to_vec()))
     };
-    let (l, p) = (median(logged.clone()), median(plain.clone()));
+    let (l, n, p, c) = (
+        median(logged.clone()),
+        median(null_build.clone()),
+        median(plain.clone()),
+        median(piped.clone()),
+    );
     let line = format!(
-        "| build printing 100 MB of log ({what}), StartBuild to SUCCEEDED, median of {rounds} | {l:.2} s ({}); server RSS {:.0} → peak {:.0} MB | the same command into /dev/null: {p:.2} s ({}) | **{:.2}×** the command's time, RSS growth {:.0} MB |\n",
+        "| build printing 100 MB of log ({what}), StartBuild to SUCCEEDED, median of {rounds} | {}; server CPU {:.2} s during the build, {:.2} s archiving it after; server RSS {:.0} → peak {:.0} MB | the same build into /dev/null: {}; the command alone: {}; the command into `cat`: {} | **{:.2}×** the build into /dev/null; {:.2}× the command alone ({:.2}× for `cat`); RSS growth {:.0} MB |\n",
         range(&logged),
+        median(during),
+        median(after),
         rss_before as f64 / 1024.0,
         rss_peak as f64 / 1024.0,
+        range(&null_build),
         range(&plain),
+        range(&piped),
+        l / n,
         l / p,
+        c / p,
         (rss_peak as f64 - rss_before as f64) / 1024.0
     );
     print!("{line}");
@@ -750,6 +784,25 @@ fn git_cmd(args: &[&str], dir: &Path) -> Result<String> {
 }
 
 /// A kB figure from `/proc/PID/status` (`VmRSS`, `VmHWM`, …).
+/// CPU time (user and system) a process has used so far, its own threads only. `/proc`
+/// counts it in USER_HZ ticks, which Linux fixes at 100 a second for user space.
+fn proc_cpu_secs(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| -> Result<f64> {
+        let v: u64 = fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("field {i} of /proc/{pid}/stat"))?;
+        Ok(v as f64 / 100.0)
+    };
+    // utime and stime: fields 14 and 15, counted from 1 with the pid and name before ')'.
+    Ok(tick(11)? + tick(12)?)
+}
+
 fn proc_status_kb(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status

@@ -161,7 +161,7 @@ async fn logs(
         let lease = query_param(&parts, "leaseToken").unwrap_or_default();
         state
             .codebuild
-            .append_logs(&id, &lease, &body)
+            .append_logs(&id, &lease, body)
             .await
             .map_err(domain_error)?;
         Ok(json!({}))

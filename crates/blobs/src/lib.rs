@@ -27,6 +27,8 @@ const TAG: usize = 16;
 const WINDOW: u64 = 16;
 /// Magic and version at the start of every blob.
 const MAGIC: &[u8; 4] = b"SWB1";
+/// Magic and version at the start of a value sealed whole ([`BlobStore::put_value`]).
+const VALUE_MAGIC: &[u8; 4] = b"SWV1";
 /// MAGIC + the 8-byte nonce prefix.
 const HEADER: usize = 12;
 /// Bytes gathered before a multipart part is sent to the backend.
@@ -256,31 +258,78 @@ impl BlobStore {
             return Err(e);
         }
         upload.complete().await?;
-        if let Some(root) = &self.local {
-            // Durable before it is acknowledged: the file, then every directory from its
-            // own up to the store's root (new directories included).
-            let (root, file) = (root.clone(), root.join(path));
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                std::fs::File::open(&file)?.sync_all()?;
-                let mut dir = file.parent();
-                while let Some(d) = dir {
-                    std::fs::File::open(d)?.sync_all()?;
-                    if d == root {
-                        break;
-                    }
-                    dir = d.parent();
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| BlobError::Durable(std::io::Error::other(e)))?
-            .map_err(BlobError::Durable)?;
-        }
+        self.make_durable(path).await?;
         Ok(BlobInfo {
             size,
             sha256: hex::encode(hasher.finalize()),
             wrapped_key: self.key.encrypt(&data_key),
         })
+    }
+
+    /// Makes a blob just written durable before it is acknowledged: on the local filesystem
+    /// the file, then every directory from its own up to the store's root (new directories
+    /// included). Other backends are durable when their write returns.
+    async fn make_durable(&self, path: &str) -> Result<()> {
+        let Some(root) = &self.local else {
+            return Ok(());
+        };
+        let (root, file) = (root.clone(), root.join(path));
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::File::open(&file)?.sync_all()?;
+            let mut dir = file.parent();
+            while let Some(d) = dir {
+                std::fs::File::open(d)?.sync_all()?;
+                if d == root {
+                    break;
+                }
+                dir = d.parent();
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| BlobError::Durable(std::io::Error::other(e)))?
+        .map_err(BlobError::Durable)
+    }
+
+    /// Writes a value of a few megabytes at most as one blob, sealed whole: a fresh data key,
+    /// one AES-256-GCM seal bound to the blob's path, one write, durable when this returns.
+    /// What [`BlobStore::put`] adds for large objects (chunked sealing for ranged reads, a
+    /// SHA-256 of the plaintext) a value read whole does not need: its tag authenticates all
+    /// of it. The answer is the wrapped data key, to keep where the value is recorded.
+    pub async fn put_value(&self, path: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let location = check_path(path)?;
+        let data_key = random_bytes::<32>();
+        let cipher = Gcm::new(&data_key).map_err(|e| BlobError::Key(e.to_string()))?;
+        let nonce = random_bytes::<12>();
+        let mut sealed = Vec::with_capacity(VALUE_MAGIC.len() + 12 + plaintext.len() + TAG);
+        sealed.extend_from_slice(VALUE_MAGIC);
+        sealed.extend_from_slice(&nonce);
+        cipher.seal_into(&nonce, path.as_bytes(), plaintext, &mut sealed);
+        self.backend
+            .put(&location, PutPayload::from(Bytes::from(sealed)))
+            .await?;
+        self.make_durable(path).await?;
+        Ok(self.key.encrypt(&data_key))
+    }
+
+    /// A value written by [`BlobStore::put_value`], checked whole.
+    pub async fn get_value(&self, path: &str, wrapped_key: &[u8]) -> Result<Vec<u8>> {
+        let location = check_path(path)?;
+        let corrupt = || BlobError::Corrupt(path.into());
+        let key = self.key.decrypt(wrapped_key).map_err(|_| corrupt())?;
+        let cipher = Gcm::new(&key).map_err(|_| corrupt())?;
+        let sealed = match self.backend.get(&location).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(BlobError::NotFound(path.into()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let rest = sealed.strip_prefix(VALUE_MAGIC).ok_or_else(corrupt)?;
+        let (nonce, body) = rest.split_at_checked(12).ok_or_else(corrupt)?;
+        cipher
+            .open(nonce, path.as_bytes(), body)
+            .map_err(|_| corrupt())
     }
 
     fn cipher(&self, info: &BlobInfo, path: &str) -> Result<Gcm> {
@@ -551,6 +600,48 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn values_round_trip_sealed_and_are_checked_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = store(dir.path());
+        let d = data(3 * CHUNK + 7);
+        let key = blobs.put_value("v/one", &d).await.unwrap();
+        assert_eq!(blobs.get_value("v/one", &key).await.unwrap(), d);
+        let file = dir.path().join("blobs/v/one");
+        let good = std::fs::read(&file).unwrap();
+        assert_eq!(good.len(), 4 + 12 + d.len() + TAG);
+        assert!(!good.windows(64).any(|w| w == &d[..64]), "sealed on disk");
+        let corrupt = |r: Result<Vec<u8>>| matches!(r, Err(BlobError::Corrupt(_)));
+        // A flipped bit, a cut, another value's key, the same bytes under another name.
+        let mut flipped = good.clone();
+        flipped[100] ^= 1;
+        std::fs::write(&file, &flipped).unwrap();
+        assert!(corrupt(blobs.get_value("v/one", &key).await));
+        std::fs::write(&file, &good[..good.len() - 1]).unwrap();
+        assert!(corrupt(blobs.get_value("v/one", &key).await));
+        std::fs::write(&file, &good).unwrap();
+        let other = blobs.put_value("v/two", b"another").await.unwrap();
+        assert!(corrupt(blobs.get_value("v/one", &other).await));
+        std::fs::write(dir.path().join("blobs/v/two"), &good).unwrap();
+        assert!(
+            corrupt(blobs.get_value("v/two", &key).await),
+            "bound to its name"
+        );
+        assert_eq!(blobs.get_value("v/one", &key).await.unwrap(), d);
+        // Empty values too; gone once deleted; names checked.
+        let empty = blobs.put_value("v/empty", b"").await.unwrap();
+        assert!(blobs.get_value("v/empty", &empty).await.unwrap().is_empty());
+        blobs.delete("v/one").await.unwrap();
+        assert!(matches!(
+            blobs.get_value("v/one", &key).await,
+            Err(BlobError::NotFound(_))
+        ));
+        assert!(matches!(
+            blobs.put_value("../x", b"x").await,
+            Err(BlobError::BadPath(_))
+        ));
     }
 
     #[tokio::test]

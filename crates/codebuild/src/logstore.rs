@@ -1,8 +1,9 @@
 //! Where build logs are kept: each upload from a worker is one chunk of lines (a binary
-//! batch the worker compressed with LZ4), sealed under the master key in the database while
-//! the build runs (durable as soon as it is acknowledged, readable live); when the build ends
-//! its chunks are archived as they are into one encrypted blob in the blob store, each chunk
-//! on its own so a page of the log is read without the rest.
+//! batch the worker compressed with LZ4), durable as soon as it is acknowledged and readable
+//! live. A small chunk is sealed under the master key in its database row; when the build
+//! ends the small chunks are archived as they are into one encrypted blob, each on its own
+//! so a page of the log is read without the rest. A large chunk (a build printing fast) is
+//! an encrypted blob of its own from the start, written once and left where it is.
 
 use crate::service::{holds_lease, internal, CodeBuild};
 use flate2::read::DeflateDecoder;
@@ -279,14 +280,29 @@ fn blob_path(id: &str) -> String {
     format!("codebuild/logs/{project}/{uuid}")
 }
 
+/// From this size (packed, as uploaded) a chunk is a blob of its own rather than a value in
+/// its row: the database would write its bytes twice (WAL, then checkpoint) and the archive
+/// a third time, where the blob store writes them once.
+const CHUNK_BLOB_MIN: usize = 64 << 10;
+
+/// A blob name for one large chunk of build `id` (named before its sequence number is
+/// known, so by a fresh random part).
+fn chunk_blob_path(id: &str) -> String {
+    let (project, uuid) = id.rsplit_once(':').unwrap_or(("build", id));
+    format!(
+        "codebuild/log-chunks/{project}/{uuid}/{}",
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
 impl CodeBuild {
     /// Appends a batch of log lines (already masked by the worker) in its binary form
     /// ([`LogBatch::pack`] or [`LogBatch::encode`]), checked here and stored as it came.
-    pub async fn append_logs(&self, id: &str, token: &str, batch: &[u8]) -> Result<()> {
+    pub async fn append_logs(&self, id: &str, token: &str, batch: bytes::Bytes) -> Result<()> {
         // Checked whole (inflated into a buffer this thread keeps for it), stored as it came.
         let (first_ts, last_ts, count, bytes) = SCRATCH
             .with_borrow_mut(|scratch| {
-                let (times, text) = parse(unpack_into(batch, scratch)?)?;
+                let (times, text) = parse(unpack_into(&batch, scratch)?)?;
                 let count: i64 = times.iter().map(|t| i64::from(t.1)).sum();
                 Ok::<_, String>((
                     times.iter().map(|t| t.0).min(),
@@ -300,9 +316,22 @@ impl CodeBuild {
             return Ok(());
         };
         let (id, token) = (id.to_owned(), token.to_owned());
-        // Sealed before the write is queued (the writer only writes).
-        let packed = self.blobs.seal_small(batch);
-        self.store
+        // A large chunk is written to the blob store first (durable when `put` returns); a
+        // small one is sealed before the write is queued (the writer only writes).
+        let (packed, blob) = if batch.len() >= CHUNK_BLOB_MIN {
+            let path = chunk_blob_path(&id);
+            let key = self
+                .blobs
+                .put_value(&path, &batch)
+                .await
+                .map_err(internal)?;
+            (None, Some((path, key)))
+        } else {
+            (Some(self.blobs.seal_small(&batch)), None)
+        };
+        let row_blob = blob.clone();
+        let inserted = self
+            .store
             .grouped(move |conn| {
                 Box::pin(async move {
                     holds_lease(conn, &id, &token).await?;
@@ -311,7 +340,8 @@ impl CodeBuild {
                         .bind(&id)
                         .fetch_one(&mut *conn)
                         .await?;
-                    sqlx::query("INSERT INTO cb_log_chunks (build_id, first_seq, count, first_ts, last_ts, bytes, data, packed) VALUES ($1, $2, $3, $4, $5, $6, '', $7)")
+                    let (path, key) = row_blob.unzip();
+                    sqlx::query("INSERT INTO cb_log_chunks (build_id, first_seq, count, first_ts, last_ts, bytes, data, packed, chunk_blob, chunk_blob_key) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8, $9)")
                         .bind(&id)
                         .bind(next)
                         .bind(count)
@@ -319,12 +349,19 @@ impl CodeBuild {
                         .bind(last_ts)
                         .bind(bytes)
                         .bind(packed)
+                        .bind(path)
+                        .bind(key)
                         .execute(&mut *conn)
                         .await?;
                     Ok::<(), ServiceError>(())
                 })
             })
-            .await
+            .await;
+        if let (Err(_), Some((path, _))) = (&inserted, &blob) {
+            // Refused (the lease is gone) or not written: the blob belongs to no chunk.
+            let _ = self.blobs.delete(path).await;
+        }
+        inserted
     }
 
     /// The chunks of build `id` that hold lines in range (sequence numbers in
@@ -356,7 +393,7 @@ impl CodeBuild {
         let mut blob = None;
         for first_seq in chunks {
             let Some(r) = sqlx::query(
-                "SELECT data, packed, blob_offset, blob_len FROM cb_log_chunks WHERE build_id = $1 AND first_seq = $2",
+                "SELECT data, packed, blob_offset, blob_len, chunk_blob, chunk_blob_key FROM cb_log_chunks WHERE build_id = $1 AND first_seq = $2",
             )
             .bind(id)
             .bind(first_seq)
@@ -365,9 +402,15 @@ impl CodeBuild {
             else {
                 continue;
             };
-            // A chunk's lines are archived (in the build's log blob), sealed in the row (a
-            // batch), or from before either (JSON text in `data`).
+            // A chunk's lines are a blob of their own, archived (in the build's log blob),
+            // sealed in the row (a batch), or from before any of these (JSON text in `data`).
+            let own_blob = r.get::<Option<String>, _>(4);
             let lines = match (r.get::<Option<Vec<u8>>, _>(1), r.get::<Option<i64>, _>(2)) {
+                _ if own_blob.is_some() => {
+                    let key = r.get::<Option<Vec<u8>>, _>(5).unwrap_or_default();
+                    let path = own_blob.unwrap_or_default();
+                    decode(&self.blobs.get_value(&path, &key).await.map_err(internal)?)?
+                }
                 (_, Some(offset)) => {
                     let len = r.get::<Option<i64>, _>(3).unwrap_or(0) as u64;
                     // Looked up once archived chunks show up: the archive records the blob
@@ -434,7 +477,8 @@ impl CodeBuild {
     /// interrupted archive is redone.
     pub async fn archive_log(&self, id: &str) -> Result<()> {
         let (pending, archived): (i64, i64) = {
-            let r = sqlx::query("SELECT COALESCE(SUM(blob_offset IS NULL), 0), COALESCE(SUM(blob_offset IS NOT NULL), 0) FROM cb_log_chunks WHERE build_id = $1")
+            // Chunks that are blobs of their own stay as they are.
+            let r = sqlx::query("SELECT COALESCE(SUM(blob_offset IS NULL), 0), COALESCE(SUM(blob_offset IS NOT NULL), 0) FROM cb_log_chunks WHERE build_id = $1 AND chunk_blob IS NULL")
                 .bind(id)
                 .fetch_one(self.store.pool())
                 .await?;
@@ -453,7 +497,7 @@ impl CodeBuild {
         let producer = {
             let (this, id) = (self.clone(), id.to_owned());
             tokio::spawn(async move {
-                let firsts: Vec<i64> = sqlx::query_scalar("SELECT first_seq FROM cb_log_chunks WHERE build_id = $1 AND blob_offset IS NULL ORDER BY first_seq")
+                let firsts: Vec<i64> = sqlx::query_scalar("SELECT first_seq FROM cb_log_chunks WHERE build_id = $1 AND blob_offset IS NULL AND chunk_blob IS NULL ORDER BY first_seq")
                     .bind(&id)
                     .fetch_all(this.store.pool())
                     .await?;
@@ -540,16 +584,35 @@ impl CodeBuild {
         Ok(ids.len())
     }
 
-    /// Removes a deleted build's archived log.
-    pub(crate) async fn delete_log_blob(&self, id: &str) {
+    /// The blobs of a build's large chunks (read before its rows are deleted).
+    pub(crate) async fn chunk_blobs(
+        conn: &mut slipway_store::Conn,
+        id: &str,
+    ) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT chunk_blob FROM cb_log_chunks WHERE build_id = $1 AND chunk_blob IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?)
+    }
+
+    /// Removes a deleted build's archived log and the blobs of its large chunks.
+    pub(crate) async fn delete_log_blob(&self, id: &str, chunks: &[String]) {
         if let Err(e) = self.blobs.delete(&blob_path(id)).await {
             tracing::debug!(build = %id, error = %e, "no log blob to delete");
+        }
+        for path in chunks {
+            if let Err(e) = self.blobs.delete(path).await {
+                tracing::warn!(build = %id, error = %e, "deleting a log chunk's blob");
+            }
         }
     }
 }
 
 /// Re-wraps the data keys of build logs under the master key's new primary (after a
-/// rotation): the sealed chunks of running builds and the archived logs' blob keys.
+/// rotation): the sealed chunks of running builds, the blob keys of large chunks and the
+/// archived logs' blob keys.
 pub async fn rewrap_logs(
     store: &slipway_store::Store,
     key: &slipway_iam::crypto::MasterKey,
@@ -569,6 +632,22 @@ pub async fn rewrap_logs(
             .execute(&mut *tx)
             .await?;
     }
+    let chunk_blobs = sqlx::query(
+        "SELECT build_id, first_seq, chunk_blob_key FROM cb_log_chunks WHERE chunk_blob_key IS NOT NULL",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for r in &chunk_blobs {
+        let fresh = key.reencrypt(&r.get::<Vec<u8>, _>(2)).map_err(internal)?;
+        sqlx::query(
+            "UPDATE cb_log_chunks SET chunk_blob_key = $1 WHERE build_id = $2 AND first_seq = $3",
+        )
+        .bind(fresh)
+        .bind(r.get::<String, _>(0))
+        .bind(r.get::<i64, _>(1))
+        .execute(&mut *tx)
+        .await?;
+    }
     let blobs =
         sqlx::query("SELECT id, log_blob_key FROM cb_builds WHERE log_blob_key IS NOT NULL")
             .fetch_all(&mut *tx)
@@ -582,5 +661,5 @@ pub async fn rewrap_logs(
             .await?;
     }
     tx.commit().await?;
-    Ok(chunks.len() + blobs.len())
+    Ok(chunks.len() + chunk_blobs.len() + blobs.len())
 }

@@ -758,6 +758,7 @@ impl CodeBuild {
                     "Build is in progress and cannot be deleted".into(),
                 )),
                 Some(_) => {
+                    let chunks = CodeBuild::chunk_blobs(&mut tx, id).await?;
                     sqlx::query("DELETE FROM cb_log_chunks WHERE build_id = $1")
                         .bind(id)
                         .execute(&mut *tx)
@@ -766,15 +767,17 @@ impl CodeBuild {
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
-                    deleted.push(id.clone());
+                    deleted.push((id.clone(), chunks));
                 }
             }
         }
         tx.commit().await?;
-        for id in &deleted {
-            self.delete_log_blob(id).await;
+        let mut ids = Vec::with_capacity(deleted.len());
+        for (id, chunks) in deleted {
+            self.delete_log_blob(&id, &chunks).await;
+            ids.push(id);
         }
-        Ok((deleted, refused))
+        Ok((ids, refused))
     }
 
     /// Asks for a build to stop: a queued one stops at once, a running one when its

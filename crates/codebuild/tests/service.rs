@@ -227,7 +227,7 @@ async fn the_queue_leases_each_build_once_and_ends_it_once() {
         .append_logs(
             &l1.build_id,
             "forged",
-            &LogBatch::from_lines(&[(1, "x".into())]).encode(),
+            LogBatch::from_lines(&[(1, "x".into())]).encode().into(),
         )
         .await
         .unwrap_err();
@@ -237,14 +237,18 @@ async fn the_queue_leases_each_build_once_and_ends_it_once() {
     cb.append_logs(
         &l1.build_id,
         &l1.token,
-        &LogBatch::from_lines(&[(1000, "one".into()), (2000, "two".into())]).encode(),
+        LogBatch::from_lines(&[(1000, "one".into()), (2000, "two".into())])
+            .encode()
+            .into(),
     )
     .await
     .unwrap();
     cb.append_logs(
         &l1.build_id,
         &l1.token,
-        &LogBatch::from_lines(&[(3000, "three".into())]).encode(),
+        LogBatch::from_lines(&[(3000, "three".into())])
+            .encode()
+            .into(),
     )
     .await
     .unwrap();
@@ -686,22 +690,51 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     ] {
         assert!(LogBatch::decode(bad).is_err(), "{bad:?}");
         let e = cb
-            .append_logs(&l.build_id, &l.token, bad)
+            .append_logs(&l.build_id, &l.token, bytes::Bytes::copy_from_slice(bad))
             .await
             .unwrap_err();
         assert_eq!(code(e), "InvalidInputException");
     }
+    // Batches 3 and 11 print long lines that hardly compress: large enough to be blobs of
+    // their own (the rest stay in their rows until archived).
+    let line = |b: i64, i: i64| {
+        if b == 3 || b == 11 {
+            let mut x = (b * 1_000_003 + i) as u64 | 1;
+            let noise: String = (0..24)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{:08x}", x as u32)
+                })
+                .collect();
+            format!("{marker} line {b}/{i} {noise}")
+        } else {
+            format!("{marker} line {b}/{i}")
+        }
+    };
     let mut expected = Vec::new();
     for batch in 0..20 {
         let lines: Vec<(i64, String)> = (0..500)
-            .map(|i| (batch * 1000 + i, format!("{marker} line {batch}/{i}")))
+            .map(|i| (batch * 1000 + i, line(batch, i)))
             .collect();
         expected.extend(lines.iter().map(|l| l.1.clone()));
         // Workers send batches compressed; plain ones are taken too.
         let b = LogBatch::from_lines(&lines);
         let body = if batch % 2 == 0 { b.pack() } else { b.encode() };
-        cb.append_logs(&l.build_id, &l.token, &body).await.unwrap();
+        cb.append_logs(&l.build_id, &l.token, body.into())
+            .await
+            .unwrap();
     }
+    let own_blobs = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM cb_log_chunks WHERE chunk_blob IS NOT NULL AND packed IS NULL",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(own_blobs().await, 2, "the two large chunks are blobs");
     // A chunk as the previous version sealed it (the batch's JSON) still reads.
     let legacy: Vec<(i64, String)> = (0..500)
         .map(|i| (20_000 + i, format!("{marker} line 20/{i}")))
@@ -781,6 +814,7 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     .unwrap();
     assert_eq!(cb.archive_pending().await.unwrap(), 1);
     assert_eq!(cb.archive_pending().await.unwrap(), 0, "archived once");
+    assert_eq!(own_blobs().await, 2, "large chunks stay blobs of their own");
     let archived = (
         read(all.clone()).await,
         read(page).await,
@@ -795,16 +829,17 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     let rewrapped = slipway_codebuild::logstore::rewrap_logs(&store, &key)
         .await
         .unwrap();
-    assert_eq!(rewrapped, 1);
+    assert_eq!(
+        rewrapped, 3,
+        "the archive's key and the two large chunks' keys"
+    );
     assert_eq!(read(all.clone()).await, live.0);
 
     // An archive as the previous version wrote it (each chunk's JSON deflated, format 0)
     // still reads.
     let mut chunks: Vec<(i64, Vec<(i64, String)>)> = (0..20)
         .map(|b| {
-            let lines = (0..500)
-                .map(|i| (b * 1000 + i, format!("{marker} line {b}/{i}")))
-                .collect();
+            let lines = (0..500).map(|i| (b * 1000 + i, line(b, i))).collect();
             (b * 500 + 1, lines)
         })
         .collect();
@@ -856,11 +891,16 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
 
     // Nothing on disk holds a line in the clear: not the database, not the blobs.
     let files = files_under(dir.path());
-    let blob_files = files
-        .iter()
-        .filter(|f| f.to_string_lossy().contains("codebuild/logs"))
-        .count();
-    assert_eq!(blob_files, 1, "{files:?}");
+    let log_blobs = |files: &[std::path::PathBuf]| {
+        let named = |part: &str| {
+            files
+                .iter()
+                .filter(|f| f.to_string_lossy().contains(part))
+                .count()
+        };
+        (named("codebuild/logs/"), named("codebuild/log-chunks/"))
+    };
+    assert_eq!(log_blobs(&files), (1, 2), "{files:?}");
     for f in &files {
         let data = std::fs::read(f).unwrap();
         assert!(
@@ -870,17 +910,13 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
         );
     }
 
-    // Deleting the build deletes its archived log.
+    // Deleting the build deletes its archived log and its large chunks.
     let (deleted, _) = cb
         .batch_delete_builds(&[b["id"].as_str().unwrap().to_owned()])
         .await
         .unwrap();
     assert_eq!(deleted.len(), 1);
-    let left = files_under(dir.path())
-        .iter()
-        .filter(|f| f.to_string_lossy().contains("codebuild/logs"))
-        .count();
-    assert_eq!(left, 0);
+    assert_eq!(log_blobs(&files_under(dir.path())), (0, 0));
 }
 
 fn files_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {

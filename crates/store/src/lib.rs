@@ -101,6 +101,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "build_git_credentials",
         include_str!("../migrations/sqlite/0007_build_git_credentials.sql"),
     ),
+    (
+        8,
+        "log_chunk_blobs",
+        include_str!("../migrations/sqlite/0008_log_chunk_blobs.sql"),
+    ),
 ];
 
 /// The store: cheap to clone, shared by every service.
