@@ -126,15 +126,21 @@ impl LogBatch {
         SCRATCH.with_borrow_mut(|plain| {
             plain.clear();
             self.encode_into(plain);
-            let mut out =
-                Vec::with_capacity(8 + lz4_flex::block::get_maximum_output_size(plain.len()));
-            out.extend_from_slice(PACKED_MAGIC);
-            out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
-            out.resize(out.capacity(), 0);
-            let n = lz4_flex::block::compress_into(plain, &mut out[8..])
-                .expect("the output has room for the worst case");
-            out.truncate(8 + n);
-            out
+            // Compressed into room this thread keeps (zeroed once, not per batch), then
+            // copied out at its compressed size: a log that compresses well is a few KB.
+            PACK_ROOM.with_borrow_mut(|room| {
+                let worst = lz4_flex::block::get_maximum_output_size(plain.len());
+                if room.len() < worst {
+                    room.resize(worst, 0);
+                }
+                let n = lz4_flex::block::compress_into(plain, &mut room[..worst])
+                    .expect("the room holds the worst case");
+                let mut out = Vec::with_capacity(8 + n);
+                out.extend_from_slice(PACKED_MAGIC);
+                out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+                out.extend_from_slice(&room[..n]);
+                out
+            })
         })
     }
 
@@ -211,6 +217,8 @@ thread_local! {
     /// A buffer each thread reuses for batches in their binary form (packing, checking):
     /// a megabyte allocated and freed per batch costs page faults on every use.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Where [`LogBatch::pack`] compresses to (the worst case for the largest batch yet).
+    static PACK_ROOM: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The binary form of a batch that may be compressed ([`LogBatch::pack`]), inflated into
@@ -231,14 +239,16 @@ fn unpack_into<'a>(data: &'a [u8], buf: &'a mut Vec<u8>) -> std::result::Result<
     if len > block.len().saturating_mul(255).saturating_add(16) {
         return Err("not a log batch: its length is wrong".into());
     }
-    buf.clear();
-    buf.resize(len, 0);
-    let n = lz4_flex::block::decompress_into(block, buf)
+    // The buffer only grows: zeroing a megabyte for every batch cost more than inflating it.
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let n = lz4_flex::block::decompress_into(block, &mut buf[..len])
         .map_err(|e| format!("not a log batch: {e}"))?;
     if n != len {
         return Err("not a log batch: its length is wrong".into());
     }
-    Ok(&buf[..])
+    Ok(&buf[..len])
 }
 
 /// A chunk's batch from its binary form (compressed or not), or the JSON form earlier

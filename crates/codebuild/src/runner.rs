@@ -28,8 +28,9 @@ pub struct PhaseRecord {
 
 /// What a running build reports as it goes.
 pub enum Report<'a> {
-    /// Log lines, each ending with a newline (secrets already masked).
-    Log(&'a str),
+    /// Log lines, each ending with a newline (secrets already masked); owned when the
+    /// build printed them, so a sink that keeps them takes them without a copy.
+    Log(std::borrow::Cow<'a, str>),
     /// A phase began or ended.
     Phase(&'a PhaseRecord),
 }
@@ -114,14 +115,14 @@ impl Progress {
 
     /// Log text (whole lines, each ending with a newline), with every secret value
     /// replaced by `***`.
-    pub fn log(&mut self, text: &str) {
-        let mut text = std::borrow::Cow::Borrowed(text);
+    pub fn log<'t>(&mut self, text: impl Into<std::borrow::Cow<'t, str>>) {
+        let mut text = text.into();
         for s in &self.secrets {
             if text.contains(s.as_str()) {
                 text = std::borrow::Cow::Owned(text.replace(s.as_str(), "***"));
             }
         }
-        (self.sink)(Report::Log(&text));
+        (self.sink)(Report::Log(text));
     }
 
     /// A line in CodeBuild's own voice: `[Container] 2026/11/22 05:40:00.123456 …`.
@@ -137,7 +138,7 @@ impl Progress {
             now.second(),
             now.microsecond()
         );
-        self.log(&format!("[Container] {stamp} {what}\n"));
+        self.log(format!("[Container] {stamp} {what}\n"));
     }
 
     pub fn begin(&mut self, phase_type: &str) {
@@ -367,7 +368,7 @@ async fn run_logged(
     s.run(
         text,
         stop,
-        &mut |t: String| progress.log(&t),
+        &mut |t: String| progress.log(t),
         gate.as_deref(),
     )
     .await

@@ -130,7 +130,7 @@ async fn run_with(
         job.secrets.clone(),
         Box::new(move |r| {
             if let Report::Log(t) = r {
-                sink.lock().unwrap().push_str(t);
+                sink.lock().unwrap().push_str(&t);
             }
         }),
     );

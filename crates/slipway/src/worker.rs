@@ -498,7 +498,7 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
         Box::new(move |r| match r {
             Report::Log(t) => {
                 sink_gate.add(t.len() + 32);
-                let _ = sink_tx.send(Upload::Text(millis(SystemTime::now()), t.to_owned()));
+                let _ = sink_tx.send(Upload::Text(millis(SystemTime::now()), t.into_owned()));
             }
             Report::Phase(p) => {
                 match list.last_mut() {
