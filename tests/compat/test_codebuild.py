@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from conftest import Server
+from conftest import AwsError, Server
 
 BUILDSPEC = """version: 0.2
 env:
@@ -75,7 +75,8 @@ def create_project(server, name, source, artifacts=None, **extra):
         "--service-role", "arn:aws:iam::000000000000:role/codebuild",
     ]
     for k, v in extra.items():
-        args += [f"--{k.replace('_', '-')}", str(v)]
+        # None: a flag without a value (`--badge-enabled`).
+        args += [f"--{k.replace('_', '-')}"] + ([] if v is None else [str(v)])
     return server.aws(*args)["project"]
 
 
@@ -432,6 +433,74 @@ artifacts:
     ds = [p for p in b["phases"] if p["phaseType"] == "DOWNLOAD_SOURCE"][0]
     assert b["buildStatus"] == "FAILED" and ds["phaseStatus"] == "FAILED", json.dumps(b, indent=1)
     assert "no-such-branch" in ds["contexts"][0]["message"]
+
+
+def test_pipeline_builds_take_input_and_give_output_artifacts(server, workdir):
+    """A CODEPIPELINE project builds what a pipeline's action hands it: the input artifact
+    (a zip, named by sourceVersion as an S3 object ARN, as CodePipeline's builds show it)
+    and the output artifact (zipped to exactly the object its location names); S3 objects
+    beyond the first input are secondary sources. Started by hand it names neither and
+    fails saying so."""
+    spec = """version: 0.2
+env:
+  exported-variables: [INPUT]
+phases:
+  build:
+    commands:
+      - export INPUT="$CODEBUILD_SOURCE_VERSION"
+      - cat main.txt "$CODEBUILD_SRC_DIR_Extra/extra.txt"
+      - mkdir -p out && cp main.txt out/ && cp "$CODEBUILD_SRC_DIR_Extra/extra.txt" out/
+artifacts:
+  files: ["**/*"]
+  base-directory: out
+"""
+    server.aws("s3", "mb", "s3://pipeline-store")
+    for name, files in {"SourceArti.zip": {"buildspec.yml": spec, "main.txt": "from the pipeline\n"},
+                        "ExtraArti.zip": {"extra.txt": "second input\n"}}.items():
+        z = workdir / name
+        with zipfile.ZipFile(z, "w") as out:
+            for path, text in files.items():
+                out.writestr(path, text)
+        server.aws("s3", "cp", str(z), f"s3://pipeline-store/app/{name}")
+    p = create_project(server, "piped", {"type": "CODEPIPELINE"}, {"type": "CODEPIPELINE"})
+    assert p["source"]["type"] == "CODEPIPELINE" and p["artifacts"]["type"] == "CODEPIPELINE"
+
+    source = "arn:aws:s3:::pipeline-store/app/SourceArti.zip"
+    output = "arn:aws:s3:::pipeline-store/app/BuildArtif.zip"
+    b = wait_build(server, server.aws(
+        "codebuild", "start-build", "--project-name", "piped", "--source-version", source,
+        "--artifacts-override", json.dumps({"type": "CODEPIPELINE", "location": output}),
+        "--secondary-sources-override", json.dumps([{"type": "S3", "location": "pipeline-store/app/ExtraArti.zip",
+                                                     "sourceIdentifier": "Extra"}]))["build"]["id"])
+    assert b["buildStatus"] == "SUCCEEDED", json.dumps(b, indent=1)
+    assert b["sourceVersion"] == source
+    assert b["exportedEnvironmentVariables"] == [{"name": "INPUT", "value": source}]
+    assert "from the pipeline\nsecond input" in build_log(server, b)
+    assert b["artifacts"]["location"] == output
+    got = workdir / "BuildArtif.zip"
+    server.aws("s3", "cp", "s3://pipeline-store/app/BuildArtif.zip", str(got))
+    assert sorted(zipfile.ZipFile(got).namelist()) == ["extra.txt", "main.txt"]
+
+    # Started by hand: no input artifact to build.
+    b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "piped")["build"]["id"])
+    ds = [p for p in b["phases"] if p["phaseType"] == "DOWNLOAD_SOURCE"][0]
+    assert b["buildStatus"] == "FAILED" and ds["phaseStatus"] == "FAILED", json.dumps(b, indent=1)
+    assert "input artifact" in ds["contexts"][0]["message"], ds
+
+    # CODEPIPELINE goes with CODEPIPELINE, primary only, and without a badge.
+    for source, artifacts, extra in [
+        ({"type": "CODEPIPELINE"}, {"type": "NO_ARTIFACTS"}, {}),
+        ({"type": "NO_SOURCE", "buildspec": spec}, {"type": "CODEPIPELINE"}, {}),
+        ({"type": "CODEPIPELINE"}, {"type": "CODEPIPELINE"}, {"badge_enabled": None}),
+        ({"type": "CODEPIPELINE"}, {"type": "CODEPIPELINE"},
+         {"secondary_sources": json.dumps([{"type": "CODEPIPELINE", "sourceIdentifier": "x"}])}),
+    ]:
+        with pytest.raises(AwsError) as e:
+            create_project(server, "bad-piped", source, artifacts, **extra)
+        assert e.value.code == "InvalidInputException", e.value
+    # Other sources may have a badge.
+    badged = create_project(server, "badged", {"type": "NO_SOURCE", "buildspec": spec}, badge_enabled=None)
+    assert badged["badge"]["badgeEnabled"] is True and "badgeEnabled" not in badged, badged
 
 
 def oci_image(path, files):

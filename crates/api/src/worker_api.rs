@@ -317,7 +317,15 @@ async fn source(
     let location = source["location"].as_str().unwrap_or_default().to_owned();
     match source["type"].as_str().unwrap_or_default() {
         "CODECOMMIT" => codecommit_source(&state, &location, version.as_str()).await,
-        "S3" => s3_source(&state, &location).await,
+        "S3" => s3_source(&state, &location, version.as_str()).await,
+        // A pipeline's build: its input artifact, the zip `sourceVersion` names as an S3
+        // object ARN (as CodePipeline's builds show it).
+        "CODEPIPELINE" => match version.as_str().filter(|v| !v.is_empty()) {
+            Some(artifact) => s3_source(&state, artifact, None).await,
+            None => client_error(
+                "CLIENT_ERROR: a CODEPIPELINE source is the input artifact of a pipeline's action, and this build names none (sourceVersion: arn:aws:s3:::BUCKET/KEY)".into(),
+            ),
+        },
         other => error_response(ApiError::new(
             "InvalidInputException",
             400,
@@ -420,15 +428,19 @@ async fn codecommit_source(state: &AppState, location: &str, version: Option<&st
 }
 
 /// The zip in a Slipway bucket (`bucket/key`), streamed.
-async fn s3_source(state: &AppState, location: &str) -> Response {
+/// The zip at an S3 source location (`BUCKET/KEY` or its ARN), in `version` (an object
+/// version id) when one is named.
+async fn s3_source(state: &AppState, location: &str, version: Option<&str>) -> Response {
     let location = location.strip_prefix("arn:aws:s3:::").unwrap_or(location);
     let Some((bucket, key)) = location.split_once('/') else {
         return client_error(format!("invalid S3 source location {location}"));
     };
-    match stream_object(state, bucket, key, "application/zip", None).await {
+    let version = version.filter(|v| !v.is_empty());
+    match stream_object(state, bucket, key, version, "application/zip", None).await {
         Some(r) => r,
         None => client_error(format!(
-            "NoSuchKey: the source object {location} does not exist"
+            "NoSuchKey: the source object {location}{} does not exist",
+            version.map_or(String::new(), |v| format!(" (version {v})"))
         )),
     }
 }
@@ -439,10 +451,11 @@ async fn stream_object(
     state: &AppState,
     bucket: &str,
     key: &str,
+    version: Option<&str>,
     content_type: &str,
     newer_than: Option<f64>,
 ) -> Option<Response> {
-    let object = state.s3.object(bucket, key, None).await.ok()?;
+    let object = state.s3.object(bucket, key, version).await.ok()?;
     if newer_than.is_some_and(|t| object.modified <= t) {
         return None;
     }
@@ -495,7 +508,16 @@ async fn cache(
     };
     let key = query_param(&parts, "key").unwrap_or_default();
     let invalidated = job["cacheInvalidatedAt"].as_f64();
-    match stream_object(&state, &bucket, &key, "application/x-tar", invalidated).await {
+    match stream_object(
+        &state,
+        &bucket,
+        &key,
+        None,
+        "application/x-tar",
+        invalidated,
+    )
+    .await
+    {
         Some(r) => r,
         None => error_response(ApiError::new(
             "NoSuchKey",
@@ -521,6 +543,7 @@ async fn artifacts(
     let allowed: Vec<String> = std::iter::once(&job["artifacts"])
         .chain(job["secondaryArtifacts"].as_array().into_iter().flatten())
         .filter_map(|a| a["location"].as_str())
+        .map(|l| l.strip_prefix("arn:aws:s3:::").unwrap_or(l))
         .map(|l| l.split('/').next().unwrap_or(l).to_owned())
         .chain(cache_bucket(&job))
         .collect();

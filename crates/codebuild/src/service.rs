@@ -237,8 +237,39 @@ impl CodeBuild {
         }
         if (source_type == "CODEPIPELINE") != (artifacts_type == "CODEPIPELINE") {
             return Err(invalid(
-                "Source type CODEPIPELINE and artifacts type CODEPIPELINE must be used together",
+                "Invalid input: when using CodePipeline both sourceType, and artifactType must be set to: CODEPIPELINE",
             ));
+        }
+        // CreateProject and UpdateProject take `badgeEnabled`; projects report `badge`.
+        if let Some(Value::Bool(on)) = doc.as_object_mut().and_then(|m| m.remove("badgeEnabled")) {
+            set(doc, "badge", json!({"badgeEnabled": on}));
+        }
+        if source_type == "CODEPIPELINE"
+            && doc
+                .pointer("/badge/badgeEnabled")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        {
+            return Err(invalid(
+                "Build badges are not supported for CodePipeline source",
+            ));
+        }
+        // A pipeline hands a build its inputs and outputs beyond the first as S3 objects:
+        // only the primary source and artifacts can be CODEPIPELINE.
+        for (list, what) in [
+            ("secondarySources", "secondary source"),
+            ("secondaryArtifacts", "secondary artifact"),
+        ] {
+            let listed = doc.get(list).and_then(Value::as_array);
+            if listed
+                .into_iter()
+                .flatten()
+                .any(|x| x["type"].as_str() == Some("CODEPIPELINE"))
+            {
+                return Err(invalid(format!(
+                    "Invalid {what} type: CODEPIPELINE is only valid for a project's primary source and artifacts"
+                )));
+            }
         }
         check_cache(doc.get("cache"))?;
         for key in ["type", "image", "computeType"] {

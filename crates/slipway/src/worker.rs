@@ -685,6 +685,11 @@ impl WorkerHooks {
         progress: &mut Progress,
     ) -> Result<Option<Value>, String> {
         let spec_name = files_spec.and_then(|f| f.name.clone());
+        if a["type"].as_str() == Some("CODEPIPELINE") {
+            return self
+                .upload_output_artifact(a, ident, picked, progress)
+                .await;
+        }
         if a["type"].as_str() != Some("S3") {
             return Ok(None);
         }
@@ -759,6 +764,52 @@ impl WorkerHooks {
         })))
     }
 
+    /// A pipeline action's output artifact: the files zipped to exactly the object its
+    /// `location` names (`arn:aws:s3:::BUCKET/KEY`, as the pipeline hands it over).
+    async fn upload_output_artifact(
+        &self,
+        a: &Value,
+        ident: Option<&str>,
+        picked: &[(Option<String>, Picked)],
+        progress: &mut Progress,
+    ) -> Result<Option<Value>, String> {
+        let location = a["location"].as_str().unwrap_or_default();
+        let object = location.strip_prefix("arn:aws:s3:::").unwrap_or(location);
+        let Some((bucket, key)) = object
+            .split_once('/')
+            .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        else {
+            return Err("CLIENT_ERROR: CODEPIPELINE artifacts are the output artifact of a pipeline's action, and this build names none (artifacts location: arn:aws:s3:::BUCKET/KEY)".into());
+        };
+        let files: Vec<Picked> = picked
+            .iter()
+            .filter(|(i, _)| i.as_deref() == ident)
+            .map(|(_, p)| p.clone())
+            .collect();
+        let zip = self
+            .work
+            .join(format!("artifacts-{}.zip", ident.unwrap_or("primary")));
+        zip_files(&files, &zip).map_err(|e| format!("zipping the artifacts: {e}"))?;
+        let q = query(&[
+            ("bucket", bucket),
+            ("key", key),
+            ("leaseToken", &self.token),
+        ]);
+        let path = format!("/-/worker/builds/{}/artifacts", self.id);
+        self.client
+            .upload(&path, &q, &zip)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        progress.say(&format!(
+            "Uploaded {} artifact file(s) to the pipeline output artifact s3://{bucket}/{key}",
+            files.len()
+        ));
+        Ok(Some(json!({
+            "location": format!("arn:aws:s3:::{bucket}/{key}"),
+            "encryptionDisabled": a["encryptionDisabled"].as_bool().unwrap_or(false),
+        })))
+    }
+
     /// Downloads a source into `src` (the primary) or `src-IDENT` (a secondary one); the
     /// version it resolved to.
     async fn fetch(
@@ -795,7 +846,7 @@ impl WorkerHooks {
                 progress.say(&format!("Source {location} at {rev}"));
                 Ok(resolved)
             }
-            "S3" => {
+            kind @ ("S3" | "CODEPIPELINE") => {
                 let zip = self.work.join(format!("{dir}.zip"));
                 let resolved = self
                     .client
@@ -805,8 +856,16 @@ impl WorkerHooks {
                 std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
                 unzip(&zip, &src)?;
                 let _ = std::fs::remove_file(&zip);
+                // A pipeline's input artifact is the object its sourceVersion names.
+                let object = if kind == "S3" {
+                    format!("s3://{location}")
+                } else {
+                    let artifact = self.job["sourceVersion"].as_str().unwrap_or_default();
+                    let at = artifact.strip_prefix("arn:aws:s3:::").unwrap_or(artifact);
+                    format!("pipeline input artifact s3://{at}")
+                };
                 progress.say(&format!(
-                    "Source s3://{location} version {}",
+                    "Source {object} version {}",
                     resolved.as_deref().unwrap_or("-")
                 ));
                 Ok(resolved)
