@@ -434,6 +434,13 @@ artifacts:
     assert b["buildStatus"] == "FAILED" and ds["phaseStatus"] == "FAILED", json.dumps(b, indent=1)
     assert "no-such-branch" in ds["contexts"][0]["message"]
 
+    # An S3 source's sourceVersion is the object's version id: one that does not exist
+    # fails DOWNLOAD_SOURCE, naming it.
+    b = wait_build(server, server.aws(
+        "codebuild", "start-build", "--project-name", "multi", "--source-version", "no-such-version")["build"]["id"])
+    ds = [p for p in b["phases"] if p["phaseType"] == "DOWNLOAD_SOURCE"][0]
+    assert b["buildStatus"] == "FAILED" and "no-such-version" in ds["contexts"][0]["message"], json.dumps(b, indent=1)
+
 
 def test_pipeline_builds_take_input_and_give_output_artifacts(server, workdir):
     """A CODEPIPELINE project builds what a pipeline's action hands it: the input artifact
