@@ -235,12 +235,11 @@ impl Splitter {
         }
     }
 
-    /// Takes `data`; what is complete goes to `out`. At the end (`eof`) a last partial line
-    /// is handed on too.
-    fn feed(&mut self, data: &[u8], eof: bool, out: &mut Vec<Piece>) {
-        self.buf.extend_from_slice(data);
-        let end = memchr::memrchr(b'\n', &self.buf).map_or(0, |i| i + 1);
-        let region = &self.buf[..end];
+    /// Hands on the whole lines of `data` (up to its last newline) as text and status
+    /// markers; how many bytes that took.
+    fn split(&self, data: &[u8], out: &mut Vec<Piece>) -> usize {
+        let end = memchr::memrchr(b'\n', data).map_or(0, |i| i + 1);
+        let region = &data[..end];
         let (mut from, mut at) = (0, 0);
         // The marker starts with a byte build output hardly ever holds (U+001E, a record
         // separator): only where that byte is, is the whole marker looked for.
@@ -257,7 +256,24 @@ impl Splitter {
             (from, at) = (line_end, line_end);
         }
         text(&region[from..end], out);
-        self.buf.drain(..end);
+        end
+    }
+
+    /// Takes `data`; what is complete goes to `out`. At the end (`eof`) a last partial line
+    /// is handed on too.
+    fn feed(&mut self, data: &[u8], eof: bool, out: &mut Vec<Piece>) {
+        if self.buf.is_empty() {
+            // The common case, nothing left over from the last read: split the read where
+            // it lies and keep only its unfinished last line.
+            let end = self.split(data, out);
+            self.buf.extend_from_slice(&data[end..]);
+        } else {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.extend_from_slice(data);
+            let end = self.split(&buf, out);
+            buf.drain(..end);
+            self.buf = buf;
+        }
         // A line without its end yet: cut when too long (before a marker's first byte, so
         // a marker is never cut), or at the end of the output.
         if self.buf.len() >= MAX_LINE || (eof && !self.buf.is_empty()) {

@@ -674,29 +674,19 @@ impl WorkerHooks {
         }
     }
 
-    /// Uploads the files picked for one artifact (`ident`: a secondary one's identifier) to
-    /// the bucket its settings `a` name, zipped or not; its location for BatchGetBuilds.
-    async fn upload_one(
+    /// Where S3 artifacts `a` go: the bucket, the key (CodeBuild's layout: path, the build
+    /// id when namespaceType is BUILD_ID, the name), and whether the buildspec's name
+    /// overrode the artifact's.
+    fn s3_artifact_key(
         &self,
         a: &Value,
         ident: Option<&str>,
         files_spec: Option<&ArtifactFiles>,
-        picked: &[(Option<String>, Picked)],
-        progress: &mut Progress,
-    ) -> Result<Option<Value>, String> {
+    ) -> (String, String, bool) {
         let spec_name = files_spec.and_then(|f| f.name.clone());
-        if a["type"].as_str() == Some("CODEPIPELINE") {
-            return self
-                .upload_output_artifact(a, ident, picked, progress)
-                .await;
-        }
-        if a["type"].as_str() != Some("S3") {
-            return Ok(None);
-        }
         let location = a["location"].as_str().unwrap_or_default();
         let (bucket, _) = location.split_once('/').unwrap_or((location, ""));
         let uuid = build_uuid(&self.id);
-        // CodeBuild's layout: path / (build id when namespaceType is BUILD_ID) / name.
         let override_name = a["overrideArtifactName"].as_bool().unwrap_or(false);
         let name = spec_name
             .filter(|_| override_name)
@@ -723,13 +713,46 @@ impl WorkerHooks {
                 key.push_str(part);
             }
         }
+        (bucket.to_owned(), key, override_name)
+    }
+
+    /// Uploads the files picked for one artifact (`ident`: a secondary one's identifier) to
+    /// where its settings `a` say (an S3 bucket, zipped or not; a pipeline's output
+    /// artifact); its location for BatchGetBuilds.
+    async fn upload_one(
+        &self,
+        a: &Value,
+        ident: Option<&str>,
+        files_spec: Option<&ArtifactFiles>,
+        picked: &[(Option<String>, Picked)],
+        progress: &mut Progress,
+    ) -> Result<Option<Value>, String> {
+        let (bucket, key, override_name) = match a["type"].as_str() {
+            Some("S3") => self.s3_artifact_key(a, ident, files_spec),
+            // A pipeline action's output artifact: zipped to exactly the object its
+            // location names (`arn:aws:s3:::BUCKET/KEY`, as the pipeline hands it over).
+            Some("CODEPIPELINE") => {
+                let location = a["location"].as_str().unwrap_or_default();
+                let object = location.strip_prefix("arn:aws:s3:::").unwrap_or(location);
+                let Some((bucket, key)) = object
+                    .split_once('/')
+                    .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+                else {
+                    return Err("CLIENT_ERROR: CODEPIPELINE artifacts are the output artifact of a pipeline's action, and this build names none (artifacts location: arn:aws:s3:::BUCKET/KEY)".into());
+                };
+                (bucket.to_owned(), key.to_owned(), false)
+            }
+            _ => return Ok(None),
+        };
+        let bucket = bucket.as_str();
+        let zipped = a["packaging"].as_str() == Some("ZIP") || a["type"] == "CODEPIPELINE";
         let files: Vec<Picked> = picked
             .iter()
             .filter(|(i, _)| i.as_deref() == ident)
             .map(|(_, p)| p.clone())
             .collect();
         let path = format!("/-/worker/builds/{}/artifacts", self.id);
-        if a["packaging"].as_str() == Some("ZIP") {
+        if zipped {
             let zip = self
                 .work
                 .join(format!("artifacts-{}.zip", ident.unwrap_or("primary")));
@@ -760,52 +783,6 @@ impl WorkerHooks {
         Ok(Some(json!({
             "location": format!("arn:aws:s3:::{bucket}/{key}"),
             "overrideArtifactName": override_name,
-            "encryptionDisabled": a["encryptionDisabled"].as_bool().unwrap_or(false),
-        })))
-    }
-
-    /// A pipeline action's output artifact: the files zipped to exactly the object its
-    /// `location` names (`arn:aws:s3:::BUCKET/KEY`, as the pipeline hands it over).
-    async fn upload_output_artifact(
-        &self,
-        a: &Value,
-        ident: Option<&str>,
-        picked: &[(Option<String>, Picked)],
-        progress: &mut Progress,
-    ) -> Result<Option<Value>, String> {
-        let location = a["location"].as_str().unwrap_or_default();
-        let object = location.strip_prefix("arn:aws:s3:::").unwrap_or(location);
-        let Some((bucket, key)) = object
-            .split_once('/')
-            .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-        else {
-            return Err("CLIENT_ERROR: CODEPIPELINE artifacts are the output artifact of a pipeline's action, and this build names none (artifacts location: arn:aws:s3:::BUCKET/KEY)".into());
-        };
-        let files: Vec<Picked> = picked
-            .iter()
-            .filter(|(i, _)| i.as_deref() == ident)
-            .map(|(_, p)| p.clone())
-            .collect();
-        let zip = self
-            .work
-            .join(format!("artifacts-{}.zip", ident.unwrap_or("primary")));
-        zip_files(&files, &zip).map_err(|e| format!("zipping the artifacts: {e}"))?;
-        let q = query(&[
-            ("bucket", bucket),
-            ("key", key),
-            ("leaseToken", &self.token),
-        ]);
-        let path = format!("/-/worker/builds/{}/artifacts", self.id);
-        self.client
-            .upload(&path, &q, &zip)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
-        progress.say(&format!(
-            "Uploaded {} artifact file(s) to the pipeline output artifact s3://{bucket}/{key}",
-            files.len()
-        ));
-        Ok(Some(json!({
-            "location": format!("arn:aws:s3:::{bucket}/{key}"),
             "encryptionDisabled": a["encryptionDisabled"].as_bool().unwrap_or(false),
         })))
     }
