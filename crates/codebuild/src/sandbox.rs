@@ -239,7 +239,7 @@ impl Runtime {
         spec: &SandboxSpec,
         args: &[String],
         stdin: Stdio,
-    ) -> std::io::Result<(Child, tokio::net::unix::pipe::Receiver, usize)> {
+    ) -> std::io::Result<(Child, std::io::PipeReader, usize)> {
         let (reader, writer) = std::io::pipe()?;
         // A megabyte of room lets a fast writer run on while the reader waits to take its
         // output in large pieces (the kernel may allow less: the default stays).
@@ -259,8 +259,8 @@ impl Runtime {
         // `cmd` held the last write end on this side: dropped with it, so the reader sees
         // the end of the output when every process of the sandbox is gone.
         drop(cmd);
-        let reader =
-            tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))?;
+        // The read end stays a plain blocking descriptor, never polled (see
+        // `session::read_output`).
         Ok((child, reader, capacity))
     }
 

@@ -6,7 +6,7 @@
 
 use crate::sandbox::{Runtime, SandboxSpec};
 use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{mpsc, watch};
 
@@ -77,12 +77,12 @@ impl Session {
         // At most 16 pieces of text (each at most one read, READ_SIZE) between the reader
         // and the build.
         let (tx, events) = mpsc::channel(16);
-        tokio::spawn(read_output(
-            output,
-            marker.clone(),
-            capacity >= GATHER_PIPE,
-            tx.clone(),
-        ));
+        {
+            let (marker, tx) = (marker.clone(), tx.clone());
+            std::thread::Builder::new()
+                .name("build-output".into())
+                .spawn(move || read_output(output, &marker, capacity >= GATHER_PIPE, tx))?;
+        }
         // The runtime's own complaints (and anything the shell says before its output
         // moves to the direct pipe) go to the log too.
         tokio::spawn(async move {
@@ -315,23 +315,32 @@ const GATHER_PIPE: usize = 512 * 1024;
 /// The most read at once.
 const READ_SIZE: usize = 256 * 1024;
 
-/// Reads the shell's output into text and status events until it ends. With `gather` (the
+/// Reads the shell's output into text and status events until it ends, on a thread of its
+/// own with plain blocking reads. Not through the async runtime: once a pipe has been polled
+/// (epoll), Linux wakes its pollers on every write into it, and a build printing fast in
+/// 4 KB writes paid a wake-up of the runtime's driver for each (most of the CPU its output
+/// cost); a pipe read this way wakes its reader only when it was empty. With `gather` (the
 /// pipe holds at least [`GATHER_PIPE`]), a writer that keeps the reader busy — reads of 4 KB
-/// or more coming back within a millisecond, the pipe drained — gets 2 ms to fill the pipe
-/// before the next read: a build printing fast otherwise wakes the reader for each of its (often 4 KB)
-/// writes, and the wake-ups cost more than the bytes. Slow output is read as it comes.
-async fn read_output(
-    mut stdout: tokio::net::unix::pipe::Receiver,
-    marker: String,
+/// or more coming back within a millisecond — gets 2 ms to fill the pipe before the next
+/// read, so the reader takes large pieces and the writer rarely finds it waiting. Slow
+/// output is read as it comes.
+fn read_output(
+    mut stdout: std::io::PipeReader,
+    marker: &str,
     gather: bool,
     tx: mpsc::Sender<Event>,
 ) {
-    let mut splitter = Splitter::new(&marker);
+    let mut splitter = Splitter::new(marker);
     let mut chunk = vec![0u8; READ_SIZE];
     let mut pieces = Vec::new();
     let mut last = std::time::Instant::now();
     loop {
-        let n = stdout.read(&mut chunk).await.unwrap_or_default();
+        let n = loop {
+            match std::io::Read::read(&mut stdout, &mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r.unwrap_or_default(),
+            }
+        };
         let now = std::time::Instant::now();
         let busy = now.duration_since(last) < std::time::Duration::from_millis(1);
         last = now;
@@ -341,17 +350,17 @@ async fn read_output(
                 Piece::Text(t) => Event::Text(t),
                 Piece::Status(s) => Event::Status(s),
             };
-            if tx.send(ev).await.is_err() {
+            if tx.blocking_send(ev).is_err() {
                 return;
             }
         }
         if n == 0 {
-            let _ = tx.send(Event::Eof).await;
+            let _ = tx.blocking_send(Event::Eof);
             return;
         }
         // Small reads (a command's few lines, a status marker) never wait.
         if gather && busy && (4096..READ_SIZE).contains(&n) {
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            std::thread::sleep(std::time::Duration::from_millis(2));
             last = std::time::Instant::now();
         }
     }
