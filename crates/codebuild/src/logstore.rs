@@ -119,10 +119,21 @@ impl LogBatch {
         out.extend_from_slice(self.text.as_bytes());
     }
 
-    /// The binary form compressed ([`LogBatch::encode`] as one LZ4 block): what a worker
-    /// sends. Build logs repeat themselves a lot; compressing at the source makes every
-    /// later step (hashing, sealing, storing) cheaper.
+    /// What a worker sends: the binary form compressed ([`LogBatch::compress`]), or the
+    /// binary form itself when compressing would save less than a sixteenth (random text:
+    /// the server then checks it without inflating it first). Build logs repeat themselves
+    /// a lot; compressing at the source makes every later step cheaper.
     pub fn pack(&self) -> Vec<u8> {
+        self.pack_with(false)
+    }
+
+    /// The binary form compressed: [`LogBatch::encode`] as one LZ4 block, after the magic
+    /// and the binary form's length.
+    pub fn compress(&self) -> Vec<u8> {
+        self.pack_with(true)
+    }
+
+    fn pack_with(&self, always: bool) -> Vec<u8> {
         SCRATCH.with_borrow_mut(|plain| {
             plain.clear();
             self.encode_into(plain);
@@ -135,6 +146,9 @@ impl LogBatch {
                 }
                 let n = lz4_flex::block::compress_into(plain, &mut room[..worst])
                     .expect("the room holds the worst case");
+                if !always && n >= plain.len() - plain.len() / 16 {
+                    return plain.clone();
+                }
                 let mut out = Vec::with_capacity(8 + n);
                 out.extend_from_slice(PACKED_MAGIC);
                 out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
@@ -144,7 +158,7 @@ impl LogBatch {
         })
     }
 
-    /// A batch from its binary form, compressed ([`LogBatch::pack`]) or not
+    /// A batch from its binary form, compressed ([`LogBatch::compress`]) or not
     /// ([`LogBatch::encode`]); checked (the text is UTF-8 and holds as many lines as the
     /// times count).
     pub fn decode(data: &[u8]) -> std::result::Result<LogBatch, String> {
@@ -528,7 +542,9 @@ impl CodeBuild {
                         let lines = match sealed {
                             Some(sealed) => {
                                 let chunk = blobs.open_small(&sealed).map_err(internal)?;
-                                if chunk.starts_with(PACKED_MAGIC) {
+                                // The binary forms are archived as they came.
+                                if chunk.starts_with(PACKED_MAGIC) || chunk.starts_with(BATCH_MAGIC)
+                                {
                                     return Ok(chunk);
                                 }
                                 decode(&chunk)?
@@ -629,34 +645,26 @@ pub async fn rewrap_logs(
 ) -> Result<usize> {
     let mut tx = store.begin_write().await?;
     let chunks = sqlx::query(
-        "SELECT build_id, first_seq, packed FROM cb_log_chunks WHERE packed IS NOT NULL",
+        "SELECT build_id, first_seq, packed, chunk_blob_key FROM cb_log_chunks WHERE packed IS NOT NULL OR chunk_blob_key IS NOT NULL",
     )
     .fetch_all(&mut *tx)
     .await?;
+    let mut keys = 0;
     for r in &chunks {
-        let fresh = key.rewrap(&r.get::<Vec<u8>, _>(2)).map_err(internal)?;
-        sqlx::query("UPDATE cb_log_chunks SET packed = $1 WHERE build_id = $2 AND first_seq = $3")
-            .bind(fresh)
+        // A small chunk's envelope (its data key inside) or a large chunk's blob key.
+        let packed = r.get::<Option<Vec<u8>>, _>(2);
+        let packed = packed.map(|p| key.rewrap(&p)).transpose();
+        let blob_key = r.get::<Option<Vec<u8>>, _>(3);
+        let blob_key = blob_key.map(|k| key.reencrypt(&k)).transpose();
+        let (packed, blob_key) = (packed.map_err(internal)?, blob_key.map_err(internal)?);
+        keys += usize::from(packed.is_some()) + usize::from(blob_key.is_some());
+        sqlx::query("UPDATE cb_log_chunks SET packed = COALESCE($1, packed), chunk_blob_key = COALESCE($2, chunk_blob_key) WHERE build_id = $3 AND first_seq = $4")
+            .bind(packed)
+            .bind(blob_key)
             .bind(r.get::<String, _>(0))
             .bind(r.get::<i64, _>(1))
             .execute(&mut *tx)
             .await?;
-    }
-    let chunk_blobs = sqlx::query(
-        "SELECT build_id, first_seq, chunk_blob_key FROM cb_log_chunks WHERE chunk_blob_key IS NOT NULL",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    for r in &chunk_blobs {
-        let fresh = key.reencrypt(&r.get::<Vec<u8>, _>(2)).map_err(internal)?;
-        sqlx::query(
-            "UPDATE cb_log_chunks SET chunk_blob_key = $1 WHERE build_id = $2 AND first_seq = $3",
-        )
-        .bind(fresh)
-        .bind(r.get::<String, _>(0))
-        .bind(r.get::<i64, _>(1))
-        .execute(&mut *tx)
-        .await?;
     }
     let blobs =
         sqlx::query("SELECT id, log_blob_key FROM cb_builds WHERE log_blob_key IS NOT NULL")
@@ -671,5 +679,5 @@ pub async fn rewrap_logs(
             .await?;
     }
     tx.commit().await?;
-    Ok(chunks.len() + chunk_blobs.len() + blobs.len())
+    Ok(keys + blobs.len())
 }

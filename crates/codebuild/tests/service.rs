@@ -647,12 +647,26 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     // The binary form (what workers send and chunks keep), compressed or not, round-trips
     // and is checked alike.
     assert_eq!(LogBatch::decode(&ok.encode()).unwrap(), ok);
-    assert_eq!(LogBatch::decode(&ok.pack()).unwrap(), ok);
+    assert_eq!(LogBatch::decode(&ok.compress()).unwrap(), ok);
     // As compressible as a log gets (LZ4's ratio near its limit): still taken.
     let same = LogBatch::from_lines(&vec![(1, "x".repeat(99)); 20_000]);
     let packed = same.pack();
+    assert!(packed.starts_with(b"SLZ\x01"));
     assert!(packed.len() * 200 < same.text.len(), "{}", packed.len());
     assert_eq!(LogBatch::decode(&packed).unwrap(), same);
+    // A batch compression would hardly shrink (random base64) is packed as it is.
+    let mut next = slipway_codebuild::fuzz::xorshift(0x9e37_79b9_7f4a_7c15);
+    let b64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let noise = LogBatch::from_lines(
+        &(0..2_000)
+            .map(|_| {
+                let line = (0..76).map(|_| b64[(next() % 64) as usize] as char);
+                (1, line.collect())
+            })
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(noise.pack(), noise.encode());
+    assert!(noise.compress().starts_with(b"SLZ\x01"));
     let mut text = LogBatch::default();
     text.push_text(5, "a\n\n");
     text.push_text(6, "c\n");
@@ -664,7 +678,7 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     too_many_runs[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
     let mut miscounted = encoded.clone();
     miscounted[16..20].copy_from_slice(&3u32.to_le_bytes());
-    let packed = ok.pack();
+    let packed = ok.compress();
     let mut huge = packed.clone();
     huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
     let mut short = packed.clone();
@@ -673,7 +687,7 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
         let mut b = LogBatch::decode(&miscounted[..]).unwrap_or_default();
         b.text = "x\n".into();
         b.times = vec![(1, 2)];
-        b.pack()
+        b.compress()
     };
     for bad in [
         &b""[..],
@@ -721,7 +735,11 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
         expected.extend(lines.iter().map(|l| l.1.clone()));
         // Workers send batches compressed; plain ones are taken too.
         let b = LogBatch::from_lines(&lines);
-        let body = if batch % 2 == 0 { b.pack() } else { b.encode() };
+        let body = if batch % 2 == 0 {
+            b.compress()
+        } else {
+            b.encode()
+        };
         cb.append_logs(&l.build_id, &l.token, body.into())
             .await
             .unwrap();
@@ -978,7 +996,7 @@ fn mutated_log_batches_never_panic() {
         .map(|i| (1_000 + i / 7, format!("line {i} \u{e9}")))
         .collect();
     let batch = LogBatch::from_lines(&lines);
-    let bases = [batch.encode(), batch.pack()];
+    let bases = [batch.encode(), batch.compress()];
     let (mut ok, mut refused) = (0, 0);
     for _ in 0..20_000 {
         let mut b = bases[(next() % 2) as usize].clone();
