@@ -9,9 +9,10 @@
 //! - `s3-small`: 4 KB object PUT and GET requests/s (SigV4, 32 connections, wrk) against
 //!   Slipway and moto's S3. `s3-large`: a 1 GB object through `aws s3 cp` both ways against
 //!   `cp` of the same file on the same disk. `s3` runs both.
-//! - `build`: a `true` build against `runc run`, a build printing 100 MB of log against the
-//!   command into /dev/null (a compressible log and a random one), 200 builds queued at
-//!   once. `build-log`: the log builds alone, five rounds each.
+//! - `build`: a `true` build against `runc run`, a build printing 100 MB of log (a
+//!   compressible log and a random one) against the same build into /dev/null, the command
+//!   alone and the command into `cat`, 200 builds queued at once. `build-log`: the log
+//!   builds alone, five rounds each.
 //!
 //! Needs: a release build (made here), wrk, moto_server, python3 with botocore, git.
 

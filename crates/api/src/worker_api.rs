@@ -431,7 +431,7 @@ async fn codecommit_source(state: &AppState, location: &str, version: Option<&st
 /// The zip at an S3 source location (`BUCKET/KEY` or its ARN), in `version` (an object
 /// version id) when one is named.
 async fn s3_source(state: &AppState, location: &str, version: Option<&str>) -> Response {
-    let location = location.strip_prefix("arn:aws:s3:::").unwrap_or(location);
+    let location = slipway_codebuild::execute::s3_object(location);
     let Some((bucket, key)) = location.split_once('/') else {
         return client_error(format!("invalid S3 source location {location}"));
     };
@@ -543,7 +543,7 @@ async fn artifacts(
     let allowed: Vec<String> = std::iter::once(&job["artifacts"])
         .chain(job["secondaryArtifacts"].as_array().into_iter().flatten())
         .filter_map(|a| a["location"].as_str())
-        .map(|l| l.strip_prefix("arn:aws:s3:::").unwrap_or(l))
+        .map(slipway_codebuild::execute::s3_object)
         .map(|l| l.split('/').next().unwrap_or(l).to_owned())
         .chain(cache_bucket(&job))
         .collect();

@@ -21,6 +21,12 @@ pub fn build_uuid(build_id: &str) -> &str {
     build_id.rsplit_once(':').map_or(build_id, |(_, u)| u)
 }
 
+/// An S3 object location as `BUCKET/KEY`, whether given so or as its ARN
+/// (`arn:aws:s3:::BUCKET/KEY`, as CodePipeline hands artifacts over).
+pub fn s3_object(location: &str) -> &str {
+    location.strip_prefix("arn:aws:s3:::").unwrap_or(location)
+}
+
 /// The name of a build's sandbox in the container runtime.
 pub fn sandbox_id(build_id: &str) -> String {
     format!("slipway-{}", build_uuid(build_id))

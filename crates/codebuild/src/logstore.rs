@@ -298,9 +298,14 @@ struct Archive {
     deflated: bool,
 }
 
+/// A build id's project and uuid, as its log blobs are named.
+fn project_and_uuid(id: &str) -> (&str, &str) {
+    id.rsplit_once(':').unwrap_or(("build", id))
+}
+
 /// The blob a finished build's log was archived into.
 fn blob_path(id: &str) -> String {
-    let (project, uuid) = id.rsplit_once(':').unwrap_or(("build", id));
+    let (project, uuid) = project_and_uuid(id);
     format!("codebuild/logs/{project}/{uuid}")
 }
 
@@ -312,7 +317,7 @@ const CHUNK_BLOB_MIN: usize = 64 << 10;
 /// A blob name for one large chunk of build `id` (named before its sequence number is
 /// known, so by a fresh random part).
 fn chunk_blob_path(id: &str) -> String {
-    let (project, uuid) = id.rsplit_once(':').unwrap_or(("build", id));
+    let (project, uuid) = project_and_uuid(id);
     format!(
         "codebuild/log-chunks/{project}/{uuid}/{}",
         uuid::Uuid::new_v4().simple()

@@ -733,8 +733,7 @@ impl WorkerHooks {
             // location names (`arn:aws:s3:::BUCKET/KEY`, as the pipeline hands it over).
             Some("CODEPIPELINE") => {
                 let location = a["location"].as_str().unwrap_or_default();
-                let object = location.strip_prefix("arn:aws:s3:::").unwrap_or(location);
-                let Some((bucket, key)) = object
+                let Some((bucket, key)) = execute::s3_object(location)
                     .split_once('/')
                     .filter(|(b, k)| !b.is_empty() && !k.is_empty())
                 else {
@@ -838,8 +837,10 @@ impl WorkerHooks {
                     format!("s3://{location}")
                 } else {
                     let artifact = self.job["sourceVersion"].as_str().unwrap_or_default();
-                    let at = artifact.strip_prefix("arn:aws:s3:::").unwrap_or(artifact);
-                    format!("pipeline input artifact s3://{at}")
+                    format!(
+                        "pipeline input artifact s3://{}",
+                        execute::s3_object(artifact)
+                    )
                 };
                 progress.say(&format!(
                     "Source {object} version {}",
