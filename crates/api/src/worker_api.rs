@@ -149,8 +149,9 @@ async fn heartbeat(
     .await
 }
 
-/// A batch of log lines in its binary form (`LogBatch::encode`), `?leaseToken=`; the body
-/// is signed like a JSON request's.
+/// A batch of log lines in its binary form (`LogBatch::pack`), `?leaseToken=` and
+/// `&firstSeq=` (the number of its first line; absent, it follows the last batch).
+/// Workers send log bytes unsigned (`UNSIGNED-PAYLOAD`), as artifacts.
 async fn logs(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -159,9 +160,19 @@ async fn logs(
     let result = async {
         let (parts, body) = signed_body(&state, req, LOG_BODY_LIMIT).await?;
         let lease = query_param(&parts, "leaseToken").unwrap_or_default();
+        let first_seq = match query_param(&parts, "firstSeq") {
+            None => None,
+            Some(v) => Some(v.parse::<i64>().map_err(|_| {
+                ApiError::new(
+                    "InvalidInputException",
+                    400,
+                    format!("firstSeq must be a line number, not {v:?}"),
+                )
+            })?),
+        };
         state
             .codebuild
-            .append_logs(&id, &lease, body)
+            .append_logs(&id, &lease, first_seq, body)
             .await
             .map_err(domain_error)?;
         Ok(json!({}))

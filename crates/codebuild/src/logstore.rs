@@ -5,7 +5,7 @@
 //! so a page of the log is read without the rest. A large chunk (a build printing fast) is
 //! an encrypted blob of its own from the start, written once and left where it is.
 
-use crate::service::{holds_lease, internal, CodeBuild};
+use crate::service::{internal, lease_lost, CodeBuild};
 use flate2::read::DeflateDecoder;
 use futures_util::TryStreamExt as _;
 use slipway_blobs::BlobInfo;
@@ -25,8 +25,85 @@ pub struct LogBatch {
     pub text: String,
 }
 
+/// How much of a large batch [`LogBatch::pack`] tries to compress before it compresses all.
+const PACK_PROBE: usize = 64 << 10;
+
 /// The binary form of a [`LogBatch`] begins with this.
 const BATCH_MAGIC: &[u8; 4] = b"SLB\x01";
+/// The binary form a [`LogWriter`] builds begins with this, then the text; the time runs
+/// (i64 milliseconds, u32 lines; little-endian) follow the text and the number of runs
+/// (u32) ends it, so lines go straight into the form that is sent.
+const WRITER_MAGIC: &[u8; 4] = b"SLB\x02";
+
+fn add_time(times: &mut Vec<(i64, u32)>, ts: i64, n: u32) {
+    match times.last_mut() {
+        Some((t, k)) if *t == ts => *k += n,
+        _ => times.push((ts, n)),
+    }
+}
+
+/// A batch of log lines written straight into the binary form a worker sends (`SLB\x02`,
+/// text before times): each line is copied once, when it is pushed.
+#[derive(Debug)]
+pub struct LogWriter {
+    form: Vec<u8>,
+    times: Vec<(i64, u32)>,
+}
+
+impl Default for LogWriter {
+    fn default() -> Self {
+        LogWriter {
+            form: WRITER_MAGIC.to_vec(),
+            times: Vec::new(),
+        }
+    }
+}
+
+impl LogWriter {
+    /// Adds whole lines (each ending with a newline; a last one without gets one) printed
+    /// at `ts`.
+    pub fn push_text(&mut self, ts: i64, text: &str) {
+        let n = memchr::memchr_iter(b'\n', text.as_bytes()).count() as u32;
+        self.form.extend_from_slice(text.as_bytes());
+        if !text.is_empty() && !text.ends_with('\n') {
+            self.form.push(b'\n');
+            add_time(&mut self.times, ts, n + 1);
+        } else if n > 0 {
+            add_time(&mut self.times, ts, n);
+        }
+    }
+
+    /// How many lines.
+    pub fn count(&self) -> usize {
+        self.times.iter().map(|(_, n)| *n as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// The batch in its binary form, as it is; the writer starts a new batch.
+    pub fn take_plain(&mut self) -> Vec<u8> {
+        let text_end = self.form.len();
+        for (ts, n) in &self.times {
+            self.form.extend_from_slice(&ts.to_le_bytes());
+            self.form.extend_from_slice(&n.to_le_bytes());
+        }
+        self.form
+            .extend_from_slice(&(self.times.len() as u32).to_le_bytes());
+        self.times.clear();
+        let mut next = Vec::with_capacity(text_end);
+        next.extend_from_slice(WRITER_MAGIC);
+        std::mem::replace(&mut self.form, next)
+    }
+
+    /// What a worker sends: the binary form, compressed when that pays (as
+    /// [`LogBatch::pack`]); the writer starts a new batch.
+    pub fn take(&mut self) -> Vec<u8> {
+        let text = WRITER_MAGIC.len()..self.form.len();
+        pack_form(self.take_plain(), text, false)
+    }
+}
 /// The compressed form begins with this, then the binary form's length (u32, little-endian)
 /// and the binary form as one LZ4 block.
 const PACKED_MAGIC: &[u8; 4] = b"SLZ\x01";
@@ -39,23 +116,8 @@ impl LogBatch {
         self.add_time(ts, 1);
     }
 
-    /// Adds whole lines (each ending with a newline) printed at `ts`.
-    pub fn push_text(&mut self, ts: i64, text: &str) {
-        let n = memchr::memchr_iter(b'\n', text.as_bytes()).count();
-        self.text.push_str(text);
-        if !text.is_empty() && !text.ends_with('\n') {
-            self.text.push('\n');
-            self.add_time(ts, n as u32 + 1);
-        } else if n > 0 {
-            self.add_time(ts, n as u32);
-        }
-    }
-
     fn add_time(&mut self, ts: i64, n: u32) {
-        match self.times.last_mut() {
-            Some((t, k)) if *t == ts => *k += n,
-            _ => self.times.push((ts, n)),
-        }
+        add_time(&mut self.times, ts, n);
     }
 
     pub fn from_lines(lines: &[(i64, String)]) -> LogBatch {
@@ -134,28 +196,8 @@ impl LogBatch {
     }
 
     fn pack_with(&self, always: bool) -> Vec<u8> {
-        SCRATCH.with_borrow_mut(|plain| {
-            plain.clear();
-            self.encode_into(plain);
-            // Compressed into room this thread keeps (zeroed once, not per batch), then
-            // copied out at its compressed size: a log that compresses well is a few KB.
-            PACK_ROOM.with_borrow_mut(|room| {
-                let worst = lz4_flex::block::get_maximum_output_size(plain.len());
-                if room.len() < worst {
-                    room.resize(worst, 0);
-                }
-                let n = lz4_flex::block::compress_into(plain, &mut room[..worst])
-                    .expect("the room holds the worst case");
-                if !always && n >= plain.len() - plain.len() / 16 {
-                    return plain.clone();
-                }
-                let mut out = Vec::with_capacity(8 + n);
-                out.extend_from_slice(PACKED_MAGIC);
-                out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
-                out.extend_from_slice(&room[..n]);
-                out
-            })
-        })
+        let text = 8 + self.times.len() * 12;
+        pack_form(self.encode(), text..text + self.text.len(), always)
     }
 
     /// A batch from its binary form, compressed ([`LogBatch::compress`]) or not
@@ -186,6 +228,41 @@ impl LogBatch {
     }
 }
 
+/// A binary form as it is sent: compressed (`SLZ\x01`) unless that would save less than a
+/// sixteenth (and `always` is not set). A large batch is tried on the first part of its
+/// text (`text`, its place in the form) first: text LZ4 cannot shrink (random, already
+/// compressed) goes as it is without a pass of LZ4 over all of it.
+fn pack_form(plain: Vec<u8>, text: std::ops::Range<usize>, always: bool) -> Vec<u8> {
+    PACK_ROOM.with_borrow_mut(|room| {
+        let mut compress = |data: &[u8]| {
+            let worst = lz4_flex::block::get_maximum_output_size(data.len());
+            if room.len() < worst {
+                room.resize(worst, 0);
+            }
+            lz4_flex::block::compress_into(data, &mut room[..worst])
+                .expect("the room holds the worst case")
+        };
+        let pays = |n: usize, of: usize| n < of - of / 16;
+        if !always && text.len() > 2 * PACK_PROBE {
+            let probe = &plain[text.start..text.start + PACK_PROBE];
+            if !pays(compress(probe), probe.len()) {
+                return plain;
+            }
+        }
+        // Compressed into room this thread keeps (zeroed once, not per batch), then copied
+        // out at its compressed size: a log that compresses well is a few KB.
+        let n = compress(&plain);
+        if !always && !pays(n, plain.len()) {
+            return plain;
+        }
+        let mut out = Vec::with_capacity(8 + n);
+        out.extend_from_slice(PACKED_MAGIC);
+        out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+        out.extend_from_slice(&room[..n]);
+        out
+    })
+}
+
 /// Whether `text` holds as many whole lines as `times` count.
 fn check_lines(times: &[(i64, u32)], text: &str) -> std::result::Result<(), String> {
     let newlines = memchr::memchr_iter(b'\n', text.as_bytes()).count();
@@ -205,30 +282,45 @@ type Times = Vec<(i64, u32)>;
 /// the text.
 fn parse(data: &[u8]) -> std::result::Result<(Times, &str), String> {
     let bad = |why: &str| format!("not a log batch: {why}");
-    let rest = data
-        .strip_prefix(BATCH_MAGIC)
-        .ok_or_else(|| bad("no header"))?;
-    let (runs, mut rest) = rest.split_at_checked(4).ok_or_else(|| bad("cut short"))?;
-    let runs = u32::from_le_bytes(runs.try_into().expect("4 bytes")) as usize;
-    if runs > rest.len() / 12 {
-        return Err(bad("more time runs than bytes"));
-    }
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let (run, after) = rest.split_at(12);
-        times.push((
-            i64::from_le_bytes(run[..8].try_into().expect("8 bytes")),
-            u32::from_le_bytes(run[8..].try_into().expect("4 bytes")),
-        ));
-        rest = after;
-    }
-    let text = std::str::from_utf8(rest).map_err(|_| bad("the text is not UTF-8"))?;
+    let read_runs = |mut runs: &[u8]| {
+        let mut times = Vec::with_capacity(runs.len() / 12);
+        while let Some((run, after)) = runs.split_at_checked(12) {
+            times.push((
+                i64::from_le_bytes(run[..8].try_into().expect("8 bytes")),
+                u32::from_le_bytes(run[8..].try_into().expect("4 bytes")),
+            ));
+            runs = after;
+        }
+        times
+    };
+    let (times, text) = if let Some(rest) = data.strip_prefix(BATCH_MAGIC) {
+        let (runs, rest) = rest.split_at_checked(4).ok_or_else(|| bad("cut short"))?;
+        let runs = u32::from_le_bytes(runs.try_into().expect("4 bytes")) as usize;
+        if runs > rest.len() / 12 {
+            return Err(bad("more time runs than bytes"));
+        }
+        let (runs, text) = rest.split_at(runs * 12);
+        (read_runs(runs), text)
+    } else if let Some(rest) = data.strip_prefix(WRITER_MAGIC) {
+        let (rest, runs) = rest
+            .split_last_chunk::<4>()
+            .ok_or_else(|| bad("cut short"))?;
+        let runs = u32::from_le_bytes(*runs) as usize;
+        if runs > rest.len() / 12 {
+            return Err(bad("more time runs than bytes"));
+        }
+        let (text, runs) = rest.split_at(rest.len() - runs * 12);
+        (read_runs(runs), text)
+    } else {
+        return Err(bad("no header"));
+    };
+    let text = std::str::from_utf8(text).map_err(|_| bad("the text is not UTF-8"))?;
     check_lines(&times, text)?;
     Ok((times, text))
 }
 
 thread_local! {
-    /// A buffer each thread reuses for batches in their binary form (packing, checking):
+    /// A buffer each thread reuses for batches in their binary form (inflated to check them):
     /// a megabyte allocated and freed per batch costs page faults on every use.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Where [`LogBatch::pack`] compresses to (the worst case for the largest batch yet).
@@ -268,7 +360,10 @@ fn unpack_into<'a>(data: &'a [u8], buf: &'a mut Vec<u8>) -> std::result::Result<
 /// A chunk's batch from its binary form (compressed or not), or the JSON form earlier
 /// versions stored.
 fn decode(data: &[u8]) -> Result<Vec<(i64, String)>> {
-    let batch = if data.starts_with(BATCH_MAGIC) || data.starts_with(PACKED_MAGIC) {
+    let batch = if [BATCH_MAGIC, WRITER_MAGIC, PACKED_MAGIC]
+        .iter()
+        .any(|m| data.starts_with(*m))
+    {
         LogBatch::decode(data)
     } else {
         let v: serde_json::Value = serde_json::from_slice(data).map_err(internal)?;
@@ -324,10 +419,104 @@ fn chunk_blob_path(id: &str) -> String {
     )
 }
 
+/// Where a batch of `count` lines goes in build `id`'s log (inside the write that stores
+/// it, holding the lease): the number of its first line (`first`, or after the last stored
+/// line), or `None` when exactly this batch is stored already (sent again after an answer
+/// that was lost); an error when its lines overlap stored ones. Moves the build's
+/// `log_seq` (the end of its log with no gap before it) over the batch and any chunks
+/// stored after it, which the caller then inserts.
+async fn place_batch(
+    conn: &mut slipway_store::Conn,
+    id: &str,
+    token: &str,
+    first: Option<i64>,
+    count: i64,
+) -> Result<Option<i64>> {
+    let seen: i64 = sqlx::query_scalar(
+        "SELECT log_seq FROM cb_builds WHERE id = $1 AND lease_token = $2 AND status = 'IN_PROGRESS'",
+    )
+    .bind(id)
+    .bind(token)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| lease_lost(id))?;
+    let (first, next) = match first {
+        // The chunk before it and the one after it, in one query.
+        Some(first) => {
+            let near: Vec<(i64, i64)> = sqlx::query_as("SELECT first_seq, count FROM (SELECT first_seq, count FROM cb_log_chunks WHERE build_id = $1 AND first_seq <= $2 ORDER BY first_seq DESC LIMIT 1) UNION ALL SELECT first_seq, count FROM (SELECT first_seq, count FROM cb_log_chunks WHERE build_id = $1 AND first_seq > $2 ORDER BY first_seq LIMIT 1)")
+                .bind(id)
+                .bind(first)
+                .fetch_all(&mut *conn)
+                .await?;
+            let mut next = None;
+            for (f, n) in near {
+                if f == first && n == count {
+                    return Ok(None);
+                }
+                if (f <= first && f + n > first) || (f > first && f < first + count) {
+                    return Err(slipway_store::service_err(
+                        "InvalidInputException",
+                        format!(
+                            "log lines {first} to {} overlap lines already stored",
+                            first + count - 1
+                        ),
+                    ));
+                }
+                if f > first {
+                    next = Some(f);
+                }
+            }
+            (first, next)
+        }
+        // After the last stored line (a worker of an earlier version: one upload at a time).
+        None => {
+            let end: Option<i64> = sqlx::query_scalar("SELECT first_seq + count FROM cb_log_chunks WHERE build_id = $1 ORDER BY first_seq DESC LIMIT 1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            (end.unwrap_or(1), None)
+        }
+    };
+    if first == seen + 1 {
+        // The gap before it closes: on over what follows without a gap.
+        let mut end = first + count - 1;
+        let mut follows = next == Some(end + 1);
+        while follows {
+            match sqlx::query_scalar::<_, i64>(
+                "SELECT count FROM cb_log_chunks WHERE build_id = $1 AND first_seq = $2",
+            )
+            .bind(id)
+            .bind(end + 1)
+            .fetch_optional(&mut *conn)
+            .await?
+            {
+                Some(n) => end += n,
+                None => follows = false,
+            }
+        }
+        sqlx::query("UPDATE cb_builds SET log_seq = $1 WHERE id = $2")
+            .bind(end)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(Some(first))
+}
+
 impl CodeBuild {
     /// Appends a batch of log lines (already masked by the worker) in its binary form
     /// ([`LogBatch::pack`] or [`LogBatch::encode`]), checked here and stored as it came.
-    pub async fn append_logs(&self, id: &str, token: &str, batch: bytes::Bytes) -> Result<()> {
+    /// `first_seq` is the number the worker gave the batch's first line (a worker numbers
+    /// its lines from 1 and may have several uploads in flight, so batches can arrive out of
+    /// order); a batch sent again with the same number and count is stored once. Without
+    /// it (workers of earlier versions, one upload at a time) the batch follows the last.
+    pub async fn append_logs(
+        &self,
+        id: &str,
+        token: &str,
+        first_seq: Option<i64>,
+        batch: bytes::Bytes,
+    ) -> Result<()> {
         // Checked whole (inflated into a buffer this thread keeps for it), stored as it came.
         let (first_ts, last_ts, count, bytes) = SCRATCH
             .with_borrow_mut(|scratch| {
@@ -341,9 +530,15 @@ impl CodeBuild {
                 ))
             })
             .map_err(|e| slipway_store::service_err("InvalidInputException", e))?;
-        let Some(first_ts) = first_ts else {
+        let Some(first_ts) = first_ts.filter(|_| count > 0) else {
             return Ok(());
         };
+        if let Some(n) = first_seq.filter(|n| !(1..=i64::MAX / 2).contains(n)) {
+            return Err(slipway_store::service_err(
+                "InvalidInputException",
+                format!("a log batch cannot start at line {n}"),
+            ));
+        }
         let (id, token) = (id.to_owned(), token.to_owned());
         // A large chunk is written to the blob store first (durable when `put` returns); a
         // small one is sealed before the write is queued (the writer only writes).
@@ -359,20 +554,18 @@ impl CodeBuild {
             (Some(self.blobs.seal_small(&batch)), None)
         };
         let row_blob = blob.clone();
-        let inserted = self
+        let stored = self
             .store
             .grouped(move |conn| {
                 Box::pin(async move {
-                    holds_lease(conn, &id, &token).await?;
-                    // One row per upload: a worker's batch of lines is one insert.
-                    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(first_seq + count), 1) FROM cb_log_chunks WHERE build_id = $1")
-                        .bind(&id)
-                        .fetch_one(&mut *conn)
-                        .await?;
+                    let Some(first) = place_batch(conn, &id, &token, first_seq, count).await?
+                    else {
+                        return Ok(false);
+                    };
                     let (path, key) = row_blob.unzip();
                     sqlx::query("INSERT INTO cb_log_chunks (build_id, first_seq, count, first_ts, last_ts, bytes, data, packed, chunk_blob, chunk_blob_key) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8, $9)")
                         .bind(&id)
-                        .bind(next)
+                        .bind(first)
                         .bind(count)
                         .bind(first_ts)
                         .bind(last_ts)
@@ -382,15 +575,16 @@ impl CodeBuild {
                         .bind(key)
                         .execute(&mut *conn)
                         .await?;
-                    Ok::<(), ServiceError>(())
+                    Ok::<bool, ServiceError>(true)
                 })
             })
             .await;
-        if let (Err(_), Some((path, _))) = (&inserted, &blob) {
-            // Refused (the lease is gone) or not written: the blob belongs to no chunk.
+        if let (Err(_) | Ok(false), Some((path, _))) = (&stored, &blob) {
+            // Refused (the lease is gone), not written, or already there (a batch sent
+            // again): the blob belongs to no chunk.
             let _ = self.blobs.delete(path).await;
         }
-        inserted
+        stored.map(|_| ())
     }
 
     /// The chunks of build `id` that hold lines in range (sequence numbers in
@@ -404,6 +598,19 @@ impl CodeBuild {
         backwards: bool,
         mut f: impl FnMut(i64, Vec<(i64, String)>) -> bool,
     ) -> Result<()> {
+        // While the build runs, its log is read only as far as it has no gap: a batch still
+        // on its way is never passed over by a reader's next token.
+        let (status, seen): (String, i64) =
+            sqlx::query_as("SELECT status, log_seq FROM cb_builds WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.store.pool())
+                .await?
+                .unwrap_or_else(|| ("IN_PROGRESS".into(), 0));
+        let before = if status == "IN_PROGRESS" {
+            before.min(seen.saturating_add(1))
+        } else {
+            before
+        };
         let order = if backwards { "DESC" } else { "ASC" };
         let sql = format!(
             "SELECT first_seq FROM cb_log_chunks WHERE build_id = $1 AND first_seq + count - 1 > $2 AND first_seq < $3 AND last_ts >= $4 AND first_ts < $5 ORDER BY first_seq {order}"

@@ -1356,11 +1356,16 @@ pub(crate) async fn holds_lease(conn: &mut Conn, id: &str, token: &str) -> Resul
     if held {
         Ok(())
     } else {
-        Err(service_err(
-            "LeaseLostException",
-            format!("The lease on build {id} is not held"),
-        ))
+        Err(lease_lost(id))
     }
+}
+
+/// What a worker hears when it calls for a build whose lease it does not hold.
+pub(crate) fn lease_lost(id: &str) -> ServiceError {
+    service_err(
+        "LeaseLostException",
+        format!("The lease on build {id} is not held"),
+    )
 }
 
 /// Checks a project's (or StartBuild's override's) cache settings as CodeBuild does.

@@ -267,12 +267,22 @@ impl Splitter {
             // it lies and keep only its unfinished last line.
             let end = self.split(data, out);
             self.buf.extend_from_slice(&data[end..]);
+        } else if let Some(i) = memchr::memrchr(b'\n', data) {
+            // The unfinished line from before, completed, and the whole lines after it: one
+            // copy, handed on as it is unless a status marker is in it.
+            let mut lines = std::mem::take(&mut self.buf);
+            lines.extend_from_slice(&data[..=i]);
+            if memchr::memchr(0x1e, &lines).is_some() {
+                self.split(&lines, out);
+            } else {
+                out.push(Piece::Text(match String::from_utf8(lines) {
+                    Ok(t) => t,
+                    Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                }));
+            }
+            self.buf.extend_from_slice(&data[i + 1..]);
         } else {
-            let mut buf = std::mem::take(&mut self.buf);
-            buf.extend_from_slice(data);
-            let end = self.split(&buf, out);
-            buf.drain(..end);
-            self.buf = buf;
+            self.buf.extend_from_slice(data);
         }
         // A line without its end yet: cut when too long (before a marker's first byte, so
         // a marker is never cut), or at the end of the output.

@@ -3,7 +3,7 @@
 //! numbers, deletion rules and the log stream.
 
 use serde_json::{json, Value};
-use slipway_codebuild::logstore::LogBatch;
+use slipway_codebuild::logstore::{LogBatch, LogWriter};
 use slipway_codebuild::service::{CodeBuild, Heartbeat, Initiator, LogQuery};
 use slipway_iam::crypto::MasterKey;
 use slipway_store::{ServiceError, Store};
@@ -227,6 +227,7 @@ async fn the_queue_leases_each_build_once_and_ends_it_once() {
         .append_logs(
             &l1.build_id,
             "forged",
+            None,
             LogBatch::from_lines(&[(1, "x".into())]).encode().into(),
         )
         .await
@@ -237,6 +238,7 @@ async fn the_queue_leases_each_build_once_and_ends_it_once() {
     cb.append_logs(
         &l1.build_id,
         &l1.token,
+        None,
         LogBatch::from_lines(&[(1000, "one".into()), (2000, "two".into())])
             .encode()
             .into(),
@@ -246,6 +248,7 @@ async fn the_queue_leases_each_build_once_and_ends_it_once() {
     cb.append_logs(
         &l1.build_id,
         &l1.token,
+        None,
         LogBatch::from_lines(&[(3000, "three".into())])
             .encode()
             .into(),
@@ -667,10 +670,31 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     );
     assert_eq!(noise.pack(), noise.encode());
     assert!(noise.compress().starts_with(b"SLZ\x01"));
-    let mut text = LogBatch::default();
-    text.push_text(5, "a\n\n");
-    text.push_text(6, "c\n");
-    assert_eq!(text, ok, "whole lines pushed at once count as lines");
+    // What a worker writes (text first, times after it), plain or compressed, reads back
+    // as the same batch; pieces of whole lines count as lines, a last line without its
+    // newline gets one.
+    let mut writer = LogWriter::default();
+    writer.push_text(5, "a\n\n");
+    writer.push_text(6, "c");
+    assert_eq!(writer.count(), 3);
+    let plain = writer.take_plain();
+    assert!(plain.starts_with(b"SLB\x02"));
+    assert_eq!(LogBatch::decode(&plain).unwrap(), ok);
+    assert!(writer.is_empty(), "taking it starts a new batch");
+    for _ in 0..2_000 {
+        writer.push_text(7, "the same line again\n");
+    }
+    let packed = writer.take();
+    assert!(packed.starts_with(b"SLZ\x01"), "{:?}", &packed[..4]);
+    let back = LogBatch::decode(&packed).unwrap();
+    assert_eq!((back.count(), back.times), (2_000, vec![(7, 2_000)]));
+    // Random text in a large batch: sent as it is, found so on its first part.
+    for line in noise.text.lines() {
+        writer.push_text(8, &format!("{line}\n"));
+    }
+    let plain = writer.take();
+    assert!(plain.starts_with(b"SLB\x02"));
+    assert_eq!(LogBatch::decode(&plain).unwrap().text, noise.text);
     let encoded = ok.encode();
     let mut not_utf8 = encoded.clone();
     *not_utf8.last_mut().unwrap() = 0xff;
@@ -704,7 +728,12 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     ] {
         assert!(LogBatch::decode(bad).is_err(), "{bad:?}");
         let e = cb
-            .append_logs(&l.build_id, &l.token, bytes::Bytes::copy_from_slice(bad))
+            .append_logs(
+                &l.build_id,
+                &l.token,
+                None,
+                bytes::Bytes::copy_from_slice(bad),
+            )
             .await
             .unwrap_err();
         assert_eq!(code(e), "InvalidInputException");
@@ -740,7 +769,9 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
         } else {
             b.encode()
         };
-        cb.append_logs(&l.build_id, &l.token, body.into())
+        // Numbered as workers number them, or (as earlier workers sent them) not.
+        let first = (batch % 3 != 0).then_some(batch * 500 + 1);
+        cb.append_logs(&l.build_id, &l.token, first, body.into())
             .await
             .unwrap();
     }
@@ -767,6 +798,11 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     sqlx::query("INSERT INTO cb_log_chunks (build_id, first_seq, count, first_ts, last_ts, bytes, data, packed) VALUES ($1, 10001, 500, 20000, 20499, 0, '', $2)")
         .bind(&l.build_id)
         .bind(sealed)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE cb_builds SET log_seq = 10500 WHERE id = $1")
+        .bind(&l.build_id)
         .execute(store.pool())
         .await
         .unwrap();
@@ -955,6 +991,130 @@ fn files_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// A build's git credential: minted for the lease holder, acting as the principal that
 /// started the build, refused with a wrong password, and gone when the build ends.
 #[tokio::test]
+async fn numbered_log_batches_are_taken_in_any_order_and_read_without_gaps() {
+    let (dir, store, cb) = service().await;
+    cb.create_project(project("web")).await.unwrap();
+    cb.start_build(&json!({"projectName": "web"}), &T, vec![], vec![])
+        .await
+        .unwrap();
+    let l = cb.lease("w", Duration::ZERO).await.unwrap().unwrap();
+    let stream = l.build_id.rsplit_once(':').unwrap().1.to_owned();
+    let batch = |from: i64, n: i64| {
+        // Large enough (random hex) for the middle batch to be a blob of its own.
+        let width = if from == 4 { 20_000 } else { 10 };
+        let mut next = slipway_codebuild::fuzz::xorshift(from as u64 + 1);
+        let lines: Vec<(i64, String)> = (from..from + n)
+            .map(|i| {
+                let noise: String = (0..width / 8)
+                    .map(|_| format!("{:08x}", next() as u32))
+                    .collect();
+                (i * 10, format!("line {i} {noise}"))
+            })
+            .collect();
+        bytes::Bytes::from(LogBatch::from_lines(&lines).pack())
+    };
+    let read = |backwards: bool| {
+        let (cb, stream) = (cb.clone(), stream.clone());
+        async move {
+            cb.log_events(
+                "/aws/codebuild/web",
+                &stream,
+                &LogQuery {
+                    limit: 100,
+                    backwards,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>()
+        }
+    };
+    let chunks = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM cb_log_chunks")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    };
+    let blobs = || async {
+        let mut n = 0;
+        for entry in walk(&dir.path().join("blobs")) {
+            n += entry.to_string_lossy().contains("log-chunks") as usize;
+        }
+        n
+    };
+    // Lines 1-3, then 8-9 (lines 4-7 still on their way): the reader sees 1-3 only, from
+    // either end, so its next token cannot pass 4-7.
+    cb.append_logs(&l.build_id, &l.token, Some(1), batch(1, 3))
+        .await
+        .unwrap();
+    cb.append_logs(&l.build_id, &l.token, Some(8), batch(8, 2))
+        .await
+        .unwrap();
+    assert_eq!(read(false).await, [1, 2, 3]);
+    assert_eq!(read(true).await, [1, 2, 3]);
+    // Overlapping stored lines: refused, nothing stored.
+    for (first, n) in [(3, 1), (7, 2), (9, 1), (2, 8)] {
+        let e = cb
+            .append_logs(&l.build_id, &l.token, Some(first), batch(first, n))
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), "InvalidInputException", "{first}+{n}");
+    }
+    for bad in [0, -5, i64::MAX] {
+        let e = cb
+            .append_logs(&l.build_id, &l.token, Some(bad), batch(1, 1))
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), "InvalidInputException", "{bad}");
+    }
+    assert_eq!(chunks().await, 2);
+    // Lines 4-7 arrive (a blob of their own), closing the gap; sent twice (the first answer
+    // lost), they are stored once and their second blob is removed.
+    for _ in 0..2 {
+        cb.append_logs(&l.build_id, &l.token, Some(4), batch(4, 4))
+            .await
+            .unwrap();
+    }
+    assert_eq!(chunks().await, 3);
+    assert_eq!(blobs().await, 1);
+    assert_eq!(read(false).await, (1..=9).collect::<Vec<_>>());
+    // A later batch without a number follows the last line.
+    cb.append_logs(&l.build_id, &l.token, None, batch(10, 1))
+        .await
+        .unwrap();
+    // Lines 20-21 after a gap that never closes (their upload was lost for good): hidden
+    // while the build runs, shown once it has ended.
+    cb.append_logs(&l.build_id, &l.token, Some(20), batch(20, 2))
+        .await
+        .unwrap();
+    assert_eq!(read(true).await, (1..=10).collect::<Vec<_>>());
+    cb.complete(&l.build_id, &l.token, &json!({"status": "SUCCEEDED"}))
+        .await
+        .unwrap();
+    let mut all: Vec<i64> = (1..=10).collect();
+    all.extend([20, 21]);
+    assert_eq!(read(false).await, all);
+    assert_eq!(read(true).await, all);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
 async fn git_credentials_act_as_the_initiator_while_the_build_runs() {
     let (_dir, _store, cb) = service().await;
     cb.create_project(project("web")).await.unwrap();
@@ -996,10 +1156,14 @@ fn mutated_log_batches_never_panic() {
         .map(|i| (1_000 + i / 7, format!("line {i} \u{e9}")))
         .collect();
     let batch = LogBatch::from_lines(&lines);
-    let bases = [batch.encode(), batch.compress()];
+    let mut writer = LogWriter::default();
+    for (ts, line) in &lines {
+        writer.push_text(*ts, &format!("{line}\n"));
+    }
+    let bases = [batch.encode(), batch.compress(), writer.take_plain()];
     let (mut ok, mut refused) = (0, 0);
     for _ in 0..20_000 {
-        let mut b = bases[(next() % 2) as usize].clone();
+        let mut b = bases[(next() % 3) as usize].clone();
         for _ in 0..(1 + next() % 3) {
             let i = (next() as usize) % b.len();
             match next() % 4 {

@@ -11,7 +11,7 @@ use slipway_api::sigv4;
 use slipway_codebuild::artifacts::Picked;
 use slipway_codebuild::buildspec::{ArtifactFiles, BuildSpec};
 use slipway_codebuild::execute::{self, build_uuid, Hooks, Job};
-use slipway_codebuild::logstore::LogBatch;
+use slipway_codebuild::logstore::LogWriter;
 use slipway_codebuild::reports::Collected;
 use slipway_codebuild::runner::{Gate, PhaseRecord, Progress, Report};
 use slipway_codebuild::sandbox::{Limits, Runtime};
@@ -24,6 +24,27 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 /// The largest report request sent (the server takes JSON bodies up to 10 MB).
 const REPORT_BODY_LIMIT: usize = 8 << 20;
+
+/// The server's answer to a request it did not take: what it said, and its status.
+#[derive(Debug)]
+struct Refused(String, reqwest::StatusCode);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Whether a failed request is worth sending again: the server was not reached, or failed
+/// itself (5xx, 429); not when it refused the request (the lease is gone, the input bad).
+fn worth_retrying(e: &anyhow::Error) -> bool {
+    match e.downcast_ref::<Refused>() {
+        Some(Refused(_, status)) => status.is_server_error() || status.as_u16() == 429,
+        None => true,
+    }
+}
 
 /// A signed client of the worker protocol.
 pub struct Client {
@@ -126,7 +147,7 @@ impl Client {
         q: &str,
         content_type: &str,
         payload_hash: &str,
-        body: Vec<u8>,
+        body: impl Into<reqwest::Body>,
     ) -> anyhow::Result<Value> {
         let resp = self
             .signed(reqwest::Method::POST, path, q, payload_hash)
@@ -138,7 +159,7 @@ impl Client {
         let status = resp.status();
         let text = resp.text().await?;
         if !status.is_success() {
-            bail!("{path}: {status}: {text}");
+            return Err(Refused(format!("{path}: {status}: {text}"), status).into());
         }
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
@@ -306,8 +327,14 @@ enum Upload {
     Phases(Vec<Value>),
 }
 
-/// Sends log lines and phase snapshots in batches (every 250 ms, or 1 MB of lines); log
-/// batches go in their compressed binary form (no escaping on either side).
+/// How many log uploads a build may have in flight at once. One at a time, a build printing
+/// fast waited on every upload's round trip (the server writes each batch durably before it
+/// answers: two fsyncs); the server takes them in any order, by their line numbers.
+const LOG_UPLOADS: usize = 3;
+
+/// Sends log lines and phase snapshots in batches (every 250 ms, or 1 MB of lines), up to
+/// [`LOG_UPLOADS`] log batches at once; log batches go in their binary form (compressed
+/// when that pays), numbered by their first line.
 async fn uploader(
     client: Arc<Client>,
     id: String,
@@ -315,9 +342,11 @@ async fn uploader(
     gate: Arc<Gate>,
     mut rx: mpsc::UnboundedReceiver<Upload>,
 ) {
-    let mut lines = LogBatch::default();
+    let mut lines = LogWriter::default();
     let mut phases: Option<Vec<Value>> = None;
     let mut bytes = 0usize;
+    let mut next_seq: i64 = 1;
+    let mut in_flight = tokio::task::JoinSet::new();
     let mut open = true;
     while open {
         let deadline = tokio::time::sleep(Duration::from_millis(250));
@@ -337,25 +366,21 @@ async fn uploader(
             }
         }
         if !lines.is_empty() {
-            let shipped = std::mem::take(&mut bytes);
-            let body = lines.pack();
-            lines.clear();
-            if let Err(e) = client
-                .post_body(
-                    &format!("/-/worker/builds/{id}/logs"),
-                    &query(&[("leaseToken", &token)]),
-                    "application/octet-stream",
-                    // Like artifacts and caches, log bytes are not hashed into the
-                    // signature: hashing costs as much as the rest of shipping them (the
-                    // transport, TLS for a remote worker, keeps them whole).
-                    "UNSIGNED-PAYLOAD",
-                    body,
-                )
-                .await
-            {
-                tracing::warn!(build = %id, error = %format!("{e:#}"), "uploading log lines");
+            while in_flight.len() >= LOG_UPLOADS {
+                in_flight.join_next().await;
             }
-            gate.done(shipped);
+            let shipped = std::mem::take(&mut bytes);
+            let first = next_seq;
+            next_seq += lines.count() as i64;
+            let body = bytes::Bytes::from(lines.take());
+            let (client, id, token, gate) =
+                (client.clone(), id.clone(), token.clone(), gate.clone());
+            in_flight.spawn(async move {
+                if let Err(e) = upload_log(&client, &id, &token, first, body).await {
+                    tracing::warn!(build = %id, error = %format!("{e:#}"), "uploading log lines");
+                }
+                gate.done(shipped);
+            });
         }
         if let Some(p) = phases.take() {
             if let Err(e) = client
@@ -367,6 +392,47 @@ async fn uploader(
             {
                 tracing::warn!(build = %id, error = %format!("{e:#}"), "reporting phases");
             }
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// Uploads one log batch whose first line is number `first`; sent again after a pause
+/// (up to five times in all) when that is worth it: the server stores a batch it gets
+/// twice once.
+async fn upload_log(
+    client: &Client,
+    id: &str,
+    token: &str,
+    first: i64,
+    body: bytes::Bytes,
+) -> anyhow::Result<()> {
+    let path = format!("/-/worker/builds/{id}/logs");
+    let q = query(&[("leaseToken", token), ("firstSeq", &first.to_string())]);
+    let mut pause = Duration::from_millis(250);
+    let mut tries = 1;
+    loop {
+        // Like artifacts and caches, log bytes are not hashed into the signature: hashing
+        // costs as much as the rest of shipping them (the transport, TLS for a remote
+        // worker, keeps them whole).
+        let sent = client
+            .post_body(
+                &path,
+                &q,
+                "application/octet-stream",
+                "UNSIGNED-PAYLOAD",
+                body.clone(),
+            )
+            .await;
+        match sent {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 5 && worth_retrying(&e) => {
+                tracing::debug!(build = %id, error = %format!("{e:#}"), "log upload failed; sending it again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                tries += 1;
+            }
+            Err(e) => return Err(e),
         }
     }
 }

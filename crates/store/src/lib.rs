@@ -106,6 +106,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "log_chunk_blobs",
         include_str!("../migrations/sqlite/0008_log_chunk_blobs.sql"),
     ),
+    (
+        9,
+        "log_seq",
+        include_str!("../migrations/sqlite/0009_log_seq.sql"),
+    ),
 ];
 
 /// The store: cheap to clone, shared by every service.
