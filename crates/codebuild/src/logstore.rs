@@ -34,6 +34,14 @@ const BATCH_MAGIC: &[u8; 4] = b"SLB\x01";
 /// (i64 milliseconds, u32 lines; little-endian) follow the text and the number of runs
 /// (u32) ends it, so lines go straight into the form that is sent.
 const WRITER_MAGIC: &[u8; 4] = b"SLB\x02";
+/// The compressed form begins with this, then the binary form's length (u32, little-endian)
+/// and the binary form (either) as one LZ4 block.
+const PACKED_MAGIC: &[u8; 4] = b"SLZ\x01";
+
+/// How many lines time runs count.
+fn lines_in(times: &[(i64, u32)]) -> usize {
+    times.iter().map(|(_, n)| *n as usize).sum()
+}
 
 fn add_time(times: &mut Vec<(i64, u32)>, ts: i64, n: u32) {
     match times.last_mut() {
@@ -75,7 +83,7 @@ impl LogWriter {
 
     /// How many lines.
     pub fn count(&self) -> usize {
-        self.times.iter().map(|(_, n)| *n as usize).sum()
+        lines_in(&self.times)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,9 +112,6 @@ impl LogWriter {
         pack_form(self.take_plain(), text, false)
     }
 }
-/// The compressed form begins with this, then the binary form's length (u32, little-endian)
-/// and the binary form as one LZ4 block.
-const PACKED_MAGIC: &[u8; 4] = b"SLZ\x01";
 
 impl LogBatch {
     /// Adds a line (without its newline; a newline inside it would split it).
@@ -136,7 +141,7 @@ impl LogBatch {
 
     /// How many lines.
     pub fn count(&self) -> usize {
-        self.times.iter().map(|(_, n)| *n as usize).sum()
+        lines_in(&self.times)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -166,12 +171,6 @@ impl LogBatch {
     /// then the text. No escaping: the text is copied as it is.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 + self.times.len() * 12 + self.text.len());
-        self.encode_into(&mut out);
-        out
-    }
-
-    fn encode_into(&self, out: &mut Vec<u8>) {
-        out.reserve(8 + self.times.len() * 12 + self.text.len());
         out.extend_from_slice(BATCH_MAGIC);
         out.extend_from_slice(&(self.times.len() as u32).to_le_bytes());
         for (ts, n) in &self.times {
@@ -179,6 +178,7 @@ impl LogBatch {
             out.extend_from_slice(&n.to_le_bytes());
         }
         out.extend_from_slice(self.text.as_bytes());
+        out
     }
 
     /// What a worker sends: the binary form compressed ([`LogBatch::compress`]), or the
@@ -598,19 +598,6 @@ impl CodeBuild {
         backwards: bool,
         mut f: impl FnMut(i64, Vec<(i64, String)>) -> bool,
     ) -> Result<()> {
-        // While the build runs, its log is read only as far as it has no gap: a batch still
-        // on its way is never passed over by a reader's next token.
-        let (status, seen): (String, i64) =
-            sqlx::query_as("SELECT status, log_seq FROM cb_builds WHERE id = $1")
-                .bind(id)
-                .fetch_optional(self.store.pool())
-                .await?
-                .unwrap_or_else(|| ("IN_PROGRESS".into(), 0));
-        let before = if status == "IN_PROGRESS" {
-            before.min(seen.saturating_add(1))
-        } else {
-            before
-        };
         let order = if backwards { "DESC" } else { "ASC" };
         let sql = format!(
             "SELECT first_seq FROM cb_log_chunks WHERE build_id = $1 AND first_seq + count - 1 > $2 AND first_seq < $3 AND last_ts >= $4 AND first_ts < $5 ORDER BY first_seq {order}"

@@ -1168,25 +1168,29 @@ impl CodeBuild {
         Ok(rows.len() + timed_out)
     }
 
-    /// The build a log group and stream name (`/aws/codebuild/PROJECT`, build uuid).
-    async fn stream_build(&self, group: &str, stream: &str) -> Result<String> {
+    /// The build a log group and stream name (`/aws/codebuild/PROJECT`, build uuid), and
+    /// the line its log is read before. While the build runs that is the line after
+    /// `log_seq` (its log has no gap up to there): a batch still on its way is never passed
+    /// over by a reader's next token.
+    async fn stream_build(&self, group: &str, stream: &str) -> Result<(String, i64)> {
         let project = group
             .strip_prefix("/aws/codebuild/")
             .ok_or_else(|| not_found("The specified log group does not exist."))?;
         let id = format!("{project}:{stream}");
-        let exists = sqlx::query("SELECT 1 FROM cb_builds WHERE id = $1")
-            .bind(&id)
-            .fetch_optional(self.store.pool())
-            .await?
-            .is_some();
-        if !exists {
-            return Err(not_found(if self.project_exists(project).await? {
+        let build: Option<(String, i64)> =
+            sqlx::query_as("SELECT status, log_seq FROM cb_builds WHERE id = $1")
+                .bind(&id)
+                .fetch_optional(self.store.pool())
+                .await?;
+        match build {
+            Some((status, seen)) if status == "IN_PROGRESS" => Ok((id, seen.saturating_add(1))),
+            Some(_) => Ok((id, i64::MAX)),
+            None => Err(not_found(if self.project_exists(project).await? {
                 "The specified log stream does not exist."
             } else {
                 "The specified log group does not exist."
-            }));
+            })),
         }
-        Ok(id)
     }
 
     /// Log events `(seq, timestamp ms, message)` of a stream: from `after` (a sequence
@@ -1198,9 +1202,12 @@ impl CodeBuild {
         stream: &str,
         q: &LogQuery,
     ) -> Result<Vec<LogEvent>> {
-        let id = self.stream_build(group, stream).await?;
+        let (id, readable) = self.stream_build(group, stream).await?;
         let (start, end) = (q.start.unwrap_or(i64::MIN), q.end.unwrap_or(i64::MAX));
-        let (after, before) = (q.after.unwrap_or(0), q.before.unwrap_or(i64::MAX));
+        let (after, before) = (
+            q.after.unwrap_or(0),
+            q.before.unwrap_or(i64::MAX).min(readable),
+        );
         let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
         let mut out = Vec::new();
         self.read_chunks(

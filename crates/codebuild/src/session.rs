@@ -275,10 +275,7 @@ impl Splitter {
             if memchr::memchr(0x1e, &lines).is_some() {
                 self.split(&lines, out);
             } else {
-                out.push(Piece::Text(match String::from_utf8(lines) {
-                    Ok(t) => t,
-                    Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                }));
+                out.push(Piece::Text(owned_text(lines)));
             }
             self.buf.extend_from_slice(&data[i + 1..]);
         } else {
@@ -309,15 +306,17 @@ fn text(bytes: &[u8], out: &mut Vec<Piece>) {
     if bytes.is_empty() {
         return;
     }
-    // Checked whole first: the common case, and much faster than the lossy walk.
-    let mut t = match std::str::from_utf8(bytes) {
-        Ok(t) => t.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-    };
+    let mut t = owned_text(bytes.to_vec());
     if !t.ends_with('\n') {
         t.push('\n');
     }
     out.push(Piece::Text(t));
+}
+
+/// Output bytes as text, kept where they are when they are UTF-8 (checked whole first: the
+/// common case, and much faster than the lossy walk); invalid sequences become U+FFFD.
+fn owned_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The pipe capacity from which output is gathered (see [`read_output`]).
