@@ -238,7 +238,7 @@ else:
 /// A build whose only command is `true` (StartBuild to SUCCEEDED, from the build's own
 /// timestamps) against `runc run` of `true` in the same sandbox configuration; then 200
 /// builds queued at once.
-/// With `log_only`, only the 100 MB log build, three times.
+/// With `log_only`, only the 100 MB log builds (nine rounds each; five in the full run).
 fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> Result<()> {
     use slipway_codebuild::sandbox::{write_bundle, Limits, SandboxSpec};
     let port = free_port()?;
@@ -297,7 +297,7 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
     drive("single", 2)?; // warm-up
     if log_only {
         for l in logs {
-            bench_log(&server, &drive_project, l, 5, report)?;
+            bench_log(&server, &drive_project, l, 9, report)?;
         }
         return Ok(());
     }
@@ -346,7 +346,7 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
     report.push_str(&line);
 
     for l in logs {
-        bench_log(&server, &drive_project, l, 3, report)?;
+        bench_log(&server, &drive_project, l, 5, report)?;
     }
 
     let span = drive("burst", 200)?.first().copied().unwrap_or(f64::NAN);
@@ -369,7 +369,9 @@ type Drive<'a> = dyn Fn(&str, usize, &str) -> Result<Vec<f64>> + 'a;
 /// against three peers, round by round (`rounds` interleaved rounds, a pause after each
 /// build so its log's archiving is not charged to the next; medians and ranges):
 /// - the same build with the command's output into /dev/null (project `PROJECT-null`):
-///   what the log itself costs, the sandbox and phases being the same;
+///   what the log itself costs, the sandbox and phases being the same; run beside the
+///   logged build in each round (in turns, first or second), the headline the median of
+///   the rounds' ratios;
 /// - the command alone into /dev/null (no build at all);
 /// - the command piped into `cat > /dev/null`: the floor of capturing the output at all
 ///   (a pipe and a reader on the same two cores), whatever is done with it.
@@ -399,15 +401,25 @@ fn bench_log(
         sh(Command::new("sh").args(["-c", script]))?;
         Ok(t.elapsed().as_secs_f64())
     };
-    for _ in 0..rounds {
+    for round in 0..rounds {
         plain.push(timed(&format!("{command} > /dev/null"))?);
         piped.push(timed(&format!("{command} | cat > /dev/null"))?);
-        null_build.push(build(&format!("{project}-null"))?.0);
+        // The two builds of a round in turns (the machine drifts within a round too).
+        let null_first = round % 2 == 0;
+        if null_first {
+            null_build.push(build(&format!("{project}-null"))?.0);
+        }
         let (t, d, a) = build(project)?;
         logged.push(t);
         during.push(d);
         after.push(a);
+        if !null_first {
+            null_build.push(build(&format!("{project}-null"))?.0);
+        }
     }
+    // Each round's two builds ran side by side: their ratio is what this machine's drift
+    // (±20 % between runs here) disturbs least.
+    let paired = median(logged.iter().zip(&null_build).map(|(l, n)| l / n).collect());
     let rss_peak = proc_status_kb(server.0.id(), "VmHWM")?;
     let range = |v: &[f64]| {
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -421,7 +433,7 @@ fn bench_log(
         median(piped.clone()),
     );
     let line = format!(
-        "| build printing 100 MB of log ({what}), StartBuild to SUCCEEDED, median of {rounds} | {}; server CPU {:.2} s during the build, {:.2} s archiving it after; server RSS {:.0} → peak {:.0} MB | the same build into /dev/null: {}; the command alone: {}; the command into `cat`: {} | **{:.2}×** the build into /dev/null; {:.2}× the command alone ({:.2}× for `cat`); RSS growth {:.0} MB |\n",
+        "| build printing 100 MB of log ({what}), StartBuild to SUCCEEDED, median of {rounds} | {}; server CPU {:.2} s during the build, {:.2} s archiving it after; server RSS {:.0} → peak {:.0} MB | the same build into /dev/null: {}; the command alone: {}; the command into `cat`: {} | **{:.2}×** the build into /dev/null (median of the rounds' ratios; {:.2}× of the medians); {:.2}× the command alone ({:.2}× for `cat`); RSS growth {:.0} MB |\n",
         range(&logged),
         median(during),
         median(after),
@@ -430,6 +442,7 @@ fn bench_log(
         range(&null_build),
         range(&plain),
         range(&piped),
+        paired,
         l / n,
         l / p,
         c / p,

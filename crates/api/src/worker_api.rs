@@ -61,15 +61,53 @@ async fn signed_body(
     limit: usize,
 ) -> Result<(Parts, axum::body::Bytes), ApiError> {
     let (parts, body) = req.into_parts();
-    let body = to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            "RequestEntityTooLargeException",
-            413,
-            "Request body too large",
-        )
-    })?;
+    let body = to_bytes(body, limit).await.map_err(|_| too_large())?;
     check(state, &parts, &body).await?;
     Ok((parts, body))
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        "RequestEntityTooLargeException",
+        413,
+        "Request body too large",
+    )
+}
+
+/// As [`signed_body`], the body gathered into a value to be sealed where it lies (a log
+/// batch is not copied again to be encrypted).
+async fn signed_value(
+    state: &AppState,
+    req: Request<Body>,
+    limit: usize,
+) -> Result<(Parts, slipway_blobs::ValueBuf), ApiError> {
+    use http_body_util::BodyExt as _;
+    let (parts, mut body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buf = slipway_blobs::ValueBuf::with_capacity(declared.unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                "InvalidInputException",
+                400,
+                format!("reading the request body: {e}"),
+            )
+        })?;
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    check(state, &parts, buf.plaintext()).await?;
+    Ok((parts, buf))
 }
 
 /// Reads and checks a JSON request: its body, authenticated.
@@ -158,7 +196,7 @@ async fn logs(
     req: Request<Body>,
 ) -> Response {
     let result = async {
-        let (parts, body) = signed_body(&state, req, LOG_BODY_LIMIT).await?;
+        let (parts, body) = signed_value(&state, req, LOG_BODY_LIMIT).await?;
         let lease = query_param(&parts, "leaseToken").unwrap_or_default();
         let first_seq = match query_param(&parts, "firstSeq") {
             None => None,

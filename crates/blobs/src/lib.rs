@@ -34,6 +34,61 @@ const HEADER: usize = 12;
 /// Bytes gathered before a multipart part is sent to the backend.
 const PART: usize = 8 * 1024 * 1024;
 
+/// A value sealed whole starts with its magic and nonce.
+const VALUE_HEAD: usize = VALUE_MAGIC.len() + 12;
+
+/// The plaintext of a value for [`BlobStore::put_value`], gathered behind room for the
+/// seal's header, so that it is encrypted where it lies: a request body collected into one
+/// is not copied again to be sealed.
+#[derive(Debug)]
+pub struct ValueBuf(Vec<u8>);
+
+impl ValueBuf {
+    /// An empty value with room for `n` bytes.
+    pub fn with_capacity(n: usize) -> ValueBuf {
+        let mut buf = Vec::with_capacity(VALUE_HEAD + n + TAG);
+        buf.resize(VALUE_HEAD, 0);
+        ValueBuf(buf)
+    }
+
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        self.0.extend_from_slice(data);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len() - VALUE_HEAD
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn plaintext(&self) -> &[u8] {
+        &self.0[VALUE_HEAD..]
+    }
+}
+
+impl<T: AsRef<[u8]> + ?Sized> From<&T> for ValueBuf {
+    fn from(data: &T) -> ValueBuf {
+        let data = data.as_ref();
+        let mut v = ValueBuf::with_capacity(data.len());
+        v.extend_from_slice(data);
+        v
+    }
+}
+
+impl From<Vec<u8>> for ValueBuf {
+    fn from(data: Vec<u8>) -> ValueBuf {
+        ValueBuf::from(&data)
+    }
+}
+
+impl From<Bytes> for ValueBuf {
+    fn from(data: Bytes) -> ValueBuf {
+        ValueBuf::from(&data)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     #[error("blob {0} does not exist")]
@@ -296,15 +351,15 @@ impl BlobStore {
     /// What [`BlobStore::put`] adds for large objects (chunked sealing for ranged reads, a
     /// SHA-256 of the plaintext) a value read whole does not need: its tag authenticates all
     /// of it. The answer is the wrapped data key, to keep where the value is recorded.
-    pub async fn put_value(&self, path: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+    pub async fn put_value(&self, path: &str, plaintext: impl Into<ValueBuf>) -> Result<Vec<u8>> {
         let location = check_path(path)?;
         let data_key = random_bytes::<32>();
         let cipher = Gcm::new(&data_key).map_err(|e| BlobError::Key(e.to_string()))?;
         let nonce = random_bytes::<12>();
-        let mut sealed = Vec::with_capacity(VALUE_MAGIC.len() + 12 + plaintext.len() + TAG);
-        sealed.extend_from_slice(VALUE_MAGIC);
-        sealed.extend_from_slice(&nonce);
-        cipher.seal_into(&nonce, path.as_bytes(), plaintext, &mut sealed);
+        let mut sealed = plaintext.into().0;
+        sealed[..VALUE_MAGIC.len()].copy_from_slice(VALUE_MAGIC);
+        sealed[VALUE_MAGIC.len()..VALUE_HEAD].copy_from_slice(&nonce);
+        cipher.seal_in_place(&nonce, path.as_bytes(), &mut sealed, VALUE_HEAD);
         self.backend
             .put(&location, PutPayload::from(Bytes::from(sealed)))
             .await?;

@@ -50,34 +50,48 @@ fn add_time(times: &mut Vec<(i64, u32)>, ts: i64, n: u32) {
     }
 }
 
-/// A batch of log lines written straight into the binary form a worker sends (`SLB\x02`,
-/// text before times): each line is copied once, when it is pushed.
-#[derive(Debug)]
+/// A batch of log lines in the binary form a worker sends (`SLB\x02`, text before times),
+/// kept as the pieces of text it was given: a large batch that does not compress is sent as
+/// those pieces, its lines never copied on the worker.
+#[derive(Debug, Default)]
 pub struct LogWriter {
-    form: Vec<u8>,
+    /// Text handed over whole (large pieces), in order, after `small` has been closed.
+    pieces: Vec<bytes::Bytes>,
+    /// Small pieces gathered into one (a build printing a line at a time).
+    small: Vec<u8>,
+    text_len: usize,
     times: Vec<(i64, u32)>,
 }
 
-impl Default for LogWriter {
-    fn default() -> Self {
-        LogWriter {
-            form: WRITER_MAGIC.to_vec(),
-            times: Vec::new(),
-        }
-    }
-}
+/// A piece of text at least this long is kept as it is; shorter ones are gathered.
+const WRITER_PIECE: usize = 16 << 10;
 
 impl LogWriter {
     /// Adds whole lines (each ending with a newline; a last one without gets one) printed
-    /// at `ts`.
-    pub fn push_text(&mut self, ts: i64, text: &str) {
+    /// at `ts`; owned text is kept, not copied.
+    pub fn push_text(&mut self, ts: i64, text: impl Into<String>) {
+        let mut text = text.into();
+        if text.is_empty() {
+            return;
+        }
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
         let n = memchr::memchr_iter(b'\n', text.as_bytes()).count() as u32;
-        self.form.extend_from_slice(text.as_bytes());
-        if !text.is_empty() && !text.ends_with('\n') {
-            self.form.push(b'\n');
-            add_time(&mut self.times, ts, n + 1);
-        } else if n > 0 {
-            add_time(&mut self.times, ts, n);
+        add_time(&mut self.times, ts, n);
+        self.text_len += text.len();
+        if text.len() < WRITER_PIECE {
+            self.small.extend_from_slice(text.as_bytes());
+        } else {
+            self.close_small();
+            self.pieces.push(bytes::Bytes::from(text));
+        }
+    }
+
+    fn close_small(&mut self) {
+        if !self.small.is_empty() {
+            self.pieces
+                .push(bytes::Bytes::from(std::mem::take(&mut self.small)));
         }
     }
 
@@ -90,26 +104,54 @@ impl LogWriter {
         self.times.is_empty()
     }
 
-    /// The batch in its binary form, as it is; the writer starts a new batch.
-    pub fn take_plain(&mut self) -> Vec<u8> {
-        let text_end = self.form.len();
+    /// The magic, the text's pieces and the time runs; the writer starts a new batch.
+    fn take_parts(&mut self) -> Vec<bytes::Bytes> {
+        self.close_small();
+        let mut runs = Vec::with_capacity(self.times.len() * 12 + 4);
         for (ts, n) in &self.times {
-            self.form.extend_from_slice(&ts.to_le_bytes());
-            self.form.extend_from_slice(&n.to_le_bytes());
+            runs.extend_from_slice(&ts.to_le_bytes());
+            runs.extend_from_slice(&n.to_le_bytes());
         }
-        self.form
-            .extend_from_slice(&(self.times.len() as u32).to_le_bytes());
+        runs.extend_from_slice(&(self.times.len() as u32).to_le_bytes());
         self.times.clear();
-        let mut next = Vec::with_capacity(text_end);
-        next.extend_from_slice(WRITER_MAGIC);
-        std::mem::replace(&mut self.form, next)
+        self.text_len = 0;
+        let mut parts = Vec::with_capacity(self.pieces.len() + 2);
+        parts.push(bytes::Bytes::from_static(WRITER_MAGIC));
+        parts.append(&mut self.pieces);
+        parts.push(runs.into());
+        parts
     }
 
-    /// What a worker sends: the binary form, compressed when that pays (as
-    /// [`LogBatch::pack`]); the writer starts a new batch.
-    pub fn take(&mut self) -> Vec<u8> {
-        let text = WRITER_MAGIC.len()..self.form.len();
-        pack_form(self.take_plain(), text, false)
+    /// The batch in its binary form, in one buffer; the writer starts a new batch.
+    pub fn take_plain(&mut self) -> Vec<u8> {
+        let parts = self.take_parts();
+        let mut form = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for p in &parts {
+            form.extend_from_slice(p);
+        }
+        form
+    }
+
+    /// What a worker sends, in the order to send it: the binary form compressed when that
+    /// pays (as [`LogBatch::pack`]), else as it is (a large batch in the pieces it came in);
+    /// the writer starts a new batch.
+    pub fn take(&mut self) -> Vec<bytes::Bytes> {
+        let text = WRITER_MAGIC.len()..WRITER_MAGIC.len() + self.text_len;
+        if text.len() > 2 * PACK_PROBE {
+            self.close_small();
+            let mut probe = Vec::with_capacity(PACK_PROBE);
+            for p in &self.pieces {
+                let want = PACK_PROBE - probe.len();
+                probe.extend_from_slice(&p[..p.len().min(want)]);
+                if probe.len() == PACK_PROBE {
+                    break;
+                }
+            }
+            if !lz4_pays(&probe) {
+                return self.take_parts();
+            }
+        }
+        vec![pack_form(self.take_plain(), text, false).into()]
     }
 }
 
@@ -233,33 +275,45 @@ impl LogBatch {
 /// text (`text`, its place in the form) first: text LZ4 cannot shrink (random, already
 /// compressed) goes as it is without a pass of LZ4 over all of it.
 fn pack_form(plain: Vec<u8>, text: std::ops::Range<usize>, always: bool) -> Vec<u8> {
+    if !always
+        && text.len() > 2 * PACK_PROBE
+        && !lz4_pays(&plain[text.start..text.start + PACK_PROBE])
+    {
+        return plain;
+    }
+    // Compressed into room this thread keeps (zeroed once, not per batch), then copied out
+    // at its compressed size: a log that compresses well is a few KB.
+    let compressed = lz4_into_room(&plain, |packed| {
+        (always || shrinks(packed.len(), plain.len())).then(|| {
+            let mut out = Vec::with_capacity(8 + packed.len());
+            out.extend_from_slice(PACKED_MAGIC);
+            out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+            out.extend_from_slice(packed);
+            out
+        })
+    });
+    compressed.unwrap_or(plain)
+}
+
+/// Whether LZ4 saves at least a sixteenth of `data`.
+fn lz4_pays(data: &[u8]) -> bool {
+    lz4_into_room(data, |packed| shrinks(packed.len(), data.len()))
+}
+
+fn shrinks(packed: usize, of: usize) -> bool {
+    packed < of - of / 16
+}
+
+/// `data` compressed as one LZ4 block into room this thread keeps, handed to `f`.
+fn lz4_into_room<T>(data: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
     PACK_ROOM.with_borrow_mut(|room| {
-        let mut compress = |data: &[u8]| {
-            let worst = lz4_flex::block::get_maximum_output_size(data.len());
-            if room.len() < worst {
-                room.resize(worst, 0);
-            }
-            lz4_flex::block::compress_into(data, &mut room[..worst])
-                .expect("the room holds the worst case")
-        };
-        let pays = |n: usize, of: usize| n < of - of / 16;
-        if !always && text.len() > 2 * PACK_PROBE {
-            let probe = &plain[text.start..text.start + PACK_PROBE];
-            if !pays(compress(probe), probe.len()) {
-                return plain;
-            }
+        let worst = lz4_flex::block::get_maximum_output_size(data.len());
+        if room.len() < worst {
+            room.resize(worst, 0);
         }
-        // Compressed into room this thread keeps (zeroed once, not per batch), then copied
-        // out at its compressed size: a log that compresses well is a few KB.
-        let n = compress(&plain);
-        if !always && !pays(n, plain.len()) {
-            return plain;
-        }
-        let mut out = Vec::with_capacity(8 + n);
-        out.extend_from_slice(PACKED_MAGIC);
-        out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
-        out.extend_from_slice(&room[..n]);
-        out
+        let n = lz4_flex::block::compress_into(data, &mut room[..worst])
+            .expect("the room holds the worst case");
+        f(&room[..n])
     })
 }
 
@@ -515,12 +569,14 @@ impl CodeBuild {
         id: &str,
         token: &str,
         first_seq: Option<i64>,
-        batch: bytes::Bytes,
+        batch: impl Into<slipway_blobs::ValueBuf>,
     ) -> Result<()> {
-        // Checked whole (inflated into a buffer this thread keeps for it), stored as it came.
+        let batch = batch.into();
+        // Checked whole (inflated into a buffer this thread keeps for it), stored as it came
+        // (a large one sealed where it lies).
         let (first_ts, last_ts, count, bytes) = SCRATCH
             .with_borrow_mut(|scratch| {
-                let (times, text) = parse(unpack_into(&batch, scratch)?)?;
+                let (times, text) = parse(unpack_into(batch.plaintext(), scratch)?)?;
                 let count: i64 = times.iter().map(|t| i64::from(t.1)).sum();
                 Ok::<_, String>((
                     times.iter().map(|t| t.0).min(),
@@ -544,14 +600,10 @@ impl CodeBuild {
         // small one is sealed before the write is queued (the writer only writes).
         let (packed, blob) = if batch.len() >= CHUNK_BLOB_MIN {
             let path = chunk_blob_path(&id);
-            let key = self
-                .blobs
-                .put_value(&path, &batch)
-                .await
-                .map_err(internal)?;
+            let key = self.blobs.put_value(&path, batch).await.map_err(internal)?;
             (None, Some((path, key)))
         } else {
-            (Some(self.blobs.seal_small(&batch)), None)
+            (Some(self.blobs.seal_small(batch.plaintext())), None)
         };
         let row_blob = blob.clone();
         let stored = self

@@ -228,7 +228,7 @@ async fn the_queue_leases_each_build_once_and_ends_it_once() {
             &l1.build_id,
             "forged",
             None,
-            LogBatch::from_lines(&[(1, "x".into())]).encode().into(),
+            LogBatch::from_lines(&[(1, "x".into())]).encode(),
         )
         .await
         .unwrap_err();
@@ -239,9 +239,7 @@ async fn the_queue_leases_each_build_once_and_ends_it_once() {
         &l1.build_id,
         &l1.token,
         None,
-        LogBatch::from_lines(&[(1000, "one".into()), (2000, "two".into())])
-            .encode()
-            .into(),
+        LogBatch::from_lines(&[(1000, "one".into()), (2000, "two".into())]).encode(),
     )
     .await
     .unwrap();
@@ -249,9 +247,7 @@ async fn the_queue_leases_each_build_once_and_ends_it_once() {
         &l1.build_id,
         &l1.token,
         None,
-        LogBatch::from_lines(&[(3000, "three".into())])
-            .encode()
-            .into(),
+        LogBatch::from_lines(&[(3000, "three".into())]).encode(),
     )
     .await
     .unwrap();
@@ -684,17 +680,42 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     for _ in 0..2_000 {
         writer.push_text(7, "the same line again\n");
     }
+    let joined = |parts: Vec<bytes::Bytes>| parts.concat();
     let packed = writer.take();
+    assert_eq!(packed.len(), 1, "compressed, in one part");
+    let packed = joined(packed);
     assert!(packed.starts_with(b"SLZ\x01"), "{:?}", &packed[..4]);
     let back = LogBatch::decode(&packed).unwrap();
     assert_eq!((back.count(), back.times), (2_000, vec![(7, 2_000)]));
-    // Random text in a large batch: sent as it is, found so on its first part.
-    for line in noise.text.lines() {
-        writer.push_text(8, &format!("{line}\n"));
+    // Random text in a large batch: sent as it is, found so on its first part; a large
+    // piece of text is sent where it lies (not copied), small ones gathered around it.
+    let mut lines = noise.text.lines();
+    for line in lines.by_ref().take(3) {
+        writer.push_text(8, format!("{line}\n"));
     }
-    let plain = writer.take();
+    let big: String = lines.by_ref().take(400).map(|l| format!("{l}\n")).collect();
+    assert!(big.len() >= 16 << 10, "{}", big.len());
+    let big_at = big.as_ptr();
+    writer.push_text(9, big);
+    for line in lines {
+        writer.push_text(10, format!("{line}\n"));
+    }
+    let parts = writer.take();
+    assert_eq!(
+        parts.len(),
+        5,
+        "magic, small lines, the large piece, small lines, runs"
+    );
+    assert_eq!(
+        parts[2].as_ptr(),
+        big_at,
+        "the large piece is sent as it came"
+    );
+    let plain = joined(parts);
     assert!(plain.starts_with(b"SLB\x02"));
-    assert_eq!(LogBatch::decode(&plain).unwrap().text, noise.text);
+    let back = LogBatch::decode(&plain).unwrap();
+    assert_eq!(back.text, noise.text);
+    assert_eq!(back.times[1], (9, 400));
     let encoded = ok.encode();
     let mut not_utf8 = encoded.clone();
     *not_utf8.last_mut().unwrap() = 0xff;
@@ -771,7 +792,7 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
         };
         // Numbered as workers number them, or (as earlier workers sent them) not.
         let first = (batch % 3 != 0).then_some(batch * 500 + 1);
-        cb.append_logs(&l.build_id, &l.token, first, body.into())
+        cb.append_logs(&l.build_id, &l.token, first, body)
             .await
             .unwrap();
     }
@@ -1158,7 +1179,7 @@ fn mutated_log_batches_never_panic() {
     let batch = LogBatch::from_lines(&lines);
     let mut writer = LogWriter::default();
     for (ts, line) in &lines {
-        writer.push_text(*ts, &format!("{line}\n"));
+        writer.push_text(*ts, format!("{line}\n"));
     }
     let bases = [batch.encode(), batch.compress(), writer.take_plain()];
     let (mut ok, mut refused) = (0, 0);

@@ -60,6 +60,11 @@ impl Gcm {
     pub fn seal_into(&self, nonce: &[u8; 12], aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
         let at = out.len();
         out.extend_from_slice(plaintext);
+        self.seal_in_place(nonce, aad, out, at);
+    }
+
+    /// Encrypts `buf[at..]` where it is and appends the tag (no copy of the data).
+    pub fn seal_in_place(&self, nonce: &[u8; 12], aad: &[u8], out: &mut Vec<u8>, at: usize) {
         let tag = self
             .0
             .seal_in_place_separate_tag(

@@ -135,23 +135,29 @@ impl Client {
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let body = body.to_string().into_bytes();
         let hash = sigv4::sha256_hex(&body);
-        self.post_body(path, "", "application/json", &hash, body)
+        self.post_body(path, "", "application/json", &hash, None, body)
             .await
     }
 
-    /// POSTs `body` with query `q`, its hash (or UNSIGNED-PAYLOAD) as signed; the JSON
-    /// answer.
+    /// POSTs `body` with query `q`, its hash (or UNSIGNED-PAYLOAD) as signed, and its
+    /// length when the body is a stream (sent with a Content-Length, not in chunks); the
+    /// JSON answer.
     async fn post_body(
         &self,
         path: &str,
         q: &str,
         content_type: &str,
         payload_hash: &str,
+        len: Option<usize>,
         body: impl Into<reqwest::Body>,
     ) -> anyhow::Result<Value> {
-        let resp = self
+        let mut req = self
             .signed(reqwest::Method::POST, path, q, payload_hash)
-            .header("content-type", content_type)
+            .header("content-type", content_type);
+        if let Some(len) = len {
+            req = req.header("content-length", len);
+        }
+        let resp = req
             .timeout(Duration::from_secs(90))
             .body(body)
             .send()
@@ -356,7 +362,7 @@ async fn uploader(
                 m = rx.recv() => match m {
                     Some(Upload::Text(ts, t)) => {
                         bytes += t.len() + 32;
-                        lines.push_text(ts, &t);
+                        lines.push_text(ts, t);
                         if bytes >= 1 << 20 { break; }
                     }
                     Some(Upload::Phases(p)) => phases = Some(p),
@@ -372,7 +378,7 @@ async fn uploader(
             let shipped = std::mem::take(&mut bytes);
             let first = next_seq;
             next_seq += lines.count() as i64;
-            let body = bytes::Bytes::from(lines.take());
+            let body = lines.take();
             let (client, id, token, gate) =
                 (client.clone(), id.clone(), token.clone(), gate.clone());
             in_flight.spawn(async move {
@@ -397,16 +403,18 @@ async fn uploader(
     while in_flight.join_next().await.is_some() {}
 }
 
-/// Uploads one log batch whose first line is number `first`; sent again after a pause
-/// (up to five times in all) when that is worth it: the server stores a batch it gets
-/// twice once.
+/// Uploads one log batch whose first line is number `first`, sent in its parts (as
+/// [`LogWriter::take`] gave them, with their length: not copied together); sent again after
+/// a pause (up to five times in all) when that is worth it: the server stores a batch it
+/// gets twice once.
 async fn upload_log(
     client: &Client,
     id: &str,
     token: &str,
     first: i64,
-    body: bytes::Bytes,
+    parts: Vec<bytes::Bytes>,
 ) -> anyhow::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     let path = format!("/-/worker/builds/{id}/logs");
     let q = query(&[("leaseToken", token), ("firstSeq", &first.to_string())]);
     let mut pause = Duration::from_millis(250);
@@ -415,13 +423,20 @@ async fn upload_log(
         // Like artifacts and caches, log bytes are not hashed into the signature: hashing
         // costs as much as the rest of shipping them (the transport, TLS for a remote
         // worker, keeps them whole).
+        let body = reqwest::Body::wrap_stream(futures_util::stream::iter(
+            parts
+                .clone()
+                .into_iter()
+                .map(Ok::<_, std::convert::Infallible>),
+        ));
         let sent = client
             .post_body(
                 &path,
                 &q,
                 "application/octet-stream",
                 "UNSIGNED-PAYLOAD",
-                body.clone(),
+                Some(len),
+                body,
             )
             .await;
         match sent {
