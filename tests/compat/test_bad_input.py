@@ -80,3 +80,36 @@ def test_unbuilt_operation_answers_501_through_sdk(server):
         cb.list_source_credentials()
     assert e.value.response["Error"]["Code"] == "NotImplementedException"
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
+
+
+def worker_post(server, path, query, body, creds=None):
+    """A worker-protocol request signed as `slipway worker` signs it (service codebuild)."""
+    import urllib.request
+    import botocore.auth
+    import botocore.awsrequest
+    import botocore.credentials
+    creds = creds or server.root
+    url = f"{server.url}{path}?{query}"
+    req = botocore.awsrequest.AWSRequest(method="POST", url=url, data=body,
+                                         headers={"Content-Type": "application/octet-stream"})
+    botocore.auth.SigV4Auth(botocore.credentials.Credentials(creds.key, creds.secret),
+                            "codebuild", "us-east-1").add_auth(req)
+    r = urllib.request.Request(url, data=body, headers=dict(req.headers), method="POST")
+    try:
+        with urllib.request.urlopen(r, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_worker_log_uploads_check_their_line_number_and_signer(server):
+    """A log upload's `firstSeq` must be a line number; uploads are signed by a principal
+    allowed to run builds; a batch that is not one is refused whole."""
+    status, body = worker_post(server, "/-/worker/builds/p:1/logs", "leaseToken=t&firstSeq=abc", b"SLB\x02")
+    assert (status, body.get("__type")) == (400, "InvalidInputException"), body
+    assert "firstSeq must be a line number" in body["message"]
+    status, body = worker_post(server, "/-/worker/builds/p:1/logs", "leaseToken=t&firstSeq=1", b"not a batch")
+    assert (status, body.get("__type")) == (400, "InvalidInputException"), body
+    user = server.user("no-builds")
+    status, body = worker_post(server, "/-/worker/builds/p:1/logs", "leaseToken=t&firstSeq=1", b"SLB\x02", creds=user)
+    assert body.get("__type") == "AccessDeniedException" and "slipway:RunBuilds" in body["message"], (status, body)

@@ -10,9 +10,9 @@
 //!   Slipway and moto's S3. `s3-large`: a 1 GB object through `aws s3 cp` both ways against
 //!   `cp` of the same file on the same disk. `s3` runs both.
 //! - `build`: a `true` build against `runc run`, a build printing 100 MB of log (a
-//!   compressible log and a random one) against the same build into /dev/null, the command
-//!   alone and the command into `cat`, 200 builds queued at once. `build-log`: the log
-//!   builds alone, five rounds each.
+//!   compressible log and a random one) against the same build into /dev/null, the same
+//!   build into `cat`, the command alone and the command into `cat`, 200 builds queued at
+//!   once. `build-log`: the log builds alone, nine rounds each.
 //!
 //! Needs: a release build (made here), wrk, moto_server, python3 with botocore, git.
 
@@ -274,9 +274,14 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
     const RANDOM: &str = "head -c 74250000 /dev/urandom | base64 -w 99";
     // Each log build has a twin whose command writes into /dev/null: the same sandbox,
     // phases and reports, no log.
+    // And one whose output goes through a pipe into `cat`: the floor of capturing it at all.
     for (name, command) in [("noisy", NOISE), ("random", RANDOM)] {
         project(name, command)?;
         project(&format!("{name}-null"), &format!("{command} > /dev/null"))?;
+        project(
+            &format!("{name}-cat"),
+            &format!("{command} | cat > /dev/null"),
+        )?;
     }
     let logs = [
         ("noisy", "1,000,000 lines of `x`", NOISE),
@@ -372,6 +377,9 @@ type Drive<'a> = dyn Fn(&str, usize, &str) -> Result<Vec<f64>> + 'a;
 ///   what the log itself costs, the sandbox and phases being the same; run beside the
 ///   logged build in each round (in turns, first or second), the headline the median of
 ///   the rounds' ratios;
+/// - the same build with the command's output piped into `cat > /dev/null` (`PROJECT-cat`):
+///   the floor of a build capturing its output at all (the command's writes into a pipe,
+///   a reader on the same two cores);
 /// - the command alone into /dev/null (no build at all);
 /// - the command piped into `cat > /dev/null`: the floor of capturing the output at all
 ///   (a pipe and a reader on the same two cores), whatever is done with it.
@@ -384,8 +392,8 @@ fn bench_log(
 ) -> Result<()> {
     let rss_before = proc_status_kb(server.0.id(), "VmRSS")?;
     let cpu = || proc_cpu_secs(server.0.id());
-    let (mut logged, mut null_build, mut plain, mut piped) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut logged, mut null_build, mut cat_build, mut plain, mut piped) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut during, mut after) = (Vec::new(), Vec::new());
     // A build, then a pause past the archive sweep: the server's CPU during the build and
     // in the pause (the log's archiving).
@@ -416,10 +424,11 @@ fn bench_log(
         if !null_first {
             null_build.push(build(&format!("{project}-null"))?.0);
         }
+        cat_build.push(build(&format!("{project}-cat"))?.0);
     }
-    // Each round's two builds ran side by side: their ratio is what this machine's drift
+    // Each round's builds ran side by side: their ratio is what this machine's drift
     // (±20 % between runs here) disturbs least.
-    let paired = median(logged.iter().zip(&null_build).map(|(l, n)| l / n).collect());
+    let paired = |peer: &[f64]| median(logged.iter().zip(peer).map(|(l, n)| l / n).collect());
     let rss_peak = proc_status_kb(server.0.id(), "VmHWM")?;
     let range = |v: &[f64]| {
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -433,17 +442,19 @@ fn bench_log(
         median(piped.clone()),
     );
     let line = format!(
-        "| build printing 100 MB of log ({what}), StartBuild to SUCCEEDED, median of {rounds} | {}; server CPU {:.2} s during the build, {:.2} s archiving it after; server RSS {:.0} → peak {:.0} MB | the same build into /dev/null: {}; the command alone: {}; the command into `cat`: {} | **{:.2}×** the build into /dev/null (median of the rounds' ratios; {:.2}× of the medians); {:.2}× the command alone ({:.2}× for `cat`); RSS growth {:.0} MB |\n",
+        "| build printing 100 MB of log ({what}), StartBuild to SUCCEEDED, median of {rounds} | {}; server CPU {:.2} s during the build, {:.2} s archiving it after; server RSS {:.0} → peak {:.0} MB | the same build into /dev/null: {}; the same build into `cat`: {}; the command alone: {}; the command into `cat`: {} | **{:.2}×** the build into /dev/null (median of the rounds' ratios; {:.2}× of the medians); {:.2}× the build into `cat`; {:.2}× the command alone ({:.2}× for `cat`); RSS growth {:.0} MB |\n",
         range(&logged),
         median(during),
         median(after),
         rss_before as f64 / 1024.0,
         rss_peak as f64 / 1024.0,
         range(&null_build),
+        range(&cat_build),
         range(&plain),
         range(&piped),
-        paired,
+        paired(&null_build),
         l / n,
+        paired(&cat_build),
         l / p,
         c / p,
         (rss_peak as f64 - rss_before as f64) / 1024.0
