@@ -130,6 +130,11 @@ pub struct BlobStore {
     /// The directory of the local-filesystem backend, whose writes are made durable here
     /// (`object_store` renames a finished file into place without `fsync`).
     local: Option<std::path::PathBuf>,
+    /// Directories of the local backend whose own entries (in their parents, up to the
+    /// root) are known durable: a later write into one syncs only the file and it (a log
+    /// chunk synced six inodes before). Sound because nothing removes a directory of the
+    /// store (`object_store` deletes files only), so a known one cannot come back new.
+    durable_dirs: Arc<std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>>,
 }
 
 fn nonce(prefix: &[u8], index: u64) -> [u8; 12] {
@@ -173,6 +178,7 @@ impl BlobStore {
             backend: Arc::new(fs),
             key,
             local: Some(std::fs::canonicalize(dir)?),
+            durable_dirs: Arc::default(),
         })
     }
 
@@ -237,6 +243,7 @@ impl BlobStore {
             backend,
             key,
             local: None,
+            durable_dirs: Arc::default(),
         }
     }
 
@@ -329,15 +336,27 @@ impl BlobStore {
             return Ok(());
         };
         let (root, file) = (root.clone(), root.join(path));
+        let known = self.durable_dirs.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::File::open(&file)?.sync_all()?;
+            // The file's directory holds its new entry; each directory above holds the entry
+            // of one below that may be new — until one whose entry is known durable already.
+            let mut synced = Vec::new();
             let mut dir = file.parent();
             while let Some(d) = dir {
                 std::fs::File::open(d)?.sync_all()?;
-                if d == root {
+                synced.push(d.to_path_buf());
+                if d == root || known.lock().is_ok_and(|k| k.contains(d)) {
                     break;
                 }
                 dir = d.parent();
+            }
+            if let Ok(mut k) = known.lock() {
+                // A bound on what is remembered (one entry per build's log directory).
+                if k.len() > 100_000 {
+                    k.clear();
+                }
+                k.extend(synced);
             }
             Ok(())
         })
