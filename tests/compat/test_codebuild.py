@@ -682,3 +682,65 @@ def test_git_credential_helper_acts_as_the_initiator(server, workdir):
     b = build("git-none", "no", "true")
     assert b["buildStatus"] == "FAILED"
     assert "Authentication failed" in build_log(server, b) or "could not read Username" in build_log(server, b)
+
+
+def test_a_remote_worker_runs_builds_and_its_death_fails_them(workdir):
+    """`slipway worker --server URL` on its own (the server's built-in worker off) takes a
+    build over HTTP — a log large and random enough to go up in uncompressed batches,
+    exported variables — and when it is killed mid-build, the build ends FAILED once its
+    lease expires, with a phase context that says so."""
+    import os
+    import signal
+    from conftest import BIN, REGION
+    s = Server(workdir / "data", env={"SLIPWAY_BUILD_SLOTS": "0"}).start()
+    worker = None
+    try:
+        creds = s.user("builder", policy={"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "slipway:RunBuilds", "Resource": "*"}]})
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=creds.key, AWS_SECRET_ACCESS_KEY=creds.secret,
+                   AWS_REGION=REGION, SLIPWAY_LOG="info")
+        log = open(workdir / "worker.log", "ab")
+        worker = subprocess.Popen([BIN, "worker", "--server", s.url, "--work-dir", str(workdir / "w"),
+                                   "--slots", "1", "--id", "remote-1"], env=env, stdout=log, stderr=log)
+        spec = ("version: 0.2\nenv:\n  exported-variables: [WHO]\nphases:\n  build:\n    commands:\n"
+                "      - export WHO=remote\n"
+                "      - head -c 3000000 /dev/urandom | base64 -w 76\n"
+                "      - echo done printing\n")
+        create_project(s, "far", {"type": "NO_SOURCE", "buildspec": spec})
+        b = wait_build(s, s.aws("codebuild", "start-build", "--project-name", "far")["build"]["id"])
+        assert b["buildStatus"] == "SUCCEEDED", phases(b)
+        assert {v["name"]: v["value"] for v in b["exportedEnvironmentVariables"]} == {"WHO": "remote"}
+        logs = s.client("logs")
+        kw = dict(logGroupName=b["logs"]["groupName"], logStreamName=b["logs"]["streamName"], startFromHead=True)
+        messages = []
+        while True:
+            page = logs.get_log_events(**kw)
+            messages += [e["message"] for e in page["events"]]
+            if not page["events"] or page["nextForwardToken"] == kw.get("nextToken"):
+                break
+            kw["nextToken"] = page["nextForwardToken"]
+        printed = [m for m in messages if len(m) in (76, 77) and not m.startswith("[Container]")]
+        assert len(printed) == 3000000 * 4 // 3 // 76, len(printed)
+        assert messages.index("done printing") > messages.index(printed[-1])
+
+        create_project(s, "doomed", {"type": "NO_SOURCE", "buildspec":
+                                     "version: 0.2\nphases:\n  build:\n    commands:\n      - sleep 45 # doomed-build\n"})
+        bid = s.aws("codebuild", "start-build", "--project-name", "doomed")["build"]["id"]
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            cur = s.aws("codebuild", "batch-get-builds", "--ids", bid)["builds"][0]
+            if cur.get("currentPhase") == "BUILD":
+                break
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        b = wait_build(s, bid, timeout=90)
+        assert b["buildStatus"] == "FAILED"
+        failed = [p for p in b["phases"] if p.get("phaseStatus") == "FAILED"][0]
+        assert failed["phaseType"] == "BUILD"
+        assert "remote-1" in failed["contexts"][0]["message"] and "lease expired" in failed["contexts"][0]["message"]
+    finally:
+        if worker and worker.poll() is None:
+            worker.kill()
+        subprocess.run(["pkill", "-f", "doomed-build"], capture_output=True)
+        s.stop()
