@@ -441,6 +441,26 @@ artifacts:
     ds = [p for p in b["phases"] if p["phaseType"] == "DOWNLOAD_SOURCE"][0]
     assert b["buildStatus"] == "FAILED" and "no-such-version" in ds["contexts"][0]["message"], json.dumps(b, indent=1)
 
+    # A build reads its sources and writes its artifacts as the principal that started
+    # it: one that may not read the zip fails DOWNLOAD_SOURCE, one that may not write the
+    # artifacts fails UPLOAD_ARTIFACTS, one that may do both succeeds.
+    def user(name, *extra):
+        return server.user(name, policy={"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["codebuild:*", "logs:*"], "Resource": "*"}, *extra]})
+    read = {"Effect": "Allow", "Action": ["s3:GetObject", "codecommit:GitPull"], "Resource": "*"}
+    write = {"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::outs/*"}
+    for who, failed_in, action in [(user("no-read"), "DOWNLOAD_SOURCE", "s3:GetObject"),
+                                   (user("no-write", read), "UPLOAD_ARTIFACTS", "s3:PutObject"),
+                                   (user("both", read, write), None, None)]:
+        b = wait_build(server, server.aws("codebuild", "start-build", "--project-name", "multi", creds=who)["build"]["id"])
+        failed = [p for p in b["phases"] if p.get("phaseStatus") == "FAILED"]
+        if failed_in is None:
+            assert b["buildStatus"] == "SUCCEEDED", json.dumps(b, indent=1)
+            continue
+        assert b["buildStatus"] == "FAILED" and failed[0]["phaseType"] == failed_in, json.dumps(b, indent=1)
+        message = failed[0]["contexts"][0]["message"]
+        assert "AccessDenied" in message and action in message, message
+
 
 def test_pipeline_builds_take_input_and_give_output_artifacts(server, workdir):
     """A CODEPIPELINE project builds what a pipeline's action hands it: the input artifact

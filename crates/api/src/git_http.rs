@@ -124,16 +124,7 @@ async fn authenticate(
     // that started the build. (A service-specific credential's user name could share the
     // prefix: not found here, it is checked as one below.)
     match state.codebuild.git_principal(user, password).await {
-        Ok(Some(arn)) => {
-            return Ok(Principal {
-                user_name: arn
-                    .rsplit_once(":user/")
-                    .and_then(|(_, rest)| rest.rsplit('/').next())
-                    .map(str::to_owned),
-                arn,
-                access_key_id: String::new(),
-            })
-        }
+        Ok(Some(arn)) => return Ok(Principal::acting_as(&arn)),
         Ok(None) => {}
         Err(e) => {
             tracing::error!(error = %e, "git authentication of a build");

@@ -365,12 +365,12 @@ async fn source(
     };
     let location = source["location"].as_str().unwrap_or_default().to_owned();
     match source["type"].as_str().unwrap_or_default() {
-        "CODECOMMIT" => codecommit_source(&state, &location, version.as_str()).await,
-        "S3" => s3_source(&state, &location, version.as_str()).await,
+        "CODECOMMIT" => codecommit_source(&state, &job, &location, version.as_str()).await,
+        "S3" => s3_source(&state, &job, &location, version.as_str()).await,
         // A pipeline's build: its input artifact, the zip `sourceVersion` names as an S3
         // object ARN (as CodePipeline's builds show it).
         "CODEPIPELINE" => match version.as_str().filter(|v| !v.is_empty()) {
-            Some(artifact) => s3_source(&state, artifact, None).await,
+            Some(artifact) => s3_source(&state, &job, artifact, None).await,
             None => client_error(
                 "CLIENT_ERROR: a CODEPIPELINE source is the input artifact of a pipeline's action, and this build names none (sourceVersion: arn:aws:s3:::BUCKET/KEY)".into(),
             ),
@@ -395,13 +395,43 @@ async fn leased(state: &AppState, parts: &Parts, id: &str) -> Result<serde_json:
         .map_err(|e| error_response(domain_error(e)))
 }
 
+/// Whether the principal that started the build (`initiatorArn`) may do `action` on
+/// `resource`: a build reads its sources and writes its artifacts and caches as that
+/// principal, as its git commands do. (A job queued before builds recorded it goes on.)
+async fn initiator_may(
+    state: &AppState,
+    job: &serde_json::Value,
+    action: &str,
+    resource: &str,
+) -> Result<(), Response> {
+    let Some(arn) = job["initiatorArn"].as_str() else {
+        return Ok(());
+    };
+    let principal = slipway_model::Principal::acting_as(arn);
+    authorize(state, &principal, action, &[resource.to_owned()])
+        .await
+        .map_err(|e| match e.code.as_ref() {
+            "AccessDeniedException" => client_error(format!("AccessDenied: {}", e.message)),
+            _ => error_response(e),
+        })
+}
+
+fn s3_arn(bucket: &str, key: &str) -> String {
+    format!("arn:aws:s3:::{bucket}/{key}")
+}
+
 fn client_error(message: String) -> Response {
     error_response(ApiError::new("CLIENT_ERROR", 400, message))
 }
 
 /// A git bundle of the source version (a branch, tag, ref or commit; the default branch
 /// when none), streamed from `git bundle create`; the commit in a response header.
-async fn codecommit_source(state: &AppState, location: &str, version: Option<&str>) -> Response {
+async fn codecommit_source(
+    state: &AppState,
+    job: &serde_json::Value,
+    location: &str,
+    version: Option<&str>,
+) -> Response {
     let name = repo_name(location);
     let repo = match state.codecommit.get(name).await {
         Ok(r) => r,
@@ -412,6 +442,9 @@ async fn codecommit_source(state: &AppState, location: &str, version: Option<&st
             ))
         }
     };
+    if let Err(r) = initiator_may(state, job, "codecommit:GitPull", &repo.arn).await {
+        return r;
+    }
     let git = state.codecommit.git(&repo);
     let default = repo.default_branch.clone().unwrap_or_else(|| "main".into());
     let wanted = version.unwrap_or(&default);
@@ -479,11 +512,19 @@ async fn codecommit_source(state: &AppState, location: &str, version: Option<&st
 /// The zip in a Slipway bucket (`bucket/key`), streamed.
 /// The zip at an S3 source location (`BUCKET/KEY` or its ARN), in `version` (an object
 /// version id) when one is named.
-async fn s3_source(state: &AppState, location: &str, version: Option<&str>) -> Response {
+async fn s3_source(
+    state: &AppState,
+    job: &serde_json::Value,
+    location: &str,
+    version: Option<&str>,
+) -> Response {
     let location = slipway_codebuild::execute::s3_object(location);
     let Some((bucket, key)) = location.split_once('/') else {
         return client_error(format!("invalid S3 source location {location}"));
     };
+    if let Err(r) = initiator_may(state, job, "s3:GetObject", &s3_arn(bucket, key)).await {
+        return r;
+    }
     let version = version.filter(|v| !v.is_empty());
     match stream_object(state, bucket, key, version, "application/zip", None).await {
         Some(r) => r,
@@ -556,6 +597,9 @@ async fn cache(
         return client_error("the build's project has no S3 cache".into());
     };
     let key = query_param(&parts, "key").unwrap_or_default();
+    if let Err(r) = initiator_may(&state, &job, "s3:GetObject", &s3_arn(&bucket, &key)).await {
+        return r;
+    }
     let invalidated = job["cacheInvalidatedAt"].as_f64();
     match stream_object(
         &state,
@@ -600,6 +644,9 @@ async fn artifacts(
         return client_error(format!(
             "artifacts may only go to the build's artifact bucket, not {bucket:?}"
         ));
+    }
+    if let Err(r) = initiator_may(&state, &job, "s3:PutObject", &s3_arn(&bucket, &key)).await {
+        return r;
     }
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut hashers = s3s::checksum::ChecksumHasher::default();

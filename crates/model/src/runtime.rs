@@ -94,6 +94,21 @@ pub struct Principal {
     pub user_name: Option<String>,
 }
 
+impl Principal {
+    /// The principal `arn` names, acting without a key of its own (a build acting as the
+    /// principal that started it).
+    pub fn acting_as(arn: &str) -> Principal {
+        Principal {
+            user_name: arn
+                .rsplit_once(":user/")
+                .and_then(|(_, rest)| rest.rsplit('/').next())
+                .map(str::to_owned),
+            arn: arn.to_owned(),
+            access_key_id: String::new(),
+        }
+    }
+}
+
 /// What a handler knows about the request it serves.
 #[derive(Debug, Clone)]
 pub struct Context {
