@@ -536,6 +536,17 @@ impl BlobStore {
         ))
     }
 
+    /// The blobs under `prefix` (a directory of paths), by path.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let prefix = check_path(prefix)?;
+        let mut found = Vec::new();
+        let mut listing = self.backend.list(Some(&prefix));
+        while let Some(meta) = listing.next().await {
+            found.push(meta?.location.to_string());
+        }
+        Ok(found)
+    }
+
     /// Deletes a blob (absent is fine).
     pub async fn delete(&self, path: &str) -> Result<()> {
         match self.backend.delete(&check_path(path)?).await {

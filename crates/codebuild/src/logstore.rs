@@ -466,11 +466,13 @@ const CHUNK_BLOB_MIN: usize = 64 << 10;
 /// A blob name for one large chunk of build `id` (named before its sequence number is
 /// known, so by a fresh random part).
 fn chunk_blob_path(id: &str) -> String {
+    format!("{}/{}", chunk_dir(id), uuid::Uuid::new_v4().simple())
+}
+
+/// Where build `id`'s large chunks are.
+fn chunk_dir(id: &str) -> String {
     let (project, uuid) = project_and_uuid(id);
-    format!(
-        "codebuild/log-chunks/{project}/{uuid}/{}",
-        uuid::Uuid::new_v4().simple()
-    )
+    format!("codebuild/log-chunks/{project}/{uuid}")
 }
 
 /// Where a batch of `count` lines goes in build `id`'s log (inside the write that stores
@@ -751,6 +753,9 @@ impl CodeBuild {
     /// its compressed binary form) and clears them from the database. Safe to repeat: an
     /// interrupted archive is redone.
     pub async fn archive_log(&self, id: &str) -> Result<()> {
+        if let Err(e) = self.remove_orphan_chunks(id).await {
+            tracing::warn!(build = %id, error = %e, "looking for log chunk blobs no chunk names");
+        }
         let (pending, archived): (i64, i64) = {
             // Chunks that are blobs of their own stay as they are.
             let r = sqlx::query("SELECT COALESCE(SUM(blob_offset IS NULL), 0), COALESCE(SUM(blob_offset IS NOT NULL), 0) FROM cb_log_chunks WHERE build_id = $1 AND chunk_blob IS NULL")
@@ -843,6 +848,35 @@ impl CodeBuild {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Removes the blobs in finished build `id`'s chunk directory that no chunk names: left
+    /// by a server that stopped between writing a large chunk's blob and committing its row
+    /// (an upload refused in the ordinary way removes its own). Listed before the rows are
+    /// read, and no row can be added to a finished build, so a blob with a row is never
+    /// taken for one without. How many.
+    async fn remove_orphan_chunks(&self, id: &str) -> Result<usize> {
+        let listed = self.blobs.list(&chunk_dir(id)).await.map_err(internal)?;
+        if listed.is_empty() {
+            return Ok(0);
+        }
+        let named: std::collections::HashSet<String> = sqlx::query_scalar(
+            "SELECT chunk_blob FROM cb_log_chunks WHERE build_id = $1 AND chunk_blob IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_all(self.store.pool())
+        .await?
+        .into_iter()
+        .collect();
+        let mut removed = 0;
+        for path in listed.iter().filter(|p| !named.contains(*p)) {
+            self.blobs.delete(path).await.map_err(internal)?;
+            removed += 1;
+        }
+        if removed > 0 {
+            tracing::info!(build = %id, removed, "removed log chunk blobs that no chunk names (a write cut short)");
+        }
+        Ok(removed)
     }
 
     /// Archives the logs of every finished build not archived yet (after a restart, or

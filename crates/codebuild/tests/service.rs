@@ -880,6 +880,15 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
         [format!("{marker} line 7/0"), format!("{marker} line 7/1")]
     );
 
+    // A large chunk's blob whose row was never committed (the server stopped between
+    // the two): removed when the finished build's log is archived, the others kept.
+    let (project_name, uuid) = l.build_id.rsplit_once(':').unwrap();
+    let chunk_dir = dir
+        .path()
+        .join(format!("blobs/codebuild/log-chunks/{project_name}/{uuid}"));
+    let files = || std::fs::read_dir(&chunk_dir).unwrap().count();
+    assert_eq!(files(), 2);
+    std::fs::write(chunk_dir.join("orphan"), b"left by a crash").unwrap();
     cb.complete(
         &l.build_id,
         &l.token,
@@ -890,6 +899,8 @@ async fn logs_are_sealed_then_archived_into_the_blob_store() {
     assert_eq!(cb.archive_pending().await.unwrap(), 1);
     assert_eq!(cb.archive_pending().await.unwrap(), 0, "archived once");
     assert_eq!(own_blobs().await, 2, "large chunks stay blobs of their own");
+    assert!(!chunk_dir.join("orphan").exists(), "the orphan is removed");
+    assert_eq!(files(), 2, "the chunks' own blobs are kept");
     let archived = (
         read(all.clone()).await,
         read(page).await,
