@@ -1252,3 +1252,86 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     .await;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// What the test server saw: each upload's query, Content-Length and body.
+    type Seen = Arc<Mutex<Vec<(String, Option<String>, Vec<u8>)>>>;
+
+    /// A server taking log uploads that answers `status` to the first `failures` of them.
+    async fn server(failures: usize, status: u16) -> (String, Seen) {
+        let seen: Seen = Arc::default();
+        let left = Arc::new(AtomicUsize::new(failures));
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/-/worker/builds/{id}/logs",
+            axum::routing::post(move |req: axum::extract::Request| {
+                let (record, left) = (record.clone(), left.clone());
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+                    record.lock().unwrap().push((
+                        parts.uri.query().unwrap_or_default().to_owned(),
+                        parts
+                            .headers
+                            .get("content-length")
+                            .map(|v| v.to_str().unwrap().to_owned()),
+                        body.to_vec(),
+                    ));
+                    let fail = left
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    let code = if fail { status } else { 200 };
+                    (axum::http::StatusCode::from_u16(code).unwrap(), "{}")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    fn parts() -> Vec<bytes::Bytes> {
+        vec![
+            bytes::Bytes::from_static(b"SLB\x02"),
+            bytes::Bytes::from(vec![b'x'; 200_000]),
+            bytes::Bytes::from_static(b"runs"),
+        ]
+    }
+
+    #[tokio::test]
+    async fn log_uploads_are_sent_again_when_the_server_fails_and_not_when_it_refuses() {
+        // Two 503s, then taken: three sends of the same numbered batch, whole each time.
+        let (url, seen) = server(2, 503).await;
+        let client = Client::new(&url, "AKIDTEST", "secret", "us-east-1").unwrap();
+        upload_log(&client, "p:1", "tok", 7, parts()).await.unwrap();
+        let whole = parts().concat();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3);
+        for (query, len, body) in &seen {
+            assert_eq!(query, "leaseToken=tok&firstSeq=7");
+            assert_eq!(len.as_deref(), Some(whole.len().to_string().as_str()));
+            assert_eq!(body, &whole);
+        }
+
+        // A refusal (the batch or lease is wrong) is final: sent once, the error kept.
+        let (url, seen) = server(1, 400).await;
+        let client = Client::new(&url, "AKIDTEST", "secret", "us-east-1").unwrap();
+        let e = upload_log(&client, "p:1", "tok", 1, parts())
+            .await
+            .unwrap_err();
+        assert!(!worth_retrying(&e), "{e:#}");
+        assert_eq!(seen.lock().unwrap().len(), 1);
+
+        // A server that keeps failing: five tries in all, then the error.
+        let (url, seen) = server(usize::MAX, 500).await;
+        let client = Client::new(&url, "AKIDTEST", "secret", "us-east-1").unwrap();
+        assert!(upload_log(&client, "p:1", "tok", 1, parts()).await.is_err());
+        assert_eq!(seen.lock().unwrap().len(), 5);
+    }
+}
