@@ -509,7 +509,6 @@ async fn codecommit_source(
         .into_response()
 }
 
-/// The zip in a Slipway bucket (`bucket/key`), streamed.
 /// The zip at an S3 source location (`BUCKET/KEY` or its ARN), in `version` (an object
 /// version id) when one is named.
 async fn s3_source(
