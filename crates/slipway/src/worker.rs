@@ -389,6 +389,9 @@ async fn uploader(
             });
         }
         if let Some(p) = phases.take() {
+            // The lines printed before a phase changed are stored before the change is
+            // reported: a reader who sees a phase end finds its log complete.
+            while in_flight.join_next().await.is_some() {}
             if let Err(e) = client
                 .post(
                     &format!("/-/worker/builds/{id}/phases"),
@@ -1302,6 +1305,55 @@ mod tests {
             bytes::Bytes::from(vec![b'x'; 200_000]),
             bytes::Bytes::from_static(b"runs"),
         ]
+    }
+
+    #[tokio::test]
+    async fn a_phase_change_is_reported_after_the_lines_before_it_are_stored() {
+        let order: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+        let (logs, phases) = (order.clone(), order.clone());
+        let app = axum::Router::new()
+            .route(
+                "/-/worker/builds/{id}/logs",
+                axum::routing::post(move || {
+                    let logs = logs.clone();
+                    async move {
+                        logs.lock().unwrap().push("log taken");
+                        // A slow store: the phase change comes while this is in flight.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        logs.lock().unwrap().push("log stored");
+                        "{}"
+                    }
+                }),
+            )
+            .route(
+                "/-/worker/builds/{id}/phases",
+                axum::routing::post(move || {
+                    let phases = phases.clone();
+                    async move {
+                        phases.lock().unwrap().push("phases");
+                        "{}"
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = Arc::new(Client::new(&url, "AKIDTEST", "secret", "us-east-1").unwrap());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let gate = Arc::new(Gate::new(1 << 20));
+        let up = tokio::spawn(uploader(client, "p:1".into(), "tok".into(), gate, rx));
+        tx.send(Upload::Text(1, "printed in BUILD\n".into()))
+            .unwrap();
+        // Past the uploader's 250 ms tick: the line goes up on its own, then the change.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        tx.send(Upload::Phases(vec![json!({"phaseType": "BUILD"})]))
+            .unwrap();
+        drop(tx);
+        up.await.unwrap();
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["log taken", "log stored", "phases"]
+        );
     }
 
     #[tokio::test]
