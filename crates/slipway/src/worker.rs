@@ -382,7 +382,7 @@ async fn uploader(
             let (client, id, token, gate) =
                 (client.clone(), id.clone(), token.clone(), gate.clone());
             in_flight.spawn(async move {
-                if let Err(e) = upload_log(&client, &id, &token, first, body).await {
+                if let Err(e) = upload_log(&client, &id, &token, first, body, LOG_RETRY_FOR).await {
                     tracing::warn!(build = %id, error = %format!("{e:#}"), "uploading log lines");
                 }
                 gate.done(shipped);
@@ -406,22 +406,27 @@ async fn uploader(
     while in_flight.join_next().await.is_some() {}
 }
 
+/// How long a log batch is sent again while the server cannot take it: as long as the
+/// build's lease may still hold (a server restarting keeps its builds' lines).
+const LOG_RETRY_FOR: Duration = Duration::from_secs(slipway_codebuild::service::LEASE_SECS as u64);
+
 /// Uploads one log batch whose first line is number `first`, sent in its parts (as
 /// [`LogWriter::take`] gave them, with their length: not copied together); sent again after
-/// a pause (up to five times in all) when that is worth it: the server stores a batch it
-/// gets twice once.
+/// a pause (250 ms, doubling up to 4 s) when that is worth it, for up to `retry_for`: the
+/// server stores a batch it gets twice once.
 async fn upload_log(
     client: &Client,
     id: &str,
     token: &str,
     first: i64,
     parts: Vec<bytes::Bytes>,
+    retry_for: Duration,
 ) -> anyhow::Result<()> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let path = format!("/-/worker/builds/{id}/logs");
     let q = query(&[("leaseToken", token), ("firstSeq", &first.to_string())]);
     let mut pause = Duration::from_millis(250);
-    let mut tries = 1;
+    let give_up = tokio::time::Instant::now() + retry_for;
     loop {
         // Like artifacts and caches, log bytes are not hashed into the signature: hashing
         // costs as much as the rest of shipping them (the transport, TLS for a remote
@@ -444,11 +449,10 @@ async fn upload_log(
             .await;
         match sent {
             Ok(_) => return Ok(()),
-            Err(e) if tries < 5 && worth_retrying(&e) => {
+            Err(e) if tokio::time::Instant::now() + pause < give_up && worth_retrying(&e) => {
                 tracing::debug!(build = %id, error = %format!("{e:#}"), "log upload failed; sending it again");
                 tokio::time::sleep(pause).await;
-                pause *= 2;
-                tries += 1;
+                pause = (pause * 2).min(Duration::from_secs(4));
             }
             Err(e) => return Err(e),
         }
@@ -1361,7 +1365,10 @@ mod tests {
         // Two 503s, then taken: three sends of the same numbered batch, whole each time.
         let (url, seen) = server(2, 503).await;
         let client = Client::new(&url, "AKIDTEST", "secret", "us-east-1").unwrap();
-        upload_log(&client, "p:1", "tok", 7, parts()).await.unwrap();
+        let retry_for = Duration::from_secs(2);
+        upload_log(&client, "p:1", "tok", 7, parts(), retry_for)
+            .await
+            .unwrap();
         let whole = parts().concat();
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.len(), 3);
@@ -1374,16 +1381,19 @@ mod tests {
         // A refusal (the batch or lease is wrong) is final: sent once, the error kept.
         let (url, seen) = server(1, 400).await;
         let client = Client::new(&url, "AKIDTEST", "secret", "us-east-1").unwrap();
-        let e = upload_log(&client, "p:1", "tok", 1, parts())
+        let e = upload_log(&client, "p:1", "tok", 1, parts(), retry_for)
             .await
             .unwrap_err();
         assert!(!worth_retrying(&e), "{e:#}");
         assert_eq!(seen.lock().unwrap().len(), 1);
 
-        // A server that keeps failing: five tries in all, then the error.
+        // A server that keeps failing: sent again for as long as it may (here 2 s: pauses
+        // of 250, 500 and 1000 ms), then the error.
         let (url, seen) = server(usize::MAX, 500).await;
         let client = Client::new(&url, "AKIDTEST", "secret", "us-east-1").unwrap();
-        assert!(upload_log(&client, "p:1", "tok", 1, parts()).await.is_err());
-        assert_eq!(seen.lock().unwrap().len(), 5);
+        assert!(upload_log(&client, "p:1", "tok", 1, parts(), retry_for)
+            .await
+            .is_err());
+        assert_eq!(seen.lock().unwrap().len(), 4);
     }
 }
