@@ -124,20 +124,14 @@ impl LogWriter {
 
     /// The batch in its binary form, in one buffer; the writer starts a new batch.
     pub fn take_plain(&mut self) -> Vec<u8> {
-        let parts = self.take_parts();
-        let mut form = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-        for p in &parts {
-            form.extend_from_slice(p);
-        }
-        form
+        self.take_parts().concat()
     }
 
     /// What a worker sends, in the order to send it: the binary form compressed when that
     /// pays (as [`LogBatch::pack`]), else as it is (a large batch in the pieces it came in);
     /// the writer starts a new batch.
     pub fn take(&mut self) -> Vec<bytes::Bytes> {
-        let text = WRITER_MAGIC.len()..WRITER_MAGIC.len() + self.text_len;
-        if text.len() > 2 * PACK_PROBE {
+        if self.text_len > 2 * PACK_PROBE {
             self.close_small();
             let mut probe = Vec::with_capacity(PACK_PROBE);
             for p in &self.pieces {
@@ -151,7 +145,8 @@ impl LogWriter {
                 return self.take_parts();
             }
         }
-        vec![pack_form(self.take_plain(), text, false).into()]
+        // Probed already (or small enough to try whole).
+        vec![compress_form(self.take_plain(), false).into()]
     }
 }
 
@@ -281,8 +276,13 @@ fn pack_form(plain: Vec<u8>, text: std::ops::Range<usize>, always: bool) -> Vec<
     {
         return plain;
     }
-    // Compressed into room this thread keeps (zeroed once, not per batch), then copied out
-    // at its compressed size: a log that compresses well is a few KB.
+    compress_form(plain, always)
+}
+
+/// A binary form compressed (`SLZ\x01`) unless that would save less than a sixteenth (and
+/// `always` is not set). Compressed into room this thread keeps (zeroed once, not per
+/// batch), then copied out at its compressed size: a log that compresses well is a few KB.
+fn compress_form(plain: Vec<u8>, always: bool) -> Vec<u8> {
     let compressed = lz4_into_room(&plain, |packed| {
         (always || shrinks(packed.len(), plain.len())).then(|| {
             let mut out = Vec::with_capacity(8 + packed.len());
@@ -860,14 +860,12 @@ impl CodeBuild {
         if listed.is_empty() {
             return Ok(0);
         }
-        let named: std::collections::HashSet<String> = sqlx::query_scalar(
-            "SELECT chunk_blob FROM cb_log_chunks WHERE build_id = $1 AND chunk_blob IS NOT NULL",
-        )
-        .bind(id)
-        .fetch_all(self.store.pool())
-        .await?
-        .into_iter()
-        .collect();
+        let mut conn = self.store.pool().acquire().await?;
+        let named: std::collections::HashSet<String> = CodeBuild::chunk_blobs(&mut conn, id)
+            .await?
+            .into_iter()
+            .collect();
+        drop(conn);
         let mut removed = 0;
         for path in listed.iter().filter(|p| !named.contains(*p)) {
             self.blobs.delete(path).await.map_err(internal)?;

@@ -1297,10 +1297,15 @@ mod tests {
                 }
             }),
         );
+        (serve(app).await, seen)
+    }
+
+    /// Serves `app` on a loopback port; its URL.
+    async fn serve(app: axum::Router) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        (url, seen)
+        url
     }
 
     fn parts() -> Vec<bytes::Bytes> {
@@ -1339,9 +1344,7 @@ mod tests {
                     }
                 }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = serve(app).await;
         let client = Arc::new(Client::new(&url, "AKIDTEST", "secret", "us-east-1").unwrap());
         let (tx, rx) = mpsc::unbounded_channel();
         let gate = Arc::new(Gate::new(1 << 20));
