@@ -82,7 +82,7 @@ def test_unbuilt_operation_answers_501_through_sdk(server):
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
 
 
-def worker_post(server, path, query, body, creds=None):
+def worker_post(server, path, query, body, creds=None, declared=None):
     """A worker-protocol request signed as `slipway worker` signs it (service codebuild)."""
     import urllib.request
     import botocore.auth
@@ -94,7 +94,10 @@ def worker_post(server, path, query, body, creds=None):
                                          headers={"Content-Type": "application/octet-stream"})
     botocore.auth.SigV4Auth(botocore.credentials.Credentials(creds.key, creds.secret),
                             "codebuild", "us-east-1").add_auth(req)
-    r = urllib.request.Request(url, data=body, headers=dict(req.headers), method="POST")
+    headers = dict(req.headers)
+    if declared is not None:
+        headers["Content-Length"] = str(declared)
+    r = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(r, timeout=30) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
@@ -110,6 +113,10 @@ def test_worker_log_uploads_check_their_line_number_and_signer(server):
     assert "firstSeq must be a line number" in body["message"]
     status, body = worker_post(server, "/-/worker/builds/p:1/logs", "leaseToken=t&firstSeq=1", b"not a batch")
     assert (status, body.get("__type")) == (400, "InvalidInputException"), body
+    # A batch declared larger than any a worker sends is refused before it is read.
+    status, body = worker_post(server, "/-/worker/builds/p:1/logs", "leaseToken=t&firstSeq=1", b"SLB\x02",
+                               declared=64 << 20)
+    assert (status, body.get("__type")) == (413, "RequestEntityTooLargeException"), body
     user = server.user("no-builds")
     status, body = worker_post(server, "/-/worker/builds/p:1/logs", "leaseToken=t&firstSeq=1", b"SLB\x02", creds=user)
     assert body.get("__type") == "AccessDeniedException" and "slipway:RunBuilds" in body["message"], (status, body)
