@@ -93,34 +93,87 @@ fn dispatch(
     let app = hyper_util::service::TowerToHyperService::new(app);
     hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let (app, s3) = (app.clone(), s3.clone());
-        // Each request is handled on a task of its own, to the end: a client that goes away
-        // (or a worker that aborts a held-open heartbeat) must not cancel a handler halfway
-        // through a database transaction.
-        let handled = tokio::spawn(async move {
+        let handled = to_the_end(async move {
             if !s3_edge::is_s3(req.method(), req.uri(), req.headers()) {
-                return app.call(req).await;
+                return match app.call(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                };
             }
             match s3.call(req.map(s3s::Body::from)).await {
-                Ok(resp) => Ok(resp.map(axum::body::Body::new)),
+                Ok(resp) => resp.map(axum::body::Body::new),
                 Err(e) => {
                     tracing::error!(error = ?e, "S3 request failed");
                     let mut resp = axum::response::Response::new(axum::body::Body::from(
                         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>",
                     ));
                     *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                    Ok(resp)
+                    resp
                 }
             }
         });
-        async move {
-            handled.await.unwrap_or_else(|e| {
-                tracing::error!(error = %e, "a request handler panicked");
-                let mut resp = axum::response::Response::new(axum::body::Body::empty());
-                *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                Ok(resp)
-            })
-        }
+        async move { Ok(handled.await) }
     })
+}
+
+/// Handles a request on a task of its own, to the end: a client that goes away (or a
+/// worker that aborts a held-open heartbeat) must not cancel a handler halfway through a
+/// database transaction. A handler that panics answers 500.
+fn to_the_end(
+    handler: impl Future<Output = axum::response::Response> + Send + 'static,
+) -> impl Future<Output = axum::response::Response> + Send {
+    let handled = tokio::spawn(handler);
+    async move {
+        handled.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a request handler panicked");
+            let mut resp = axum::response::Response::new(axum::body::Body::empty());
+            *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            resp
+        })
+    }
+}
+
+/// The server's routes for a caller in the same process — the built-in build worker: a
+/// request (signed like any other, and authenticated and authorised alike) goes to the
+/// router as a value, without a socket or HTTP framing in between, and is handled to the
+/// end as one arriving over HTTP is. Routes the router serves (the worker protocol, JSON,
+/// git); not S3.
+#[derive(Clone)]
+pub struct InProcess {
+    app: Router,
+    in_flight: tokio_util::task::TaskTracker,
+}
+
+impl InProcess {
+    pub fn new(state: Arc<AppState>) -> InProcess {
+        InProcess {
+            app: router(state),
+            in_flight: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    /// Handles `req`; its answer (whose body may still be streaming).
+    pub async fn call(
+        &self,
+        req: axum::http::Request<axum::body::Body>,
+    ) -> axum::response::Response {
+        use hyper::service::Service as _;
+        let app = hyper_util::service::TowerToHyperService::new(self.app.clone());
+        let handler = async move {
+            match app.call(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        };
+        to_the_end(self.in_flight.track_future(handler)).await
+    }
+
+    /// Waits for the handlers of requests made so far to end (at shutdown, before the
+    /// database closes).
+    pub async fn drain(&self) {
+        self.in_flight.close();
+        self.in_flight.wait().await;
+    }
 }
 
 /// Connections served at once; more wait in the listen backlog until one closes.

@@ -320,7 +320,7 @@ impl BlobStore {
             return Err(e);
         }
         upload.complete().await?;
-        self.make_durable(path).await?;
+        self.make_durable(path, false).await?;
         Ok(BlobInfo {
             size,
             sha256: hex::encode(hasher.finalize()),
@@ -330,15 +330,21 @@ impl BlobStore {
 
     /// Makes a blob just written durable before it is acknowledged: on the local filesystem
     /// the file, then every directory from its own up to the store's root (new directories
-    /// included). Other backends are durable when their write returns.
-    async fn make_durable(&self, path: &str) -> Result<()> {
+    /// included). Other backends are durable when their write returns. With `let_go`, the
+    /// file's pages leave the page cache once on disk (see [`BlobStore::put_value`]).
+    async fn make_durable(&self, path: &str, let_go: bool) -> Result<()> {
         let Some(root) = &self.local else {
             return Ok(());
         };
         let (root, file) = (root.clone(), root.join(path));
         let known = self.durable_dirs.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::File::open(&file)?.sync_all()?;
+            let written = std::fs::File::open(&file)?;
+            written.sync_all()?;
+            if let_go {
+                // Advice: a failure changes nothing but memory use.
+                let _ = rustix::fs::fadvise(&written, 0, None, rustix::fs::Advice::DontNeed);
+            }
             // The file's directory holds its new entry; each directory above holds the entry
             // of one below that may be new — until one whose entry is known durable already.
             let mut synced = Vec::new();
@@ -370,6 +376,12 @@ impl BlobStore {
     /// What [`BlobStore::put`] adds for large objects (chunked sealing for ranged reads, a
     /// SHA-256 of the plaintext) a value read whole does not need: its tag authenticates all
     /// of it. The answer is the wrapped data key, to keep where the value is recorded.
+    ///
+    /// Values are written once and read rarely (a build's log, chunk by chunk), so on the
+    /// local filesystem a value's pages leave the page cache once it is on disk: the next
+    /// write reuses them, instead of the cache growing into memory not touched before — which
+    /// costs a fault of the host's per page in a virtual machine (measured there, 100 MB in
+    /// 1 MiB files: 0.28–0.38 s of system time kept, 0.08–0.12 s let go).
     pub async fn put_value(&self, path: &str, plaintext: impl Into<ValueBuf>) -> Result<Vec<u8>> {
         let location = check_path(path)?;
         let data_key = random_bytes::<32>();
@@ -382,7 +394,7 @@ impl BlobStore {
         self.backend
             .put(&location, PutPayload::from(Bytes::from(sealed)))
             .await?;
-        self.make_durable(path).await?;
+        self.make_durable(path, true).await?;
         Ok(self.key.encrypt(&data_key))
     }
 

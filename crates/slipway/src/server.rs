@@ -147,11 +147,13 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// Starts the built-in build worker (which talks to this server
-/// over loopback HTTP, with the root credentials, like any other worker).
+/// Starts the built-in build worker, which sends this server's routes the same signed
+/// requests as any other worker (with the root credentials), in process (`api`); git
+/// sources it fetches over HTTP from the listener at `addr`.
 async fn start_builds(
     args: &ServerArgs,
     addr: &std::net::SocketAddr,
+    api: slipway_api::InProcess,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> (
     Vec<tokio::task::JoinHandle<()>>,
@@ -196,18 +198,13 @@ async fn start_builds(
     } else {
         addr.to_string()
     };
-    let client = match crate::worker::Client::new(
+    let client = std::sync::Arc::new(crate::worker::Client::in_process(
+        api,
         &format!("http://{host}"),
         &root.access_key_id,
         &root.secret_access_key,
         &args.region,
-    ) {
-        Ok(c) => std::sync::Arc::new(c),
-        Err(e) => {
-            tracing::error!(error = %e, "the built-in build worker could not start");
-            return (tasks, None);
-        }
-    };
+    ));
     let work_root = data_dir.join("builds");
     let _ = std::fs::remove_dir_all(&work_root);
     let cfg = crate::worker::WorkerConfig {
@@ -319,7 +316,8 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     });
     let builds = state.codebuild.clone();
     let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
-    let (mut workers, runtime) = start_builds(&args, &addr, worker_stop).await;
+    let in_process = slipway_api::InProcess::new(state.clone());
+    let (mut workers, runtime) = start_builds(&args, &addr, in_process.clone(), worker_stop).await;
     workers.push(sweep_leases(builds, runtime.clone()));
     tracing::info!(%addr, %public_url, blobs = %blob_url, region = %args.region, account = %args.account_id, startup_ms = started.elapsed().as_millis() as u64, "listening");
     let closing = state.codebuild.clone();
@@ -339,6 +337,8 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     for w in workers {
         w.abort();
     }
+    // The built-in worker's requests in flight end before the database closes.
+    in_process.drain().await;
     // Builds still running end with the server: their sandboxes are killed, and their
     // leases expire (the builds end FAILED) once a server runs again.
     if let Some(rt) = runtime {

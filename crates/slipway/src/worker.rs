@@ -1,10 +1,13 @@
 //! The build worker: leases builds from a server over the worker protocol (`/-/worker/…`,
 //! SigV4-signed), runs each in a sandbox, streams its log and phases back in batches,
 //! heartbeats its lease (and hears StopBuild there), uploads artifacts and reports the end.
-//! The server runs one in-process (over loopback HTTP, the same protocol); `slipway worker`
-//! runs one on another host.
+//! The server runs one in-process (the same signed requests, handed to its routes without a
+//! socket); `slipway worker` runs one on another host, over HTTP.
 
 use anyhow::{bail, Context as _};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use axum::http::{HeaderMap, Method, StatusCode};
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use slipway_api::sigv4;
@@ -27,7 +30,7 @@ const REPORT_BODY_LIMIT: usize = 8 << 20;
 
 /// The server's answer to a request it did not take: what it said, and its status.
 #[derive(Debug)]
-struct Refused(String, reqwest::StatusCode);
+struct Refused(String, StatusCode);
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -46,9 +49,45 @@ fn worth_retrying(e: &anyhow::Error) -> bool {
     }
 }
 
+/// How a worker's requests reach the server.
+enum Transport {
+    /// HTTP(S) to the server's URL (a `slipway worker` on another host).
+    Http(reqwest::Client),
+    /// Handed to this process's own routes as values (the server's built-in worker): the
+    /// same signed requests, without a socket and HTTP framing in between.
+    InProcess(slipway_api::InProcess),
+}
+
+/// A request's body.
+enum Payload {
+    Empty,
+    Bytes(Vec<u8>),
+    /// Pieces adding up to the given length (sent with a Content-Length, not in chunks).
+    Stream(u64, BoxStream<'static, std::io::Result<bytes::Bytes>>),
+}
+
+/// The server's answer: its status and headers, and its body as it arrives.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: BoxStream<'static, anyhow::Result<bytes::Bytes>>,
+}
+
+impl Answer {
+    /// The whole body as text.
+    async fn text(mut self) -> anyhow::Result<String> {
+        let mut all = Vec::new();
+        while let Some(piece) = self.body.next().await {
+            all.extend_from_slice(&piece?);
+        }
+        Ok(String::from_utf8_lossy(&all).into_owned())
+    }
+}
+
 /// A signed client of the worker protocol.
 pub struct Client {
-    http: reqwest::Client,
+    transport: Transport,
+    /// The server's URL (git sources are fetched from it over HTTP either way).
     base: String,
     host: String,
     access_key_id: String,
@@ -75,7 +114,11 @@ fn query(pairs: &[(&str, &str)]) -> String {
         .join("&")
 }
 
+/// How long a request and its answer may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+
 impl Client {
+    /// A client of the server at `server` (its URL), over HTTP.
     pub fn new(
         server: &str,
         access_key_id: &str,
@@ -90,10 +133,11 @@ impl Client {
             .next()
             .unwrap_or_default()
             .to_owned();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
         Ok(Client {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .build()?,
+            transport: Transport::Http(http),
             base,
             host,
             access_key_id: access_key_id.into(),
@@ -102,19 +146,41 @@ impl Client {
         })
     }
 
-    fn signed(
+    /// A client of this process's own server (the built-in worker), which listens at `url`.
+    pub fn in_process(
+        api: slipway_api::InProcess,
+        url: &str,
+        access_key_id: &str,
+        secret: &str,
+        region: &str,
+    ) -> Client {
+        Client {
+            transport: Transport::InProcess(api),
+            base: url.trim_end_matches('/').to_owned(),
+            host: "localhost".into(),
+            access_key_id: access_key_id.into(),
+            secret: secret.into(),
+            region: region.into(),
+        }
+    }
+
+    /// Sends a request signed with its payload's hash (or UNSIGNED-PAYLOAD); the answer,
+    /// whatever its status.
+    async fn send(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         q: &str,
         hash: &str,
-    ) -> reqwest::RequestBuilder {
-        let url = if q.is_empty() {
-            format!("{}{path}", self.base)
+        content_type: Option<&str>,
+        payload: Payload,
+    ) -> anyhow::Result<Answer> {
+        let target = if q.is_empty() {
+            path.to_owned()
         } else {
-            format!("{}{path}?{q}", self.base)
+            format!("{path}?{q}")
         };
-        let mut req = self.http.request(method.clone(), url);
+        let mut headers = HeaderMap::new();
         for (k, v) in sigv4::sign_request(
             method.as_str(),
             &self.host,
@@ -126,44 +192,90 @@ impl Client {
             "codebuild",
             unix_now(),
         ) {
-            req = req.header(k, v);
+            headers.insert(
+                axum::http::HeaderName::try_from(k)?,
+                axum::http::HeaderValue::try_from(v)?,
+            );
         }
-        req
+        if let Some(t) = content_type {
+            headers.insert(CONTENT_TYPE, axum::http::HeaderValue::from_str(t)?);
+        }
+        if let Payload::Stream(len, _) = &payload {
+            headers.insert(CONTENT_LENGTH, (*len).into());
+        }
+        match &self.transport {
+            Transport::Http(http) => {
+                let req = http
+                    .request(method, format!("{}{target}", self.base))
+                    .headers(headers);
+                let req = match payload {
+                    Payload::Empty => req,
+                    Payload::Bytes(b) => req.body(b),
+                    Payload::Stream(_, s) => req.body(reqwest::Body::wrap_stream(s)),
+                };
+                let resp = req.send().await?;
+                Ok(Answer {
+                    status: resp.status(),
+                    headers: resp.headers().clone(),
+                    body: resp.bytes_stream().map(|r| Ok(r?)).boxed(),
+                })
+            }
+            Transport::InProcess(api) => {
+                headers.insert(HOST, axum::http::HeaderValue::from_str(&self.host)?);
+                let body = match payload {
+                    Payload::Empty => axum::body::Body::empty(),
+                    Payload::Bytes(b) => axum::body::Body::from(b),
+                    Payload::Stream(_, s) => axum::body::Body::from_stream(s),
+                };
+                let mut req = axum::http::Request::new(body);
+                *req.method_mut() = method;
+                *req.uri_mut() = target.parse()?;
+                *req.headers_mut() = headers;
+                let (parts, body) = api.call(req).await.into_parts();
+                Ok(Answer {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: body.into_data_stream().map(|r| Ok(r?)).boxed(),
+                })
+            }
+        }
     }
 
     /// POSTs a JSON request; the JSON answer.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let body = body.to_string().into_bytes();
         let hash = sigv4::sha256_hex(&body);
-        self.post_body(path, "", "application/json", &hash, None, body)
+        self.post_body(path, "", "application/json", &hash, Payload::Bytes(body))
             .await
     }
 
-    /// POSTs `body` with query `q`, its hash (or UNSIGNED-PAYLOAD) as signed, and its
-    /// length when the body is a stream (sent with a Content-Length, not in chunks); the
-    /// JSON answer.
+    /// POSTs `body` with query `q` and its hash (or UNSIGNED-PAYLOAD) as signed; the JSON
+    /// answer.
     async fn post_body(
         &self,
         path: &str,
         q: &str,
         content_type: &str,
         payload_hash: &str,
-        len: Option<usize>,
-        body: impl Into<reqwest::Body>,
+        body: Payload,
     ) -> anyhow::Result<Value> {
-        let mut req = self
-            .signed(reqwest::Method::POST, path, q, payload_hash)
-            .header("content-type", content_type);
-        if let Some(len) = len {
-            req = req.header("content-length", len);
-        }
-        let resp = req
-            .timeout(Duration::from_secs(90))
-            .body(body)
-            .send()
-            .await?;
-        let status = resp.status();
-        let text = resp.text().await?;
+        let exchange = async {
+            let answer = self
+                .send(
+                    Method::POST,
+                    path,
+                    q,
+                    payload_hash,
+                    Some(content_type),
+                    body,
+                )
+                .await?;
+            let status = answer.status;
+            Ok::<_, anyhow::Error>((status, answer.text().await?))
+        };
+        let (status, text) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| anyhow::anyhow!("{path}: no answer within {REQUEST_TIMEOUT:?}"))??;
         if !status.is_success() {
             return Err(Refused(format!("{path}: {status}: {text}"), status).into());
         }
@@ -172,39 +284,48 @@ impl Client {
 
     /// Downloads to `file`; the resolved source version the server named.
     async fn download(&self, path: &str, q: &str, file: &Path) -> anyhow::Result<Option<String>> {
-        let resp = self
-            .signed(reqwest::Method::GET, path, q, "UNSIGNED-PAYLOAD")
-            .send()
+        let answer = self
+            .send(
+                Method::GET,
+                path,
+                q,
+                "UNSIGNED-PAYLOAD",
+                None,
+                Payload::Empty,
+            )
             .await?;
-        save_body(resp, file).await
+        save_body(answer, file).await
     }
 
     /// Downloads to `file` if the server has it: false on 404.
     async fn download_if_exists(&self, path: &str, q: &str, file: &Path) -> anyhow::Result<bool> {
-        let resp = self
-            .signed(reqwest::Method::GET, path, q, "UNSIGNED-PAYLOAD")
-            .send()
+        let answer = self
+            .send(
+                Method::GET,
+                path,
+                q,
+                "UNSIGNED-PAYLOAD",
+                None,
+                Payload::Empty,
+            )
             .await?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        if answer.status == StatusCode::NOT_FOUND {
             return Ok(false);
         }
-        save_body(resp, file).await.map(|_| true)
+        save_body(answer, file).await.map(|_| true)
     }
 
     /// Uploads a file as the body of a PUT.
     async fn upload(&self, path: &str, q: &str, file: &Path) -> anyhow::Result<()> {
         let f = tokio::fs::File::open(file).await?;
         let len = f.metadata().await?.len();
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f));
-        let resp = self
-            .signed(reqwest::Method::PUT, path, q, "UNSIGNED-PAYLOAD")
-            .header("content-length", len)
-            .body(body)
-            .send()
+        let body = Payload::Stream(len, tokio_util::io::ReaderStream::new(f).boxed());
+        let answer = self
+            .send(Method::PUT, path, q, "UNSIGNED-PAYLOAD", None, body)
             .await?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            bail!("{status}: {}", resp.text().await.unwrap_or_default());
+        if !answer.status.is_success() {
+            let status = answer.status;
+            bail!("{status}: {}", answer.text().await.unwrap_or_default());
         }
         Ok(())
     }
@@ -230,24 +351,24 @@ fn server_message(e: anyhow::Error) -> String {
 
 /// Streams a successful answer's body into `file` (an error answer becomes the error,
 /// with the server's message); the resolved source version the server named.
-async fn save_body(resp: reqwest::Response, file: &Path) -> anyhow::Result<Option<String>> {
-    if !resp.status().is_success() {
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
+async fn save_body(answer: Answer, file: &Path) -> anyhow::Result<Option<String>> {
+    if !answer.status.is_success() {
+        let status = answer.status;
+        let text = answer.text().await.unwrap_or_default();
         let message = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| v["message"].as_str().map(str::to_owned))
             .unwrap_or(text);
         bail!("{message} ({status})");
     }
-    let resolved = resp
-        .headers()
+    let resolved = answer
+        .headers
         .get("x-slipway-resolved-source-version")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let mut out = tokio::fs::File::create(file).await?;
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
+    let mut body = answer.body;
+    while let Some(chunk) = body.next().await {
         tokio::io::AsyncWriteExt::write_all(&mut out, &chunk?).await?;
     }
     tokio::io::AsyncWriteExt::flush(&mut out).await?;
@@ -431,20 +552,14 @@ async fn upload_log(
         // Like artifacts and caches, log bytes are not hashed into the signature: hashing
         // costs as much as the rest of shipping them (the transport, TLS for a remote
         // worker, keeps them whole).
-        let body = reqwest::Body::wrap_stream(futures_util::stream::iter(
-            parts
-                .clone()
-                .into_iter()
-                .map(Ok::<_, std::convert::Infallible>),
-        ));
+        let body = futures_util::stream::iter(parts.clone().into_iter().map(Ok)).boxed();
         let sent = client
             .post_body(
                 &path,
                 &q,
                 "application/octet-stream",
                 "UNSIGNED-PAYLOAD",
-                Some(len),
-                body,
+                Payload::Stream(len as u64, body),
             )
             .await;
         match sent {
