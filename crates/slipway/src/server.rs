@@ -337,8 +337,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     for w in workers {
         w.abort();
     }
-    // The built-in worker's requests in flight end before the database closes.
-    in_process.drain().await;
+    // The built-in worker's requests in flight end before the database closes (long polls
+    // were answered by `close`; a handler stuck longer is left behind).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), in_process.drain()).await;
     // Builds still running end with the server: their sandboxes are killed, and their
     // leases expire (the builds end FAILED) once a server runs again.
     if let Some(rt) = runtime {
