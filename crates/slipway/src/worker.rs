@@ -282,33 +282,27 @@ impl Client {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// GETs `path` (unsigned payload); the answer, whatever its status.
+    async fn get(&self, path: &str, q: &str) -> anyhow::Result<Answer> {
+        self.send(
+            Method::GET,
+            path,
+            q,
+            "UNSIGNED-PAYLOAD",
+            None,
+            Payload::Empty,
+        )
+        .await
+    }
+
     /// Downloads to `file`; the resolved source version the server named.
     async fn download(&self, path: &str, q: &str, file: &Path) -> anyhow::Result<Option<String>> {
-        let answer = self
-            .send(
-                Method::GET,
-                path,
-                q,
-                "UNSIGNED-PAYLOAD",
-                None,
-                Payload::Empty,
-            )
-            .await?;
-        save_body(answer, file).await
+        save_body(self.get(path, q).await?, file).await
     }
 
     /// Downloads to `file` if the server has it: false on 404.
     async fn download_if_exists(&self, path: &str, q: &str, file: &Path) -> anyhow::Result<bool> {
-        let answer = self
-            .send(
-                Method::GET,
-                path,
-                q,
-                "UNSIGNED-PAYLOAD",
-                None,
-                Payload::Empty,
-            )
-            .await?;
+        let answer = self.get(path, q).await?;
         if answer.status == StatusCode::NOT_FOUND {
             return Ok(false);
         }
