@@ -89,16 +89,12 @@ fn dispatch(
     Error = std::convert::Infallible,
     Future = impl Send,
 > + Clone {
-    use hyper::service::Service as _;
     let app = hyper_util::service::TowerToHyperService::new(app);
     hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let (app, s3) = (app.clone(), s3.clone());
         let handled = to_the_end(async move {
             if !s3_edge::is_s3(req.method(), req.uri(), req.headers()) {
-                return match app.call(req).await {
-                    Ok(resp) => resp,
-                    Err(never) => match never {},
-                };
+                return routed(app, req).await;
             }
             match s3.call(req.map(s3s::Body::from)).await {
                 Ok(resp) => resp.map(axum::body::Body::new),
@@ -114,6 +110,19 @@ fn dispatch(
         });
         async move { Ok(handled.await) }
     })
+}
+
+/// The router's answer to `req` (it never fails: errors are answers).
+async fn routed<B>(
+    app: hyper_util::service::TowerToHyperService<Router>,
+    req: hyper::Request<B>,
+) -> axum::response::Response
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    use hyper::service::Service as _;
+    app.call(req).await.unwrap_or_else(|never| match never {})
 }
 
 /// Handles a request on a task of its own, to the end: a client that goes away (or a
@@ -157,15 +166,8 @@ impl InProcess {
         &self,
         req: axum::http::Request<axum::body::Body>,
     ) -> axum::response::Response {
-        use hyper::service::Service as _;
         let app = hyper_util::service::TowerToHyperService::new(self.app.clone());
-        let handler = async move {
-            match app.call(req).await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            }
-        };
-        to_the_end(self.in_flight.track_future(handler)).await
+        to_the_end(self.in_flight.track_future(routed(app, req))).await
     }
 
     /// Waits for the handlers of requests made so far to end (at shutdown, before the

@@ -125,25 +125,16 @@ impl Client {
         secret: &str,
         region: &str,
     ) -> anyhow::Result<Client> {
-        let base = server.trim_end_matches('/').to_owned();
-        let host = base
-            .split_once("://")
-            .map_or(base.as_str(), |(_, h)| h)
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()?;
-        Ok(Client {
-            transport: Transport::Http(http),
-            base,
-            host,
-            access_key_id: access_key_id.into(),
-            secret: secret.into(),
-            region: region.into(),
-        })
+        Ok(Client::with(
+            Transport::Http(http),
+            server,
+            access_key_id,
+            secret,
+            region,
+        ))
     }
 
     /// A client of this process's own server (the built-in worker), which listens at `url`.
@@ -154,10 +145,35 @@ impl Client {
         secret: &str,
         region: &str,
     ) -> Client {
+        Client::with(
+            Transport::InProcess(api),
+            url,
+            access_key_id,
+            secret,
+            region,
+        )
+    }
+
+    /// Requests signed for the host of the server's URL, sent through `transport`.
+    fn with(
+        transport: Transport,
+        url: &str,
+        access_key_id: &str,
+        secret: &str,
+        region: &str,
+    ) -> Client {
+        let base = url.trim_end_matches('/').to_owned();
+        let host = base
+            .split_once("://")
+            .map_or(base.as_str(), |(_, h)| h)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         Client {
-            transport: Transport::InProcess(api),
-            base: url.trim_end_matches('/').to_owned(),
-            host: "localhost".into(),
+            transport,
+            base,
+            host,
             access_key_id: access_key_id.into(),
             secret: secret.into(),
             region: region.into(),
