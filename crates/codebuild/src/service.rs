@@ -1117,21 +1117,24 @@ impl CodeBuild {
         Ok(())
     }
 
-    /// The builds whose lease has expired (their worker stopped heartbeating).
-    pub async fn expired(&self) -> Result<Vec<String>> {
+    /// The builds whose lease had expired by `cutoff` (their worker stopped heartbeating).
+    /// The sweep kills their sandboxes and then passes the same cutoff to
+    /// [`CodeBuild::expire_leases`], so no build is failed whose sandbox was not killed.
+    pub async fn expired(&self, cutoff: f64) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT id FROM cb_builds WHERE status = 'IN_PROGRESS' AND started IS NOT NULL AND lease_expires < $1")
-            .bind(now())
+            .bind(cutoff)
             .fetch_all(self.store.pool())
             .await?)
     }
 
     /// Fails the builds whose worker stopped heartbeating (a dead worker, or a server that
-    /// restarted under a built-in worker), with a phase context that says so.
-    pub async fn expire_leases(&self) -> Result<usize> {
+    /// restarted under a built-in worker), with a phase context that says so: those whose
+    /// lease had expired by `cutoff`, and the queued builds past their queued timeout.
+    pub async fn expire_leases(&self, cutoff: f64) -> Result<usize> {
         let mut tx = self.store.begin_write().await?;
         let t = now();
         let rows = sqlx::query("SELECT id, doc, worker FROM cb_builds WHERE status = 'IN_PROGRESS' AND started IS NOT NULL AND lease_expires < $1")
-            .bind(t)
+            .bind(cutoff)
             .fetch_all(&mut *tx)
             .await?;
         for r in &rows {

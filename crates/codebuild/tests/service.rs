@@ -348,7 +348,11 @@ async fn expired_leases_and_queued_timeouts_end_builds() {
         )
         .await
         .unwrap();
-    assert_eq!(cb.expire_leases().await.unwrap(), 0, "nothing is due yet");
+    assert_eq!(
+        cb.expire_leases(slipway_store::now()).await.unwrap(),
+        0,
+        "nothing is due yet"
+    );
     // Time passes: the worker's lease runs out, and the queued build waits past 5 minutes.
     sqlx::query("UPDATE cb_builds SET lease_expires = 0 WHERE id = $1")
         .bind(&lease.build_id)
@@ -365,8 +369,11 @@ async fn expired_leases_and_queued_timeouts_end_builds() {
         .execute(store.pool())
         .await
         .unwrap();
-    assert_eq!(cb.expired().await.unwrap(), vec![lease.build_id.clone()]);
-    assert_eq!(cb.expire_leases().await.unwrap(), 2);
+    assert_eq!(
+        cb.expired(slipway_store::now()).await.unwrap(),
+        vec![lease.build_id.clone()]
+    );
+    assert_eq!(cb.expire_leases(slipway_store::now()).await.unwrap(), 2);
     let (got, _) = cb
         .batch_get_builds(&[running["id"].as_str().unwrap().to_owned(), id.to_owned()])
         .await

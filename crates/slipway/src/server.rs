@@ -230,16 +230,26 @@ fn sweep_leases(
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-            if let (Some(rt), Ok(ids)) = (&runtime, builds.expired().await) {
-                for id in ids {
-                    rt.remove(&slipway_codebuild::execute::sandbox_id(&id))
-                        .await;
+            // One cutoff for both steps: a lease running out between them is left to the
+            // next sweep rather than failed with its sandbox still running.
+            let cutoff = slipway_store::now();
+            match builds.expired(cutoff).await {
+                Ok(ids) => {
+                    if let Some(rt) = &runtime {
+                        for id in &ids {
+                            rt.remove(&slipway_codebuild::execute::sandbox_id(id)).await;
+                        }
+                    }
+                    match builds.expire_leases(cutoff).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::warn!(
+                            builds = n,
+                            "failed builds whose worker stopped reporting"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "expiring build leases"),
+                    }
                 }
-            }
-            match builds.expire_leases().await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(builds = n, "failed builds whose worker stopped reporting"),
-                Err(e) => tracing::error!(error = %e, "expiring build leases"),
+                Err(e) => tracing::error!(error = %e, "listing expired build leases"),
             }
             // Finished builds' logs move from the database into the blob store.
             if let Err(e) = builds.archive_pending().await {
