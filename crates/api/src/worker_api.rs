@@ -219,7 +219,7 @@ async fn logs(
     reply(result)
 }
 
-/// The largest log batch taken (a worker sends about 1 MB at once).
+/// The largest log batch taken (a worker sends at most about 4 MB at once).
 const LOG_BODY_LIMIT: usize = 8 << 20;
 
 /// A git credential for the build (`git-credential-helper: yes`): `username`, `password`.

@@ -469,7 +469,15 @@ enum Upload {
 /// answers: two fsyncs); the server takes them in any order, by their line numbers.
 const LOG_UPLOADS: usize = 3;
 
-/// Sends log lines and phase snapshots in batches (every 250 ms, or 1 MB of lines), up to
+/// How many bytes of log lines (32 more counted per piece) make a batch sent at once,
+/// without waiting for the 250 ms tick. Each batch costs the server a fixed part (two fsyncs,
+/// a file, a transaction: about a millisecond of CPU here), so a build printing fast sends
+/// few large ones: 100 MB in batches of 4 MB took 12–15 % less of the server's CPU than in
+/// batches of 1 MB. With the last piece added (a read, 256 KB at most) a batch stays well
+/// within the 8 MB the server takes.
+const LOG_BATCH: usize = 4 << 20;
+
+/// Sends log lines and phase snapshots in batches (every 250 ms, or [`LOG_BATCH`]), up to
 /// [`LOG_UPLOADS`] log batches at once; log batches go in their binary form (compressed
 /// when that pays), numbered by their first line.
 async fn uploader(
@@ -494,7 +502,7 @@ async fn uploader(
                     Some(Upload::Text(ts, t)) => {
                         bytes += t.len() + 32;
                         lines.push_text(ts, t);
-                        if bytes >= 1 << 20 { break; }
+                        if bytes >= LOG_BATCH { break; }
                     }
                     Some(Upload::Phases(p)) => phases = Some(p),
                     None => { open = false; break; }
@@ -657,9 +665,10 @@ async fn run_build(client: &Arc<Client>, cfg: &WorkerConfig, lease: &Value) -> a
     tracing::info!(build = %id, "build started");
 
     let (tx, rx) = mpsc::unbounded_channel();
-    // At most 8 MB of log in flight: a build printing faster than the server takes it
-    // waits (its output pipe fills), rather than the worker's memory growing.
-    let gate = Arc::new(Gate::new(8 << 20));
+    // At most 24 MB of log in flight (the uploads in flight and the batch being gathered,
+    // with room to spare): a build printing faster than the server takes it waits (its
+    // output pipe fills), rather than the worker's memory growing.
+    let gate = Arc::new(Gate::new(LOG_UPLOADS * LOG_BATCH + 2 * LOG_BATCH));
     let uploads = tokio::spawn(uploader(
         client.clone(),
         id.clone(),
