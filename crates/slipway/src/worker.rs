@@ -1497,6 +1497,32 @@ mod tests {
         );
     }
 
+    /// A server that takes a request and never answers: the request fails after
+    /// [`REQUEST_TIMEOUT`] (the clock paused and run forward), not never.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_the_server_never_answers_fails_after_the_timeout() {
+        let app = axum::Router::new().route(
+            "/-/worker/builds/{id}/heartbeat",
+            axum::routing::post(|| std::future::pending::<&'static str>()),
+        );
+        let url = serve(app).await;
+        let client = Client::new(&url, "AKIDTEST", "secret", "us-east-1").unwrap();
+        let started = tokio::time::Instant::now();
+        let e = client
+            .post(
+                "/-/worker/builds/p:1/heartbeat",
+                &json!({"leaseToken": "tok"}),
+            )
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("no answer within"), "{e:#}");
+        assert!(
+            started.elapsed() >= REQUEST_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
     #[tokio::test]
     async fn log_uploads_are_sent_again_when_the_server_fails_and_not_when_it_refuses() {
         // Two 503s, then taken: three sends of the same numbered batch, whole each time.
