@@ -1503,7 +1503,7 @@ mod tests {
     async fn a_request_the_server_never_answers_fails_after_the_timeout() {
         let app = axum::Router::new().route(
             "/-/worker/builds/{id}/heartbeat",
-            axum::routing::post(|| std::future::pending::<&'static str>()),
+            axum::routing::post(std::future::pending::<&'static str>),
         );
         let url = serve(app).await;
         let client = Client::new(&url, "AKIDTEST", "secret", "us-east-1").unwrap();
