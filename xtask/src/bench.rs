@@ -12,7 +12,7 @@
 //! - `build`: a `true` build against `runc run`, a build printing 100 MB of log (a
 //!   compressible log and a random one) against the same build into /dev/null, the same
 //!   build into `cat`, the command alone and the command into `cat`, 200 builds queued at
-//!   once. `build-log`: the log builds alone, nine rounds each.
+//!   once. `build-log`: the log builds alone, fifteen rounds each.
 //!
 //! Needs: a release build (made here), wrk, moto_server, python3 with botocore, git.
 
@@ -238,7 +238,7 @@ else:
 /// A build whose only command is `true` (StartBuild to SUCCEEDED, from the build's own
 /// timestamps) against `runc run` of `true` in the same sandbox configuration; then 200
 /// builds queued at once.
-/// With `log_only`, only the 100 MB log builds (nine rounds each; five in the full run).
+/// With `log_only`, only the 100 MB log builds (fifteen rounds each; five in the full run).
 fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> Result<()> {
     use slipway_codebuild::sandbox::{write_bundle, Limits, SandboxSpec};
     let port = free_port()?;
@@ -302,7 +302,7 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
     drive("single", 2)?; // warm-up
     if log_only {
         for l in logs {
-            bench_log(&server, &drive_project, l, 9, report)?;
+            bench_log(&server, &drive_project, l, 15, report)?;
         }
         return Ok(());
     }

@@ -294,6 +294,9 @@ impl Splitter {
         }
         self.buf.extend_from_slice(&data[end..]);
         data.truncate(end);
+        // The room it did not use goes back (a shrink in place, not a copy): what is in
+        // flight is counted by its length, and memory should be what is counted.
+        data.shrink_to_fit();
         out.push(Piece::Text(owned_text(data)));
         self.cut_long(false, out);
     }
