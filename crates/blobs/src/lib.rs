@@ -637,7 +637,7 @@ fn write_new_file(dest: &Path, data: &[u8]) -> std::io::Result<()> {
     };
     let einval =
         |e: &std::io::Error| e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error());
-    let (staging, mut file, mut direct) = loop {
+    let (staging, mut file, opened_direct) = loop {
         let mut staging = dest.as_os_str().to_owned();
         staging.push(format!("#{}", u64::from_le_bytes(random_bytes::<8>())));
         let staging = std::path::PathBuf::from(staging);
@@ -656,7 +656,7 @@ fn write_new_file(dest: &Path, data: &[u8]) -> std::io::Result<()> {
         }
     };
     let written = (|| {
-        let mut done = 0;
+        let (mut done, mut direct) = (0, opened_direct);
         while direct && done < direct_len {
             match file.write(&data[done..direct_len]) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -668,8 +668,10 @@ fn write_new_file(dest: &Path, data: &[u8]) -> std::io::Result<()> {
             }
         }
         if done < data.len() {
-            let flags = rustix::fs::fcntl_getfl(&file)?;
-            rustix::fs::fcntl_setfl(&file, flags - OFlags::DIRECT)?;
+            if opened_direct {
+                let flags = rustix::fs::fcntl_getfl(&file)?;
+                rustix::fs::fcntl_setfl(&file, flags - OFlags::DIRECT)?;
+            }
             file.write_all(&data[done..])?;
         }
         file.sync_all()?;
