@@ -7,6 +7,7 @@ pub mod execute;
 pub mod fuzz;
 pub mod images;
 pub mod logstore;
+mod readbufs;
 pub mod report_groups;
 pub mod reports;
 pub mod runner;

@@ -80,11 +80,15 @@ impl LogWriter {
         let n = memchr::memchr_iter(b'\n', text.as_bytes()).count() as u32;
         add_time(&mut self.times, ts, n);
         self.text_len += text.len();
+        // The text's buffer (the one its output was read into, see `readbufs`) goes back for
+        // another read once the text is copied, or once the batch holding it is stored.
         if text.len() < WRITER_PIECE {
             self.small.extend_from_slice(text.as_bytes());
+            crate::readbufs::give(text.into_bytes());
         } else {
             self.close_small();
-            self.pieces.push(bytes::Bytes::from(text));
+            let text = crate::readbufs::Text(text.into_bytes());
+            self.pieces.push(bytes::Bytes::from_owner(text));
         }
     }
 

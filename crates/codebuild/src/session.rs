@@ -281,8 +281,27 @@ impl Splitter {
         } else {
             self.buf.extend_from_slice(data);
         }
-        // A line without its end yet: cut when too long (before a marker's first byte, so
-        // a marker is never cut), or at the end of the output.
+        self.cut_long(eof, out);
+    }
+
+    /// Like [`Splitter::feed`], for a read that filled a buffer of its own: when nothing is
+    /// left over from before and no status marker is in it, its whole lines are handed on in
+    /// that buffer, not copied (a build printing fast fills one per read).
+    fn feed_owned(&mut self, mut data: Vec<u8>, out: &mut Vec<Piece>) {
+        let end = memchr::memrchr(b'\n', &data).map_or(0, |i| i + 1);
+        if !self.buf.is_empty() || end == 0 || memchr::memchr(0x1e, &data[..end]).is_some() {
+            self.feed(&data, false, out);
+            return crate::readbufs::give(data);
+        }
+        self.buf.extend_from_slice(&data[end..]);
+        data.truncate(end);
+        out.push(Piece::Text(owned_text(data)));
+        self.cut_long(false, out);
+    }
+
+    /// A line without its end yet: cut when too long (before a marker's first byte, so a
+    /// marker is never cut), or at the end of the output.
+    fn cut_long(&mut self, eof: bool, out: &mut Vec<Piece>) {
         if self.buf.len() >= MAX_LINE || (eof && !self.buf.is_empty()) {
             let mut cut = self.buf.len().min(MAX_LINE);
             if let Some(i) = memchr::memchr(0x1e, &self.buf[..cut]).filter(|&i| i > 0) {
@@ -323,6 +342,9 @@ fn owned_text(bytes: Vec<u8>) -> String {
 const GATHER_PIPE: usize = 512 * 1024;
 /// The most read at once.
 const READ_SIZE: usize = 256 * 1024;
+/// The room of a read buffer: a read and the unfinished line before it (shorter than
+/// [`MAX_LINE`]).
+pub(crate) const READ_ROOM: usize = READ_SIZE + MAX_LINE;
 
 /// Reads the shell's output into text and status events until it ends, on a thread of its
 /// own with plain blocking reads. Not through the async runtime: once a pipe has been polled
@@ -333,27 +355,36 @@ const READ_SIZE: usize = 256 * 1024;
 /// or more coming back within a millisecond — gets 2 ms to fill the pipe before the next
 /// read, so the reader takes large pieces and the writer rarely finds it waiting. Slow
 /// output is read as it comes.
-fn read_output(
-    mut stdout: std::io::PipeReader,
-    marker: &str,
-    gather: bool,
-    tx: mpsc::Sender<Event>,
-) {
+fn read_output(stdout: std::io::PipeReader, marker: &str, gather: bool, tx: mpsc::Sender<Event>) {
+    let _reading = crate::readbufs::Reader::start();
     let mut splitter = Splitter::new(marker);
-    let mut chunk = vec![0u8; READ_SIZE];
+    let mut chunk = crate::readbufs::take();
     let mut pieces = Vec::new();
     let mut last = std::time::Instant::now();
     loop {
+        // The unfinished line of the last read starts the buffer, the read goes on after it
+        // into the spare room (nothing zeroed first): whole lines are then all in one piece
+        // of memory, handed on as they lie.
+        chunk.extend_from_slice(&splitter.buf);
+        splitter.buf.clear();
         let n = loop {
-            match std::io::Read::read(&mut stdout, &mut chunk) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            match rustix::io::read(&stdout, rustix::buffer::spare_capacity(&mut chunk)) {
+                Err(rustix::io::Errno::INTR) => continue,
                 r => break r.unwrap_or_default(),
             }
         };
         let now = std::time::Instant::now();
         let busy = now.duration_since(last) < std::time::Duration::from_millis(1);
         last = now;
-        splitter.feed(&chunk[..n], n == 0, &mut pieces);
+        if n >= READ_SIZE / 2 {
+            // A large read is handed on in its buffer (at most about half of it unused); a
+            // small one is copied out of it.
+            let full = std::mem::replace(&mut chunk, crate::readbufs::take());
+            splitter.feed_owned(full, &mut pieces);
+        } else {
+            splitter.feed(&chunk, n == 0, &mut pieces);
+            chunk.clear();
+        }
         for p in pieces.drain(..) {
             let ev = match p {
                 Piece::Text(t) => Event::Text(t),
@@ -384,10 +415,19 @@ mod tests {
     /// What `feed` makes of `input` given in pieces of `step` bytes: the text, with each
     /// status as `<N>`.
     fn split(input: &[u8], step: usize) -> (String, usize) {
+        split_as(input, step, false)
+    }
+
+    /// As [`split`], each piece handed over in a buffer of its own when `owned`.
+    fn split_as(input: &[u8], step: usize, owned: bool) -> (String, usize) {
         let mut s = Splitter::new(M);
         let mut out = Vec::new();
         for c in input.chunks(step.max(1)) {
-            s.feed(c, false, &mut out);
+            if owned {
+                s.feed_owned(c.to_vec(), &mut out);
+            } else {
+                s.feed(c, false, &mut out);
+            }
         }
         s.feed(b"", true, &mut out);
         let mut text = String::new();
@@ -412,7 +452,10 @@ mod tests {
         );
         let want = "one\ntwo\n<0>no newline\n<3>\u{1e}not a marker\n\u{1e}\n<1>h\u{e9}llo\nlast\n";
         for step in [1, 2, 3, 7, 64, 10_000] {
-            assert_eq!(split(input.as_bytes(), step).0, want, "step {step}");
+            for owned in [false, true] {
+                let got = split_as(input.as_bytes(), step, owned).0;
+                assert_eq!(got, want, "step {step}, owned {owned}");
+            }
         }
         // Read at once, lines go on together: one piece of text before each marker.
         assert_eq!(split(b"a\nb\nc\n", 100), ("a\nb\nc\n".into(), 1));
@@ -421,10 +464,28 @@ mod tests {
     #[test]
     fn long_lines_are_cut_on_character_boundaries_and_never_through_a_marker() {
         let long = "\u{e9}".repeat(MAX_LINE); // two bytes each
-        let (text, _) = split(long.as_bytes(), 4096);
-        assert_eq!(text.replace('\n', ""), long, "nothing lost or broken");
-        assert!(text.lines().all(|l| l.len() <= MAX_LINE));
-        assert!(text.lines().count() >= 2);
+        for owned in [false, true] {
+            let (text, _) = split_as(long.as_bytes(), 4096, owned);
+            assert_eq!(text.replace('\n', ""), long, "nothing lost or broken");
+            assert!(text.lines().all(|l| l.len() <= MAX_LINE));
+            assert!(text.lines().count() >= 2);
+        }
+        // Whole lines and a long unfinished one in one buffer: the lines handed on in it,
+        // the long one cut.
+        let mut input = b"a\nb\n".to_vec();
+        input.extend(std::iter::repeat_n(b'y', MAX_LINE + 10));
+        let mut s = Splitter::new(M);
+        let mut out = Vec::new();
+        s.feed_owned(input, &mut out);
+        let texts: Vec<_> = out
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.len(),
+                Piece::Status(_) => 0,
+            })
+            .collect();
+        assert_eq!(texts, [4, MAX_LINE + 1]);
+        assert_eq!(s.buf.len(), 10);
         // Output without a newline, as long as a line may be, then the marker.
         let mut input = "x".repeat(MAX_LINE - 4).into_bytes();
         input.extend_from_slice(format!("{M} 7\n").as_bytes());
