@@ -59,7 +59,12 @@ impl ValueBuf {
     /// An empty value with room for `n` bytes.
     pub fn with_capacity(n: usize) -> ValueBuf {
         let room = if n >= DIRECT_MIN { DIRECT_ALIGN } else { 0 };
-        let mut buf: Vec<u8> = Vec::with_capacity(room + VALUE_HEAD + n + TAG);
+        let need = room + VALUE_HEAD + n + TAG;
+        let mut buf: Vec<u8> = if room > 0 {
+            spare_buf(need)
+        } else {
+            Vec::with_capacity(need)
+        };
         let start = match room {
             0 => 0,
             _ => buf.as_ptr().align_offset(DIRECT_ALIGN).min(room),
@@ -84,6 +89,43 @@ impl ValueBuf {
 
     pub fn plaintext(&self) -> &[u8] {
         &self.buf[self.start + VALUE_HEAD..]
+    }
+}
+
+/// Large value buffers whose value has been written, kept a little while for the next one:
+/// a build printing fast stores a value of a few megabytes every few milliseconds, and a
+/// fresh buffer for each had its pages faulted in anew (a third of gathering a batch,
+/// measured). At most [`SPARES`], each given up once [`SPARE_FOR`] has passed unused (when
+/// the next value is made).
+static SPARE: std::sync::Mutex<Vec<(std::time::Instant, Vec<u8>)>> =
+    std::sync::Mutex::new(Vec::new());
+const SPARES: usize = 2;
+const SPARE_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// An empty buffer with room for `need` bytes: a spare one when one fits (not more than
+/// twice the room), else a new one with its room rounded up to a mebibyte (so that values
+/// of about the same size fit each other's buffers).
+fn spare_buf(need: usize) -> Vec<u8> {
+    let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+    spare.retain(|(at, _)| at.elapsed() < SPARE_FOR);
+    let fits = |b: &Vec<u8>| (need..=2 * need).contains(&b.capacity());
+    match spare.iter().position(|(_, b)| fits(b)) {
+        Some(i) => {
+            let mut buf = spare.swap_remove(i).1;
+            buf.clear();
+            buf
+        }
+        None => Vec::with_capacity(need.next_multiple_of(1 << 20)),
+    }
+}
+
+/// Keeps `buf` (its value written) for a later value, if it is a large one and there is room.
+fn give_back(buf: Vec<u8>) {
+    if buf.capacity() >= DIRECT_MIN {
+        let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < SPARES {
+            spare.push((std::time::Instant::now(), buf));
+        }
     }
 }
 
@@ -387,6 +429,7 @@ impl BlobStore {
                 let known = self.durable_dirs.clone();
                 blocking(move || {
                     write_new_file(&file, &buf[start..])?;
+                    give_back(buf);
                     sync_dirs(&root, &file, &known)
                 })
                 .await?;
@@ -814,6 +857,35 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn large_value_buffers_are_kept_for_the_next_value_within_bounds() {
+        let need = (4 << 20) + 100;
+        let a = spare_buf(need);
+        assert!(a.is_empty() && a.capacity() >= need);
+        assert_eq!(a.capacity() % (1 << 20), 0, "rounded up to a mebibyte");
+        for _ in 0..SPARES + 2 {
+            give_back(Vec::with_capacity(need));
+        }
+        give_back(Vec::with_capacity(10)); // small: never kept
+        assert!(SPARE.lock().unwrap().len() <= SPARES);
+        assert!(SPARE
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, b)| b.capacity() >= DIRECT_MIN));
+        // What comes back is empty, whatever it held, and has the room asked for.
+        let mut b = spare_buf(need);
+        assert!(b.is_empty() && b.capacity() >= need);
+        b.extend_from_slice(b"held");
+        give_back(b);
+        let c = spare_buf(need);
+        assert!(
+            c.is_empty()
+                && c.capacity() >= need
+                && c.capacity() <= 2 * need.next_multiple_of(1 << 20)
+        );
     }
 
     #[tokio::test]
