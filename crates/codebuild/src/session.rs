@@ -289,7 +289,11 @@ impl Splitter {
     /// that buffer, not copied (a build printing fast fills one per read).
     fn feed_owned(&mut self, mut data: Vec<u8>, out: &mut Vec<Piece>) {
         let end = memchr::memrchr(b'\n', &data).map_or(0, |i| i + 1);
-        if !self.buf.is_empty() || end == 0 || memchr::memchr(0x1e, &data[..end]).is_some() {
+        if !self.buf.is_empty()
+            || end == 0
+            || memchr::memchr(0x1e, &data[..end]).is_some()
+            || has_long_line(&data[..end])
+        {
             self.feed(&data, false, out);
             return crate::readbufs::give(data);
         }
@@ -299,10 +303,10 @@ impl Splitter {
         self.cut_long(false, out);
     }
 
-    /// A line without its end yet: cut when too long (before a marker's first byte, so a
-    /// marker is never cut), or at the end of the output.
+    /// A line without its end yet: cut when longer than [`MAX_LINE`] (before a marker's
+    /// first byte, so a marker is never cut), or at the end of the output.
     fn cut_long(&mut self, eof: bool, out: &mut Vec<Piece>) {
-        if self.buf.len() >= MAX_LINE || (eof && !self.buf.is_empty()) {
+        if self.buf.len() > MAX_LINE || (eof && !self.buf.is_empty()) {
             let mut cut = self.buf.len().min(MAX_LINE);
             if let Some(i) = memchr::memchr(0x1e, &self.buf[..cut]).filter(|&i| i > 0) {
                 cut = i;
@@ -320,16 +324,54 @@ impl Splitter {
     }
 }
 
-/// `bytes` as log text: whole lines (a last line without its newline gets one).
+/// `bytes` as log text: whole lines (a last line without its newline gets one), each cut
+/// at [`MAX_LINE`] as an unfinished one is (so a line is cut alike however it arrived).
 fn text(bytes: &[u8], out: &mut Vec<Piece>) {
     if bytes.is_empty() {
         return;
+    }
+    if has_long_line(bytes) {
+        return out.push(Piece::Text(owned_text(cut_lines(bytes))));
     }
     let mut t = owned_text(bytes.to_vec());
     if !t.ends_with('\n') {
         t.push('\n');
     }
     out.push(Piece::Text(t));
+}
+
+/// Whether `bytes` may hold a line longer than [`MAX_LINE`]: such a line covers a whole
+/// half-`MAX_LINE` block of it without a newline, and in ordinary output each block's first
+/// newline is a few bytes in (a probe, not a pass over all of it).
+fn has_long_line(bytes: &[u8]) -> bool {
+    const HALF: usize = MAX_LINE / 2;
+    bytes
+        .chunks_exact(HALF)
+        .any(|block| memchr::memchr(b'\n', block).is_none())
+}
+
+/// `bytes` with every line longer than [`MAX_LINE`] cut into lines of at most that many
+/// bytes, on character boundaries.
+fn cut_lines(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / MAX_LINE + 1);
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        let mut rest = line.strip_suffix(b"\n").unwrap_or(line);
+        while rest.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while cut > 0 && rest[cut] & 0xc0 == 0x80 {
+                cut -= 1;
+            }
+            if cut == 0 {
+                cut = MAX_LINE;
+            }
+            out.extend_from_slice(&rest[..cut]);
+            out.push(b'\n');
+            rest = &rest[cut..];
+        }
+        out.extend_from_slice(rest);
+        out.push(b'\n');
+    }
+    out
 }
 
 /// Output bytes as text, kept where they are when they are UTF-8 (checked whole first: the
@@ -342,7 +384,7 @@ fn owned_text(bytes: Vec<u8>) -> String {
 const GATHER_PIPE: usize = 512 * 1024;
 /// The most read at once.
 const READ_SIZE: usize = 256 * 1024;
-/// The room of a read buffer: a read and the unfinished line before it (shorter than
+/// The room of a read buffer: a read and the unfinished line before it (at most
 /// [`MAX_LINE`]).
 pub(crate) const READ_ROOM: usize = READ_SIZE + MAX_LINE;
 
@@ -469,6 +511,20 @@ mod tests {
             assert_eq!(text.replace('\n', ""), long, "nothing lost or broken");
             assert!(text.lines().all(|l| l.len() <= MAX_LINE));
             assert!(text.lines().count() >= 2);
+        }
+        // A long line with its newline: cut alike whether it came in one read or in many.
+        let input = format!("{long}\nshort\n");
+        for step in [4096, 1 << 20] {
+            for owned in [false, true] {
+                let (text, _) = split_as(input.as_bytes(), step, owned);
+                assert_eq!(
+                    text.replace('\n', ""),
+                    format!("{long}short"),
+                    "step {step}"
+                );
+                assert!(text.lines().all(|l| l.len() <= MAX_LINE), "step {step}");
+                assert_eq!(text.lines().count(), 3, "step {step}, owned {owned}");
+            }
         }
         // Whole lines and a long unfinished one in one buffer: the lines handed on in it,
         // the long one cut.
