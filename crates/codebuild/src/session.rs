@@ -311,13 +311,7 @@ impl Splitter {
             if let Some(i) = memchr::memchr(0x1e, &self.buf[..cut]).filter(|&i| i > 0) {
                 cut = i;
             }
-            // On a character boundary.
-            while cut > 0 && cut < self.buf.len() && self.buf[cut] & 0xc0 == 0x80 {
-                cut -= 1;
-            }
-            if cut == 0 {
-                cut = self.buf.len().min(MAX_LINE);
-            }
+            let cut = char_boundary(&self.buf, cut).unwrap_or(self.buf.len().min(MAX_LINE));
             text(&self.buf[..cut], out);
             self.buf.drain(..cut);
         }
@@ -357,13 +351,7 @@ fn cut_lines(bytes: &[u8]) -> Vec<u8> {
     for line in bytes.split_inclusive(|&b| b == b'\n') {
         let mut rest = line.strip_suffix(b"\n").unwrap_or(line);
         while rest.len() > MAX_LINE {
-            let mut cut = MAX_LINE;
-            while cut > 0 && rest[cut] & 0xc0 == 0x80 {
-                cut -= 1;
-            }
-            if cut == 0 {
-                cut = MAX_LINE;
-            }
+            let cut = char_boundary(rest, MAX_LINE).unwrap_or(MAX_LINE);
             out.extend_from_slice(&rest[..cut]);
             out.push(b'\n');
             rest = &rest[cut..];
@@ -372,6 +360,15 @@ fn cut_lines(bytes: &[u8]) -> Vec<u8> {
         out.push(b'\n');
     }
     out
+}
+
+/// `cut` moved back to the start of the character it falls in, if that leaves something
+/// before it.
+fn char_boundary(bytes: &[u8], mut cut: usize) -> Option<usize> {
+    while cut > 0 && cut < bytes.len() && bytes[cut] & 0xc0 == 0x80 {
+        cut -= 1;
+    }
+    (cut > 0).then_some(cut)
 }
 
 /// Output bytes as text, kept where they are when they are UTF-8 (checked whole first: the
