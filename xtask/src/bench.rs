@@ -275,17 +275,45 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
     // Each log build has a twin whose command writes into /dev/null: the same sandbox,
     // phases and reports, no log.
     // And one whose output goes through a pipe into `cat`: the floor of capturing it at all.
-    for (name, command) in [("noisy", NOISE), ("random", RANDOM)] {
+    // And one whose output is only compressed (when it compresses, as Slipway's worker
+    // does) and encrypted by the standard tools, into /dev/null: the floor of keeping it
+    // secret at all, without a disk, lines or a server (measured when `openssl` and `lz4`
+    // are installed).
+    const SEAL: &str = "openssl enc -aes-128-ctr -K 000102030405060708090a0b0c0d0e0f -iv 000102030405060708090a0b0c0d0e0f";
+    let sealing = ["openssl", "lz4"].iter().all(|tool| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    for (name, command, compresses) in [("noisy", NOISE, true), ("random", RANDOM, false)] {
         project(name, command)?;
         project(&format!("{name}-null"), &format!("{command} > /dev/null"))?;
         project(
             &format!("{name}-cat"),
             &format!("{command} | cat > /dev/null"),
         )?;
+        if sealing {
+            let lz4 = if compresses { "lz4 -1 -q | " } else { "" };
+            project(
+                &format!("{name}-seal"),
+                &format!("{command} | {lz4}{SEAL} > /dev/null"),
+            )?;
+        }
     }
     let logs = [
-        ("noisy", "1,000,000 lines of `x`", NOISE),
-        ("random", "1,000,000 lines of random base64", RANDOM),
+        (
+            "noisy",
+            "1,000,000 lines of `x`",
+            NOISE,
+            "`lz4 | openssl enc -aes-128-ctr`",
+        ),
+        (
+            "random",
+            "1,000,000 lines of random base64",
+            RANDOM,
+            "`openssl enc -aes-128-ctr`",
+        ),
     ];
     let driver = tmp.join("build-driver.py");
     std::fs::write(&driver, BUILD_DRIVER)?;
@@ -302,7 +330,7 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
     drive("single", 2)?; // warm-up
     if log_only {
         for l in logs {
-            bench_log(&server, &drive_project, l, 15, report)?;
+            bench_log(&server, &drive_project, l, 15, sealing, report)?;
         }
         return Ok(());
     }
@@ -351,7 +379,7 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
     report.push_str(&line);
 
     for l in logs {
-        bench_log(&server, &drive_project, l, 5, report)?;
+        bench_log(&server, &drive_project, l, 5, sealing, report)?;
     }
 
     let span = drive("burst", 200)?.first().copied().unwrap_or(f64::NAN);
@@ -380,21 +408,26 @@ type Drive<'a> = dyn Fn(&str, usize, &str) -> Result<Vec<f64>> + 'a;
 /// - the same build with the command's output piped into `cat > /dev/null` (`PROJECT-cat`):
 ///   the floor of a build capturing its output at all (the command's writes into a pipe,
 ///   a reader on the same two cores);
+/// - the same build with the output only compressed (if it compresses) and encrypted by
+///   the standard tools into /dev/null (`PROJECT-seal`, when `openssl` and `lz4` are
+///   installed): the floor of keeping the log secret at all, with no disk, no lines, no
+///   server;
 /// - the command alone into /dev/null (no build at all);
 /// - the command piped into `cat > /dev/null`: the floor of capturing the output at all
 ///   (a pipe and a reader on the same two cores), whatever is done with it.
 fn bench_log(
     server: &Proc,
     drive_project: &Drive,
-    (project, what, command): (&str, &str, &str),
+    (project, what, command, sealer): (&str, &str, &str, &str),
     rounds: usize,
+    sealing: bool,
     report: &mut String,
 ) -> Result<()> {
     let rss_before = proc_status_kb(server.0.id(), "VmRSS")?;
     let cpu = || proc_cpu_secs(server.0.id());
     let (mut logged, mut null_build, mut cat_build, mut plain, mut piped) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut during, mut after) = (Vec::new(), Vec::new());
+    let (mut during, mut after, mut seal_build) = (Vec::new(), Vec::new(), Vec::new());
     // A build, then a pause past the archive sweep: the server's CPU during the build and
     // in the pause (the log's archiving).
     let build = |project: &str| -> Result<(f64, f64, f64)> {
@@ -425,6 +458,9 @@ fn bench_log(
             null_build.push(build(&format!("{project}-null"))?.0);
         }
         cat_build.push(build(&format!("{project}-cat"))?.0);
+        if sealing {
+            seal_build.push(build(&format!("{project}-seal"))?.0);
+        }
     }
     // Each round's builds ran side by side: their ratio is what this machine's drift
     // (±20 % between runs here) disturbs least.
@@ -435,6 +471,19 @@ fn bench_log(
         let hi = v.iter().copied().fold(0.0, f64::max);
         format!("{:.2} s ({lo:.2}–{hi:.2})", median(v.to_vec()))
     };
+    // The sealing peer's own ratio to the build into /dev/null, paired round by round.
+    let (sealed, sealed_ratio) = if seal_build.is_empty() {
+        ("not run (no `openssl` or `lz4`)".to_owned(), "—".to_owned())
+    } else {
+        let ratio = median(
+            seal_build
+                .iter()
+                .zip(&null_build)
+                .map(|(s, n)| s / n)
+                .collect(),
+        );
+        (range(&seal_build), format!("{ratio:.2}×"))
+    };
     let (l, n, p, c) = (
         median(logged.clone()),
         median(null_build.clone()),
@@ -442,7 +491,7 @@ fn bench_log(
         median(piped.clone()),
     );
     let line = format!(
-        "| build printing 100 MB of log ({what}), StartBuild to SUCCEEDED, median of {rounds} | {}; server CPU {:.2} s during the build, {:.2} s archiving it after; server RSS {:.0} → peak {:.0} MB | the same build into /dev/null: {}; the same build into `cat`: {}; the command alone: {}; the command into `cat`: {} | **{:.2}×** the build into /dev/null (median of the rounds' ratios; {:.2}× of the medians); {:.2}× the build into `cat`; {:.2}× the command alone ({:.2}× for `cat`); RSS growth {:.0} MB |\n",
+        "| build printing 100 MB of log ({what}), StartBuild to SUCCEEDED, median of {rounds} | {}; server CPU {:.2} s during the build, {:.2} s archiving it after; server RSS {:.0} → peak {:.0} MB | the same build into /dev/null: {}; the same build into `cat`: {}; the same build through {}: {}; the command alone: {}; the command into `cat`: {} | **{:.2}×** the build into /dev/null (median of the rounds' ratios; {:.2}× of the medians); {:.2}× the build into `cat`; the build through the tools {} the build into /dev/null; {:.2}× the command alone ({:.2}× for `cat`); RSS growth {:.0} MB |\n",
         range(&logged),
         median(during),
         median(after),
@@ -450,11 +499,14 @@ fn bench_log(
         rss_peak as f64 / 1024.0,
         range(&null_build),
         range(&cat_build),
+        sealer,
+        sealed,
         range(&plain),
         range(&piped),
         paired(&null_build),
         l / n,
         paired(&cat_build),
+        sealed_ratio,
         l / p,
         c / p,
         (rss_peak as f64 - rss_before as f64) / 1024.0
