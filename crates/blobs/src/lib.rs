@@ -674,12 +674,14 @@ fn write_new_file(dest: &Path, data: &[u8]) -> std::io::Result<()> {
         let mut o = std::fs::OpenOptions::new();
         o.write(true).create_new(true);
         if direct {
+            if refused(Refuse::Open) {
+                return Err(std::io::Error::from_raw_os_error(einval_code()));
+            }
             o.custom_flags(OFlags::DIRECT.bits() as i32);
         }
         o.open(staging)
     };
-    let einval =
-        |e: &std::io::Error| e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error());
+    let einval = |e: &std::io::Error| e.raw_os_error() == Some(einval_code());
     let (staging, mut file, opened_direct) = loop {
         let mut staging = dest.as_os_str().to_owned();
         staging.push(format!("#{}", u64::from_le_bytes(random_bytes::<8>())));
@@ -701,7 +703,12 @@ fn write_new_file(dest: &Path, data: &[u8]) -> std::io::Result<()> {
     let written = (|| {
         let (mut done, mut direct) = (0, opened_direct);
         while direct && done < direct_len {
-            match file.write(&data[done..direct_len]) {
+            let wrote = if refused(Refuse::Write) {
+                Err(std::io::Error::from_raw_os_error(einval_code()))
+            } else {
+                file.write(&data[done..direct_len])
+            };
+            match wrote {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -726,6 +733,36 @@ fn write_new_file(dest: &Path, data: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&staging);
     }
     written
+}
+
+fn einval_code() -> i32 {
+    rustix::io::Errno::INVAL.raw_os_error()
+}
+
+/// Where a filesystem that does not take direct writes says so (`EINVAL`): at the open, or
+/// at a write (a device whose blocks are larger than [`DIRECT_ALIGN`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Refuse {
+    Open,
+    Write,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: the refusal this thread's direct writes meet, as such a filesystem's would.
+    static REFUSE_DIRECT: std::cell::Cell<Option<Refuse>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether a direct open or write is refused here (only ever in tests: the filesystems of
+/// the machines they run on all take direct writes).
+fn refused(at: Refuse) -> bool {
+    #[cfg(test)]
+    return REFUSE_DIRECT.get() == Some(at);
+    #[cfg(not(test))]
+    {
+        let _ = at;
+        false
+    }
 }
 
 #[cfg(test)]
@@ -951,6 +988,34 @@ mod tests {
             blobs.put_value("../x", b"x").await,
             Err(BlobError::BadPath(_))
         ));
+    }
+
+    /// A filesystem refusing direct writes, at the open or at the first write: the value is
+    /// written through the cache instead, whole, and nothing staged is left beside it.
+    #[test]
+    fn a_refused_direct_write_goes_through_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        // Page-aligned data, some whole blocks and a tail.
+        let size = 3 * DIRECT_ALIGN + 777;
+        let mut room = vec![0u8; size + DIRECT_ALIGN];
+        let start = room.as_ptr().align_offset(DIRECT_ALIGN);
+        let data = &mut room[start..start + size];
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i * 7 % 251) as u8;
+        }
+        for refuse in [None, Some(Refuse::Open), Some(Refuse::Write)] {
+            REFUSE_DIRECT.set(refuse);
+            let dest = dir.path().join(format!("{refuse:?}"));
+            let written = write_new_file(&dest, data);
+            REFUSE_DIRECT.set(None);
+            written.unwrap();
+            assert_eq!(std::fs::read(&dest).unwrap(), data, "{refuse:?}");
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 3, "nothing staged left: {names:?}");
     }
 
     #[tokio::test]
