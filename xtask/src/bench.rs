@@ -286,7 +286,12 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
             .output()
             .is_ok_and(|o| o.status.success())
     });
-    for (name, command, compresses) in [("noisy", NOISE, true), ("random", RANDOM, false)] {
+    // (project, what it prints, the command, whether it compresses)
+    let logs = [
+        ("noisy", "1,000,000 lines of `x`", NOISE, true),
+        ("random", "1,000,000 lines of random base64", RANDOM, false),
+    ];
+    for (name, _, command, compresses) in logs {
         project(name, command)?;
         project(&format!("{name}-null"), &format!("{command} > /dev/null"))?;
         project(
@@ -301,20 +306,6 @@ fn bench_build(bin: &Path, tmp: &Path, report: &mut String, log_only: bool) -> R
             )?;
         }
     }
-    let logs = [
-        (
-            "noisy",
-            "1,000,000 lines of `x`",
-            NOISE,
-            "`lz4 | openssl enc -aes-128-ctr`",
-        ),
-        (
-            "random",
-            "1,000,000 lines of random base64",
-            RANDOM,
-            "`openssl enc -aes-128-ctr`",
-        ),
-    ];
     let driver = tmp.join("build-driver.py");
     std::fs::write(&driver, BUILD_DRIVER)?;
     let drive_project = |mode: &str, n: usize, project: &str| -> Result<Vec<f64>> {
@@ -418,7 +409,7 @@ type Drive<'a> = dyn Fn(&str, usize, &str) -> Result<Vec<f64>> + 'a;
 fn bench_log(
     server: &Proc,
     drive_project: &Drive,
-    (project, what, command, sealer): (&str, &str, &str, &str),
+    (project, what, command, compresses): (&str, &str, &str, bool),
     rounds: usize,
     sealing: bool,
     report: &mut String,
@@ -464,7 +455,7 @@ fn bench_log(
     }
     // Each round's builds ran side by side: their ratio is what this machine's drift
     // (±20 % between runs here) disturbs least.
-    let paired = |peer: &[f64]| median(logged.iter().zip(peer).map(|(l, n)| l / n).collect());
+    let paired = |peer: &[f64]| paired_ratio(&logged, peer);
     let rss_peak = proc_status_kb(server.0.id(), "VmHWM")?;
     let range = |v: &[f64]| {
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -472,16 +463,15 @@ fn bench_log(
         format!("{:.2} s ({lo:.2}–{hi:.2})", median(v.to_vec()))
     };
     // The sealing peer's own ratio to the build into /dev/null, paired round by round.
+    let sealer = if compresses {
+        "`lz4 | openssl enc -aes-128-ctr`"
+    } else {
+        "`openssl enc -aes-128-ctr`"
+    };
     let (sealed, sealed_ratio) = if seal_build.is_empty() {
         ("not run (no `openssl` or `lz4`)".to_owned(), "—".to_owned())
     } else {
-        let ratio = median(
-            seal_build
-                .iter()
-                .zip(&null_build)
-                .map(|(s, n)| s / n)
-                .collect(),
-        );
+        let ratio = paired_ratio(&seal_build, &null_build);
         (range(&seal_build), format!("{ratio:.2}×"))
     };
     let (l, n, p, c) = (
@@ -682,6 +672,11 @@ fn bench_api(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
     print!("{line}");
     report.push_str(&line);
     Ok(())
+}
+
+/// The median of the ratios of runs side by side (`a[i] / b[i]`, one pair per round).
+fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
+    median(a.iter().zip(b).map(|(x, y)| x / y).collect())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -786,6 +786,14 @@ mod tests {
         Ok(out)
     }
 
+    /// The names of the files in `dir`.
+    fn file_names(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    }
+
     fn store(dir: &Path) -> BlobStore {
         BlobStore::local(
             &dir.join("blobs"),
@@ -969,10 +977,7 @@ mod tests {
                 let on_disk = std::fs::metadata(dir.path().join("blobs").join(&path)).unwrap();
                 assert_eq!(on_disk.len() as usize, VALUE_HEAD + size + TAG);
             }
-            let names: Vec<_> = std::fs::read_dir(dir.path().join(format!("blobs/big/{i}")))
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect();
+            let names = file_names(&dir.path().join(format!("blobs/big/{i}")));
             assert_eq!(names.len(), 2, "{names:?}");
             assert_eq!(blobs.list(&format!("big/{i}")).await.unwrap().len(), 2);
         }
@@ -1011,10 +1016,7 @@ mod tests {
             written.unwrap();
             assert_eq!(std::fs::read(&dest).unwrap(), data, "{refuse:?}");
         }
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let names = file_names(dir.path());
         assert_eq!(names.len(), 3, "nothing staged left: {names:?}");
     }
 
