@@ -96,7 +96,7 @@ class Server:
 
     # --- clients -----------------------------------------------------------------------
 
-    def env(self, creds=None):
+    def env(self, creds=None, region=None):
         creds = creds or self.root
         env = dict(os.environ)
         for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
@@ -104,7 +104,7 @@ class Server:
         env.update(
             AWS_ACCESS_KEY_ID=creds.key,
             AWS_SECRET_ACCESS_KEY=creds.secret,
-            AWS_DEFAULT_REGION=REGION,
+            AWS_DEFAULT_REGION=region or REGION,
             AWS_ENDPOINT_URL=self.url,
             AWS_CONFIG_FILE="/dev/null",
             AWS_SHARED_CREDENTIALS_FILE="/dev/null",
@@ -120,10 +120,11 @@ class Server:
         )
         return env
 
-    def aws(self, *args, creds=None, check=True):
-        """Runs the aws-cli; returns parsed JSON output (or text) or raises AwsError."""
+    def aws(self, *args, creds=None, check=True, region=None):
+        """Runs the aws-cli (in `region`, default us-east-1); returns parsed JSON output (or
+        text) or raises AwsError."""
         p = subprocess.run(
-            ["aws", *args, "--output", "json"], capture_output=True, text=True, env=self.env(creds), timeout=120
+            ["aws", *args, "--output", "json"], capture_output=True, text=True, env=self.env(creds, region), timeout=120
         )
         if p.returncode != 0:
             import re
@@ -140,20 +141,20 @@ class Server:
         except ValueError:
             return p.stdout  # the text `aws s3 …` commands print
 
-    def client(self, service, creds=None):
+    def client(self, service, creds=None, region=None):
         creds = creds or self.root
         return boto3.client(
             service,
             endpoint_url=self.url,
-            region_name=REGION,
+            region_name=region or REGION,
             aws_access_key_id=creds.key,
             aws_secret_access_key=creds.secret,
             config=botocore.config.Config(retries={"max_attempts": 1}),
         )
 
-    def git(self, *args, cwd=None, creds=None, check=True, helper=HELPER):
+    def git(self, *args, cwd=None, creds=None, check=True, helper=HELPER, region=None):
         cmd = ["git", "-c", f"credential.helper={helper}", "-c", "credential.UseHttpPath=true", *args]
-        p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=self.env(creds), timeout=600)
+        p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=self.env(creds, region), timeout=600)
         if check and p.returncode != 0:
             raise AssertionError(f"git {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
         return p

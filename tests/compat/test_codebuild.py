@@ -66,7 +66,7 @@ def push_repo(server, workdir, name, files):
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=local, capture_output=True, text=True).stdout.strip()
 
 
-def create_project(server, name, source, artifacts=None, **extra):
+def create_project(server, name, source, artifacts=None, region=None, **extra):
     args = [
         "codebuild", "create-project", "--name", name,
         "--source", json.dumps(source),
@@ -77,13 +77,13 @@ def create_project(server, name, source, artifacts=None, **extra):
     for k, v in extra.items():
         # None: a flag without a value (`--badge-enabled`).
         args += [f"--{k.replace('_', '-')}"] + ([] if v is None else [str(v)])
-    return server.aws(*args)["project"]
+    return server.aws(*args, region=region)["project"]
 
 
-def wait_build(server, build_id, timeout=120):
+def wait_build(server, build_id, timeout=120, region=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        b = server.aws("codebuild", "batch-get-builds", "--ids", build_id)["builds"][0]
+        b = server.aws("codebuild", "batch-get-builds", "--ids", build_id, region=region)["builds"][0]
         if b["buildComplete"]:
             return b
         time.sleep(0.3)
@@ -304,9 +304,10 @@ cache:
 """
 
 
-def build_log(server, build):
+def build_log(server, build, region=None):
     events = server.aws("logs", "get-log-events", "--log-group-name", build["logs"]["groupName"],
-                        "--log-stream-name", build["logs"]["streamName"], "--start-from-head")["events"]
+                        "--log-stream-name", build["logs"]["streamName"], "--start-from-head",
+                        region=region)["events"]
     return "\n".join(e["message"] for e in events)
 
 

@@ -102,6 +102,21 @@ fn trim(model: &mut Value, keep: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Drops the prose (`description`) from each region of `partitions.json`.
+fn strip_region_descriptions(v: &mut Value) {
+    for p in v["partitions"].as_array_mut().into_iter().flatten() {
+        for r in p["regions"]
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|m| m.values_mut())
+        {
+            if let Some(m) = r.as_object_mut() {
+                m.remove("description");
+            }
+        }
+    }
+}
+
 fn read_model(dir: &Path) -> Result<Value> {
     let plain = dir.join("service-2.json");
     let gz = dir.join("service-2.json.gz");
@@ -142,6 +157,15 @@ pub fn import(root: &Path, data_dir: Option<PathBuf>) -> Result<()> {
         std::fs::write(&path, text)?;
         println!("wrote {}", path.display());
     }
+    // The regions of every partition (and each partition's ARN name), for the region list
+    // requests are checked against.
+    let mut partitions: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("partitions.json"))?)?;
+    strip_region_descriptions(&mut partitions);
+    let mut text = serde_json::to_string_pretty(&partitions)?;
+    text.push('\n');
+    std::fs::write(out_dir.join("partitions.json"), text)?;
+    println!("wrote {}", out_dir.join("partitions.json").display());
     std::fs::write(
         out_dir.join("VERSION"),
         format!("botocore {BOTOCORE_VERSION}\n"),

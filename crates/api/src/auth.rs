@@ -46,12 +46,21 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Verifies a SigV4-signed request for `service`; returns the caller.
+/// The error for a credential scoped to a name that is no AWS region.
+fn unknown_region(region: &str) -> ApiError {
+    AuthError::BadSignature(format!(
+        "Credential should be scoped to a valid region, not '{region}'."
+    ))
+    .to_api_error()
+}
+
+/// Verifies a SigV4-signed request for `service`; returns the caller and the region the
+/// request is signed for (which it is served in).
 pub async fn authenticate(
     state: &AppState,
     req: &SignedRequest<'_>,
     service: &str,
-) -> Result<Principal, ApiError> {
+) -> Result<(Principal, String), ApiError> {
     let header = req
         .headers
         .get("authorization")
@@ -87,11 +96,8 @@ pub async fn authenticate(
     if !amz_date.starts_with(&auth.date) {
         return Err(fail("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP.".into()));
     }
-    if auth.region != state.region {
-        return Err(fail(format!(
-            "Credential should be scoped to a valid region, not '{}'.",
-            auth.region
-        )));
+    if !slipway_regions::is_known(&auth.region) {
+        return Err(unknown_region(&auth.region));
     }
     if auth.service != service {
         return Err(fail(format!(
@@ -145,22 +151,27 @@ pub async fn authenticate(
             "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.".into(),
         ));
     }
-    Ok(Principal {
-        arn: owner.arn,
-        access_key_id: auth.access_key_id,
-        user_name: owner.user_name,
-    })
+    let region = auth.region.clone();
+    Ok((
+        Principal {
+            arn: owner.arn,
+            access_key_id: auth.access_key_id,
+            user_name: owner.user_name,
+        },
+        region,
+    ))
 }
 
 /// Verifies a presigned GET (SigV4 in the query string, only `host` signed) for `service`;
-/// returns the caller. Expired, future-dated or altered links are refused.
+/// returns the caller and the region the link is signed for. Expired, future-dated or
+/// altered links are refused.
 pub async fn authenticate_presigned(
     state: &AppState,
     path: &str,
     query: &str,
     host: &str,
     service: &str,
-) -> Result<Principal, ApiError> {
+) -> Result<(Principal, String), ApiError> {
     let param = |name: &str| {
         query.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=')?;
@@ -191,7 +202,10 @@ pub async fn authenticate_presigned(
     if t < signed_at - 300 || t > signed_at + expires {
         return Err(ApiError::access_denied("Request has expired"));
     }
-    if *svc != service || *region != state.region || !amz_date.starts_with(date) {
+    if !slipway_regions::is_known(region) {
+        return Err(unknown_region(region));
+    }
+    if *svc != service || !amz_date.starts_with(date) {
         return Err(fail("Credential scope does not match this link"));
     }
     let owner = state
@@ -219,11 +233,14 @@ pub async fn authenticate_presigned(
             "The request signature we calculated does not match the signature you provided.",
         ));
     }
-    Ok(Principal {
-        arn: owner.arn,
-        access_key_id: key.to_string(),
-        user_name: owner.user_name,
-    })
+    Ok((
+        Principal {
+            arn: owner.arn,
+            access_key_id: key.to_string(),
+            user_name: owner.user_name,
+        },
+        region.to_string(),
+    ))
 }
 
 /// Whether the principal may perform `action` on all `resources`; AWS's AccessDenied if not.

@@ -91,7 +91,8 @@ async fn page(
         .get("host")
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
-    let principal = authenticate_presigned(
+    // The link is presigned for the region of the build it shows.
+    let (principal, region) = authenticate_presigned(
         state,
         parts.uri.path(),
         parts.uri.query().unwrap_or(""),
@@ -100,14 +101,16 @@ async fn page(
     )
     .await?;
     let group = format!("/aws/codebuild/{project}");
-    let arn = format!(
-        "arn:aws:logs:{}:{}:log-group:{group}:*",
-        state.region, state.account_id
+    let arn = slipway_regions::arn(
+        "logs",
+        &region,
+        &state.account_id,
+        &format!("log-group:{group}:*"),
     );
     authorize(state, &principal, "logs:GetLogEvents", &[arn]).await?;
+    let codebuild = state.codebuild.in_region(&region);
     let id = format!("{project}:{uuid}");
-    let (builds, _) = state
-        .codebuild
+    let (builds, _) = codebuild
         .batch_get_builds(std::slice::from_ref(&id))
         .await
         .map_err(crate::domain_error)?;
@@ -123,8 +126,7 @@ async fn page(
         limit: PAGE_LINES,
         ..Default::default()
     };
-    let events = state
-        .codebuild
+    let events = codebuild
         .log_events(&group, uuid, &q)
         .await
         .map_err(crate::domain_error)?;

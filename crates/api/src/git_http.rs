@@ -1,4 +1,5 @@
-//! Git smart HTTP at `/v1/repos/NAME`, as CodeCommit serves it: authentication with the aws-cli
+//! Git smart HTTP at `/v1/repos/NAME` (repositories of the server's default region) and
+//! `/-/regions/REGION/v1/repos/NAME` (any region's), as CodeCommit serves it: authentication with the aws-cli
 //! credential helper's SigV4 passwords or service-specific credentials, authorisation as
 //! `codecommit:GitPull`/`GitPush`, and real git (`git http-backend`, which runs
 //! `upload-pack`/`receive-pack --stateless-rpc`) doing the protocol work, protocol v0 and v2,
@@ -71,6 +72,7 @@ async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     repo_path: &str,
+    region: &str,
 ) -> Result<Principal, Response> {
     let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
         return Err(unauthorized("Authentication required"));
@@ -100,14 +102,20 @@ async fn authenticate(
                 .rsplit_once(':')
                 .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
                 .map_or(host, |(h, _)| h);
-            return match sigv4::verify_git_password(
-                &owner.secret,
-                password,
-                repo_path,
-                hostname,
-                &state.region,
-                now(),
-            ) {
+            // The helper signs for the region it is configured with (it can only read one
+            // from CodeCommit's own host names): the URL's region first, then any other.
+            let t = now();
+            let verify = |r: &str| {
+                sigv4::verify_git_password(&owner.secret, password, repo_path, hostname, r, t)
+            };
+            let verified = match verify(region) {
+                Err(sigv4::AuthError::BadSignature(m)) => slipway_regions::all()
+                    .filter(|r| *r != region)
+                    .find(|r| verify(r).is_ok())
+                    .map_or(Err(sigv4::AuthError::BadSignature(m)), |_| Ok(())),
+                other => other,
+            };
+            return match verified {
                 Ok(()) => Ok(Principal {
                     arn: owner.arn,
                     access_key_id: access_key_id.to_owned(),
@@ -146,11 +154,27 @@ async fn authenticate(
     }
 }
 
-/// Handles every request under `/v1/repos/`.
+/// Handles every request under `/v1/repos/` and `/-/regions/REGION/v1/repos/`.
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
-    let rest = path.strip_prefix("/v1/repos/").unwrap_or("");
+    let (prefix, region) = match path.strip_prefix("/-/regions/") {
+        Some(r) => {
+            let region = r.split('/').next().unwrap_or_default();
+            if !slipway_regions::is_known(region) {
+                return plain(
+                    StatusCode::NOT_FOUND,
+                    &format!("'{region}' is not an AWS region"),
+                );
+            }
+            (format!("/-/regions/{region}"), region.to_owned())
+        }
+        None => (String::new(), state.region.clone()),
+    };
+    let rest = path
+        .strip_prefix(prefix.as_str())
+        .and_then(|p| p.strip_prefix("/v1/repos/"))
+        .unwrap_or("");
     let (raw_name, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let name = raw_name.strip_suffix(".git").unwrap_or(raw_name).to_owned();
     let service = match (req.method().as_str(), tail) {
@@ -168,12 +192,13 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         ("POST", "git-receive-pack") => GitService::ReceivePack,
         _ => return plain(StatusCode::NOT_FOUND, "Not found"),
     };
-    let repo_path = format!("/v1/repos/{raw_name}");
-    let principal = match authenticate(&state, req.headers(), &repo_path).await {
+    let repo_path = format!("{prefix}/v1/repos/{raw_name}");
+    let principal = match authenticate(&state, req.headers(), &repo_path, &region).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let arn = state.codecommit.arn(&name);
+    let codecommit = state.codecommit.in_region(&region);
+    let arn = codecommit.arn(&name);
     if let Err(e) = authorize(
         &state,
         &principal,
@@ -192,7 +217,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
             &e.message,
         );
     }
-    let repo = match state.codecommit.find(&name).await {
+    let repo = match codecommit.find(&name).await {
         Ok(Some(r)) => r,
         Ok(None) => {
             return plain(
@@ -256,7 +281,7 @@ async fn run_backend(
     query: &str,
     req: Request<Body>,
 ) -> std::io::Result<Response> {
-    let cc = &state.codecommit;
+    let cc = &state.codecommit.in_region(&repo.region);
     let cfg = cc.config();
     // Held until git exits (moved into the task that waits for it when the response streams).
     let permit = state

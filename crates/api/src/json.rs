@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use slipway_codebuild::service::CodeBuild;
 use slipway_model::{
     codebuild, codecommit, codedeploy, codepipeline, logs, ssm, ApiError, Context,
 };
@@ -43,8 +44,8 @@ pub(crate) fn respond(request_id: &str, result: Result<Vec<u8>, ApiError>) -> Re
 
 /// The resources an operation acts on, read from its input, for IAM. Operations whose
 /// resource is not named in the input are checked against `*`.
-fn codecommit_resources(state: &AppState, input: &Value) -> Vec<String> {
-    let arn = |name: &str| state.codecommit.arn(name);
+fn codecommit_resources(cc: &slipway_codecommit::CodeCommit, input: &Value) -> Vec<String> {
+    let arn = |name: &str| cc.arn(name);
     let mut out = Vec::new();
     for key in ["repositoryName", "oldName"] {
         if let Some(n) = input.get(key).and_then(Value::as_str) {
@@ -64,8 +65,8 @@ fn codecommit_resources(state: &AppState, input: &Value) -> Vec<String> {
 }
 
 /// The parameters an SSM operation acts on (`*` for listings), for IAM.
-fn ssm_resources(state: &AppState, input: &Value) -> Vec<String> {
-    let arn = |name: &str| state.ssm.arn(name.split(':').next().unwrap_or(name));
+fn ssm_resources(ssm: &slipway_ssm::ParameterStore, input: &Value) -> Vec<String> {
+    let arn = |name: &str| ssm.arn(name.split(':').next().unwrap_or(name));
     let mut out: Vec<String> = Vec::new();
     if let Some(n) = input.get("Name").and_then(Value::as_str) {
         out.push(arn(n));
@@ -84,7 +85,7 @@ fn ssm_resources(state: &AppState, input: &Value) -> Vec<String> {
 
 /// The report groups a CodeBuild report operation acts on, for IAM: CodeBuild authorises
 /// report operations on the report group's ARN (a report's group for report ARNs).
-fn report_group_resources(state: &AppState, operation: &str, input: &Value) -> Vec<String> {
+fn report_group_resources(cb: &CodeBuild, operation: &str, input: &Value) -> Vec<String> {
     let of_report = |arn: &str| match arn.split_once(":report/") {
         Some((head, rest)) => format!(
             "{head}:report-group/{}",
@@ -95,7 +96,7 @@ fn report_group_resources(state: &AppState, operation: &str, input: &Value) -> V
     let mut out = Vec::new();
     if operation == "CreateReportGroup" {
         if let Some(n) = input.get("name").and_then(Value::as_str) {
-            out.push(state.codebuild.report_group_arn(n));
+            out.push(cb.report_group_arn(n));
         }
     }
     for key in [
@@ -120,18 +121,18 @@ fn report_group_resources(state: &AppState, operation: &str, input: &Value) -> V
 
 /// The projects (and builds' projects) a CodeBuild operation acts on, for IAM: CodeBuild
 /// authorises build operations on the project's ARN.
-fn codebuild_resources(state: &AppState, operation: &str, input: &Value) -> Vec<String> {
+fn codebuild_resources(cb: &CodeBuild, operation: &str, input: &Value) -> Vec<String> {
     if operation.contains("Report")
         || operation.ends_with("TestCases")
         || operation.ends_with("CodeCoverages")
     {
-        return report_group_resources(state, operation, input);
+        return report_group_resources(cb, operation, input);
     }
     let project = |name_or_arn: &str| {
         if name_or_arn.starts_with("arn:") {
             name_or_arn.to_owned()
         } else {
-            state.codebuild.project_arn(name_or_arn)
+            cb.project_arn(name_or_arn)
         }
     };
     // A build id is PROJECT:UUID (or a build ARN ending in it).
@@ -216,7 +217,7 @@ async fn handle_inner(
         headers: &parts.headers,
         body: &body,
     };
-    let principal = authenticate(state, &signed, signing).await?;
+    let (principal, region) = authenticate(state, &signed, signing).await?;
     if !operations.contains(&operation) {
         return Err(ApiError::unknown_operation(prefix, operation));
     }
@@ -232,25 +233,27 @@ async fn handle_inner(
         ));
     }
     let action = format!("{signing}:{operation}");
+    // Every service acts in the region the request is signed for.
+    let codecommit = state.codecommit.in_region(&region);
+    let codebuild = state.codebuild.in_region(&region);
+    let ssm = state.ssm.in_region(&region);
     let resources = match *signing {
-        "codecommit" => codecommit_resources(state, &input),
-        "ssm" => ssm_resources(state, &input),
-        "codebuild" => codebuild_resources(state, operation, &input),
+        "codecommit" => codecommit_resources(&codecommit, &input),
+        "ssm" => ssm_resources(&ssm, &input),
+        "codebuild" => codebuild_resources(&codebuild, operation, &input),
         _ => vec!["*".to_owned()],
     };
     authorize(state, &principal, &action, &resources).await?;
     tracing::debug!(request_id, %action, caller = %principal.arn, "authorized");
     let ctx = Context {
         request_id: request_id.to_owned(),
-        region: state.region.clone(),
+        region,
         account_id: state.account_id.clone(),
         principal,
     };
     match *signing {
         "codecommit" => {
-            let svc = CodeCommitService {
-                cc: state.codecommit.clone(),
-            };
+            let svc = CodeCommitService { cc: codecommit };
             codecommit::dispatch(&svc, &ctx, operation, input).await
         }
         "codebuild" => {
@@ -278,8 +281,8 @@ async fn handle_inner(
                 _ => "http",
             };
             let svc = CodeBuildService {
-                cb: state.codebuild.clone(),
-                ssm: state.ssm.clone(),
+                cb: codebuild,
+                ssm,
                 links: secret.map(|secret| crate::codebuild_api::DeepLinks {
                     scheme,
                     host,
@@ -292,15 +295,11 @@ async fn handle_inner(
         "codepipeline" => codepipeline::dispatch(&Unbuilt, &ctx, operation, input).await,
         "codedeploy" => codedeploy::dispatch(&Unbuilt, &ctx, operation, input).await,
         "logs" => {
-            let svc = crate::logs_api::LogsService {
-                cb: state.codebuild.clone(),
-            };
+            let svc = crate::logs_api::LogsService { cb: codebuild };
             logs::dispatch(&svc, &ctx, operation, input).await
         }
         "ssm" => {
-            let svc = SsmService {
-                ps: state.ssm.clone(),
-            };
+            let svc = SsmService { ps: ssm };
             ssm::dispatch(&svc, &ctx, operation, input).await
         }
         _ => Err(ApiError::unknown_operation(prefix, operation)),

@@ -49,6 +49,8 @@ pub struct AppState {
     pub ssm: ParameterStore,
     pub s3: slipway_s3::S3Store,
     pub codebuild: slipway_codebuild::service::CodeBuild,
+    /// The default region (requests are served in the region they are signed for; git's
+    /// `/v1/repos/NAME` and the built-in worker act in this one).
     pub region: String,
     pub account_id: String,
     pub max_json_body: usize,
@@ -75,6 +77,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(console::routes())
         .route("/v1/repos/{name}", any(git_http::handle))
         .route("/v1/repos/{name}/{*rest}", any(git_http::handle))
+        .route("/-/regions/{region}/v1/repos/{name}", any(git_http::handle))
+        .route(
+            "/-/regions/{region}/v1/repos/{name}/{*rest}",
+            any(git_http::handle),
+        )
         .fallback(json::handle)
         .with_state(state)
 }

@@ -42,10 +42,11 @@ fn group_name(name: Option<String>, identifier: Option<String>) -> Result<String
 
 impl LogsService {
     fn group_arn(&self, name: &str) -> String {
-        format!(
-            "arn:aws:logs:{}:{}:log-group:{name}:*",
+        slipway_regions::arn(
+            "logs",
             self.cb.region(),
-            self.cb.account_id()
+            self.cb.account_id(),
+            &format!("log-group:{name}:*"),
         )
     }
 }
@@ -236,10 +237,11 @@ impl CloudWatchLogsApi for LogsService {
                 page.items
                     .into_iter()
                     .map(|(name, created, first, last)| LogStream {
-                        arn: Some(format!(
-                            "arn:aws:logs:{}:{}:log-group:{group}:log-stream:{name}",
+                        arn: Some(slipway_regions::arn(
+                            "logs",
                             self.cb.region(),
-                            self.cb.account_id()
+                            self.cb.account_id(),
+                            &format!("log-group:{group}:log-stream:{name}"),
                         )),
                         log_stream_name: Some(name),
                         creation_time: Some(created),

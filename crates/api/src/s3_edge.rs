@@ -22,6 +22,7 @@ pub fn service(state: &Arc<AppState>) -> s3s::service::S3Service {
     });
     builder.set_access(IamAccess {
         iam: state.iam.clone(),
+        s3: state.s3.clone(),
     });
     builder.build()
 }
@@ -61,6 +62,39 @@ impl S3Auth for IamAuth {
 
 struct IamAccess {
     iam: Iam,
+    s3: slipway_s3::S3Store,
+}
+
+/// The region a request is signed for: the credential scope of its `Authorization` header
+/// or of a presigned URL's `X-Amz-Credential`.
+fn signing_region(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    let scope = |credential: &str| credential.split('/').nth(2).map(str::to_owned);
+    if let Some(h) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        let credential = h.split("Credential=").nth(1)?;
+        return scope(credential.split([',', ' ']).next()?);
+    }
+    let q = uri.query()?;
+    q.split('&').find_map(|kv| {
+        let v = kv.strip_prefix("X-Amz-Credential=")?;
+        scope(&crate::sigv4::percent_decode(v, false))
+    })
+}
+
+/// S3's answer to a request that reached the wrong region's endpoint for its bucket:
+/// `301 PermanentRedirect` naming the bucket's region in `x-amz-bucket-region` (which the
+/// SDKs follow by signing again for that region).
+fn wrong_region(bucket: &str, region: &str) -> S3Error {
+    let mut e = s3_error!(
+        PermanentRedirect,
+        "The bucket you are attempting to access must be addressed using the specified endpoint. Please send all future requests to this endpoint (bucket {bucket} is in {region})."
+    );
+    let mut h = HeaderMap::new();
+    if let Ok(v) = hyper::http::HeaderValue::from_str(region) {
+        h.insert("x-amz-bucket-region", v);
+    }
+    e.set_headers(h);
+    e.set_status_code(hyper::StatusCode::MOVED_PERMANENTLY);
+    e
 }
 
 fn arn(bucket: &str, key: Option<&str>) -> String {
@@ -154,6 +188,28 @@ impl S3Access for IamAccess {
         };
         let access_key = creds.access_key.clone();
         let operation = cx.s3_op().name().to_owned();
+        let region = signing_region(cx.headers(), cx.uri());
+        if let Some(r) = region.as_deref().filter(|r| !slipway_regions::is_known(r)) {
+            return Err(s3_error!(
+                AuthorizationHeaderMalformed,
+                "The authorization header is malformed; the region '{r}' is not a valid AWS region."
+            ));
+        }
+        // Buckets are global, but each lives in one region: a request signed for another
+        // is sent there (GetBucketLocation answers from anywhere, as S3's does).
+        let bucket = match cx.s3_path() {
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(bucket.to_string()),
+            S3Path::Root => None,
+        };
+        if let (Some(bucket), Some(region)) = (&bucket, &region) {
+            if !matches!(operation.as_str(), "CreateBucket" | "GetBucketLocation") {
+                if let Ok(b) = self.s3.bucket(bucket).await {
+                    if &b.region != region {
+                        return Err(wrong_region(bucket, &b.region));
+                    }
+                }
+            }
+        }
         if operation == "DeleteObjects" {
             // Checked per key once the body is parsed (see `delete_objects`).
             return Ok(());

@@ -50,7 +50,7 @@ async fn check(state: &AppState, parts: &Parts, body: &[u8]) -> Result<(), ApiEr
         headers: &parts.headers,
         body,
     };
-    let principal = authenticate(state, &signed, "codebuild").await?;
+    let (principal, _) = authenticate(state, &signed, "codebuild").await?;
     authorize(state, &principal, WORKER_ACTION, &["*".to_owned()]).await
 }
 
@@ -296,11 +296,13 @@ async fn parameters(
     req: Request<Body>,
 ) -> Response {
     handle(state, req, |state, v| async move {
-        state
+        let job = state
             .codebuild
             .leased_job(&id, token(&v))
             .await
             .map_err(domain_error)?;
+        // The build's own region's parameters.
+        let ssm = state.ssm.in_region(job_region(&state, &job));
         let mut values = serde_json::Map::new();
         for name in v["names"]
             .as_array()
@@ -308,7 +310,7 @@ async fn parameters(
             .flatten()
             .filter_map(Value::as_str)
         {
-            let p = state.ssm.get(name, true).await.map_err(|_| {
+            let p = ssm.get(name, true).await.map_err(|_| {
                 ApiError::new(
                     "ParameterNotFound",
                     400,
@@ -330,12 +332,10 @@ pub(crate) fn error_response(e: ApiError) -> Response {
     respond(&uuid::Uuid::new_v4().to_string(), Err(e))
 }
 
-/// The repository name in a CodeCommit clone URL (`…/v1/repos/NAME`).
-fn repo_name(location: &str) -> &str {
-    location
-        .rsplit_once("/v1/repos/")
-        .map_or(location, |(_, n)| n)
-        .trim_end_matches('/')
+/// The region a leased job's build runs in (the server's default for a job queued before
+/// builds had regions).
+fn job_region<'a>(state: &'a AppState, job: &'a serde_json::Value) -> &'a str {
+    job["region"].as_str().unwrap_or(&state.region)
 }
 
 async fn source(
@@ -432,8 +432,10 @@ async fn codecommit_source(
     location: &str,
     version: Option<&str>,
 ) -> Response {
-    let name = repo_name(location);
-    let repo = match state.codecommit.get(name).await {
+    // The repository the clone URL names, in the region it names.
+    let (region, name) = state.codecommit.repository_in_url(location);
+    let codecommit = state.codecommit.in_region(&region);
+    let repo = match codecommit.get(&name).await {
         Ok(r) => r,
         Err(_) => {
             return client_error(format!(

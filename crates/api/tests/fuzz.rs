@@ -223,14 +223,16 @@ async fn generated_decoding_and_validation() {
 #[tokio::test]
 async fn s3_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let store = slipway_store::Store::open(dir.path()).await.unwrap();
+    let store = slipway_store::Store::open(dir.path(), "us-east-1")
+        .await
+        .unwrap();
     let key = slipway_iam::crypto::MasterKey::from_hex(&"ab".repeat(32)).unwrap();
     let blobs = slipway_blobs::BlobStore::local(&dir.path().join("blobs"), key).unwrap();
     let s3 = slipway_s3::S3Store::new(store, blobs, "us-east-1", "000000000000");
     let service =
         s3s::service::S3ServiceBuilder::new(slipway_s3::service::SlipwayS3 { store: s3.clone() })
             .build();
-    s3.create_bucket("fuzz", None).await.unwrap();
+    s3.create_bucket("fuzz", None, "us-east-1").await.unwrap();
     // "METHOD target\nheader: value\n\nbody"
     let seeds: &[&[u8]] = &[
         b"PUT /fuzz/a/b.txt\ncontent-md5: 1B2M2Y8AsgTpgAEAAAAAAA==\nx-amz-meta-k: v\nx-amz-tagging: a=b&c=d\n\nhello",

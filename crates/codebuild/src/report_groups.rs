@@ -5,7 +5,9 @@
 //! A report's documents are the API's own shapes (`ReportGroup`, `Report`, `TestCase`,
 //! `CodeCoverage`), kept as JSON beside the columns lists are sorted and filtered by.
 
-use crate::service::{build_doc, holds_lease, internal, invalid, not_found, set, CodeBuild};
+use crate::service::{
+    arn_region, build_doc, holds_lease, internal, invalid, not_found, set, CodeBuild,
+};
 use serde_json::{json, Value};
 use slipway_store::{now, service_err, Conn, ServiceError};
 use sqlx::Row;
@@ -123,11 +125,7 @@ fn summarize(doc: &mut Value, kind: &str, items: &[Value], file_errors: bool) ->
 
 impl CodeBuild {
     pub fn report_group_arn(&self, name: &str) -> String {
-        format!(
-            "arn:aws:codebuild:{}:{}:report-group/{name}",
-            self.region(),
-            self.account_id()
-        )
+        self.arn(&format!("report-group/{name}"))
     }
 
     fn group_not_found(&self, arn: &str) -> ServiceError {
@@ -136,8 +134,9 @@ impl CodeBuild {
 
     async fn group_doc(&self, conn: &mut Conn, arn: &str) -> Result<Option<Value>> {
         let doc: Option<String> =
-            sqlx::query_scalar("SELECT doc FROM cb_report_groups WHERE arn = $1")
+            sqlx::query_scalar("SELECT doc FROM cb_report_groups WHERE arn = $1 AND region = $2")
                 .bind(arn)
+                .bind(self.region())
                 .fetch_optional(&mut *conn)
                 .await?;
         doc.map(|d| serde_json::from_str(&d).map_err(internal))
@@ -146,9 +145,10 @@ impl CodeBuild {
 
     async fn insert_group(&self, conn: &mut Conn, doc: &Value) -> Result<()> {
         sqlx::query(
-            "INSERT INTO cb_report_groups (arn, name, doc, created) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO cb_report_groups (arn, region, name, doc, created) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(doc["arn"].as_str())
+        .bind(self.region())
         .bind(doc["name"].as_str())
         .bind(doc.to_string())
         .bind(doc["created"].as_f64())
@@ -213,9 +213,10 @@ impl CodeBuild {
         }
         check_export_config(&doc)?;
         set(&mut doc, "lastModified", json!(now()));
-        sqlx::query("UPDATE cb_report_groups SET doc = $1 WHERE arn = $2")
+        sqlx::query("UPDATE cb_report_groups SET doc = $1 WHERE arn = $2 AND region = $3")
             .bind(doc.to_string())
             .bind(arn)
+            .bind(self.region())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -225,22 +226,26 @@ impl CodeBuild {
     /// DeleteReportGroup: refused while it holds reports unless `delete_reports`.
     pub async fn delete_report_group(&self, arn: &str, delete_reports: bool) -> Result<()> {
         let mut tx = self.store.begin_write().await?;
-        let reports: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM cb_reports WHERE group_arn = $1")
-                .bind(arn)
-                .fetch_one(&mut *tx)
-                .await?;
+        let reports: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM cb_reports WHERE group_arn = $1 AND region = $2",
+        )
+        .bind(arn)
+        .bind(self.region())
+        .fetch_one(&mut *tx)
+        .await?;
         if reports > 0 && !delete_reports {
             return Err(invalid(format!(
                 "Cannot delete report group {arn}: it has {reports} report(s); set deleteReports to delete them with it"
             )));
         }
-        sqlx::query("DELETE FROM cb_reports WHERE group_arn = $1")
+        sqlx::query("DELETE FROM cb_reports WHERE group_arn = $1 AND region = $2")
             .bind(arn)
+            .bind(self.region())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM cb_report_groups WHERE arn = $1")
+        sqlx::query("DELETE FROM cb_report_groups WHERE arn = $1 AND region = $2")
             .bind(arn)
+            .bind(self.region())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -268,9 +273,11 @@ impl CodeBuild {
         sort_by: Option<&str>,
         ascending: bool,
     ) -> Result<Vec<String>> {
-        let rows: Vec<String> = sqlx::query_scalar("SELECT doc FROM cb_report_groups")
-            .fetch_all(self.store.pool())
-            .await?;
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT doc FROM cb_report_groups WHERE region = $1")
+                .bind(self.region())
+                .fetch_all(self.store.pool())
+                .await?;
         let mut docs: Vec<Value> = rows
             .iter()
             .map(|d| serde_json::from_str(d).map_err(internal))
@@ -299,8 +306,9 @@ impl CodeBuild {
         let (mut found, mut missing) = (Vec::new(), Vec::new());
         for arn in arns {
             let doc: Option<String> =
-                sqlx::query_scalar("SELECT doc FROM cb_reports WHERE arn = $1")
+                sqlx::query_scalar("SELECT doc FROM cb_reports WHERE arn = $1 AND region = $2")
                     .bind(arn)
+                    .bind(self.region())
                     .fetch_optional(self.store.pool())
                     .await?;
             match doc {
@@ -327,19 +335,21 @@ impl CodeBuild {
         }
         let order = if ascending { "ASC" } else { "DESC" };
         let sql = format!(
-            "SELECT arn FROM cb_reports WHERE ($1 IS NULL OR group_arn = $1) AND ($2 IS NULL OR status = $2) ORDER BY seq {order}"
+            "SELECT arn FROM cb_reports WHERE region = $3 AND ($1 IS NULL OR group_arn = $1) AND ($2 IS NULL OR status = $2) ORDER BY seq {order}"
         );
         Ok(sqlx::query_scalar(&sql)
             .bind(group)
             .bind(status)
+            .bind(self.region())
             .fetch_all(self.store.pool())
             .await?)
     }
 
     /// DeleteReport (success whether or not it existed, as AWS answers).
     pub async fn delete_report(&self, arn: &str) -> Result<()> {
-        sqlx::query("DELETE FROM cb_reports WHERE arn = $1")
+        sqlx::query("DELETE FROM cb_reports WHERE arn = $1 AND region = $2")
             .bind(arn)
+            .bind(self.region())
             .execute(self.store.pool())
             .await?;
         Ok(())
@@ -347,8 +357,9 @@ impl CodeBuild {
 
     /// A report's test cases or coverage lines, and its type.
     async fn report_items(&self, arn: &str) -> Result<(String, Vec<Value>)> {
-        let row = sqlx::query("SELECT doc, items FROM cb_reports WHERE arn = $1")
+        let row = sqlx::query("SELECT doc, items FROM cb_reports WHERE arn = $1 AND region = $2")
             .bind(arn)
+            .bind(self.region())
             .fetch_optional(self.store.pool())
             .await?
             .ok_or_else(|| not_found(format!("Report {arn} does not exist")))?;
@@ -528,6 +539,8 @@ impl CodeBuild {
         let mut tx = self.store.begin_write().await?;
         holds_lease(&mut tx, id, token).await?;
         let mut build = build_doc(&mut tx, id).await?;
+        // A worker's upload is about a build of any region: act in the build's.
+        let this = self.in_region(arn_region(&build).unwrap_or(self.region()));
         let project = build["projectName"].as_str().unwrap_or_default().to_owned();
         let uuid = crate::execute::build_uuid(id).to_owned();
         let t = now();
@@ -535,7 +548,7 @@ impl CodeBuild {
         for r in reports {
             let name = r["name"].as_str().unwrap_or_default();
             let kind = r["type"].as_str().unwrap_or("TEST");
-            let Some(group) = self
+            let Some(group) = this
                 .report_group_for(&mut tx, id, &project, name, kind)
                 .await?
             else {
@@ -543,11 +556,7 @@ impl CodeBuild {
             };
             let group_arn = group["arn"].as_str().unwrap_or_default().to_owned();
             let group_name = group["name"].as_str().unwrap_or_default().to_owned();
-            let arn = format!(
-                "arn:aws:codebuild:{}:{}:report/{group_name}:{uuid}",
-                self.region(),
-                self.account_id()
-            );
+            let arn = this.arn(&format!("report/{group_name}:{uuid}"));
             let mut items: Vec<Value> = if kind == "TEST" {
                 r["testCases"].as_array().cloned().unwrap_or_default()
             } else {
@@ -580,7 +589,7 @@ impl CodeBuild {
                 summarize(&mut doc, kind, &items, errors)
             };
             set(&mut doc, "status", json!(status));
-            sqlx::query("INSERT INTO cb_reports (arn, group_arn, build_id, status, created, doc, items) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (arn) DO UPDATE SET status = excluded.status, doc = excluded.doc, items = excluded.items")
+            sqlx::query("INSERT INTO cb_reports (arn, region, group_arn, build_id, status, created, doc, items) VALUES ($1, $8, $2, $3, $4, $5, $6, $7) ON CONFLICT (arn) DO UPDATE SET status = excluded.status, doc = excluded.doc, items = excluded.items")
                 .bind(&arn)
                 .bind(&group_arn)
                 .bind(id)
@@ -588,6 +597,7 @@ impl CodeBuild {
                 .bind(t)
                 .bind(doc.to_string())
                 .bind(Value::Array(items).to_string())
+                .bind(this.region())
                 .execute(&mut *tx)
                 .await?;
             arns.push(arn);

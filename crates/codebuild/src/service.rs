@@ -143,18 +143,27 @@ impl CodeBuild {
         self.stops.notify_waiters();
     }
 
+    /// The same service, acting in `region`: projects, builds, report groups and logs
+    /// are looked up, listed and created there. The worker protocol is the same in every
+    /// view (a worker runs any region's builds).
+    pub fn in_region(&self, region: &str) -> CodeBuild {
+        CodeBuild {
+            region: region.to_owned(),
+            ..self.clone()
+        }
+    }
+
     pub fn project_arn(&self, name: &str) -> String {
-        format!(
-            "arn:aws:codebuild:{}:{}:project/{name}",
-            self.region, self.account_id
-        )
+        self.arn(&format!("project/{name}"))
     }
 
     pub fn build_arn(&self, id: &str) -> String {
-        format!(
-            "arn:aws:codebuild:{}:{}:build/{id}",
-            self.region, self.account_id
-        )
+        self.arn(&format!("build/{id}"))
+    }
+
+    /// The ARN of a CodeBuild resource (`project/NAME`, …) in this view's region.
+    pub(crate) fn arn(&self, resource: &str) -> String {
+        slipway_regions::arn("codebuild", &self.region, &self.account_id, resource)
     }
 
     pub fn region(&self) -> &str {
@@ -168,10 +177,7 @@ impl CodeBuild {
     /// A project name from a name or an ARN.
     fn project_name(&self, name_or_arn: &str) -> String {
         name_or_arn
-            .strip_prefix(&format!(
-                "arn:aws:codebuild:{}:{}:project/",
-                self.region, self.account_id
-            ))
+            .strip_prefix(&self.project_arn(""))
             .unwrap_or(name_or_arn)
             .to_owned()
     }
@@ -179,11 +185,14 @@ impl CodeBuild {
     // ----- projects -----
 
     async fn project_exists(&self, name: &str) -> Result<bool> {
-        Ok(sqlx::query("SELECT 1 FROM cb_projects WHERE name = $1")
-            .bind(name)
-            .fetch_optional(self.store.pool())
-            .await?
-            .is_some())
+        Ok(
+            sqlx::query("SELECT 1 FROM cb_projects WHERE region = $1 AND name = $2")
+                .bind(&self.region)
+                .bind(name)
+                .fetch_optional(self.store.pool())
+                .await?
+                .is_some(),
+        )
     }
 
     /// Checks a project's source, artifacts and environment as CodeBuild does, and fills
@@ -288,9 +297,11 @@ impl CodeBuild {
             ("cache", json!({"type": "NO_CACHE"})),
             (
                 "encryptionKey",
-                json!(format!(
-                    "arn:aws:kms:{}:{}:alias/aws/s3",
-                    self.region, self.account_id
+                json!(slipway_regions::arn(
+                    "kms",
+                    &self.region,
+                    &self.account_id,
+                    "alias/aws/s3"
                 )),
             ),
             ("badge", json!({"badgeEnabled": false})),
@@ -328,7 +339,8 @@ impl CodeBuild {
         set(&mut doc, "created", json!(t));
         set(&mut doc, "lastModified", json!(t));
         let mut tx = self.store.begin_write().await?;
-        let exists = sqlx::query("SELECT 1 FROM cb_projects WHERE name = $1")
+        let exists = sqlx::query("SELECT 1 FROM cb_projects WHERE region = $1 AND name = $2")
+            .bind(&self.region)
             .bind(&name)
             .fetch_optional(&mut *tx)
             .await?
@@ -339,7 +351,8 @@ impl CodeBuild {
                 format!("Project already exists: {}", self.project_arn(&name)),
             ));
         }
-        sqlx::query("INSERT INTO cb_projects (name, doc, created) VALUES ($1, $2, $3)")
+        sqlx::query("INSERT INTO cb_projects (region, name, doc, created) VALUES ($1, $2, $3, $4)")
+            .bind(&self.region)
             .bind(&name)
             .bind(doc.to_string())
             .bind(t)
@@ -353,12 +366,14 @@ impl CodeBuild {
     pub async fn update_project(&self, patch: Value) -> Result<Value> {
         let name = self.project_name(get_str(&patch, &["name"]).unwrap_or_default());
         let mut tx = self.store.begin_write().await?;
-        let mut doc = project_in(&mut tx, &name).await?.ok_or_else(|| {
-            not_found(format!(
-                "Project cannot be found: {}",
-                self.project_arn(&name)
-            ))
-        })?;
+        let mut doc = project_in(&mut tx, &self.region, &name)
+            .await?
+            .ok_or_else(|| {
+                not_found(format!(
+                    "Project cannot be found: {}",
+                    self.project_arn(&name)
+                ))
+            })?;
         if let (Value::Object(d), Value::Object(p)) = (&mut doc, patch) {
             for (k, v) in p {
                 if k != "name" && !v.is_null() {
@@ -368,8 +383,9 @@ impl CodeBuild {
         }
         self.complete_project(&mut doc)?;
         set(&mut doc, "lastModified", json!(now()));
-        sqlx::query("UPDATE cb_projects SET doc = $1 WHERE name = $2")
+        sqlx::query("UPDATE cb_projects SET doc = $1 WHERE region = $2 AND name = $3")
             .bind(doc.to_string())
+            .bind(&self.region)
             .bind(&name)
             .execute(&mut *tx)
             .await?;
@@ -380,7 +396,8 @@ impl CodeBuild {
     pub async fn delete_project(&self, name: &str) -> Result<()> {
         let name = self.project_name(name);
         // AWS answers success whether or not the project existed.
-        sqlx::query("DELETE FROM cb_projects WHERE name = $1")
+        sqlx::query("DELETE FROM cb_projects WHERE region = $1 AND name = $2")
+            .bind(&self.region)
             .bind(&name)
             .execute(self.store.pool())
             .await?;
@@ -392,7 +409,13 @@ impl CodeBuild {
         let (mut found, mut missing) = (Vec::new(), Vec::new());
         for n in names {
             let name = self.project_name(n);
-            match project_in(&mut *self.store.pool().acquire().await?, &name).await? {
+            match project_in(
+                &mut *self.store.pool().acquire().await?,
+                &self.region,
+                &name,
+            )
+            .await?
+            {
                 Some(doc) => found.push(doc),
                 None => missing.push(n.clone()),
             }
@@ -406,7 +429,8 @@ impl CodeBuild {
         sort_by: Option<&str>,
         ascending: bool,
     ) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT name, doc FROM cb_projects")
+        let rows = sqlx::query("SELECT name, doc FROM cb_projects WHERE region = $1")
+            .bind(&self.region)
             .fetch_all(self.store.pool())
             .await?;
         let mut items: Vec<(String, f64, f64)> = rows
@@ -432,11 +456,14 @@ impl CodeBuild {
     /// LOCAL alike; workers compare the cache's time with this one).
     pub async fn invalidate_cache(&self, name: &str) -> Result<()> {
         let name = self.project_name(name);
-        let done = sqlx::query("UPDATE cb_projects SET cache_invalidated = $1 WHERE name = $2")
-            .bind(now())
-            .bind(&name)
-            .execute(self.store.pool())
-            .await?;
+        let done = sqlx::query(
+            "UPDATE cb_projects SET cache_invalidated = $1 WHERE region = $2 AND name = $3",
+        )
+        .bind(now())
+        .bind(&self.region)
+        .bind(&name)
+        .execute(self.store.pool())
+        .await?;
         if done.rows_affected() == 0 {
             return Err(not_found(format!(
                 "Project cannot be found: {}",
@@ -460,15 +487,18 @@ impl CodeBuild {
     ) -> Result<Value> {
         let name = self.project_name(get_str(input, &["projectName"]).unwrap_or_default());
         let mut tx = self.store.begin_write().await?;
-        let project = project_in(&mut tx, &name).await?.ok_or_else(|| {
-            not_found(format!(
-                "Project cannot be found: {}",
-                self.project_arn(&name)
-            ))
-        })?;
+        let project = project_in(&mut tx, &self.region, &name)
+            .await?
+            .ok_or_else(|| {
+                not_found(format!(
+                    "Project cannot be found: {}",
+                    self.project_arn(&name)
+                ))
+            })?;
         let number: i64 = sqlx::query_scalar(
-            "UPDATE cb_projects SET next_build_number = next_build_number + 1 WHERE name = $1 RETURNING next_build_number - 1",
+            "UPDATE cb_projects SET next_build_number = next_build_number + 1 WHERE region = $1 AND name = $2 RETURNING next_build_number - 1",
         )
+        .bind(&self.region)
         .bind(&name)
         .fetch_one(&mut *tx)
         .await?;
@@ -620,11 +650,13 @@ impl CodeBuild {
         if let Some(sv) = &source_version {
             set(&mut doc, "sourceVersion", json!(sv));
         }
-        let invalidated: Option<f64> =
-            sqlx::query_scalar("SELECT cache_invalidated FROM cb_projects WHERE name = $1")
-                .bind(&name)
-                .fetch_one(&mut *tx)
-                .await?;
+        let invalidated: Option<f64> = sqlx::query_scalar(
+            "SELECT cache_invalidated FROM cb_projects WHERE region = $1 AND name = $2",
+        )
+        .bind(&self.region)
+        .bind(&name)
+        .fetch_one(&mut *tx)
+        .await?;
         let job = json!({
             "cache": cache,
             "cacheInvalidatedAt": invalidated,
@@ -646,8 +678,9 @@ impl CodeBuild {
             "region": self.region,
         });
         let sealed = self.key.seal(job.to_string().as_bytes());
-        sqlx::query("INSERT INTO cb_builds (id, project, number, status, queued, doc, job) VALUES ($1, $2, $3, 'IN_PROGRESS', $4, $5, $6)")
+        sqlx::query("INSERT INTO cb_builds (id, region, project, number, status, queued, doc, job) VALUES ($1, $2, $3, $4, 'IN_PROGRESS', $5, $6, $7)")
             .bind(&id)
+            .bind(&self.region)
             .bind(&name)
             .bind(number)
             .bind(t)
@@ -668,7 +701,7 @@ impl CodeBuild {
                 source: "aws.codebuild",
                 detail_type: "CodeBuild Build State Change",
                 account: self.account_id.clone(),
-                region: self.region.clone(),
+                region: arn_region(doc).unwrap_or(&self.region).to_owned(),
                 resources: vec![doc["arn"].as_str().unwrap_or_default().to_owned()],
                 detail: json!({
                     "build-status": status,
@@ -700,7 +733,7 @@ impl CodeBuild {
                 source: "aws.codebuild",
                 detail_type: "CodeBuild Build Phase Change",
                 account: self.account_id.clone(),
-                region: self.region.clone(),
+                region: arn_region(doc).unwrap_or(&self.region).to_owned(),
                 resources: vec![doc["arn"].as_str().unwrap_or_default().to_owned()],
                 detail: json!({
                     "completed-phase": phase["phaseType"],
@@ -724,10 +757,12 @@ impl CodeBuild {
         let (mut found, mut missing) = (Vec::new(), Vec::new());
         for id in ids {
             let id = id.rsplit_once(":build/").map_or(id.as_str(), |(_, i)| i);
-            let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM cb_builds WHERE id = $1")
-                .bind(id)
-                .fetch_optional(self.store.pool())
-                .await?;
+            let doc: Option<String> =
+                sqlx::query_scalar("SELECT doc FROM cb_builds WHERE id = $1 AND region = $2")
+                    .bind(id)
+                    .bind(&self.region)
+                    .fetch_optional(self.store.pool())
+                    .await?;
             match doc {
                 Some(d) => found.push(serde_json::from_str(&d).map_err(internal)?),
                 None => missing.push(id.to_owned()),
@@ -744,21 +779,25 @@ impl CodeBuild {
                 let name = self.project_name(p);
                 if !self.project_exists(&name).await? {
                     return Err(not_found(format!(
-                        "The provided project arn:aws:codebuild:{}:{}:project/{name} does not exist",
-                        self.region, self.account_id
+                        "The provided project {} does not exist",
+                        self.project_arn(&name)
                     )));
                 }
                 sqlx::query_scalar(&format!(
-                    "SELECT id FROM cb_builds WHERE project = $1 ORDER BY seq {order}"
+                    "SELECT id FROM cb_builds WHERE region = $1 AND project = $2 ORDER BY seq {order}"
                 ))
+                .bind(&self.region)
                 .bind(&name)
                 .fetch_all(self.store.pool())
                 .await?
             }
             None => {
-                sqlx::query_scalar(&format!("SELECT id FROM cb_builds ORDER BY seq {order}"))
-                    .fetch_all(self.store.pool())
-                    .await?
+                sqlx::query_scalar(&format!(
+                    "SELECT id FROM cb_builds WHERE region = $1 ORDER BY seq {order}"
+                ))
+                .bind(&self.region)
+                .fetch_all(self.store.pool())
+                .await?
             }
         };
         Ok(ids)
@@ -773,8 +812,9 @@ impl CodeBuild {
         let mut tx = self.store.begin_write().await?;
         for id in ids {
             let status: Option<String> =
-                sqlx::query_scalar("SELECT status FROM cb_builds WHERE id = $1")
+                sqlx::query_scalar("SELECT status FROM cb_builds WHERE id = $1 AND region = $2")
                     .bind(id)
+                    .bind(&self.region)
                     .fetch_optional(&mut *tx)
                     .await?;
             match status.as_deref() {
@@ -815,11 +855,13 @@ impl CodeBuild {
     /// worker's next heartbeat hears it (within seconds).
     pub async fn stop_build(&self, id: &str) -> Result<Value> {
         let mut tx = self.store.begin_write().await?;
-        let row = sqlx::query("SELECT status, started, doc FROM cb_builds WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| not_found(format!("Build {id} does not exist")))?;
+        let row =
+            sqlx::query("SELECT status, started, doc FROM cb_builds WHERE id = $1 AND region = $2")
+                .bind(id)
+                .bind(&self.region)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| not_found(format!("Build {id} does not exist")))?;
         let status: String = row.get(0);
         let started: Option<f64> = row.get(1);
         let mut doc: Value = serde_json::from_str(&row.get::<String, _>(2)).map_err(internal)?;
@@ -859,10 +901,12 @@ impl CodeBuild {
 
     /// Starts a new build with the settings of an earlier one.
     pub async fn retry_build(&self, id: &str, initiator: &Initiator<'_>) -> Result<Value> {
-        let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM cb_builds WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.store.pool())
-            .await?;
+        let doc: Option<String> =
+            sqlx::query_scalar("SELECT doc FROM cb_builds WHERE id = $1 AND region = $2")
+                .bind(id)
+                .bind(&self.region)
+                .fetch_optional(self.store.pool())
+                .await?;
         let doc: Value = serde_json::from_str(
             &doc.ok_or_else(|| not_found(format!("Build {id} does not exist")))?,
         )
@@ -1181,8 +1225,9 @@ impl CodeBuild {
             .ok_or_else(|| not_found("The specified log group does not exist."))?;
         let id = format!("{project}:{stream}");
         let build: Option<(String, i64)> =
-            sqlx::query_as("SELECT status, log_seq FROM cb_builds WHERE id = $1")
+            sqlx::query_as("SELECT status, log_seq FROM cb_builds WHERE id = $1 AND region = $2")
                 .bind(&id)
+                .bind(&self.region)
                 .fetch_optional(self.store.pool())
                 .await?;
         match build {
@@ -1252,7 +1297,8 @@ impl CodeBuild {
     /// The log groups (one per project), names starting with `prefix`:
     /// `(name, created ms, stored bytes)`.
     pub async fn log_groups(&self, prefix: &str) -> Result<Vec<(String, i64, i64)>> {
-        let rows = sqlx::query("SELECT p.name, p.created, COALESCE((SELECT SUM(c.bytes) FROM cb_log_chunks c JOIN cb_builds b ON b.id = c.build_id WHERE b.project = p.name), 0) FROM cb_projects p ORDER BY p.name")
+        let rows = sqlx::query("SELECT p.name, p.created, COALESCE((SELECT SUM(c.bytes) FROM cb_log_chunks c JOIN cb_builds b ON b.id = c.build_id WHERE b.region = p.region AND b.project = p.name), 0) FROM cb_projects p WHERE p.region = $1 ORDER BY p.name")
+            .bind(&self.region)
             .fetch_all(self.store.pool())
             .await?;
         Ok(rows
@@ -1279,7 +1325,8 @@ impl CodeBuild {
         if !self.project_exists(project).await? {
             return Err(not_found("The specified log group does not exist."));
         }
-        let rows = sqlx::query("SELECT b.id, b.queued, MIN(c.first_ts), MAX(c.last_ts) FROM cb_builds b LEFT JOIN cb_log_chunks c ON c.build_id = b.id WHERE b.project = $1 GROUP BY b.id ORDER BY b.seq")
+        let rows = sqlx::query("SELECT b.id, b.queued, MIN(c.first_ts), MAX(c.last_ts) FROM cb_builds b LEFT JOIN cb_log_chunks c ON c.build_id = b.id WHERE b.region = $1 AND b.project = $2 GROUP BY b.id ORDER BY b.seq")
+            .bind(&self.region)
             .bind(project)
             .fetch_all(self.store.pool())
             .await?;
@@ -1337,11 +1384,22 @@ pub async fn rewrap_jobs(store: &Store, key: &MasterKey) -> Result<usize> {
     Ok(rows.len())
 }
 
-async fn project_in(conn: &mut Conn, name: &str) -> Result<Option<Value>> {
-    let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM cb_projects WHERE name = $1")
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
+/// The region an ARN-carrying document (a build's) names in its `arn`.
+pub(crate) fn arn_region(doc: &Value) -> Option<&str> {
+    doc["arn"]
+        .as_str()?
+        .split(':')
+        .nth(3)
+        .filter(|r| !r.is_empty())
+}
+
+async fn project_in(conn: &mut Conn, region: &str, name: &str) -> Result<Option<Value>> {
+    let doc: Option<String> =
+        sqlx::query_scalar("SELECT doc FROM cb_projects WHERE region = $1 AND name = $2")
+            .bind(region)
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
     doc.map(|d| serde_json::from_str(&d).map_err(internal))
         .transpose()
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 async fn service() -> (tempfile::TempDir, Store, CodeBuild) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+    let store = Store::open(dir.path(), "us-east-1").await.unwrap();
     let key = MasterKey::load_or_create(dir.path()).unwrap();
     let blobs = slipway_blobs::BlobStore::local(&dir.path().join("blobs"), key.clone()).unwrap();
     let cb = CodeBuild::new(store.clone(), blobs, key, "us-east-1", "000000000000");

@@ -32,6 +32,8 @@ impl From<git::GitError> for Error {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Repository {
     pub id: String,
+    /// The region the repository lives in (names are unique per region).
+    pub region: String,
     pub name: String,
     pub description: Option<String>,
     pub default_branch: Option<String>,
@@ -56,33 +58,53 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub git_bin: PathBuf,
     pub account_id: String,
+    /// The server's default region: its repositories' clone URLs are `/v1/repos/NAME`, as
+    /// CodeCommit's; other regions' are `/-/regions/REGION/v1/repos/NAME`.
     pub region: String,
     /// The server's public base URL, e.g. `http://127.0.0.1:4566`.
     pub public_url: String,
 }
 
-/// The CodeCommit service.
+/// The path of a repository's git URL on this server (see [`Config::region`]).
+pub fn git_path(default_region: &str, region: &str, name: &str) -> String {
+    if region == default_region {
+        format!("/v1/repos/{name}")
+    } else {
+        format!("/-/regions/{region}/v1/repos/{name}")
+    }
+}
+
+/// The CodeCommit service, as seen from one region: names are looked up, listed and created
+/// in [`CodeCommit::region`]. [`CodeCommit::in_region`] gives the view of another (cheap: the
+/// store, settings and cache are shared).
 #[derive(Clone, Debug)]
 pub struct CodeCommit {
     store: Store,
     cfg: std::sync::Arc<Config>,
     cache: std::sync::Arc<RepoCache>,
+    region: std::sync::Arc<str>,
 }
 
-/// Repository rows by name, so the hot read path (every API call names a repository) skips a
+/// Repository rows by region and name, so the hot read path (every API call names a repository) skips a
 /// database round trip. Every write to `cc_repositories` goes through this process's
 /// [`CodeCommit`] and calls [`RepoCache::invalidate`] after it commits; `generation` makes a
 /// read that raced with a write discard its (possibly old) row instead of caching it.
 /// A deployment with several server processes on one database must not use this cache as is.
 #[derive(Debug, Default)]
 struct RepoCache {
-    rows: std::sync::RwLock<std::collections::HashMap<String, Repository>>,
+    rows: std::sync::RwLock<std::collections::HashMap<(String, String), Repository>>,
     generation: std::sync::atomic::AtomicU64,
 }
 
 impl RepoCache {
-    fn get(&self, name: &str) -> Option<Repository> {
-        self.rows.read().ok()?.get(name).cloned()
+    fn get(&self, region: &str, name: &str) -> Option<Repository> {
+        // A tuple key of borrowed strings cannot be looked up without owning them; the
+        // region-and-name pair is small.
+        self.rows
+            .read()
+            .ok()?
+            .get(&(region.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     fn generation(&self) -> u64 {
@@ -93,7 +115,7 @@ impl RepoCache {
     fn put(&self, seen: u64, repo: &Repository) {
         if let Ok(mut rows) = self.rows.write() {
             if self.generation() == seen {
-                rows.insert(repo.name.clone(), repo.clone());
+                rows.insert((repo.region.clone(), repo.name.clone()), repo.clone());
             }
         }
     }
@@ -151,15 +173,17 @@ fn check_repository_name(name: &str) -> Result<()> {
 const REFERENCE_TRANSACTION_HOOK: &str = "#!/bin/sh\n# Installed by Slipway: reports committed ref updates of a push to the server.\nif [ \"$1\" = committed ] && [ -n \"$SLIPWAY_REF_LOG\" ]; then\n  cat >> \"$SLIPWAY_REF_LOG\"\nelse\n  cat > /dev/null\nfi\nexit 0\n";
 
 const REPO_COLUMNS: &str =
-    "repository_id, name, description, default_branch, kms_key_id, created_at, updated_at";
+    "repository_id, region, name, description, default_branch, kms_key_id, created_at, updated_at";
 
 impl CodeCommit {
     pub fn new(store: Store, cfg: Config) -> Result<CodeCommit> {
         std::fs::create_dir_all(cfg.data_dir.join("repos"))?;
+        let region = cfg.region.as_str().into();
         let cc = CodeCommit {
             store,
             cfg: std::sync::Arc::new(cfg),
             cache: Default::default(),
+            region,
         };
         cc.install_hooks()?;
         Ok(cc)
@@ -193,6 +217,42 @@ impl CodeCommit {
         &self.cfg
     }
 
+    /// The same service, acting in `region`.
+    pub fn in_region(&self, region: &str) -> CodeCommit {
+        CodeCommit {
+            region: region.into(),
+            ..self.clone()
+        }
+    }
+
+    /// The region this view acts in.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The region and repository name a clone URL names:
+    /// `…/-/regions/REGION/v1/repos/NAME`, CodeCommit's own
+    /// `https://git-codecommit.REGION.amazonaws.com/v1/repos/NAME`, or `…/v1/repos/NAME`
+    /// (this server's default region). Anything else is taken as a bare name.
+    pub fn repository_in_url(&self, url: &str) -> (String, String) {
+        let Some((head, name)) = url.rsplit_once("/v1/repos/") else {
+            return (self.cfg.region.clone(), url.to_owned());
+        };
+        let name = name.trim_end_matches('/');
+        let name = name.strip_suffix(".git").unwrap_or(name).to_owned();
+        let in_path = head
+            .rsplit_once("/-/regions/")
+            .map(|(_, r)| r)
+            .filter(|r| slipway_regions::is_known(r));
+        let host = head.split("://").nth(1).unwrap_or(head);
+        let in_host = host
+            .strip_prefix("git-codecommit.")
+            .and_then(|h| h.split('.').next())
+            .filter(|r| slipway_regions::is_known(r));
+        let region = in_path.or(in_host).unwrap_or(&self.cfg.region);
+        (region.to_owned(), name)
+    }
+
     /// The bare repository directory of a repository id.
     pub fn repo_path(&self, id: &str) -> PathBuf {
         self.cfg.data_dir.join("repos").join(format!("{id}.git"))
@@ -202,15 +262,15 @@ impl CodeCommit {
         Git::new(&self.cfg.git_bin, &self.repo_path(&repo.id))
     }
 
+    /// The ARN of repository `name` in this view's region.
     pub fn arn(&self, name: &str) -> String {
-        format!(
-            "arn:aws:codecommit:{}:{}:{name}",
-            self.cfg.region, self.cfg.account_id
-        )
+        arn_in(&self.region, &self.cfg.account_id, name)
     }
 
     fn repo_from_row(&self, r: &sqlx::sqlite::SqliteRow) -> Repository {
         let name: String = r.get("name");
+        let region: String = r.get("region");
+        let path = git_path(&self.cfg.region, &region, &name);
         let host = self
             .cfg
             .public_url
@@ -228,25 +288,24 @@ impl CodeCommit {
             kms_key_id: r.get("kms_key_id"),
             created_at: r.get("created_at"),
             updated_at: r.get("updated_at"),
-            arn: self.arn(&name),
-            clone_url_http: format!(
-                "{}/v1/repos/{name}",
-                self.cfg.public_url.trim_end_matches('/')
-            ),
-            clone_url_ssh: format!("ssh://{host}/v1/repos/{name}"),
+            arn: arn_in(&region, &self.cfg.account_id, &name),
+            clone_url_http: format!("{}{path}", self.cfg.public_url.trim_end_matches('/')),
+            clone_url_ssh: format!("ssh://{host}{path}"),
+            region,
             name,
         }
     }
 
-    /// Looks a repository up by name.
+    /// Looks a repository up by name in this view's region.
     pub async fn find(&self, name: &str) -> Result<Option<Repository>> {
-        if let Some(r) = self.cache.get(name) {
+        if let Some(r) = self.cache.get(&self.region, name) {
             return Ok(Some(r));
         }
         let seen = self.cache.generation();
         let row = sqlx::query(&format!(
-            "SELECT {REPO_COLUMNS} FROM cc_repositories WHERE name = $1"
+            "SELECT {REPO_COLUMNS} FROM cc_repositories WHERE region = $1 AND name = $2"
         ))
+        .bind(&*self.region)
         .bind(name)
         .fetch_optional(self.store.pool())
         .await?;
@@ -288,16 +347,19 @@ impl CodeCommit {
         init_bare(&git).await?;
         let ts = now();
         let kms = kms_key_id.map(str::to_owned).unwrap_or_else(|| {
-            format!(
-                "arn:aws:kms:{}:{}:alias/aws/codecommit",
-                self.cfg.region, self.cfg.account_id
+            slipway_regions::arn(
+                "kms",
+                &self.region,
+                &self.cfg.account_id,
+                "alias/aws/codecommit",
             )
         });
         let mut tx = self.store.begin_write().await?;
         let res = sqlx::query(
-            "INSERT INTO cc_repositories (repository_id, name, description, default_branch, kms_key_id, created_at, updated_at) VALUES ($1, $2, $3, NULL, $4, $5, $5)",
+            "INSERT INTO cc_repositories (repository_id, region, name, description, default_branch, kms_key_id, created_at, updated_at) VALUES ($1, $2, $3, $4, NULL, $5, $6, $6)",
         )
         .bind(&id)
+        .bind(&*self.region)
         .bind(name)
         .bind(description)
         .bind(&kms)
@@ -320,7 +382,7 @@ impl CodeCommit {
         slipway_store::tags::put(&mut tx, "repository", &id, tags).await?;
         tx.commit().await?;
         self.invalidate();
-        tracing::info!(repository = name, id = %id, "created repository");
+        tracing::info!(repository = name, region = %self.region, id = %id, "created repository");
         self.get(name).await
     }
 
@@ -360,8 +422,9 @@ impl CodeCommit {
             (SortBy::LastModified, false) => "updated_at DESC, name ASC",
         };
         let rows = sqlx::query(&format!(
-            "SELECT name, repository_id FROM cc_repositories ORDER BY {order}"
+            "SELECT name, repository_id FROM cc_repositories WHERE region = $1 ORDER BY {order}"
         ))
+        .bind(&*self.region)
         .fetch_all(self.store.pool())
         .await?;
         let items = rows
@@ -411,12 +474,10 @@ impl CodeCommit {
         Ok(())
     }
 
-    /// The repository an ARN names, or the errors TagResource and friends use.
+    /// The repository an ARN names (in this view's region), or the errors TagResource and
+    /// friends use.
     pub async fn repository_for_arn(&self, arn: &str) -> Result<Repository> {
-        let prefix = format!(
-            "arn:aws:codecommit:{}:{}:",
-            self.cfg.region, self.cfg.account_id
-        );
+        let prefix = arn_in(&self.region, &self.cfg.account_id, "");
         let name = arn
             .strip_prefix(&prefix)
             .filter(|n| !n.is_empty() && !n.contains(':'))
@@ -471,6 +532,11 @@ impl CodeCommit {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The ARN of repository `name` in `region`.
+fn arn_in(region: &str, account_id: &str, name: &str) -> String {
+    slipway_regions::arn("codecommit", region, account_id, name)
 }
 
 /// Creates a bare repository configured for durability and integrity.

@@ -89,7 +89,7 @@ impl CodeCommit {
                     source: "aws.codecommit",
                     detail_type: "CodeCommit Repository State Change",
                     account: self.cfg.account_id.clone(),
-                    region: self.cfg.region.clone(),
+                    region: repo.region.clone(),
                     resources: vec![repo.arn.clone()],
                     detail,
                 },
@@ -156,12 +156,13 @@ impl CodeCommit {
     /// Records ref changes that happened without being recorded (a crash between git's ref
     /// update and the event transaction). Returns how many were found.
     pub async fn reconcile(&self) -> Result<usize> {
-        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM cc_repositories")
-            .fetch_all(self.store.pool())
-            .await?;
+        let names: Vec<(String, String)> =
+            sqlx::query_as("SELECT region, name FROM cc_repositories")
+                .fetch_all(self.store.pool())
+                .await?;
         let mut found = 0;
-        for name in names {
-            let Some(repo) = self.find(&name).await? else {
+        for (region, name) in names {
+            let Some(repo) = self.in_region(&region).find(&name).await? else {
                 continue;
             };
             let recorded: BTreeMap<String, String> =

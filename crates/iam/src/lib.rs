@@ -748,7 +748,7 @@ mod tests {
 
     async fn iam() -> (tempfile::TempDir, Iam) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
+        let store = Store::open(dir.path(), "us-east-1").await.unwrap();
         let key = MasterKey::load_or_create(dir.path()).unwrap();
         let root = RootCredentials {
             access_key_id: "AKIAROOT".into(),

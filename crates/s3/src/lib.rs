@@ -274,7 +274,14 @@ impl S3Store {
 
     // ----- buckets -----
 
-    pub async fn create_bucket(&self, name: &str, location: Option<&str>) -> S3Result<()> {
+    /// CreateBucket as `region`'s endpoint answers it: a location constraint must name
+    /// that region (and none is given for us-east-1). Bucket names are global.
+    pub async fn create_bucket(
+        &self,
+        name: &str,
+        location: Option<&str>,
+        region: &str,
+    ) -> S3Result<()> {
         if RESERVED_BUCKETS.contains(&name) {
             return Err(s3_error!(
                 InvalidBucketName,
@@ -282,13 +289,13 @@ impl S3Store {
             ));
         }
         match location {
-            Some(l) if l != self.region || l == "us-east-1" => {
+            Some(l) if l != region || l == "us-east-1" => {
                 return Err(s3_error!(
                     IllegalLocationConstraintException,
                     "The {l} location constraint is incompatible for the region specific endpoint this request was sent to."
                 ));
             }
-            None if self.region != "us-east-1" => {
+            None if region != "us-east-1" => {
                 return Err(s3_error!(
                     IllegalLocationConstraintException,
                     "The unspecified location constraint is incompatible for the region specific endpoint this request was sent to."
@@ -305,7 +312,7 @@ impl S3Store {
             .is_some();
         if exists {
             // us-east-1 answers 200 to re-creating a bucket one owns; other regions refuse.
-            if self.region == "us-east-1" {
+            if region == "us-east-1" {
                 return Ok(());
             }
             return Err(s3_error!(
@@ -315,13 +322,13 @@ impl S3Store {
         }
         sqlx::query("INSERT INTO s3_buckets (name, region, created) VALUES ($1, $2, $3)")
             .bind(name)
-            .bind(&self.region)
+            .bind(region)
             .bind(slipway_store::now())
             .execute(&mut *tx)
             .await
             .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        tracing::info!(bucket = name, "bucket created");
+        tracing::info!(bucket = name, region, "bucket created");
         Ok(())
     }
 
@@ -642,13 +649,20 @@ impl S3Store {
         bucket: &str,
         detail: serde_json::Value,
     ) -> S3Result<()> {
+        // An object's event belongs to its bucket's region.
+        let region: Option<String> =
+            sqlx::query_scalar("SELECT region FROM s3_buckets WHERE name = $1")
+                .bind(bucket)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(internal)?;
         events::append(
             conn,
             &Event {
                 source: "aws.s3",
                 detail_type,
                 account: self.account_id.clone(),
-                region: self.region.clone(),
+                region: region.unwrap_or_else(|| self.region.clone()),
                 resources: vec![format!("arn:aws:s3:::{bucket}")],
                 detail,
             },

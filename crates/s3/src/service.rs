@@ -758,6 +758,12 @@ impl S3 for SlipwayS3 {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
+        // The region the request is signed for is the endpoint it reached.
+        let region = req
+            .region
+            .as_ref()
+            .map_or(self.store.region(), |r| r.as_str())
+            .to_owned();
         let input = req.input;
         if input.object_lock_enabled_for_bucket == Some(true) {
             return Err(s3_error!(NotImplemented, "Object Lock is not supported."));
@@ -767,7 +773,7 @@ impl S3 for SlipwayS3 {
             .and_then(|c| c.location_constraint)
             .map(|l| l.as_str().to_owned());
         self.store
-            .create_bucket(&input.bucket, location.as_deref())
+            .create_bucket(&input.bucket, location.as_deref(), &region)
             .await?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{}", input.bucket)),

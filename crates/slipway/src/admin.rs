@@ -16,6 +16,10 @@ pub struct AdminArgs {
     pub data_dir: PathBuf,
     #[arg(long, env = "SLIPWAY_ACCOUNT_ID", default_value = "000000000000")]
     pub account_id: String,
+    /// The server's default region: what a data directory from before regions is given
+    /// when this command is the first to open it.
+    #[arg(long, env = "SLIPWAY_REGION", default_value = "us-east-1")]
+    pub region: String,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -296,7 +300,7 @@ pub async fn run(args: AdminArgs) -> Result<ExitCode> {
         });
     }
     let (store, iam, key) =
-        crate::server::open_data_dir(&args.data_dir, &args.account_id, false).await?;
+        crate::server::open_data_dir(&args.data_dir, &args.account_id, &args.region, false).await?;
     match execute(&store, &iam, &key, &args.command).await {
         Ok(Some(out)) => {
             println!("{}", serde_json::to_string_pretty(&out)?);

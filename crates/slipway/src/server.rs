@@ -20,7 +20,9 @@ pub struct ServerArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "SLIPWAY_LISTEN", default_value = "127.0.0.1:4566")]
     pub listen: String,
-    /// AWS region reported in ARNs and required in signatures.
+    /// The default region: where the built-in worker and agent, `slipway build` and the
+    /// console's first page act, and what data from before regions belongs to. Requests
+    /// are served in the region they are signed for.
     #[arg(long, env = "SLIPWAY_REGION", default_value = "us-east-1")]
     pub region: String,
     /// AWS account id reported in ARNs.
@@ -87,8 +89,12 @@ pub fn find_git(git: &Path) -> Result<PathBuf> {
 pub async fn open_data_dir(
     data_dir: &Path,
     account_id: &str,
+    region: &str,
     create_root: bool,
 ) -> Result<(Store, Iam, MasterKey)> {
+    if !slipway_regions::is_known(region) {
+        bail!("'{region}' is not an AWS region name (set --region or SLIPWAY_REGION to one, such as us-east-1)");
+    }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     {
@@ -96,7 +102,7 @@ pub async fn open_data_dir(
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {}", data_dir.display()))?;
     }
-    let store = Store::open(data_dir)
+    let store = Store::open(data_dir, region)
         .await
         .context("opening the database")?;
     let key = MasterKey::load_or_create(data_dir).context("loading the master key")?;
@@ -262,7 +268,8 @@ fn sweep_leases(
 pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let git = find_git(&args.git)?;
-    let (store, iam, key) = open_data_dir(&args.data_dir, &args.account_id, true).await?;
+    let (store, iam, key) =
+        open_data_dir(&args.data_dir, &args.account_id, &args.region, true).await?;
     let blob_url = args
         .blob_url
         .clone()

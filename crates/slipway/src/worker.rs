@@ -890,7 +890,10 @@ impl WorkerHooks {
                     .as_array()
                     .is_some_and(|m| m.iter().any(|x| x == "LOCAL_CUSTOM_CACHE")) =>
             {
-                CacheStore::Local(self.cache_root.join(project))
+                // Same-named projects of two regions are two projects; a dot cannot be
+                // part of a project name, so no old per-project directory is met.
+                let region = self.job["region"].as_str().unwrap_or("us-east-1");
+                CacheStore::Local(self.cache_root.join(format!("{region}.{project}")))
             }
             _ => CacheStore::None,
         }

@@ -86,7 +86,8 @@ pub struct Filter {
     pub values: Vec<String>,
 }
 
-/// The Parameter Store of one account and region.
+/// The Parameter Store of one account, as seen from one region ([`ParameterStore::in_region`]
+/// gives another region's: the same store, other parameters).
 #[derive(Clone, Debug)]
 pub struct ParameterStore {
     store: Store,
@@ -170,14 +171,32 @@ impl ParameterStore {
         }
     }
 
+    /// The same store, acting in `region`.
+    pub fn in_region(&self, region: &str) -> ParameterStore {
+        ParameterStore {
+            region: region.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// The region this view acts in.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
     /// The ARN of a parameter (`…:parameter/a/b` for `/a/b`, `…:parameter/x` for `x`).
     pub fn arn(&self, name: &str) -> String {
-        format!(
-            "arn:aws:ssm:{}:{}:parameter/{}",
-            self.region,
-            self.account_id,
-            name.trim_start_matches('/')
+        slipway_regions::arn(
+            "ssm",
+            &self.region,
+            &self.account_id,
+            &format!("parameter/{}", name.trim_start_matches('/')),
         )
+    }
+
+    /// The key a parameter's tags are kept under: its region and name (names have no ':').
+    fn tag_id(&self, name: &str) -> String {
+        format!("{}:{name}", self.region)
     }
 
     fn reveal(&self, ptype: &str, stored: &[u8], decrypt: bool) -> Result<Value> {
@@ -258,10 +277,12 @@ impl ParameterStore {
             return Err(err("ValidationException", "Invalid request: tags and overwrite can't be used together. To create a parameter with tags, please remove overwrite flag. To update tags for an existing parameter, please use AddTagsToResource or RemoveTagsFromResource."));
         }
         let mut tx = self.store.begin_write().await?;
-        let existing = sqlx::query("SELECT type, version FROM ssm_parameters WHERE name = $1")
-            .bind(&p.name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let existing =
+            sqlx::query("SELECT type, version FROM ssm_parameters WHERE region = $1 AND name = $2")
+                .bind(&self.region)
+                .bind(&p.name)
+                .fetch_optional(&mut *tx)
+                .await?;
         let (ptype, version, operation) = match existing {
             Some(row) => {
                 if !p.overwrite {
@@ -299,8 +320,8 @@ impl ParameterStore {
             .then(|| p.key_id.clone().unwrap_or_else(|| "alias/aws/ssm".into()));
         let ts = now();
         sqlx::query(
-            "INSERT INTO ssm_parameters (name, type, data_type, version, last_modified, last_modified_user) VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (name) DO UPDATE SET type = excluded.type, data_type = excluded.data_type, version = excluded.version,
+            "INSERT INTO ssm_parameters (region, name, type, data_type, version, last_modified, last_modified_user) VALUES ($7, $1, $2, $3, $4, $5, $6)
+             ON CONFLICT (region, name) DO UPDATE SET type = excluded.type, data_type = excluded.data_type, version = excluded.version,
              last_modified = excluded.last_modified, last_modified_user = excluded.last_modified_user",
         )
         .bind(&p.name)
@@ -309,11 +330,12 @@ impl ParameterStore {
         .bind(version)
         .bind(ts)
         .bind(user_arn)
+        .bind(&self.region)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO ssm_parameter_versions (name, version, type, data_type, value, description, key_id, allowed_pattern, tier, modified, modified_user)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO ssm_parameter_versions (region, name, version, type, data_type, value, description, key_id, allowed_pattern, tier, modified, modified_user)
+             VALUES ($12, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&p.name)
         .bind(version)
@@ -326,21 +348,25 @@ impl ParameterStore {
         .bind(tier)
         .bind(ts)
         .bind(user_arn)
+        .bind(&self.region)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM ssm_parameter_versions WHERE name = $1 AND version <= $2")
-            .bind(&p.name)
-            .bind(version - MAX_VERSIONS)
-            .execute(&mut *tx)
-            .await?;
-        slipway_store::tags::put(&mut tx, "parameter", &p.name, &p.tags).await?;
+        sqlx::query(
+            "DELETE FROM ssm_parameter_versions WHERE region = $1 AND name = $2 AND version <= $3",
+        )
+        .bind(&self.region)
+        .bind(&p.name)
+        .bind(version - MAX_VERSIONS)
+        .execute(&mut *tx)
+        .await?;
+        slipway_store::tags::put(&mut tx, "parameter", &self.tag_id(&p.name), &p.tags).await?;
         events::append(
             &mut tx,
             &self.event(operation, &p.name, &ptype, p.description.as_deref()),
         )
         .await?;
         tx.commit().await?;
-        tracing::info!(parameter = %p.name, version, "parameter written");
+        tracing::info!(parameter = %p.name, region = %self.region, version, "parameter written");
         Ok((version, tier.to_owned()))
     }
 
@@ -352,23 +378,27 @@ impl ParameterStore {
         let row = match version {
             None => sqlx::query(
                 "SELECT v.type, v.value, v.version, v.modified, v.data_type FROM ssm_parameter_versions v
-                 JOIN ssm_parameters p ON p.name = v.name AND p.version = v.version WHERE v.name = $1",
+                 JOIN ssm_parameters p ON p.region = v.region AND p.name = v.name AND p.version = v.version WHERE v.region = $1 AND v.name = $2",
             )
+            .bind(&self.region)
             .bind(name)
             .fetch_optional(self.store.pool())
             .await?,
-            Some(n) => sqlx::query("SELECT type, value, version, modified, data_type FROM ssm_parameter_versions WHERE name = $1 AND version = $2")
+            Some(n) => sqlx::query("SELECT type, value, version, modified, data_type FROM ssm_parameter_versions WHERE region = $3 AND name = $1 AND version = $2")
                 .bind(name)
                 .bind(n)
+                .bind(&self.region)
                 .fetch_optional(self.store.pool())
                 .await?,
         };
         let Some(row) = row else {
-            let exists: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM ssm_parameters WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(self.store.pool())
-                    .await?;
+            let exists: Option<i64> = sqlx::query_scalar(
+                "SELECT version FROM ssm_parameters WHERE region = $1 AND name = $2",
+            )
+            .bind(&self.region)
+            .bind(name)
+            .fetch_optional(self.store.pool())
+            .await?;
             return Err(match (exists, version) {
                 (Some(_), Some(v)) => err(
                     "ParameterVersionNotFound",
@@ -411,8 +441,10 @@ impl ParameterStore {
     async fn latest_versions(&self) -> Result<Vec<Version>> {
         let rows = sqlx::query(
             "SELECT v.name, v.type, v.key_id, v.modified, v.modified_user, v.description, v.allowed_pattern, v.version, v.tier, v.data_type
-             FROM ssm_parameter_versions v JOIN ssm_parameters p ON p.name = v.name AND p.version = v.version ORDER BY v.name",
+             FROM ssm_parameter_versions v JOIN ssm_parameters p ON p.region = v.region AND p.name = v.name AND p.version = v.version
+             WHERE v.region = $1 ORDER BY v.name",
         )
+        .bind(&self.region)
         .fetch_all(self.store.pool())
         .await?;
         Ok(rows
@@ -515,8 +547,9 @@ impl ParameterStore {
     ) -> Result<Page<Version>> {
         let rows = sqlx::query(
             "SELECT name, type, key_id, modified, modified_user, description, allowed_pattern, version, tier, data_type, value
-             FROM ssm_parameter_versions WHERE name = $1 ORDER BY version",
+             FROM ssm_parameter_versions WHERE region = $1 AND name = $2 ORDER BY version",
         )
+        .bind(&self.region)
         .bind(name)
         .fetch_all(self.store.pool())
         .await?;
@@ -541,7 +574,8 @@ impl ParameterStore {
     pub async fn delete(&self, name: &str) -> Result<()> {
         let mut tx = self.store.begin_write().await?;
         let ptype: Option<String> =
-            sqlx::query_scalar("SELECT type FROM ssm_parameters WHERE name = $1")
+            sqlx::query_scalar("SELECT type FROM ssm_parameters WHERE region = $1 AND name = $2")
+                .bind(&self.region)
                 .bind(name)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -551,11 +585,12 @@ impl ParameterStore {
                 format!("Parameter {name} not found."),
             ));
         };
-        sqlx::query("DELETE FROM ssm_parameters WHERE name = $1")
+        sqlx::query("DELETE FROM ssm_parameters WHERE region = $1 AND name = $2")
+            .bind(&self.region)
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        slipway_store::tags::delete_all(&mut tx, "parameter", name).await?;
+        slipway_store::tags::delete_all(&mut tx, "parameter", &self.tag_id(name)).await?;
         events::append(&mut tx, &self.event("Delete", name, &ptype, None)).await?;
         tx.commit().await?;
         Ok(())
@@ -580,7 +615,7 @@ impl ParameterStore {
 pub async fn rewrap_secrets(store: &Store, key: &MasterKey) -> Result<usize> {
     let mut tx = store.begin_write().await?;
     let rows = sqlx::query(
-        "SELECT name, version, value FROM ssm_parameter_versions WHERE type = 'SecureString'",
+        "SELECT name, version, value, region FROM ssm_parameter_versions WHERE type = 'SecureString'",
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -590,11 +625,12 @@ pub async fn rewrap_secrets(store: &Store, key: &MasterKey) -> Result<usize> {
             .rewrap(&value)
             .map_err(|e| Error::Internal(e.to_string()))?;
         sqlx::query(
-            "UPDATE ssm_parameter_versions SET value = $1 WHERE name = $2 AND version = $3",
+            "UPDATE ssm_parameter_versions SET value = $1 WHERE name = $2 AND version = $3 AND region = $4",
         )
         .bind(rewrapped)
         .bind(r.get::<String, _>(0))
         .bind(r.get::<i64, _>(1))
+        .bind(r.get::<String, _>(3))
         .execute(&mut *tx)
         .await?;
     }
@@ -700,7 +736,7 @@ mod tests {
     #[tokio::test]
     async fn secure_strings_are_sealed_and_versioned() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
+        let store = Store::open(dir.path(), "us-east-1").await.unwrap();
         let key = MasterKey::load_or_create(dir.path()).unwrap();
         let ps = ParameterStore::new(store, key, "us-east-1".into(), "000000000000".into());
         let put = Put {

@@ -111,6 +111,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "log_seq",
         include_str!("../migrations/sqlite/0009_log_seq.sql"),
     ),
+    (
+        10,
+        "regions",
+        include_str!("../migrations/sqlite/0010_regions.sql"),
+    ),
 ];
 
 /// The store: cheap to clone, shared by every service.
@@ -122,7 +127,9 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the SQLite database at `DIR/slipway.db` and migrates it.
-    pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
+    /// `default_region` is the region a migration gives to what existed before resources
+    /// had regions (the server's `--region`).
+    pub async fn open(data_dir: &Path, default_region: &str) -> Result<Store, StoreError> {
         let url = format!("sqlite://{}", data_dir.join("slipway.db").display());
         let options = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
@@ -158,7 +165,7 @@ impl Store {
             .await?;
         let writer = group::GroupWriter::start(options).await?;
         let store = Store { pool, writer };
-        store.migrate().await?;
+        store.migrate(default_region).await?;
         Ok(store)
     }
 
@@ -186,42 +193,81 @@ impl Store {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.get::<i64, _>(0))
-            .collect();
-        for (version, name, sql) in MIGRATIONS {
-            if applied.contains(version) {
-                continue;
-            }
-            sqlx::raw_sql(sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(|source| StoreError::Migration {
-                    version: *version,
-                    source,
-                })?;
+    /// Applies the migrations not applied yet, all in one transaction. Foreign keys are off
+    /// while they run (a migration may rebuild a parent table; dropping the old one must not
+    /// cascade) and checked, every one, before the commit. A migration reads the default
+    /// region from the temporary table `migration_settings`.
+    async fn migrate(&self, default_region: &str) -> Result<(), StoreError> {
+        use sqlx::Connection as _;
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *conn)
+            .await?;
+        let result = async {
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::query(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)",
             )
-            .bind(version)
-            .bind(name)
-            .bind(now())
             .execute(&mut *tx)
             .await?;
-            tracing::info!(version, name, "applied migration");
+            sqlx::query("CREATE TEMP TABLE IF NOT EXISTS migration_settings (default_region TEXT NOT NULL)")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM migration_settings")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO migration_settings (default_region) VALUES ($1)")
+                .bind(default_region)
+                .execute(&mut *tx)
+                .await?;
+            let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.get::<i64, _>(0))
+                .collect();
+            for (version, name, sql) in MIGRATIONS {
+                if applied.contains(version) {
+                    continue;
+                }
+                let fail = |source| StoreError::Migration {
+                    version: *version,
+                    source,
+                };
+                sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail)?;
+                let broken = sqlx::query("PRAGMA foreign_key_check")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+                if !broken.is_empty() {
+                    return Err(fail(sqlx::Error::Protocol(format!(
+                        "{} rows violate foreign keys (first in table {})",
+                        broken.len(),
+                        broken[0].get::<String, _>(0)
+                    ))));
+                }
+                sqlx::query(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                )
+                .bind(version)
+                .bind(name)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+                tracing::info!(version, name, "applied migration");
+            }
+            sqlx::query("DROP TABLE migration_settings")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        // Back on for every later user of this pooled connection, whatever happened.
+        sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&mut *conn)
+            .await?;
+        result
     }
 }
 
@@ -245,9 +291,9 @@ mod tests {
     #[tokio::test]
     async fn migrations_apply_once() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).await.unwrap();
+        let s = Store::open(dir.path(), "us-east-1").await.unwrap();
         drop(s);
-        let s = Store::open(dir.path()).await.unwrap();
+        let s = Store::open(dir.path(), "us-east-1").await.unwrap();
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
             .fetch_one(s.pool())
             .await
@@ -257,7 +303,7 @@ mod tests {
 
     async fn counter_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).await.unwrap();
+        let s = Store::open(dir.path(), "us-east-1").await.unwrap();
         sqlx::query("CREATE TABLE t (n INTEGER PRIMARY KEY)")
             .execute(s.pool())
             .await
@@ -331,7 +377,7 @@ mod tests {
         ));
         insert(&s, 2, false).await.unwrap();
         drop(s);
-        let s = Store::open(dir.path()).await.unwrap();
+        let s = Store::open(dir.path(), "us-east-1").await.unwrap();
         let rows: Vec<i64> = sqlx::query_scalar("SELECT n FROM t ORDER BY n")
             .fetch_all(s.pool())
             .await

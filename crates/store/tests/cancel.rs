@@ -7,7 +7,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_cancelled_mid_transaction_leave_the_store_writable() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+    let store = Store::open(dir.path(), "us-east-1").await.unwrap();
     sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
         .execute(store.pool())
         .await
