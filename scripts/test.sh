@@ -50,3 +50,8 @@ cargo test --workspace --quiet
 
 step "compatibility suite (aws-cli, boto3, git)"
 python3 -m pytest tests/compat -q -p no:cacheprovider
+
+# moto 5.2.1's own tests for the four services, in server mode, against the debug binary;
+# outcomes are compared with tests/moto/expected_failures.txt both ways.
+step "moto's CodeCommit/CodeBuild/CodeDeploy/CodePipeline tests (server mode)"
+SLIPWAY_BIN=target/debug/slipway bash tests/moto/run.sh

@@ -64,8 +64,12 @@ def test_signature_failures(server):
     status, body, _ = signed(server, "CodeCommit_20150413.ListRepositories", "{}", when=skewed)
     assert (status, body["__type"]) == (403, "InvalidSignatureException")
     assert "Signature expired" in body["message"]
+    # Every region is served, each with its own repositories; a name that is no region is not.
     status, body, _ = signed(server, "CodeCommit_20150413.ListRepositories", "{}", region="eu-west-1")
+    assert (status, body["repositories"]) == (200, [])
+    status, body, _ = signed(server, "CodeCommit_20150413.ListRepositories", "{}", region="eu-west-99")
     assert (status, body["__type"]) == (403, "InvalidSignatureException")
+    assert "Credential should be scoped to a valid region, not 'eu-west-99'." in body["message"]
     status, body, _ = signed(server, "CodeCommit_20150413.ListRepositories", "{}", service="codebuild")
     assert (status, body["__type"]) == (403, "InvalidSignatureException")
     status, body, _ = signed(server, "CodeCommit_20150413.ListRepositories", "{}")

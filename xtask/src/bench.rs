@@ -674,6 +674,66 @@ fn bench_api(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
     Ok(())
 }
 
+/// GetRepository in us-east-1 on a server whose repositories are all in that region, beside
+/// one holding as many in each of ten regions (the same names in every one): rounds
+/// alternate between the two servers, and the ratio is the median of the paired rounds.
+fn bench_regions(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
+    const REGIONS: &[&str] = &[
+        "us-east-1",
+        "us-west-2",
+        "eu-central-1",
+        "eu-west-1",
+        "ap-southeast-2",
+        "ap-northeast-1",
+        "sa-east-1",
+        "ca-central-1",
+        "ap-south-1",
+        "eu-north-1",
+    ];
+    const PER_REGION: usize = 50;
+    let mut servers = Vec::new();
+    for (label, regions) in [("1 region", &REGIONS[..1]), ("10 regions", REGIONS)] {
+        let port = free_port()?;
+        let proc = slipway(bin, &tmp.join(format!("regions-{}", regions.len())), port)?;
+        wait_healthy(port, "/-/health", Duration::from_secs(30))?;
+        // boto3 in one process: the aws-cli's start-up would dominate the set-up.
+        let py = format!(
+            r#"
+import boto3
+for region in {regions:?}:
+    c = boto3.client("codecommit", region_name=region, endpoint_url="http://127.0.0.1:{port}",
+                     aws_access_key_id="{KEY}", aws_secret_access_key="{SECRET}")
+    c.create_repository(repositoryName="bench")
+    for i in range({PER_REGION}):
+        c.create_repository(repositoryName="repo-%d" % i)
+"#
+        );
+        sh(Command::new("python3").args(["-c", &py]))?;
+        let script = signed_wrk_script(port, tmp, "getrepository", GET_REPOSITORY)?;
+        wrk(port, &script, 2)?; // warm-up
+        servers.push((label, regions.len(), port, script, proc));
+    }
+    let (mut one, mut ten) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        for (_, n, port, script, _) in &servers {
+            let r = wrk(*port, script, 5)?;
+            if r.non2xx > 0 {
+                bail!("non-2xx responses during the run ({} regions)", n);
+            }
+            if *n == 1 { &mut one } else { &mut ten }.push(r.rps);
+        }
+    }
+    let line = format!(
+        "| GetRepository, SigV4, 32 connections, 3 × 5 s alternating; {PER_REGION}+1 repositories in each region | 10 regions: {:.0} req/s (median) | the same in 1 region: {:.0} req/s | **{:.2}×** throughput |\n",
+        median(ten.clone()),
+        median(one.clone()),
+        paired_ratio(&ten, &one)
+    );
+    print!("{line}");
+    report.push_str(&line);
+    Ok(())
+}
+
 /// The median of the ratios of runs side by side (`a[i] / b[i]`, one pair per round).
 fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
     median(a.iter().zip(b).map(|(x, y)| x / y).collect())
@@ -991,6 +1051,9 @@ pub fn run_all(root: &Path, which: &str) -> Result<()> {
     if which == "all" || which == "api" {
         bench_api(&bin, &tmp, &mut report)?;
     }
+    if which == "all" || which == "regions" {
+        bench_regions(&bin, &tmp, &mut report)?;
+    }
     if which == "all" || which == "clone" {
         bench_clone(&bin, &tmp, &mut report)?;
     }
@@ -1026,6 +1089,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     const KINDS: &[&str] = &[
         "all",
         "api",
+        "regions",
         "clone",
         "push",
         "idle",

@@ -92,19 +92,16 @@ pub struct CodeCommit {
 /// A deployment with several server processes on one database must not use this cache as is.
 #[derive(Debug, Default)]
 struct RepoCache {
-    rows: std::sync::RwLock<std::collections::HashMap<(String, String), Repository>>,
+    /// Region → name → row (nested, so a lookup borrows its keys instead of building one).
+    rows: std::sync::RwLock<
+        std::collections::HashMap<String, std::collections::HashMap<String, Repository>>,
+    >,
     generation: std::sync::atomic::AtomicU64,
 }
 
 impl RepoCache {
     fn get(&self, region: &str, name: &str) -> Option<Repository> {
-        // A tuple key of borrowed strings cannot be looked up without owning them; the
-        // region-and-name pair is small.
-        self.rows
-            .read()
-            .ok()?
-            .get(&(region.to_owned(), name.to_owned()))
-            .cloned()
+        self.rows.read().ok()?.get(region)?.get(name).cloned()
     }
 
     fn generation(&self) -> u64 {
@@ -115,7 +112,9 @@ impl RepoCache {
     fn put(&self, seen: u64, repo: &Repository) {
         if let Ok(mut rows) = self.rows.write() {
             if self.generation() == seen {
-                rows.insert((repo.region.clone(), repo.name.clone()), repo.clone());
+                rows.entry(repo.region.clone())
+                    .or_default()
+                    .insert(repo.name.clone(), repo.clone());
             }
         }
     }
@@ -164,7 +163,7 @@ fn check_repository_name(name: &str) -> Result<()> {
     } else {
         Err(err(
             "InvalidRepositoryNameException",
-            "A specified repository name is not valid. Repository names may contain letters, numbers, periods, underscores and dashes, must not be . or .., and must not end in .git.",
+            slipway_model::runtime::INVALID_REPOSITORY_NAME,
         ))
     }
 }

@@ -252,8 +252,14 @@ impl Validator {
     fn fail(&mut self, kind: ViolationKind, value: &str, constraint: String) {
         let path = self.path.join(".");
         let member = self.path.first().cloned().unwrap_or_default();
+        // Lengths and counts do not show the value (it may be long, or secret): "Value at …".
+        let shown = if value.is_empty() {
+            String::new()
+        } else {
+            format!("{value} ")
+        };
         let message =
-            format!("Value {value} at '{path}' failed to satisfy constraint: {constraint}");
+            format!("Value {shown}at '{path}' failed to satisfy constraint: {constraint}");
         self.violations.push(Violation {
             member,
             path,
@@ -354,6 +360,15 @@ pub type MemberErrors = (
     Option<&'static str>,
 );
 
+/// CodeCommit's text for a repository name it refuses (AWS's own, trailing space included).
+pub const INVALID_REPOSITORY_NAME: &str = "The repository name is not valid. Repository names can be any valid combination of letters, numbers, periods, underscores, and dashes between 1 and 100 characters in length. Names are case sensitive. For more information, see Limits in the AWS CodeCommit User Guide. ";
+
+/// The message AWS gives with a service exception for a constraint violation, where it is its
+/// own text rather than the constraint's.
+fn own_message(code: &str) -> Option<&'static str> {
+    (code == "InvalidRepositoryNameException").then_some(INVALID_REPOSITORY_NAME)
+}
+
 /// Validates an input; the first violation becomes the service's own exception where the
 /// operation's model names one for that member, and `ValidationException` otherwise.
 pub fn check<T: Validate>(input: &T, table: &[MemberErrors]) -> Result<(), ApiError> {
@@ -377,7 +392,11 @@ pub fn check<T: Validate>(input: &T, table: &[MemberErrors]) -> Result<(), ApiEr
             400,
             format!("{} is required but was not specified.", first.member),
         ),
-        Some(code) => ApiError::new(code, 400, first.message.clone()),
+        Some(code) => ApiError::new(
+            code,
+            400,
+            own_message(code).map_or_else(|| first.message.clone(), str::to_owned),
+        ),
         None if v.violations.len() == 1 => {
             ApiError::validation(format!("1 validation error detected: {}", first.message))
         }
