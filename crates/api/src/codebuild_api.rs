@@ -158,6 +158,39 @@ impl CodeBuildService {
     }
 }
 
+impl CodeBuildService {
+    /// Starts a build, its initiator shown as `name` and acting as `arn`.
+    pub async fn start_as(
+        &self,
+        input: StartBuildInput,
+        name: &str,
+        arn: &str,
+    ) -> Result<Build, ApiError> {
+        let (variables, secrets) = self.variables(&input).await?;
+        let doc = self
+            .cb
+            .start_build(
+                &to_json(&input),
+                &Initiator { name, arn },
+                variables,
+                secrets,
+            )
+            .await
+            .map_err(api_error)?;
+        self.build(doc)
+    }
+
+    /// The build `id`, if it exists.
+    pub async fn get_build(&self, id: &str) -> Result<Option<Build>, ApiError> {
+        let (builds, _) = self
+            .cb
+            .batch_get_builds(&[id.to_owned()])
+            .await
+            .map_err(api_error)?;
+        builds.into_iter().next().map(|b| self.build(b)).transpose()
+    }
+}
+
 impl CodeBuildApi for CodeBuildService {
     async fn create_project(
         &self,
@@ -242,14 +275,9 @@ impl CodeBuildApi for CodeBuildService {
         ctx: &Context,
         input: StartBuildInput,
     ) -> Result<StartBuildOutput, ApiError> {
-        let (variables, secrets) = self.variables(&input).await?;
-        let doc = self
-            .cb
-            .start_build(&to_json(&input), &initiator(ctx), variables, secrets)
-            .await
-            .map_err(api_error)?;
+        let i = initiator(ctx);
         Ok(StartBuildOutput {
-            build: Some(self.build(doc)?),
+            build: Some(self.start_as(input, i.name, i.arn).await?),
         })
     }
 

@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 /// Services with no operation built yet: every operation answers 501 through the defaults.
 struct Unbuilt;
-impl codepipeline::CodePipelineApi for Unbuilt {}
 impl codedeploy::CodeDeployApi for Unbuilt {}
 
 pub(crate) fn respond(request_id: &str, result: Result<Vec<u8>, ApiError>) -> Response {
@@ -161,6 +160,25 @@ fn codebuild_resources(cb: &CodeBuild, operation: &str, input: &Value) -> Vec<St
     out
 }
 
+/// The pipelines a CodePipeline operation acts on, for IAM (by name, or the tagged ARN).
+fn codepipeline_resources(cp: &slipway_codepipeline::CodePipeline, input: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let named = input
+        .get("name")
+        .or_else(|| input.get("pipelineName"))
+        .or_else(|| input.pointer("/pipeline/name"));
+    if let Some(n) = named.and_then(Value::as_str) {
+        out.push(cp.pipeline_arn(n));
+    }
+    if let Some(a) = input.get("resourceArn").and_then(Value::as_str) {
+        out.push(a.to_owned());
+    }
+    if out.is_empty() {
+        out.push("*".into());
+    }
+    out
+}
+
 /// The fallback handler: everything that is not git or `/-/` is an AWS API request.
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -237,7 +255,9 @@ async fn handle_inner(
     let codecommit = state.codecommit.in_region(&region);
     let codebuild = state.codebuild.in_region(&region);
     let ssm = state.ssm.in_region(&region);
+    let pipelines = state.codepipeline.in_region(&region);
     let resources = match *signing {
+        "codepipeline" => codepipeline_resources(&pipelines, &input),
         "codecommit" => codecommit_resources(&codecommit, &input),
         "ssm" => ssm_resources(&ssm, &input),
         "codebuild" => codebuild_resources(&codebuild, operation, &input),
@@ -292,7 +312,10 @@ async fn handle_inner(
             };
             codebuild::dispatch(&svc, &ctx, operation, input).await
         }
-        "codepipeline" => codepipeline::dispatch(&Unbuilt, &ctx, operation, input).await,
+        "codepipeline" => {
+            let svc = crate::codepipeline_api::CodePipelineService { cp: pipelines };
+            codepipeline::dispatch(&svc, &ctx, operation, input).await
+        }
         "codedeploy" => codedeploy::dispatch(&Unbuilt, &ctx, operation, input).await,
         "logs" => {
             let svc = crate::logs_api::LogsService { cb: codebuild };

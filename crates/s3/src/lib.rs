@@ -672,6 +672,45 @@ impl S3Store {
         .map_err(internal)
     }
 
+    /// Writes a whole object from `body` as the server's own writer (a pipeline's
+    /// artifacts): staged, then made the current version; the version written.
+    pub async fn put_stream<S>(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: S,
+        reason: &str,
+    ) -> S3Result<Written>
+    where
+        S: Stream<Item = std::io::Result<bytes::Bytes>> + Send,
+    {
+        self.bucket(bucket).await?;
+        let mut hashers = s3s::checksum::ChecksumHasher::default();
+        let staged = self.stage(body, u64::MAX, true, &mut hashers).await?;
+        let how = How {
+            if_none_match: false,
+            reason,
+        };
+        self.commit_object(bucket, key, staged, Meta::default(), Vec::new(), how)
+            .await
+    }
+
+    /// The bytes of an object (its current version, or `version_id`), streamed.
+    pub async fn get_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> S3Result<impl Stream<Item = Result<bytes::Bytes, slipway_blobs::BlobError>> + Send + 'static>
+    {
+        let object = self
+            .object(bucket, key, version_id)
+            .await
+            .map_err(|(e, _)| e)?;
+        let segments = self.segments(&object).await?;
+        Ok(self.read(segments, 0..object.size))
+    }
+
     // ----- reading -----
 
     /// The version `version_id` of `key`, or its current version. A current version that

@@ -319,18 +319,41 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     if missed > 0 {
         tracing::warn!(missed, "recorded ref changes that a previous run had not");
     }
+    // A pipeline's builds go through the API layer's CodeBuild, which needs the state.
+    let pipeline_builds = Arc::new(slipway_api::codepipeline_api::PipelineBuilds {
+        state: std::sync::OnceLock::new(),
+    });
+    let codepipeline = slipway_codepipeline::CodePipeline::new(
+        store.clone(),
+        slipway_codepipeline::Config {
+            account_id: args.account_id.clone(),
+            default_region: args.region.clone(),
+            work_dir: std::fs::canonicalize(&args.data_dir)?.join("pipeline-work"),
+        },
+        s3.clone(),
+        codecommit.clone(),
+        pipeline_builds.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = Arc::new(AppState {
         iam,
         codecommit,
         ssm,
         s3,
         codebuild,
+        codepipeline: codepipeline.clone(),
         region: args.region.clone(),
         account_id: args.account_id.clone(),
         max_json_body: slipway_api::MAX_JSON_BODY,
         git_slots: Arc::new(tokio::sync::Semaphore::new(args.max_git_processes.max(1))),
         header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout_secs.max(1)),
     });
+    let _ = pipeline_builds.state.set(Arc::downgrade(&state));
+    let (stop_pipelines, pipelines_stop) = tokio::sync::watch::channel(false);
+    let pipelines = tokio::spawn(codepipeline.run(async move {
+        let mut rx = pipelines_stop;
+        let _ = rx.wait_for(|stop| *stop).await;
+    }));
     let builds = state.codebuild.clone();
     let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
     let in_process = slipway_api::InProcess::new(state.clone());
@@ -351,6 +374,8 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     println!("Slipway listening on http://{addr}");
     slipway_api::serve(listener, state, shutdown).await?;
     let _ = stop_worker.send(true);
+    let _ = stop_pipelines.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), pipelines).await;
     for w in workers {
         w.abort();
     }

@@ -116,6 +116,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "regions",
         include_str!("../migrations/sqlite/0010_regions.sql"),
     ),
+    (
+        11,
+        "codepipeline",
+        include_str!("../migrations/sqlite/0011_codepipeline.sql"),
+    ),
 ];
 
 /// The store: cheap to clone, shared by every service.

@@ -34,3 +34,40 @@ pub async fn delete_all(tx: &mut Tx<'_>, kind: &str, id: &str) -> Result<(), Sto
         .await?;
     Ok(())
 }
+
+/// A resource's tags, by key.
+pub async fn get(
+    conn: &mut crate::Conn,
+    kind: &str,
+    id: &str,
+) -> Result<BTreeMap<String, String>, StoreError> {
+    use sqlx::Row as _;
+    let rows = sqlx::query(
+        "SELECT tag_key, tag_value FROM resource_tags WHERE resource_type = $1 AND resource_id = $2",
+    )
+    .bind(kind)
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Removes the tags with these keys from a resource (keys it lacks are ignored).
+pub async fn remove(
+    tx: &mut Tx<'_>,
+    kind: &str,
+    id: &str,
+    keys: &[String],
+) -> Result<(), StoreError> {
+    for k in keys {
+        sqlx::query(
+            "DELETE FROM resource_tags WHERE resource_type = $1 AND resource_id = $2 AND tag_key = $3",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(k)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,732 @@
+//! Executions as the API shows them (GetPipelineState, GetPipelineExecution,
+//! ListPipelineExecutions, ListActionExecutions, ListActionTypes) and the operations on
+//! them (PutApprovalResult, Stop, Retry, stage transitions).
+
+use crate::action_types::BUILT_IN;
+use crate::engine::{self, ActionStatus, Event, Execution, Position};
+use crate::error::{err, ErrorKind, Result};
+use crate::providers::Job;
+use crate::{load_pipeline, CodePipeline, Disabled, Meta};
+use serde_json::Value;
+use slipway_model::codepipeline::*;
+use slipway_store::now;
+use sqlx::Row;
+use std::collections::{BTreeMap, HashMap};
+
+/// One stored action run.
+struct RunRow {
+    id: String,
+    execution: String,
+    stage: String,
+    action: String,
+    status: String,
+    job: Job,
+    external: Option<String>,
+    detail: Value,
+    started: f64,
+    updated: f64,
+}
+
+fn run_from(r: &sqlx::sqlite::SqliteRow) -> Result<RunRow> {
+    Ok(RunRow {
+        id: r.get(0),
+        execution: r.get(1),
+        stage: r.get(2),
+        action: r.get(3),
+        status: r.get(4),
+        job: serde_json::from_str(r.get::<&str, _>(5))?,
+        external: r.get(6),
+        detail: serde_json::from_str(r.get::<&str, _>(7)).unwrap_or_default(),
+        started: r.get(8),
+        updated: r.get(9),
+    })
+}
+
+const RUN_COLUMNS: &str = "action_execution_id, execution_id, stage, action, status, job, external_id, detail, started_at, updated_at";
+
+/// `$start, $start+1, …` for `n` values (`NULL` for none, which matches nothing).
+fn placeholders(start: usize, n: usize) -> String {
+    if n == 0 {
+        return "NULL".into();
+    }
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn exec_not_found(id: &str, pipeline: &str) -> crate::error::Error {
+    err(
+        ErrorKind::PipelineExecutionNotFoundException,
+        format!(
+            "Pipeline Execution with id '{id}' does not exist in pipeline with name '{pipeline}'"
+        ),
+    )
+}
+
+impl CodePipeline {
+    async fn execution(&self, pipeline: &str, id: &str) -> Result<(Execution, Meta)> {
+        let row = sqlx::query("SELECT state, meta FROM cp_executions WHERE region = $1 AND pipeline = $2 AND execution_id = $3")
+            .bind(&*self.region)
+            .bind(pipeline)
+            .bind(id)
+            .fetch_optional(self.store().pool())
+            .await?
+            .ok_or_else(|| exec_not_found(id, pipeline))?;
+        Ok((
+            serde_json::from_str(row.get::<&str, _>(0))?,
+            serde_json::from_str(row.get::<&str, _>(1))?,
+        ))
+    }
+
+    async fn runs_where(&self, clause: &str, binds: &[&str]) -> Result<Vec<RunRow>> {
+        let sql =
+            format!("SELECT {RUN_COLUMNS} FROM cp_action_runs WHERE region = $1 AND {clause}");
+        let mut q = sqlx::query(&sql).bind(&*self.region);
+        for b in binds {
+            q = q.bind(*b);
+        }
+        q.fetch_all(self.store().pool())
+            .await?
+            .iter()
+            .map(run_from)
+            .collect()
+    }
+
+    /// GetPipelineState.
+    pub async fn pipeline_state(&self, name: &str) -> Result<GetPipelineStateOutput> {
+        let p = self.pipeline(name).await?;
+        let latest: Vec<&String> = p.latest.values().collect();
+        let sql = format!(
+            "SELECT state, meta FROM cp_executions WHERE region = $1 AND pipeline = $2 AND (active = 1 OR execution_id IN ({})) ORDER BY seq",
+            placeholders(3, latest.len())
+        );
+        let mut q = sqlx::query(&sql).bind(&*self.region).bind(name);
+        for id in &latest {
+            q = q.bind(*id);
+        }
+        let execs: Vec<(Execution, Meta)> = q
+            .fetch_all(self.store().pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    serde_json::from_str(r.get::<&str, _>(0))?,
+                    serde_json::from_str(r.get::<&str, _>(1))?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let by_id: HashMap<&str, &Execution> =
+            execs.iter().map(|(e, _)| (e.id.as_str(), e)).collect();
+        let run_ids: Vec<String> = execs
+            .iter()
+            .flat_map(|(e, _)| {
+                e.stages
+                    .iter()
+                    .flat_map(|s| s.actions.iter().filter_map(|a| a.id.clone()))
+            })
+            .collect();
+        let refs: Vec<&str> = run_ids.iter().map(String::as_str).collect();
+        let runs: HashMap<String, RunRow> = self
+            .runs_where(
+                &format!("action_execution_id IN ({})", placeholders(2, refs.len())),
+                &refs,
+            )
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let mut stage_states = Vec::new();
+        for sd in p.declaration.stages.iter().flatten() {
+            let sname = sd.name.clone().unwrap_or_default();
+            let latest = p
+                .latest
+                .get(&sname)
+                .and_then(|id| by_id.get(id.as_str()).copied());
+            let index = latest.and_then(|e| e.plan.stages.iter().position(|s| s.name == sname));
+            let inbound: Vec<StageExecution> = execs
+                .iter()
+                .filter(|(e, _)| {
+                    e.status.is_active()
+                        && matches!(e.position, Position::Waiting(n) if e.plan.stages.get(n).is_some_and(|s| s.name == sname))
+                })
+                .map(|(e, _)| StageExecution {
+                    pipeline_execution_id: Some(e.id.clone()),
+                    status: Some("InProgress".into()),
+                    r#type: Some("STANDARD".into()),
+                })
+                .collect();
+            let disabled = p.disabled.get(&sname);
+            let mut action_states = Vec::new();
+            for ad in sd.actions.iter().flatten() {
+                let aname = ad.name.clone().unwrap_or_default();
+                let run = latest.zip(index).and_then(|(e, si)| {
+                    let ai = e.plan.stages[si]
+                        .actions
+                        .iter()
+                        .position(|a| a.name == aname)?;
+                    Some(&e.stages[si].actions[ai])
+                });
+                let latest_execution = run.and_then(|r| {
+                    let id = r.id.clone()?;
+                    let row = runs.get(&id);
+                    let status = r.status?;
+                    let approval = ad
+                        .action_type_id
+                        .as_ref()
+                        .and_then(|t| t.category.as_deref())
+                        == Some("Approval");
+                    Some(ActionExecution {
+                        action_execution_id: Some(id),
+                        status: Some(status.as_str().into()),
+                        summary: r.output.summary.clone().or_else(|| {
+                            row.and_then(|x| x.detail["summary"].as_str().map(str::to_owned))
+                        }),
+                        last_status_change: Some(r.updated),
+                        token: (approval && status == ActionStatus::InProgress)
+                            .then(|| row.and_then(|x| x.external.clone()))
+                            .flatten(),
+                        external_execution_id: r.output.external_id.clone().or_else(|| {
+                            (!approval)
+                                .then(|| row.and_then(|x| x.external.clone()))
+                                .flatten()
+                        }),
+                        external_execution_url: r.output.external_url.clone(),
+                        error_details: r.error.as_ref().map(|(c, m)| ErrorDetails {
+                            code: Some(c.clone()),
+                            message: Some(m.clone()),
+                        }),
+                        ..Default::default()
+                    })
+                });
+                action_states.push(ActionState {
+                    action_name: Some(aname),
+                    current_revision: run.and_then(|r| r.output.revision.as_ref()).map(|rev| {
+                        ActionRevision {
+                            revision_id: Some(rev.revision_id.clone()),
+                            revision_change_id: Some(rev.revision_id.clone()),
+                            created: rev.created,
+                        }
+                    }),
+                    latest_execution,
+                    ..Default::default()
+                });
+            }
+            stage_states.push(StageState {
+                stage_name: Some(sname.clone()),
+                inbound_execution: inbound.last().cloned(),
+                inbound_executions: (!inbound.is_empty()).then_some(inbound),
+                inbound_transition_state: Some(TransitionState {
+                    enabled: Some(disabled.is_none()),
+                    last_changed_by: disabled.map(|d| d.by.clone()),
+                    last_changed_at: disabled.map(|d| d.at),
+                    disabled_reason: disabled.map(|d| d.reason.clone()),
+                }),
+                action_states: Some(action_states),
+                latest_execution: latest.zip(index).and_then(|(e, si)| {
+                    Some(StageExecution {
+                        pipeline_execution_id: Some(e.id.clone()),
+                        status: Some(e.stages[si].status?.as_str().into()),
+                        r#type: Some("STANDARD".into()),
+                    })
+                }),
+                ..Default::default()
+            });
+        }
+        Ok(GetPipelineStateOutput {
+            pipeline_name: Some(name.to_owned()),
+            pipeline_version: Some(p.version as i32),
+            stage_states: Some(stage_states),
+            created: Some(p.created),
+            updated: Some(p.updated),
+        })
+    }
+
+    fn revisions(e: &Execution) -> Vec<(String, String, engine::Revision)> {
+        e.plan
+            .stages
+            .iter()
+            .zip(&e.stages)
+            .take(1)
+            .flat_map(|(sp, sr)| {
+                sp.actions.iter().zip(&sr.actions).filter_map(|(ap, ar)| {
+                    let rev = ar.output.revision.clone()?;
+                    let artifact = ar
+                        .output
+                        .artifacts
+                        .first()
+                        .map(|a| a.name.clone())
+                        .unwrap_or_default();
+                    Some((ap.name.clone(), artifact, rev))
+                })
+            })
+            .collect()
+    }
+
+    /// GetPipelineExecution.
+    pub async fn pipeline_execution(&self, name: &str, id: &str) -> Result<PipelineExecution> {
+        self.pipeline(name).await?;
+        let (e, meta) = self.execution(name, id).await?;
+        Ok(PipelineExecution {
+            pipeline_name: Some(name.to_owned()),
+            pipeline_version: Some(e.version as i32),
+            pipeline_execution_id: Some(e.id.clone()),
+            status: Some(e.status.as_str().into()),
+            status_summary: e.summary.clone(),
+            artifact_revisions: Some(
+                Self::revisions(&e)
+                    .into_iter()
+                    .map(|(_, artifact, rev)| ArtifactRevision {
+                        name: Some(artifact),
+                        revision_id: Some(rev.revision_id),
+                        revision_summary: rev.summary,
+                        created: rev.created,
+                        revision_url: rev.url,
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            variables: (!meta.variables.is_empty()).then(|| {
+                meta.variables
+                    .iter()
+                    .map(|(k, v)| ResolvedPipelineVariable {
+                        name: Some(k.clone()),
+                        resolved_value: Some(v.clone()),
+                    })
+                    .collect()
+            }),
+            trigger: Some(trigger(&meta)),
+            execution_mode: Some(e.mode.as_str().into()),
+            execution_type: Some("STANDARD".into()),
+            rollback_metadata: None,
+        })
+    }
+
+    /// ListPipelineExecutions: newest first.
+    pub async fn list_executions(
+        &self,
+        name: &str,
+        succeeded_in_stage: Option<&str>,
+    ) -> Result<Vec<PipelineExecutionSummary>> {
+        self.pipeline(name).await?;
+        let rows = sqlx::query("SELECT state, meta FROM cp_executions WHERE region = $1 AND pipeline = $2 ORDER BY seq DESC")
+            .bind(&*self.region)
+            .bind(name)
+            .fetch_all(self.store().pool())
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let e: Execution = serde_json::from_str(r.get::<&str, _>(0))?;
+            let meta: Meta = serde_json::from_str(r.get::<&str, _>(1))?;
+            if let Some(stage) = succeeded_in_stage {
+                let ok = e.plan.stages.iter().zip(&e.stages).any(|(p, s)| {
+                    p.name == stage && s.status == Some(engine::StageStatus::Succeeded)
+                });
+                if !ok {
+                    continue;
+                }
+            }
+            out.push(PipelineExecutionSummary {
+                pipeline_execution_id: Some(e.id.clone()),
+                status: Some(e.status.as_str().into()),
+                status_summary: e.summary.clone(),
+                start_time: Some(e.started),
+                last_update_time: Some(e.updated),
+                source_revisions: Some(
+                    Self::revisions(&e)
+                        .into_iter()
+                        .map(|(action, _, rev)| SourceRevision {
+                            action_name: Some(action),
+                            revision_id: Some(rev.revision_id),
+                            revision_summary: rev.summary,
+                            revision_url: rev.url,
+                        })
+                        .collect(),
+                ),
+                trigger: Some(trigger(&meta)),
+                stop_trigger: meta
+                    .stop_reason
+                    .clone()
+                    .map(|r| StopExecutionTrigger { reason: Some(r) }),
+                execution_mode: Some(e.mode.as_str().into()),
+                execution_type: Some("STANDARD".into()),
+                rollback_metadata: None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// ListActionExecutions: newest first, of one execution when `execution` is given.
+    pub async fn list_action_executions(
+        &self,
+        name: &str,
+        execution: Option<&str>,
+    ) -> Result<Vec<ActionExecutionDetail>> {
+        self.pipeline(name).await?;
+        if let Some(id) = execution {
+            self.execution(name, id).await?;
+        }
+        let mut runs = match execution {
+            Some(id) => {
+                self.runs_where("pipeline = $2 AND execution_id = $3", &[name, id])
+                    .await?
+            }
+            None => self.runs_where("pipeline = $2", &[name]).await?,
+        };
+        runs.sort_by(|a, b| b.started.total_cmp(&a.started));
+        Ok(runs.into_iter().map(|r| action_detail(&r)).collect())
+    }
+
+    /// ListActionTypes: the built-in ones (owner filter `AWS`).
+    pub fn action_types(&self, owner: Option<&str>) -> Vec<ActionType> {
+        BUILT_IN
+            .iter()
+            .filter(|t| owner.is_none_or(|o| o == t.owner))
+            .map(|t| ActionType {
+                id: Some(ActionTypeId {
+                    category: Some(t.category.into()),
+                    owner: Some(t.owner.into()),
+                    provider: Some(t.provider.into()),
+                    version: Some(t.version.into()),
+                }),
+                settings: None,
+                action_configuration_properties: Some(
+                    t.properties
+                        .iter()
+                        .map(|p| ActionConfigurationProperty {
+                            name: Some(p.name.into()),
+                            required: Some(p.required),
+                            key: Some(p.key),
+                            secret: Some(p.secret),
+                            queryable: Some(p.queryable),
+                            description: None,
+                            r#type: Some(p.kind.into()),
+                        })
+                        .collect(),
+                ),
+                input_artifact_details: Some(ArtifactDetails {
+                    minimum_count: Some(t.inputs.0),
+                    maximum_count: Some(t.inputs.1),
+                }),
+                output_artifact_details: Some(ArtifactDetails {
+                    minimum_count: Some(t.outputs.0),
+                    maximum_count: Some(t.outputs.1),
+                }),
+            })
+            .collect()
+    }
+
+    // ----- operations on executions -----
+
+    /// PutApprovalResult: the approval's time.
+    pub async fn put_approval_result(&self, name: &str, a: &Approval<'_>, by: &str) -> Result<f64> {
+        let (stage, action, token, approved, summary) =
+            (a.stage, a.action, a.token, a.approved, a.summary);
+        let p = self.pipeline(name).await?;
+        let sd = p
+            .declaration
+            .stages
+            .iter()
+            .flatten()
+            .find(|s| s.name.as_deref() == Some(stage))
+            .ok_or_else(|| {
+                err(
+                    ErrorKind::StageNotFoundException,
+                    format!("Stage {stage} does not exist in pipeline {name}"),
+                )
+            })?;
+        let ad = sd
+            .actions
+            .iter()
+            .flatten()
+            .find(|a| a.name.as_deref() == Some(action))
+            .ok_or_else(|| {
+                err(
+                    ErrorKind::ActionNotFoundException,
+                    format!("Action {action} does not exist in stage {stage} of pipeline {name}"),
+                )
+            })?;
+        if ad
+            .action_type_id
+            .as_ref()
+            .and_then(|t| t.category.as_deref())
+            != Some("Approval")
+        {
+            return Err(err(
+                ErrorKind::InvalidApprovalTokenException,
+                format!("Action {action} is not an approval action"),
+            ));
+        }
+        let mut tx = self.store().begin_write().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM cp_action_runs WHERE region = $1 AND pipeline = $2 AND stage = $3 AND action = $4 AND external_id = $5"
+        ))
+        .bind(&*self.region)
+        .bind(name)
+        .bind(stage)
+        .bind(action)
+        .bind(token)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(run) = rows.iter().map(run_from).next().transpose()? else {
+            return Err(err(
+                ErrorKind::InvalidApprovalTokenException,
+                format!(
+                    "The approval token {token} is not valid for action {action} in stage {stage}"
+                ),
+            ));
+        };
+        if run.status == "done" {
+            return Err(err(
+                ErrorKind::ApprovalAlreadyCompletedException,
+                format!(
+                    "The approval for action {action} in stage {stage} has already been completed"
+                ),
+            ));
+        }
+        let output = engine::ActionOutput {
+            summary: Some(summary.to_owned()),
+            external_id: Some(by.to_owned()),
+            ..Default::default()
+        };
+        let result = if approved {
+            engine::ActionResult::Succeeded(output)
+        } else {
+            engine::ActionResult::Failed {
+                code: "JobFailed".into(),
+                message: format!("Rejected by {by}: {summary}"),
+                output,
+            }
+        };
+        let at = now();
+        self.finish_run(&mut tx, &run.job, result).await?;
+        tx.commit().await?;
+        self.inner.wake.notify_one();
+        Ok(at)
+    }
+
+    /// StopPipelineExecution.
+    pub async fn stop_execution(
+        &self,
+        name: &str,
+        id: &str,
+        abandon: bool,
+        reason: Option<String>,
+    ) -> Result<()> {
+        self.pipeline(name).await?;
+        self.execution(name, id).await?;
+        self.transition(
+            name,
+            Event::Stop {
+                execution: id.to_owned(),
+                abandon,
+                reason: reason.clone(),
+            },
+        )
+        .await?;
+        if let Some(r) = reason {
+            let mut tx = self.store().begin_write().await?;
+            let meta: String =
+                sqlx::query_scalar("SELECT meta FROM cp_executions WHERE execution_id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let mut meta: Meta = serde_json::from_str(&meta)?;
+            meta.stop_reason = Some(r);
+            sqlx::query("UPDATE cp_executions SET meta = $2 WHERE execution_id = $1")
+                .bind(id)
+                .bind(serde_json::to_string(&meta)?)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// RetryStageExecution.
+    pub async fn retry_stage(&self, name: &str, stage: &str, id: &str, all: bool) -> Result<()> {
+        let p = self.pipeline(name).await?;
+        if !p
+            .declaration
+            .stages
+            .iter()
+            .flatten()
+            .any(|s| s.name.as_deref() == Some(stage))
+        {
+            return Err(err(
+                ErrorKind::StageNotFoundException,
+                format!("Stage {stage} does not exist in pipeline {name}"),
+            ));
+        }
+        let (e, _) = self.execution(name, id).await?;
+        let Some(index) = e.plan.stages.iter().position(|s| s.name == stage) else {
+            return Err(err(
+                ErrorKind::StageNotRetryableException,
+                format!("Stage {stage} was not part of pipeline execution {id}"),
+            ));
+        };
+        if e.version != p.version {
+            return Err(err(
+                ErrorKind::StageNotRetryableException,
+                format!("Pipeline execution {id} ran version {} of the pipeline, which has changed since (now version {}); it cannot be retried", e.version, p.version),
+            ));
+        }
+        self.transition(
+            name,
+            Event::Retry {
+                execution: id.to_owned(),
+                stage: index,
+                all,
+            },
+        )
+        .await
+    }
+
+    /// Enable/DisableStageTransition (inbound).
+    pub async fn set_transition(
+        &self,
+        name: &str,
+        stage: &str,
+        kind: &str,
+        disabled: Option<(String, String)>,
+    ) -> Result<()> {
+        if kind != "Inbound" {
+            return Err(err(
+                ErrorKind::ValidationException,
+                "Slipway controls inbound stage transitions only; disable the next stage's inbound transition instead of this stage's outbound one",
+            ));
+        }
+        let mut tx = self.store().begin_write().await?;
+        let p = load_pipeline(&mut tx, &self.region, name)
+            .await?
+            .ok_or_else(|| crate::not_found(self.account_id(), name))?;
+        if !p
+            .declaration
+            .stages
+            .iter()
+            .flatten()
+            .any(|s| s.name.as_deref() == Some(stage))
+        {
+            return Err(err(
+                ErrorKind::StageNotFoundException,
+                format!("Stage {stage} does not exist in pipeline {name}"),
+            ));
+        }
+        let mut map: BTreeMap<String, Disabled> = p.disabled.clone();
+        let enabled = disabled.is_none();
+        match disabled {
+            Some((reason, by)) => {
+                map.insert(
+                    stage.to_owned(),
+                    Disabled {
+                        reason,
+                        by,
+                        at: now(),
+                    },
+                );
+            }
+            None => {
+                map.remove(stage);
+            }
+        }
+        sqlx::query("UPDATE cp_pipelines SET transitions = $3 WHERE region = $1 AND name = $2")
+            .bind(&*self.region)
+            .bind(name)
+            .bind(serde_json::to_string(&map)?)
+            .execute(&mut *tx)
+            .await?;
+        let p = crate::Pipeline { disabled: map, ..p };
+        self.apply(
+            &mut tx,
+            &p,
+            Event::Transition {
+                stage: stage.to_owned(),
+                enabled,
+            },
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// A PutApprovalResult request.
+pub struct Approval<'a> {
+    pub stage: &'a str,
+    pub action: &'a str,
+    pub token: &'a str,
+    pub approved: bool,
+    pub summary: &'a str,
+}
+
+fn trigger(meta: &Meta) -> ExecutionTrigger {
+    ExecutionTrigger {
+        trigger_type: Some(meta.trigger_type.clone()),
+        trigger_detail: meta.trigger_detail.clone(),
+    }
+}
+
+fn action_detail(r: &RunRow) -> ActionExecutionDetail {
+    let status = match r.status.as_str() {
+        "done" => r.detail["status"]
+            .as_str()
+            .unwrap_or("Abandoned")
+            .to_owned(),
+        "abandon" => "Abandoned".into(),
+        _ => "InProgress".into(),
+    };
+    let output: engine::ActionOutput =
+        serde_json::from_value(r.detail["output"].clone()).unwrap_or_default();
+    let artifact = |a: &engine::Artifact| ArtifactDetail {
+        name: Some(a.name.clone()),
+        s3location: Some(S3Location {
+            bucket: Some(a.bucket.clone()),
+            key: Some(a.key.clone()),
+        }),
+    };
+    let j = &r.job;
+    ActionExecutionDetail {
+        pipeline_execution_id: Some(r.execution.clone()),
+        action_execution_id: Some(r.id.clone()),
+        pipeline_version: Some(j.pipeline_version as i32),
+        stage_name: Some(r.stage.clone()),
+        action_name: Some(r.action.clone()),
+        start_time: Some(r.started),
+        last_update_time: Some(r.updated),
+        updated_by: None,
+        status: Some(status),
+        input: Some(ActionExecutionInput {
+            action_type_id: Some(ActionTypeId {
+                category: Some(j.category.clone()),
+                owner: Some(j.owner.clone()),
+                provider: Some(j.provider.clone()),
+                version: Some(j.version.clone()),
+            }),
+            configuration: Some(j.declared.clone()),
+            resolved_configuration: Some(j.configuration.clone()),
+            role_arn: None,
+            region: Some(j.region.clone()),
+            input_artifacts: Some(j.inputs.iter().map(artifact).collect()),
+            namespace: j.namespace.clone(),
+        }),
+        output: Some(ActionExecutionOutput {
+            output_artifacts: Some(output.artifacts.iter().map(artifact).collect()),
+            execution_result: Some(ActionExecutionResult {
+                external_execution_id: output.external_id.clone().or_else(|| r.external.clone()),
+                external_execution_summary: output
+                    .summary
+                    .clone()
+                    .or_else(|| r.detail["message"].as_str().map(str::to_owned)),
+                external_execution_url: output.external_url.clone(),
+                error_details: r.detail["code"].as_str().map(|c| ErrorDetails {
+                    code: Some(c.to_owned()),
+                    message: r.detail["message"].as_str().map(str::to_owned),
+                }),
+                log_stream_arn: None,
+            }),
+            output_variables: (!output.variables.is_empty()).then(|| output.variables.clone()),
+        }),
+    }
+}

@@ -1,0 +1,536 @@
+//! CodePipeline: pipelines (declarations, versions, tags), their executions run by a pure
+//! engine ([`engine`]) and a runtime that persists each step and performs its effects
+//! ([`runtime`]) through one provider per action type ([`providers`]).
+//!
+//! Domain types at the boundary are the generated model's shapes (plain Rust structs);
+//! errors are CodePipeline's `ErrorKind`s. SQL stays behind `slipway-store`'s pool in
+//! portable form.
+
+pub mod action_types;
+pub mod declaration;
+pub mod engine;
+pub mod error;
+mod executions;
+pub mod providers;
+pub mod runtime;
+pub mod triggers;
+pub mod variables;
+
+use crate::engine::{Execution, PipelineState};
+use crate::error::{err, Error, ErrorKind, Result};
+use serde::{Deserialize, Serialize};
+use slipway_model::codepipeline::{PipelineDeclaration, PipelineMetadata, PipelineSummary, Tag};
+use slipway_store::{now, Store};
+use sqlx::Row;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use executions::Approval;
+pub use runtime::{BuildService, Trigger};
+
+/// The resource type tags are kept under.
+const TAG_KIND: &str = "codepipeline:pipeline";
+
+/// What the service is configured with.
+pub struct Config {
+    pub account_id: String,
+    pub default_region: String,
+    /// Where actions unpack and pack artifacts (a directory of the data dir).
+    pub work_dir: PathBuf,
+}
+
+pub(crate) struct Inner {
+    pub store: Store,
+    pub cfg: Config,
+    pub s3: slipway_s3::S3Store,
+    pub codecommit: slipway_codecommit::CodeCommit,
+    pub builds: Arc<dyn BuildService>,
+    /// Woken when there is work for the runtime (a new action run, a new event).
+    pub wake: tokio::sync::Notify,
+}
+
+/// The CodePipeline service, as seen from one region.
+#[derive(Clone)]
+pub struct CodePipeline {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) region: Arc<str>,
+}
+
+/// A disabled inbound transition: why, who, when.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Disabled {
+    pub reason: String,
+    pub by: String,
+    pub at: f64,
+}
+
+/// What the engine never reads about an execution: how it started and with what.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Meta {
+    pub trigger_type: String,
+    #[serde(default)]
+    pub trigger_detail: Option<String>,
+    /// Pipeline variables, resolved (defaults and overrides).
+    #[serde(default)]
+    pub variables: Vec<(String, String)>,
+    /// Source action → the revision it must read (a push names its commit).
+    #[serde(default)]
+    pub revisions: BTreeMap<String, String>,
+    #[serde(default)]
+    pub stop_reason: Option<String>,
+}
+
+/// A pipeline as stored.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub version: i64,
+    pub declaration: PipelineDeclaration,
+    pub created: f64,
+    pub updated: f64,
+    pub disabled: BTreeMap<String, Disabled>,
+    pub latest: BTreeMap<String, String>,
+    pub principal: String,
+}
+
+pub(crate) fn not_found(account: &str, name: &str) -> Error {
+    err(
+        ErrorKind::PipelineNotFoundException,
+        format!("Account '{account}' does not have a pipeline with name '{name}'"),
+    )
+}
+
+impl CodePipeline {
+    pub fn new(
+        store: Store,
+        cfg: Config,
+        s3: slipway_s3::S3Store,
+        codecommit: slipway_codecommit::CodeCommit,
+        builds: Arc<dyn BuildService>,
+    ) -> Result<CodePipeline> {
+        std::fs::create_dir_all(&cfg.work_dir)?;
+        let region = cfg.default_region.as_str().into();
+        Ok(CodePipeline {
+            inner: Arc::new(Inner {
+                store,
+                cfg,
+                s3,
+                codecommit,
+                builds,
+                wake: tokio::sync::Notify::new(),
+            }),
+            region,
+        })
+    }
+
+    /// The same service acting in `region`.
+    pub fn in_region(&self, region: &str) -> CodePipeline {
+        CodePipeline {
+            inner: self.inner.clone(),
+            region: region.into(),
+        }
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    pub fn account_id(&self) -> &str {
+        &self.inner.cfg.account_id
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn pipeline_arn(&self, name: &str) -> String {
+        slipway_regions::arn("codepipeline", &self.region, self.account_id(), name)
+    }
+
+    /// The pipeline name an ARN of this region and account names, if it is one.
+    fn name_in_arn(&self, arn: &str) -> Option<String> {
+        let prefix = self.pipeline_arn("");
+        arn.strip_prefix(&prefix)
+            .filter(|n| !n.is_empty() && !n.contains('/'))
+            .map(str::to_owned)
+    }
+
+    /// Custom action types of this region, for declaration checks.
+    async fn custom_types(&self) -> Result<Vec<declaration::CustomType>> {
+        Ok(Vec::new())
+    }
+
+    async fn checked(&self, d: &PipelineDeclaration) -> Result<engine::Plan> {
+        declaration::validate(d, &self.region, &self.custom_types().await?)
+    }
+
+    // ----- pipelines -----
+
+    /// CreatePipeline: the declaration as stored (version 1).
+    pub async fn create_pipeline(
+        &self,
+        mut d: PipelineDeclaration,
+        tags: Vec<Tag>,
+        principal: &str,
+    ) -> Result<(PipelineDeclaration, Vec<Tag>)> {
+        self.checked(&d).await?;
+        check_tags(&tags)?;
+        let name = d.name.clone().unwrap_or_default();
+        d.version = Some(1);
+        if d.pipeline_type.is_none() {
+            d.pipeline_type = Some("V1".into());
+        }
+        if d.execution_mode.is_none() {
+            d.execution_mode = Some("SUPERSEDED".into());
+        }
+        let doc = serde_json::to_string(&d)?;
+        let t = now();
+        let mut tx = self.store().begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO cp_pipelines (region, name, version, declaration, created_at, updated_at, principal) VALUES ($1, $2, 1, $3, $4, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&*self.region)
+        .bind(&name)
+        .bind(&doc)
+        .bind(t)
+        .bind(principal)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(err(
+                ErrorKind::PipelineNameInUseException,
+                format!(
+                    "A pipeline with the name '{name}' already exists in account '{}'",
+                    self.account_id()
+                ),
+            ));
+        }
+        sqlx::query("INSERT INTO cp_pipeline_versions (region, name, version, declaration, created_at) VALUES ($1, $2, 1, $3, $4)")
+            .bind(&*self.region)
+            .bind(&name)
+            .bind(&doc)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        let map: BTreeMap<String, String> = tags
+            .iter()
+            .map(|t| {
+                (
+                    t.key.clone().unwrap_or_default(),
+                    t.value.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        slipway_store::tags::put(&mut tx, TAG_KIND, &self.tag_id(&name), &map).await?;
+        tx.commit().await?;
+        // A new pipeline runs once, as in AWS.
+        let trigger = Trigger {
+            kind: "CreatePipeline".into(),
+            detail: Some(principal.to_owned()),
+            revisions: BTreeMap::new(),
+        };
+        self.start_execution(&name, &[], None, trigger).await?;
+        Ok((d, tags))
+    }
+
+    fn tag_id(&self, name: &str) -> String {
+        format!("{}:{name}", self.region)
+    }
+
+    /// The stored pipeline `name` (its current version).
+    pub async fn pipeline(&self, name: &str) -> Result<Pipeline> {
+        let mut conn = self.store().pool().acquire().await?;
+        load_pipeline(&mut conn, &self.region, name)
+            .await?
+            .ok_or_else(|| not_found(self.account_id(), name))
+    }
+
+    /// GetPipeline: the declaration (of `version`, else the current one) and its metadata.
+    pub async fn get_pipeline(
+        &self,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<(PipelineDeclaration, PipelineMetadata)> {
+        let p = self.pipeline(name).await?;
+        let declaration = match version {
+            None => p.declaration,
+            Some(v) => self.declaration(name, v).await?,
+        };
+        Ok((
+            declaration,
+            PipelineMetadata {
+                pipeline_arn: Some(self.pipeline_arn(name)),
+                created: Some(p.created),
+                updated: Some(p.updated),
+                polling_disabled_at: None,
+            },
+        ))
+    }
+
+    /// The declaration of version `version` of pipeline `name`.
+    pub(crate) async fn declaration(
+        &self,
+        name: &str,
+        version: i64,
+    ) -> Result<PipelineDeclaration> {
+        let doc: Option<String> = sqlx::query_scalar(
+            "SELECT declaration FROM cp_pipeline_versions WHERE region = $1 AND name = $2 AND version = $3",
+        )
+        .bind(&*self.region)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(self.store().pool())
+        .await?;
+        match doc {
+            Some(d) => Ok(serde_json::from_str(&d)?),
+            None => Err(err(
+                ErrorKind::PipelineVersionNotFoundException,
+                format!("Pipeline version {version} of pipeline {name} does not exist"),
+            )),
+        }
+    }
+
+    /// UpdatePipeline: a new version (the declaration's `version` must be the current one).
+    pub async fn update_pipeline(
+        &self,
+        mut d: PipelineDeclaration,
+        principal: &str,
+    ) -> Result<PipelineDeclaration> {
+        let name = d.name.clone().unwrap_or_default();
+        self.checked(&d).await?;
+        let mut tx = self.store().begin_write().await?;
+        let p = load_pipeline(&mut tx, &self.region, &name)
+            .await?
+            .ok_or_else(|| not_found(self.account_id(), &name))?;
+        if let Some(v) = d.version {
+            if v as i64 != p.version {
+                return Err(err(
+                    ErrorKind::InvalidStructureException,
+                    format!("Pipeline version mismatch: the declaration names version {v}, the pipeline is at version {}", p.version),
+                ));
+            }
+        }
+        let version = p.version + 1;
+        d.version = Some(version as i32);
+        if d.pipeline_type.is_none() {
+            d.pipeline_type = p.declaration.pipeline_type.clone().or(Some("V1".into()));
+        }
+        if d.execution_mode.is_none() {
+            d.execution_mode = Some("SUPERSEDED".into());
+        }
+        let doc = serde_json::to_string(&d)?;
+        let t = now();
+        sqlx::query("UPDATE cp_pipelines SET version = $3, declaration = $4, updated_at = $5, principal = $6 WHERE region = $1 AND name = $2")
+            .bind(&*self.region)
+            .bind(&name)
+            .bind(version)
+            .bind(&doc)
+            .bind(t)
+            .bind(principal)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO cp_pipeline_versions (region, name, version, declaration, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&*self.region)
+            .bind(&name)
+            .bind(version)
+            .bind(&doc)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(d)
+    }
+
+    /// DeletePipeline (an unknown name is no error, as in AWS). Its executions go with it;
+    /// their running builds are stopped.
+    pub async fn delete_pipeline(&self, name: &str) -> Result<()> {
+        let mut tx = self.store().begin_write().await?;
+        let runs: Vec<String> = sqlx::query_scalar(
+            "SELECT job FROM cp_action_runs WHERE region = $1 AND pipeline = $2 AND status <> 'done'",
+        )
+        .bind(&*self.region)
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM cp_action_runs WHERE region = $1 AND pipeline = $2")
+            .bind(&*self.region)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM cp_pipelines WHERE region = $1 AND name = $2")
+            .bind(&*self.region)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        slipway_store::tags::delete_all(&mut tx, TAG_KIND, &self.tag_id(name)).await?;
+        tx.commit().await?;
+        for job in runs {
+            if let Ok(job) = serde_json::from_str::<providers::Job>(&job) {
+                self.cancel_run(&job).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// ListPipelines: every pipeline of the region, by name.
+    pub async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>> {
+        let rows = sqlx::query(
+            "SELECT name, version, declaration, created_at, updated_at FROM cp_pipelines WHERE region = $1 ORDER BY name",
+        )
+        .bind(&*self.region)
+        .fetch_all(self.store().pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let d: PipelineDeclaration = serde_json::from_str(r.get::<&str, _>(2))?;
+                Ok(PipelineSummary {
+                    name: Some(r.get(0)),
+                    version: Some(r.get::<i64, _>(1) as i32),
+                    pipeline_type: d.pipeline_type,
+                    execution_mode: d.execution_mode,
+                    created: Some(r.get(3)),
+                    updated: Some(r.get(4)),
+                })
+            })
+            .collect()
+    }
+
+    // ----- tags -----
+
+    async fn tagged_pipeline(&self, arn: &str) -> Result<String> {
+        let missing = || {
+            err(
+                ErrorKind::ResourceNotFoundException,
+                format!(
+                    "The account with id '{}' does not include a pipeline with the ARN '{arn}'",
+                    self.account_id()
+                ),
+            )
+        };
+        if !arn.starts_with("arn:") || arn.split(':').count() < 6 {
+            return Err(err(
+                ErrorKind::InvalidArnException,
+                format!("The ARN '{arn}' is not valid"),
+            ));
+        }
+        let name = self.name_in_arn(arn).ok_or_else(missing)?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM cp_pipelines WHERE region = $1 AND name = $2")
+                .bind(&*self.region)
+                .bind(&name)
+                .fetch_optional(self.store().pool())
+                .await?;
+        exists.map(|_| name).ok_or_else(missing)
+    }
+
+    pub async fn list_tags(&self, arn: &str) -> Result<Vec<Tag>> {
+        let name = self.tagged_pipeline(arn).await?;
+        let mut conn = self.store().pool().acquire().await?;
+        let tags = slipway_store::tags::get(&mut conn, TAG_KIND, &self.tag_id(&name)).await?;
+        Ok(tags
+            .into_iter()
+            .map(|(k, v)| Tag {
+                key: Some(k),
+                value: Some(v),
+            })
+            .collect())
+    }
+
+    pub async fn tag(&self, arn: &str, tags: Vec<Tag>) -> Result<()> {
+        let name = self.tagged_pipeline(arn).await?;
+        check_tags(&tags)?;
+        let map: BTreeMap<String, String> = tags
+            .into_iter()
+            .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+            .collect();
+        let mut tx = self.store().begin_write().await?;
+        let id = self.tag_id(&name);
+        let before = slipway_store::tags::get(&mut tx, TAG_KIND, &id).await?;
+        let total = before
+            .keys()
+            .chain(map.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if total > 50 {
+            return Err(err(
+                ErrorKind::TooManyTagsException,
+                "A resource can have at most 50 tags",
+            ));
+        }
+        slipway_store::tags::put(&mut tx, TAG_KIND, &id, &map).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn untag(&self, arn: &str, keys: &[String]) -> Result<()> {
+        let name = self.tagged_pipeline(arn).await?;
+        let mut tx = self.store().begin_write().await?;
+        slipway_store::tags::remove(&mut tx, TAG_KIND, &self.tag_id(&name), keys).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Tags as AWS checks them: no `aws:` keys, no key twice.
+fn check_tags(tags: &[Tag]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for t in tags {
+        let k = t.key.as_deref().unwrap_or_default();
+        if k.to_ascii_lowercase().starts_with("aws:") {
+            return Err(err(
+                ErrorKind::InvalidTagsException,
+                format!("Tag key {k} is reserved: keys may not begin with aws:"),
+            ));
+        }
+        if !seen.insert(k) {
+            return Err(err(
+                ErrorKind::InvalidTagsException,
+                format!("Tag key {k} is given more than once"),
+            ));
+        }
+    }
+    if tags.len() > 50 {
+        return Err(err(
+            ErrorKind::TooManyTagsException,
+            "A resource can have at most 50 tags",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn load_pipeline(
+    conn: &mut slipway_store::Conn,
+    region: &str,
+    name: &str,
+) -> Result<Option<Pipeline>> {
+    let Some(r) = sqlx::query(
+        "SELECT name, version, declaration, created_at, updated_at, transitions, latest, principal FROM cp_pipelines WHERE region = $1 AND name = $2",
+    )
+    .bind(region)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Pipeline {
+        name: r.get(0),
+        version: r.get(1),
+        declaration: serde_json::from_str(r.get::<&str, _>(2))?,
+        created: r.get(3),
+        updated: r.get(4),
+        disabled: serde_json::from_str(r.get::<&str, _>(5))?,
+        latest: serde_json::from_str(r.get::<&str, _>(6))?,
+        principal: r.get(7),
+    }))
+}
+
+pub(crate) fn engine_state(p: &Pipeline, executions: Vec<Execution>) -> PipelineState {
+    PipelineState {
+        disabled: p.disabled.keys().cloned().collect(),
+        latest: p.latest.clone(),
+        executions,
+    }
+}

@@ -1,0 +1,1025 @@
+//! The runtime around the engine: every change to a pipeline's executions is one write
+//! transaction — load the executions, `engine::step`, store the executions that changed,
+//! queue the action runs the step decided on (`cp_action_runs`) and append the state-change
+//! events — and after the commit a background loop performs the queued runs through their
+//! providers, polls the running ones, and feeds each result back as the next event. Pushes
+//! and new S3 object versions start pipelines from the event outbox, the reader's position
+//! moving in the same transaction as the executions it starts.
+
+use crate::declaration::{self, artifact_bucket};
+use crate::engine::{self, ActionResult, Artifact, Change, Effect, Event, Execution, Mode};
+use crate::error::{err, ErrorKind, Result};
+use crate::providers::{self, Job, Step};
+use crate::variables::{self, Scope};
+use crate::{engine_state, load_pipeline, CodePipeline, Meta, Pipeline};
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+use slipway_model::codebuild::{Build, StartBuildInput};
+use slipway_model::codepipeline::PipelineDeclaration;
+use slipway_store::events::{self, Event as OutboxEvent};
+use slipway_store::{now, Conn};
+use sqlx::Row;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// How a build is started and read for a pipeline: the API layer's CodeBuild, so a
+/// pipeline's builds resolve their variables and act exactly as StartBuild does.
+pub trait BuildService: Send + Sync {
+    /// Starts a build as `principal` (an IAM ARN), its initiator shown as `initiator`.
+    fn start<'a>(
+        &'a self,
+        region: &'a str,
+        input: StartBuildInput,
+        initiator: &'a str,
+        principal: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<Build, String>>;
+    fn get<'a>(
+        &'a self,
+        region: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<Option<Build>, String>>;
+    fn stop<'a>(&'a self, region: &'a str, id: &'a str) -> BoxFuture<'a, ()>;
+}
+
+/// Why an execution starts.
+#[derive(Debug, Clone, Default)]
+pub struct Trigger {
+    /// `triggerType` (CreatePipeline, StartPipelineExecution, CloudWatchEvent, …).
+    pub kind: String,
+    pub detail: Option<String>,
+    /// Source action → the revision it must read.
+    pub revisions: BTreeMap<String, String>,
+}
+
+/// The outbox reader that starts pipelines.
+const TRIGGER_READER: &str = "codepipeline-triggers";
+/// How often a running run is polled.
+const POLL_EVERY: f64 = 1.0;
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The object key of an output artifact, in CodePipeline's layout:
+/// `PIPELINE(20)/ARTIFACT(10)/RANDOM(7)`.
+pub fn artifact_key(pipeline: &str, artifact: &str) -> String {
+    use rand_chars as r;
+    let p: String = pipeline.chars().take(20).collect();
+    let a: String = artifact.chars().take(10).collect();
+    format!("{p}/{a}/{}", r::seven())
+}
+
+mod rand_chars {
+    /// Seven random letters and digits.
+    pub fn seven() -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let bytes = uuid::Uuid::new_v4().into_bytes();
+        bytes[..7]
+            .iter()
+            .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+            .collect()
+    }
+}
+
+fn exec_state_name(s: engine::ExecStatus, resumed: bool) -> &'static str {
+    use engine::ExecStatus::*;
+    match s {
+        InProgress if resumed => "RESUMED",
+        InProgress => "STARTED",
+        Stopping => "STOPPING",
+        Stopped => "STOPPED",
+        Succeeded => "SUCCEEDED",
+        Superseded => "SUPERSEDED",
+        Failed => "FAILED",
+        Cancelled => "CANCELED",
+    }
+}
+
+fn stage_state_name(s: engine::StageStatus) -> &'static str {
+    use engine::StageStatus::*;
+    match s {
+        InProgress => "STARTED",
+        Stopping => "STOPPING",
+        Stopped => "STOPPED",
+        Succeeded => "SUCCEEDED",
+        Failed => "FAILED",
+        Cancelled => "CANCELED",
+        Skipped => "SKIPPED",
+    }
+}
+
+fn action_state_name(s: engine::ActionStatus) -> &'static str {
+    use engine::ActionStatus::*;
+    match s {
+        InProgress => "STARTED",
+        Abandoned => "ABANDONED",
+        Succeeded => "SUCCEEDED",
+        Failed => "FAILED",
+    }
+}
+
+/// Loads `ids` (and every active execution of the pipeline) with their metadata.
+async fn load_executions(
+    conn: &mut Conn,
+    region: &str,
+    pipeline: &str,
+    also: Option<&str>,
+) -> Result<Vec<(Execution, Meta)>> {
+    let rows = sqlx::query(
+        "SELECT state, meta FROM cp_executions WHERE region = $1 AND pipeline = $2 AND (active = 1 OR execution_id = $3) ORDER BY seq",
+    )
+    .bind(region)
+    .bind(pipeline)
+    .bind(also.unwrap_or_default())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                serde_json::from_str(r.get::<&str, _>(0))?,
+                serde_json::from_str(r.get::<&str, _>(1))?,
+            ))
+        })
+        .collect()
+}
+
+impl CodePipeline {
+    /// StartPipelineExecution (and every other start): the new execution's id.
+    pub async fn start_execution(
+        &self,
+        name: &str,
+        overrides: &[(String, String)],
+        client_token: Option<&str>,
+        trigger: Trigger,
+    ) -> Result<String> {
+        let mut tx = self.store().begin_write().await?;
+        let id = self
+            .start_in(&mut tx, name, overrides, client_token, trigger)
+            .await?;
+        tx.commit().await?;
+        self.inner.wake.notify_one();
+        Ok(id)
+    }
+
+    async fn start_in(
+        &self,
+        conn: &mut Conn,
+        name: &str,
+        overrides: &[(String, String)],
+        client_token: Option<&str>,
+        trigger: Trigger,
+    ) -> Result<String> {
+        let p = load_pipeline(conn, &self.region, name)
+            .await?
+            .ok_or_else(|| crate::not_found(self.account_id(), name))?;
+        if let Some(token) = client_token {
+            let existing: Option<String> = sqlx::query_scalar(
+                "SELECT execution_id FROM cp_executions WHERE region = $1 AND pipeline = $2 AND client_token = $3",
+            )
+            .bind(&*self.region)
+            .bind(name)
+            .bind(token)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(id) = existing {
+                return Ok(id);
+            }
+        }
+        let declared = p.declaration.variables.clone().unwrap_or_default();
+        if !overrides.is_empty() && !declaration::is_v2(&p.declaration) {
+            return Err(err(
+                ErrorKind::ValidationException,
+                "Pipeline variables can only be passed to pipelines of type V2",
+            ));
+        }
+        for (k, _) in overrides {
+            if !declared.iter().any(|d| d.name.as_deref() == Some(k)) {
+                return Err(err(
+                    ErrorKind::ValidationException,
+                    format!("Variable {k} is not declared in pipeline {name}"),
+                ));
+            }
+        }
+        let mut resolved = Vec::new();
+        for d in &declared {
+            let n = d.name.clone().unwrap_or_default();
+            let value = overrides
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+                .or_else(|| d.default_value.clone());
+            match value {
+                Some(v) => resolved.push((n, v)),
+                None => {
+                    return Err(err(
+                        ErrorKind::ValidationException,
+                        format!("Variable {n} has no default value and no value was given for it"),
+                    ))
+                }
+            }
+        }
+        let plan = declaration::validate(&p.declaration, &self.region, &[])?;
+        let seq: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM cp_executions WHERE region = $1 AND pipeline = $2",
+        )
+        .bind(&*self.region)
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+        let id = new_id();
+        let mode = Mode::parse(p.declaration.execution_mode.as_deref());
+        let exec = Execution::new(id.clone(), seq, p.version, mode, plan, now());
+        let meta = Meta {
+            trigger_type: trigger.kind,
+            trigger_detail: trigger.detail,
+            variables: resolved,
+            revisions: trigger.revisions,
+            stop_reason: None,
+        };
+        let state = serde_json::to_string(&exec)?;
+        sqlx::query(
+            "INSERT INTO cp_executions (execution_id, region, pipeline, seq, status, active, state, meta, client_token, started_at, updated_at) VALUES ($1, $2, $3, $4, 'InProgress', 1, $5, $6, $7, $8, $8)",
+        )
+        .bind(&id)
+        .bind(&*self.region)
+        .bind(name)
+        .bind(seq)
+        .bind(&state)
+        .bind(serde_json::to_string(&meta)?)
+        .bind(client_token)
+        .bind(exec.started)
+        .execute(&mut *conn)
+        .await?;
+        // The engine sees the new execution as already stored (so `apply` loads it).
+        self.apply(conn, &p, Event::Tick, Some((id.as_str(), true)))
+            .await?;
+        Ok(id)
+    }
+
+    /// Applies `event` to pipeline `p` inside the caller's transaction: loads its
+    /// executions, steps the engine, stores what changed, queues action runs, abandons
+    /// runs, appends events. `started`: an execution just inserted (reported as started).
+    pub(crate) async fn apply(
+        &self,
+        conn: &mut Conn,
+        p: &Pipeline,
+        event: Event,
+        started: Option<(&str, bool)>,
+    ) -> Result<()> {
+        let named = match &event {
+            Event::ActionDone { execution, .. }
+            | Event::Stop { execution, .. }
+            | Event::Retry { execution, .. } => Some(execution.clone()),
+            _ => None,
+        };
+        let loaded = load_executions(conn, &self.region, &p.name, named.as_deref()).await?;
+        let mut metas: HashMap<String, Meta> = HashMap::new();
+        let mut before: HashMap<String, String> = HashMap::new();
+        let mut execs = Vec::new();
+        for (e, m) in loaded {
+            before.insert(e.id.clone(), serde_json::to_string(&e)?);
+            metas.insert(e.id.clone(), m);
+            execs.push(e);
+        }
+        let mut state = engine_state(p, execs);
+        let mut ids = new_id;
+        let t = now();
+        let mut ctx = engine::Ctx {
+            now: t,
+            new_id: &mut ids,
+        };
+        let mut effects = Vec::new();
+        if let Some((id, true)) = started {
+            effects.push(Effect::Report(Change::Execution {
+                execution: id.to_owned(),
+                status: engine::ExecStatus::InProgress,
+            }));
+        }
+        let mut pending = vec![event];
+        let mut declarations: HashMap<i64, PipelineDeclaration> = HashMap::new();
+        let mut runs: Vec<(Job, String)> = Vec::new();
+        while let Some(ev) = pending.pop() {
+            let fx = engine::step(&mut state, ev, &mut ctx)?;
+            for f in &fx {
+                let Effect::RunAction {
+                    execution,
+                    stage,
+                    action,
+                    id,
+                } = f
+                else {
+                    continue;
+                };
+                let Some(e) = state.executions.iter().find(|e| &e.id == execution) else {
+                    continue;
+                };
+                if let std::collections::hash_map::Entry::Vacant(v) = declarations.entry(e.version)
+                {
+                    v.insert(self.declaration_in(conn, &p.name, e.version).await?);
+                }
+                let d = &declarations[&e.version];
+                let meta = metas.get(execution).cloned().unwrap_or_default();
+                match self
+                    .prepare(conn, p, d, e, &meta, *stage, *action, id, t)
+                    .await
+                {
+                    Ok(job) => {
+                        let input = json!({
+                            "configuration": job.declared,
+                            "resolvedConfiguration": job.configuration,
+                        });
+                        runs.push((job, input.to_string()));
+                    }
+                    Err(message) => pending.push(Event::ActionDone {
+                        execution: execution.clone(),
+                        stage: *stage,
+                        action: *action,
+                        id: id.clone(),
+                        result: ActionResult::Failed {
+                            code: "ConfigurationError".into(),
+                            message,
+                            output: Default::default(),
+                        },
+                    }),
+                }
+            }
+            effects.extend(fx);
+        }
+        for e in &state.executions {
+            let doc = serde_json::to_string(e)?;
+            if before.get(&e.id) == Some(&doc) {
+                continue;
+            }
+            sqlx::query("UPDATE cp_executions SET state = $2, status = $3, active = $4, updated_at = $5 WHERE execution_id = $1")
+                .bind(&e.id)
+                .bind(&doc)
+                .bind(e.status.as_str())
+                .bind(e.status.is_active() as i64)
+                .bind(e.updated)
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::query("UPDATE cp_pipelines SET latest = $3 WHERE region = $1 AND name = $2")
+            .bind(&*self.region)
+            .bind(&p.name)
+            .bind(serde_json::to_string(&state.latest)?)
+            .execute(&mut *conn)
+            .await?;
+        for (job, detail) in &runs {
+            sqlx::query(
+                "INSERT INTO cp_action_runs (action_execution_id, execution_id, region, pipeline, stage, action, status, job, detail, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $9)",
+            )
+            .bind(&job.action_execution_id)
+            .bind(&job.execution_id)
+            .bind(&*self.region)
+            .bind(&p.name)
+            .bind(&job.stage)
+            .bind(&job.action)
+            .bind(serde_json::to_string(job)?)
+            .bind(detail)
+            .bind(t)
+            .execute(&mut *conn)
+            .await?;
+        }
+        // Runs that were never performed and are no longer wanted are finished here; the
+        // ones out of our hands are cancelled by the loop.
+        for f in &effects {
+            match f {
+                Effect::Abandon { id, .. } => {
+                    sqlx::query("UPDATE cp_action_runs SET status = CASE status WHEN 'running' THEN 'abandon' WHEN 'starting' THEN 'abandon' ELSE 'done' END, detail = $2, updated_at = $3 WHERE action_execution_id = $1 AND status <> 'done'")
+                        .bind(id)
+                        .bind(json!({"status": "Abandoned"}).to_string())
+                        .bind(t)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Effect::Report(change) => {
+                    self.report(conn, p, &state, &metas, change).await?;
+                }
+                Effect::RunAction { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn declaration_in(
+        &self,
+        conn: &mut Conn,
+        name: &str,
+        version: i64,
+    ) -> Result<PipelineDeclaration> {
+        let doc: String = sqlx::query_scalar(
+            "SELECT declaration FROM cp_pipeline_versions WHERE region = $1 AND name = $2 AND version = $3",
+        )
+        .bind(&*self.region)
+        .bind(name)
+        .bind(version)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(serde_json::from_str(&doc)?)
+    }
+
+    /// The job of one action run: inputs found, outputs placed, configuration resolved.
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare(
+        &self,
+        conn: &mut Conn,
+        p: &Pipeline,
+        d: &PipelineDeclaration,
+        e: &Execution,
+        meta: &Meta,
+        stage: usize,
+        action: usize,
+        id: &str,
+        t: f64,
+    ) -> std::result::Result<Job, String> {
+        let stages = d.stages.as_deref().unwrap_or_default();
+        let s = &stages[stage];
+        let a = &s.actions.as_deref().unwrap_or_default()[action];
+        let region = a.region.clone().unwrap_or_else(|| self.region.to_string());
+        let bucket = artifact_bucket(d, &region)
+            .ok_or_else(|| format!("The pipeline has no artifact store in region {region}"))?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM s3_buckets WHERE name = $1")
+            .bind(&bucket)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        if exists.is_none() {
+            return Err(format!("The artifact store bucket {bucket} does not exist"));
+        }
+        // What earlier actions of this execution produced.
+        let mut produced: BTreeMap<String, Artifact> = BTreeMap::new();
+        let mut scope = Scope::new(&e.id, &meta.variables);
+        for (si, sd) in stages.iter().enumerate() {
+            for (ai, ad) in sd.actions.iter().flatten().enumerate() {
+                let Some(run) = e.stages.get(si).and_then(|r| r.actions.get(ai)) else {
+                    continue;
+                };
+                if run.status != Some(engine::ActionStatus::Succeeded) {
+                    continue;
+                }
+                for art in &run.output.artifacts {
+                    produced.insert(art.name.clone(), art.clone());
+                }
+                if let Some(ns) = &ad.namespace {
+                    scope
+                        .namespaces
+                        .insert(ns.clone(), run.output.variables.clone());
+                }
+            }
+        }
+        let inputs =
+            a.input_artifacts
+                .iter()
+                .flatten()
+                .map(|i| {
+                    let n = i.name.clone().unwrap_or_default();
+                    produced.get(&n).cloned().ok_or_else(|| {
+                        format!("Input artifact {n} was not produced in this execution")
+                    })
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+        let outputs = a
+            .output_artifacts
+            .iter()
+            .flatten()
+            .map(|o| {
+                let n = o.name.clone().unwrap_or_default();
+                Artifact {
+                    key: artifact_key(&p.name, &n),
+                    name: n,
+                    bucket: bucket.clone(),
+                }
+            })
+            .collect();
+        let declared: BTreeMap<String, String> = a.configuration.clone().unwrap_or_default();
+        let mut configuration = BTreeMap::new();
+        for (k, v) in &declared {
+            configuration.insert(k.clone(), variables::resolve(v, &scope)?);
+        }
+        let commands = a
+            .commands
+            .iter()
+            .flatten()
+            .map(|c| variables::resolve(c, &scope))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let t_id = a.action_type_id.clone().unwrap_or_default();
+        let name = a.name.clone().unwrap_or_default();
+        let job = Job {
+            region,
+            pipeline: p.name.clone(),
+            pipeline_version: e.version,
+            execution_id: e.id.clone(),
+            stage: s.name.clone().unwrap_or_default(),
+            stage_index: stage,
+            action: name.clone(),
+            action_index: action,
+            action_execution_id: id.to_owned(),
+            category: t_id.category.unwrap_or_default(),
+            owner: t_id.owner.unwrap_or_default(),
+            provider: t_id.provider.unwrap_or_default(),
+            version: t_id.version.unwrap_or_default(),
+            configuration,
+            declared,
+            commands,
+            inputs,
+            outputs,
+            revision: meta.revisions.get(&name).filter(|r| !r.is_empty()).cloned(),
+            namespace: a.namespace.clone(),
+            principal: p.principal.clone(),
+            started: t,
+            deadline: a.timeout_in_minutes.map(|m| t + m as f64 * 60.0),
+        };
+        if providers::provider(&job).is_none() {
+            return Err(format!(
+                "Action type {}/{}/{} is not run by Slipway",
+                job.category, job.owner, job.provider
+            ));
+        }
+        Ok(job)
+    }
+
+    /// Appends the EventBridge event of one state change.
+    async fn report(
+        &self,
+        conn: &mut Conn,
+        p: &Pipeline,
+        state: &engine::PipelineState,
+        metas: &HashMap<String, Meta>,
+        change: &Change,
+    ) -> Result<()> {
+        let exec_of = |id: &str| state.executions.iter().find(|e| e.id == id);
+        let (detail_type, detail) = match change {
+            Change::Execution { execution, status } => {
+                let e = exec_of(execution);
+                let resumed = e.is_some_and(|e| e.stages.iter().any(|s| s.attempt > 1))
+                    && *status == engine::ExecStatus::InProgress;
+                let meta = metas.get(execution);
+                (
+                    "CodePipeline Pipeline Execution State Change",
+                    json!({
+                        "pipeline": p.name,
+                        "execution-id": execution,
+                        "state": exec_state_name(*status, resumed),
+                        "version": e.map_or(p.version, |e| e.version),
+                        "execution-trigger": {
+                            "trigger-type": meta.map(|m| m.trigger_type.clone()).unwrap_or_else(|| "StartPipelineExecution".into()),
+                            "trigger-detail": meta.and_then(|m| m.trigger_detail.clone()).unwrap_or_default(),
+                        },
+                    }),
+                )
+            }
+            Change::Stage {
+                execution,
+                stage,
+                status,
+            } => {
+                let e = exec_of(execution);
+                (
+                    "CodePipeline Stage Execution State Change",
+                    json!({
+                        "pipeline": p.name,
+                        "execution-id": execution,
+                        "stage": e.map(|e| e.plan.stages[*stage].name.clone()),
+                        "state": stage_state_name(*status),
+                        "version": e.map_or(p.version, |e| e.version),
+                    }),
+                )
+            }
+            Change::Action {
+                execution,
+                stage,
+                action,
+                id,
+                status,
+            } => {
+                let e = exec_of(execution);
+                let (stage_name, action_name) = e
+                    .map(|e| {
+                        (
+                            e.plan.stages[*stage].name.clone(),
+                            e.plan.stages[*stage].actions[*action].name.clone(),
+                        )
+                    })
+                    .unwrap_or_default();
+                let t = p
+                    .declaration
+                    .stages
+                    .iter()
+                    .flatten()
+                    .find(|s| s.name.as_deref() == Some(&stage_name))
+                    .and_then(|s| {
+                        s.actions
+                            .iter()
+                            .flatten()
+                            .find(|a| a.name.as_deref() == Some(&action_name))
+                    })
+                    .and_then(|a| a.action_type_id.clone())
+                    .unwrap_or_default();
+                (
+                    "CodePipeline Action Execution State Change",
+                    json!({
+                        "pipeline": p.name,
+                        "execution-id": execution,
+                        "action-execution-id": id,
+                        "stage": stage_name,
+                        "action": action_name,
+                        "state": action_state_name(*status),
+                        "region": &*self.region,
+                        "type": {
+                            "owner": t.owner, "provider": t.provider,
+                            "category": t.category, "version": t.version,
+                        },
+                        "version": e.map_or(p.version, |e| e.version),
+                    }),
+                )
+            }
+        };
+        events::append(
+            conn,
+            &OutboxEvent {
+                source: "aws.codepipeline",
+                detail_type,
+                account: self.account_id().to_owned(),
+                region: self.region.to_string(),
+                resources: vec![self.pipeline_arn(&p.name)],
+                detail,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Applies an event to pipeline `name` in a transaction of its own.
+    pub(crate) async fn transition(&self, name: &str, event: Event) -> Result<()> {
+        let mut tx = self.store().begin_write().await?;
+        let p = load_pipeline(&mut tx, &self.region, name)
+            .await?
+            .ok_or_else(|| crate::not_found(self.account_id(), name))?;
+        self.apply(&mut tx, &p, event, None).await?;
+        tx.commit().await?;
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Records how a run ended and hands the result to the engine, in one transaction
+    /// (only for a run still open: a result never counts twice).
+    pub(crate) async fn finish_run(
+        &self,
+        conn: &mut Conn,
+        job: &Job,
+        result: ActionResult,
+    ) -> Result<bool> {
+        let detail = match &result {
+            ActionResult::Succeeded(o) => json!({"status": "Succeeded", "output": o}),
+            ActionResult::Failed {
+                code,
+                message,
+                output,
+            } => {
+                json!({"status": "Failed", "code": code, "message": message, "output": output})
+            }
+        };
+        let mut stored: Value = sqlx::query_scalar::<_, String>(
+            "SELECT detail FROM cp_action_runs WHERE action_execution_id = $1",
+        )
+        .bind(&job.action_execution_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .and_then(|d| serde_json::from_str(&d).ok())
+        .unwrap_or_else(|| json!({}));
+        if let (Some(s), Some(d)) = (stored.as_object_mut(), detail.as_object()) {
+            s.extend(d.clone());
+        }
+        let changed = sqlx::query("UPDATE cp_action_runs SET status = 'done', detail = $2, updated_at = $3 WHERE action_execution_id = $1 AND status IN ('queued', 'starting', 'running')")
+            .bind(&job.action_execution_id)
+            .bind(stored.to_string())
+            .bind(now())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            return Ok(false);
+        }
+        let Some(p) = load_pipeline(conn, &self.region, &job.pipeline).await? else {
+            return Ok(false);
+        };
+        self.apply(
+            conn,
+            &p,
+            Event::ActionDone {
+                execution: job.execution_id.clone(),
+                stage: job.stage_index,
+                action: job.action_index,
+                id: job.action_execution_id.clone(),
+                result,
+            },
+            None,
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Stops a run that is out of our hands (a build), best effort.
+    pub(crate) async fn cancel_run(&self, job: &Job) {
+        let external: Option<String> = sqlx::query_scalar(
+            "SELECT external_id FROM cp_action_runs WHERE action_execution_id = $1",
+        )
+        .bind(&job.action_execution_id)
+        .fetch_optional(self.store().pool())
+        .await
+        .ok()
+        .flatten();
+        if let (Some(p), Some(x)) = (providers::provider(job), external) {
+            p.cancel(&self.in_region(&job.region), job, &x).await;
+        }
+    }
+
+    // ----- the loop -----
+
+    /// Runs the runtime until `shutdown` resolves: triggers, queued runs, polls.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let in_flight = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::<
+            String,
+        >::new()));
+        loop {
+            if let Err(e) = self.read_triggers().await {
+                tracing::warn!(error = %e, "reading pipeline triggers");
+            }
+            if let Err(e) = self.perform(&in_flight).await {
+                tracing::warn!(error = %e, "performing pipeline actions");
+            }
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = &mut shutdown => break,
+            }
+        }
+    }
+
+    async fn perform(
+        &self,
+        in_flight: &std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    ) -> Result<()> {
+        let rows = sqlx::query(
+            "SELECT action_execution_id, status, job, external_id, updated_at FROM cp_action_runs WHERE status IN ('queued', 'starting', 'running', 'abandon')",
+        )
+        .fetch_all(self.store().pool())
+        .await?;
+        let t = now();
+        for r in rows {
+            let id: String = r.get(0);
+            let status: String = r.get(1);
+            let external: Option<String> = r.get(3);
+            let updated: f64 = r.get(4);
+            if status == "running" && t - updated < POLL_EVERY {
+                continue;
+            }
+            if !in_flight
+                .lock()
+                .map(|mut s| s.insert(id.clone()))
+                .unwrap_or(false)
+            {
+                continue;
+            }
+            let job: Job = match serde_json::from_str(r.get::<&str, _>(2)) {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::error!(error = %e, id, "an action run's job cannot be read");
+                    in_flight.lock().map(|mut s| s.remove(&id)).ok();
+                    continue;
+                }
+            };
+            let cp = self.in_region(&job.region);
+            let in_flight = in_flight.clone();
+            tokio::spawn(async move {
+                if let Err(e) = cp.perform_one(&job, &status, external.as_deref()).await {
+                    tracing::warn!(error = %e, run = %job.action_execution_id, "an action run step failed; it is tried again");
+                }
+                in_flight.lock().map(|mut s| s.remove(&id)).ok();
+                cp.inner.wake.notify_one();
+            });
+        }
+        Ok(())
+    }
+
+    async fn perform_one(&self, job: &Job, status: &str, external: Option<&str>) -> Result<()> {
+        let Some(provider) = providers::provider(job) else {
+            return Ok(());
+        };
+        let step = match (status, external) {
+            ("abandon", Some(x)) => {
+                provider.cancel(self, job, x).await;
+                sqlx::query(
+                    "UPDATE cp_action_runs SET status = 'done' WHERE action_execution_id = $1",
+                )
+                .bind(&job.action_execution_id)
+                .execute(self.store().pool())
+                .await?;
+                return Ok(());
+            }
+            ("abandon", None) => {
+                sqlx::query(
+                    "UPDATE cp_action_runs SET status = 'done' WHERE action_execution_id = $1",
+                )
+                .bind(&job.action_execution_id)
+                .execute(self.store().pool())
+                .await?;
+                return Ok(());
+            }
+            ("running", Some(x)) => provider.poll(self, job, x).await,
+            _ => {
+                let claimed = sqlx::query("UPDATE cp_action_runs SET status = 'starting', updated_at = $2 WHERE action_execution_id = $1 AND status IN ('queued', 'starting')")
+                    .bind(&job.action_execution_id)
+                    .bind(now())
+                    .execute(self.store().pool())
+                    .await?
+                    .rows_affected();
+                if claimed == 0 {
+                    return Ok(());
+                }
+                tracing::info!(pipeline = %job.pipeline, stage = %job.stage, action = %job.action, run = %job.action_execution_id, "starting action");
+                provider.start(self, job).await
+            }
+        };
+        match step {
+            Step::Running {
+                external_id,
+                url,
+                summary,
+            } => {
+                sqlx::query("UPDATE cp_action_runs SET status = 'running', external_id = $2, updated_at = $3, detail = $4 WHERE action_execution_id = $1 AND status IN ('starting', 'running')")
+                    .bind(&job.action_execution_id)
+                    .bind(&external_id)
+                    .bind(now())
+                    .bind(self.running_detail(job, url, summary).await?)
+                    .execute(self.store().pool())
+                    .await?;
+            }
+            Step::Done(result) => {
+                let mut tx = self.store().begin_write().await?;
+                let done = self.finish_run(&mut tx, job, result).await?;
+                tx.commit().await?;
+                if done {
+                    tracing::info!(pipeline = %job.pipeline, stage = %job.stage, action = %job.action, "action finished");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn running_detail(
+        &self,
+        job: &Job,
+        url: Option<String>,
+        summary: Option<String>,
+    ) -> Result<String> {
+        let mut d: Value = sqlx::query_scalar::<_, String>(
+            "SELECT detail FROM cp_action_runs WHERE action_execution_id = $1",
+        )
+        .bind(&job.action_execution_id)
+        .fetch_optional(self.store().pool())
+        .await?
+        .and_then(|d| serde_json::from_str(&d).ok())
+        .unwrap_or_else(|| json!({}));
+        d["url"] = json!(url);
+        d["summary"] = json!(summary);
+        Ok(d.to_string())
+    }
+
+    // ----- triggers -----
+
+    /// Starts the pipelines the new outbox events concern (pushes to a source branch, new
+    /// versions of a source object), moving the reader in the same transaction.
+    async fn read_triggers(&self) -> Result<()> {
+        let mut tx = self.store().begin_write().await?;
+        let cursor: i64 = sqlx::query_scalar("SELECT seq FROM outbox_cursors WHERE reader = $1")
+            .bind(TRIGGER_READER)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(0);
+        let rows =
+            sqlx::query("SELECT seq, body FROM event_outbox WHERE seq > $1 ORDER BY seq LIMIT 200")
+                .bind(cursor)
+                .fetch_all(&mut *tx)
+                .await?;
+        let Some(last) = rows.last().map(|r| r.get::<i64, _>(0)) else {
+            return Ok(());
+        };
+        let mut started = 0;
+        for r in &rows {
+            let body: Value = serde_json::from_str(r.get::<&str, _>(1)).unwrap_or_default();
+            started += self.trigger_from(&mut tx, &body).await?;
+        }
+        sqlx::query("INSERT INTO outbox_cursors (reader, seq) VALUES ($1, $2) ON CONFLICT (reader) DO UPDATE SET seq = excluded.seq")
+            .bind(TRIGGER_READER)
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if started > 0 {
+            self.inner.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Starts what one event triggers; how many executions.
+    async fn trigger_from(&self, conn: &mut Conn, event: &Value) -> Result<usize> {
+        let region = event["region"].as_str().unwrap_or_default();
+        let d = &event["detail"];
+        let source = event["source"].as_str().unwrap_or_default();
+        let change = match (source, event["detail-type"].as_str()) {
+            ("aws.codecommit", Some("CodeCommit Repository State Change"))
+                if matches!(
+                    d["event"].as_str(),
+                    Some("referenceCreated" | "referenceUpdated")
+                ) =>
+            {
+                SourceChange::Push {
+                    repository: d["repositoryName"].as_str().unwrap_or_default().to_owned(),
+                    kind: d["referenceType"].as_str().unwrap_or_default().to_owned(),
+                    name: d["referenceName"].as_str().unwrap_or_default().to_owned(),
+                    commit: d["commitId"].as_str().unwrap_or_default().to_owned(),
+                }
+            }
+            ("aws.s3", Some("Object Created")) => SourceChange::Object {
+                bucket: d["bucket"]["name"].as_str().unwrap_or_default().to_owned(),
+                key: d["object"]["key"].as_str().unwrap_or_default().to_owned(),
+                version: d["object"]["version-id"].as_str().map(str::to_owned),
+            },
+            _ => return Ok(0),
+        };
+        let cp = self.in_region(region);
+        let names: Vec<(String, String)> =
+            sqlx::query("SELECT name, declaration FROM cp_pipelines WHERE region = $1")
+                .bind(region)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+        let mut n = 0;
+        for (name, doc) in names {
+            let Ok(decl) = serde_json::from_str::<PipelineDeclaration>(&doc) else {
+                continue;
+            };
+            let mut revisions = BTreeMap::new();
+            for action in decl
+                .stages
+                .iter()
+                .flatten()
+                .take(1)
+                .flat_map(|s| s.actions.iter().flatten())
+            {
+                if let Some(rev) = crate::triggers::matches(&decl, action, &change) {
+                    revisions.insert(action.name.clone().unwrap_or_default(), rev);
+                }
+            }
+            if revisions.is_empty() {
+                continue;
+            }
+            let (kind, detail) = match &change {
+                SourceChange::Push { repository, .. } => (
+                    "CloudWatchEvent",
+                    cp.inner.codecommit.in_region(region).arn(repository),
+                ),
+                SourceChange::Object { bucket, key, .. } => {
+                    ("CloudWatchEvent", format!("arn:aws:s3:::{bucket}/{key}"))
+                }
+            };
+            let trigger = Trigger {
+                kind: kind.into(),
+                detail: Some(detail),
+                revisions,
+            };
+            match cp.start_in(conn, &name, &[], None, trigger).await {
+                Ok(id) => {
+                    tracing::info!(pipeline = %name, execution = %id, "a source change started the pipeline");
+                    n += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(pipeline = %name, error = %e, "a source change could not start the pipeline")
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A source change read from the outbox.
+#[derive(Debug, Clone)]
+pub enum SourceChange {
+    Push {
+        repository: String,
+        /// `branch` or `tag`
+        kind: String,
+        name: String,
+        commit: String,
+    },
+    Object {
+        bucket: String,
+        key: String,
+        version: Option<String>,
+    },
+}

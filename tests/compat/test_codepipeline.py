@@ -1,0 +1,371 @@
+"""CodePipeline with the real aws-cli and git: pipelines from JSON, pushes that start them,
+builds, approvals, deployments to S3, retries, transitions, modes, and invalid declarations."""
+
+import copy
+import io
+import json
+import subprocess
+import time
+import zipfile
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import pytest
+
+from conftest import ACCOUNT
+from test_codebuild import create_project, push_repo
+
+BUILDSPEC = """version: 0.2
+env:
+  exported-variables: [GREETING]
+phases:
+  build:
+    commands:
+      - test -f app.txt
+      - export GREETING="hello from $COMMIT"
+      - mkdir -p out && cp app.txt out/ && echo "$COMMIT" > out/commit.txt
+artifacts:
+  base-directory: out
+  files: ['**/*']
+"""
+
+
+def action(name, category, provider, config=None, inputs=(), outputs=(), run_order=1, namespace=None):
+    a = {
+        "name": name,
+        "actionTypeId": {"category": category, "owner": "AWS", "provider": provider, "version": "1"},
+        "runOrder": run_order,
+        "configuration": config or {},
+        "inputArtifacts": [{"name": n} for n in inputs],
+        "outputArtifacts": [{"name": n} for n in outputs],
+    }
+    if namespace:
+        a["namespace"] = namespace
+    return a
+
+
+def declaration(name, repo="app", project="app-build", bucket="artifacts", deploy="site", mode=None, approval=True):
+    stages = [
+        {"name": "Source", "actions": [action("Source", "Source", "CodeCommit", {
+            "RepositoryName": repo, "BranchName": "main", "PollForSourceChanges": "false"},
+            outputs=["SourceOutput"], namespace="SourceVariables")]},
+        {"name": "Build", "actions": [action("Build", "Build", "CodeBuild", {
+            "ProjectName": project,
+            "EnvironmentVariables": json.dumps([{"name": "COMMIT", "value": "#{SourceVariables.CommitId}", "type": "PLAINTEXT"}]),
+        }, inputs=["SourceOutput"], outputs=["BuildOutput"], namespace="BuildVariables")]},
+    ]
+    if approval:
+        stages.append({"name": "Approve", "actions": [action("Approval", "Approval", "Manual", {"CustomData": "ship #{BuildVariables.GREETING}?"})]})
+    stages.append({"name": "Deploy", "actions": [action("Deploy", "Deploy", "S3", {"BucketName": deploy, "Extract": "true", "ObjectKey": "web"}, inputs=["BuildOutput"])]})
+    d = {
+        "name": name,
+        "roleArn": f"arn:aws:iam::{ACCOUNT}:role/pipeline",
+        "artifactStore": {"type": "S3", "location": bucket},
+        "stages": stages,
+    }
+    if mode:
+        d["pipelineType"] = "V2"
+        d["executionMode"] = mode
+    return d
+
+
+def setup(server, workdir, files=None):
+    commit = push_repo(server, workdir, "app", files or {"app.txt": "v1\n", "buildspec.yml": BUILDSPEC})
+    for b in ("artifacts", "site"):
+        server.aws("s3api", "create-bucket", "--bucket", b)
+    server.aws("s3api", "put-bucket-versioning", "--bucket", "artifacts", "--versioning-configuration", "Status=Enabled")
+    create_project(server, "app-build", {"type": "CODEPIPELINE"}, {"type": "CODEPIPELINE"})
+    return commit
+
+
+def create(server, d):
+    return server.aws("codepipeline", "create-pipeline", "--pipeline", json.dumps(d))
+
+
+def state(server, name):
+    return server.aws("codepipeline", "get-pipeline-state", "--name", name)
+
+
+def stage(st, name):
+    return next(s for s in st["stageStates"] if s["stageName"] == name)
+
+
+def executions(server, name):
+    return server.aws("codepipeline", "list-pipeline-executions", "--pipeline-name", name)["pipelineExecutionSummaries"]
+
+
+def wait(server, what, check, timeout=180):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = what()
+        if check(last):
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out; last: {json.dumps(last, indent=1, default=str)[:4000]}")
+
+
+def execution(server, name, eid):
+    return server.aws("codepipeline", "get-pipeline-execution", "--pipeline-name", name,
+                      "--pipeline-execution-id", eid)["pipelineExecution"]
+
+
+def wait_status(server, name, eid, statuses, timeout=180):
+    return wait(server, lambda: execution(server, name, eid), lambda e: e["status"] in statuses, timeout)
+
+
+def approval_token(server, name, stage_name="Approve"):
+    st = wait(server, lambda: state(server, name),
+              lambda s: stage(s, stage_name)["actionStates"][0].get("latestExecution", {}).get("token"))
+    return stage(st, stage_name)["actionStates"][0]["latestExecution"]["token"]
+
+
+def approve(server, name, token, status="Approved", stage_name="Approve"):
+    return server.aws("codepipeline", "put-approval-result", "--pipeline-name", name, "--stage-name", stage_name,
+                      "--action-name", "Approval", "--token", token,
+                      "--result", json.dumps({"summary": "looks good", "status": status}))
+
+
+def push_change(server, workdir, text):
+    local = workdir / "app"
+    env = server.env()
+    (local / "app.txt").write_text(text)
+    subprocess.run(["git", "commit", "-qam", f"change {text.strip()}"], cwd=local, check=True, env=env)
+    server.git("push", "-q", server.repo_url("app"), "main", cwd=local)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=local, capture_output=True, text=True).stdout.strip()
+
+
+def test_push_builds_approves_and_deploys(server, workdir):
+    commit = setup(server, workdir)
+    out = create(server, declaration("release"))
+    assert out["pipeline"]["version"] == 1 and out["pipeline"]["pipelineType"] == "V1"
+    # CreatePipeline runs the pipeline once.
+    [first] = executions(server, "release")
+    assert first["trigger"]["triggerType"] == "CreatePipeline"
+    token = approval_token(server, "release")
+    st = state(server, "release")
+    src = stage(st, "Source")["actionStates"][0]
+    assert src["currentRevision"]["revisionId"] == commit
+    assert stage(st, "Build")["latestExecution"]["status"] == "Succeeded"
+    assert stage(st, "Approve")["latestExecution"]["status"] == "InProgress"
+    # Variables resolved across stages: the build's exported variable in the approval's data.
+    details = server.aws("codepipeline", "list-action-executions", "--pipeline-name", "release",
+                         "--filter", json.dumps({"pipelineExecutionId": first["pipelineExecutionId"]}))["actionExecutionDetails"]
+    by_action = {d["actionName"]: d for d in details}
+    assert by_action["Approval"]["input"]["resolvedConfiguration"]["CustomData"] == f"ship hello from {commit}?"
+    assert by_action["Source"]["output"]["outputVariables"]["CommitId"] == commit
+    build_out = by_action["Build"]["output"]["outputArtifacts"][0]["s3location"]
+    assert build_out["bucket"] == "artifacts" and build_out["key"].startswith("release/BuildOutpu/")
+    # Artifacts are in the bucket, zipped.
+    obj = server.client("s3").get_object(Bucket="artifacts", Key=build_out["key"])["Body"].read()
+    assert sorted(zipfile.ZipFile(io.BytesIO(obj)).namelist()) == ["app.txt", "commit.txt"]
+    approve(server, "release", token)
+    done = wait_status(server, "release", first["pipelineExecutionId"], {"Succeeded", "Failed"})
+    assert done["status"] == "Succeeded", done
+    assert done["artifactRevisions"][0]["revisionId"] == commit
+    site = server.client("s3")
+    assert site.get_object(Bucket="site", Key="web/commit.txt")["Body"].read().decode().strip() == commit
+    # A second approval with the same token is refused.
+    err = server.aws(
+        "codepipeline", "put-approval-result", "--pipeline-name", "release", "--stage-name", "Approve",
+        "--action-name", "Approval", "--token", token,
+        "--result", json.dumps({"summary": "again", "status": "Approved"}), check=False)
+    assert err.code == "ApprovalAlreadyCompletedException"
+
+    # A push starts the pipeline with the pushed commit.
+    new = push_change(server, workdir, "v2\n")
+    second = wait(server, lambda: executions(server, "release"), lambda x: len(x) == 2)[0]
+    assert second["trigger"]["triggerType"] == "CloudWatchEvent"
+    approve(server, "release", approval_token_for(server, "release", second["pipelineExecutionId"]))
+    done = wait_status(server, "release", second["pipelineExecutionId"], {"Succeeded", "Failed"})
+    assert done["status"] == "Succeeded" and done["artifactRevisions"][0]["revisionId"] == new
+    assert site.get_object(Bucket="site", Key="web/app.txt")["Body"].read() == b"v2\n"
+    # EventBridge-shaped events for the execution, its stages and actions.
+    kinds = {(e["detail-type"], e["detail"].get("state")) for e in server.events() if e["source"] == "aws.codepipeline"}
+    for k in [("CodePipeline Pipeline Execution State Change", "STARTED"),
+              ("CodePipeline Pipeline Execution State Change", "SUCCEEDED"),
+              ("CodePipeline Stage Execution State Change", "SUCCEEDED"),
+              ("CodePipeline Action Execution State Change", "STARTED")]:
+        assert k in kinds, kinds
+
+
+def approval_token_for(server, name, eid):
+    def latest():
+        st = state(server, name)
+        a = stage(st, "Approve")["actionStates"][0].get("latestExecution", {})
+        ok = stage(st, "Approve").get("latestExecution", {}).get("pipelineExecutionId") == eid and a.get("token")
+        return a.get("token") if ok else None
+    return wait(server, latest, bool)
+
+
+def test_rejection_fails_and_a_failed_build_is_retried(server, workdir):
+    setup(server, workdir, {"app.txt": "v1\n", "buildspec.yml": BUILDSPEC.replace("test -f app.txt", "test -f fixed.txt")})
+    create(server, declaration("release"))
+    [first] = executions(server, "release")
+    eid = first["pipelineExecutionId"]
+    failed = wait_status(server, "release", eid, {"Failed", "Succeeded"})
+    assert failed["status"] == "Failed"
+    st = state(server, "release")
+    b = stage(st, "Build")
+    assert b["latestExecution"]["status"] == "Failed"
+    assert b["actionStates"][0]["latestExecution"]["errorDetails"]["code"] == "JobFailed"
+    # Retrying a stage that did not fail is refused; the failed one reruns its failed action.
+    err = server.aws("codepipeline", "retry-stage-execution", "--pipeline-name", "release", "--stage-name", "Source",
+                     "--pipeline-execution-id", eid, "--retry-mode", "FAILED_ACTIONS", check=False)
+    assert err.code == "StageNotRetryableException"
+    # Fix the project's buildspec so the rerun succeeds (the source revision stays the same).
+    server.aws("codebuild", "update-project", "--name", "app-build", "--source",
+               json.dumps({"type": "CODEPIPELINE", "buildspec": BUILDSPEC}))
+    out = server.aws("codepipeline", "retry-stage-execution", "--pipeline-name", "release", "--stage-name", "Build",
+                     "--pipeline-execution-id", eid, "--retry-mode", "FAILED_ACTIONS")
+    assert out["pipelineExecutionId"] == eid
+    token = approval_token(server, "release")
+    details = server.aws("codepipeline", "list-action-executions", "--pipeline-name", "release")["actionExecutionDetails"]
+    assert [d["status"] for d in details if d["actionName"] == "Source"] == ["Succeeded"]  # not rerun
+    assert sorted(d["status"] for d in details if d["actionName"] == "Build") == ["Failed", "Succeeded"]
+    # A rejection fails the stage and the execution.
+    approve(server, "release", token, status="Rejected")
+    done = wait_status(server, "release", eid, {"Failed", "Succeeded"})
+    assert done["status"] == "Failed"
+    assert stage(state(server, "release"), "Approve")["latestExecution"]["status"] == "Failed"
+
+
+def test_disabled_transition_holds_and_superseded_mode(server, workdir):
+    setup(server, workdir)
+    create(server, declaration("release", approval=False))
+    server.aws("codepipeline", "disable-stage-transition", "--pipeline-name", "release", "--stage-name", "Deploy",
+               "--transition-type", "Inbound", "--reason", "freeze")
+    [first] = executions(server, "release")
+    eid = first["pipelineExecutionId"]
+    st = wait(server, lambda: state(server, "release"), lambda s: stage(s, "Deploy").get("inboundExecution"))
+    t = stage(st, "Deploy")["inboundTransitionState"]
+    assert (t["enabled"], t["disabledReason"]) == (False, "freeze")
+    assert stage(st, "Deploy")["inboundExecution"]["pipelineExecutionId"] == eid
+    # A newer execution reaching the same boundary supersedes the waiting one.
+    second = server.aws("codepipeline", "start-pipeline-execution", "--name", "release")["pipelineExecutionId"]
+    wait_status(server, "release", eid, {"Superseded"})
+    server.aws("codepipeline", "enable-stage-transition", "--pipeline-name", "release", "--stage-name", "Deploy",
+               "--transition-type", "Inbound")
+    assert wait_status(server, "release", second, {"Succeeded", "Failed"})["status"] == "Succeeded"
+    assert execution(server, "release", eid)["status"] == "Superseded"
+
+
+def test_stop_abandons_the_approval(server, workdir):
+    setup(server, workdir)
+    create(server, declaration("release"))
+    [first] = executions(server, "release")
+    eid = first["pipelineExecutionId"]
+    approval_token(server, "release")
+    server.aws("codepipeline", "stop-pipeline-execution", "--pipeline-name", "release", "--pipeline-execution-id", eid,
+               "--abandon", "--reason", "not today")
+    done = wait_status(server, "release", eid, {"Stopped"})
+    assert done["status"] == "Stopped"
+    [summary] = executions(server, "release")
+    assert summary["stopTrigger"]["reason"] == "not today"
+    err = server.aws("codepipeline", "stop-pipeline-execution", "--pipeline-name", "release",
+                     "--pipeline-execution-id", eid, check=False)
+    assert err.code == "PipelineExecutionNotStoppableException"
+
+
+def test_pipeline_crud_tags_and_errors(server, workdir):
+    setup(server, workdir)
+    d = declaration("p1")
+    out = server.aws("codepipeline", "create-pipeline", "--pipeline", json.dumps(d), "--tags", "key=team,value=web")
+    assert out["tags"] == [{"key": "team", "value": "web"}]
+    err = server.aws("codepipeline", "create-pipeline", "--pipeline", json.dumps(d), check=False)
+    assert err.code == "PipelineNameInUseException"
+    got = server.aws("codepipeline", "get-pipeline", "--name", "p1")
+    arn = got["metadata"]["pipelineArn"]
+    assert arn == f"arn:aws:codepipeline:us-east-1:{ACCOUNT}:p1"
+    d2 = copy.deepcopy(got["pipeline"])
+    d2["stages"][1]["actions"][0]["runOrder"] = 2
+    assert server.aws("codepipeline", "update-pipeline", "--pipeline", json.dumps(d2))["pipeline"]["version"] == 2
+    assert server.aws("codepipeline", "get-pipeline", "--name", "p1", "--pipeline-version", "1")["pipeline"]["version"] == 1
+    err = server.aws("codepipeline", "get-pipeline", "--name", "p1", "--pipeline-version", "7", check=False)
+    assert err.code == "PipelineVersionNotFoundException"
+    err = server.aws("codepipeline", "update-pipeline", "--pipeline", json.dumps(d2), check=False)
+    assert err.code == "InvalidStructureException"  # version 2 is no longer current
+    server.aws("codepipeline", "tag-resource", "--resource-arn", arn, "--tags", "key=tier,value=1")
+    tags = server.aws("codepipeline", "list-tags-for-resource", "--resource-arn", arn)["tags"]
+    assert {t["key"]: t["value"] for t in tags} == {"team": "web", "tier": "1"}
+    server.aws("codepipeline", "untag-resource", "--resource-arn", arn, "--tag-keys", "team")
+    assert server.aws("codepipeline", "list-tags-for-resource", "--resource-arn", arn)["tags"] == [{"key": "tier", "value": "1"}]
+    err = server.aws("codepipeline", "list-tags-for-resource", "--resource-arn", arn + "x", check=False)
+    assert err.code == "ResourceNotFoundException"
+    names = [p["name"] for p in server.aws("codepipeline", "list-pipelines")["pipelines"]]
+    assert names == ["p1"]
+    # Another region has its own pipelines.
+    assert server.aws("codepipeline", "list-pipelines", region="eu-west-1")["pipelines"] == []
+    err = server.aws("codepipeline", "get-pipeline", "--name", "nope", check=False)
+    assert (err.code, err.message) == ("PipelineNotFoundException", f"Account '{ACCOUNT}' does not have a pipeline with name 'nope'")
+    types = server.aws("codepipeline", "list-action-types", "--action-owner-filter", "AWS")["actionTypes"]
+    cc = next(t for t in types if t["id"]["provider"] == "CodeCommit")
+    assert (cc["outputArtifactDetails"], cc["inputArtifactDetails"]) == ({"minimumCount": 1, "maximumCount": 1}, {"minimumCount": 0, "maximumCount": 0})
+    server.aws("codepipeline", "delete-pipeline", "--name", "p1")
+    assert server.aws("codepipeline", "list-pipelines")["pipelines"] == []
+    server.aws("codepipeline", "delete-pipeline", "--name", "p1")  # no error, as in AWS
+
+
+def bad(d, path, value):
+    d = copy.deepcopy(d)
+    target = d
+    for p in path[:-1]:
+        target = target[p]
+    if value is DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return d
+
+
+DELETE = object()
+
+BASE = declaration("bad")
+
+INVALID = [
+    ("one stage", bad(BASE, ["stages"], BASE["stages"][:1]), "InvalidStructureException",
+     "Pipeline has only 1 stage(s). There should be a minimum of 2 stages in a pipeline"),
+    ("build in the first stage", bad(BASE, ["stages", 0, "actions"], BASE["stages"][1]["actions"]),
+     "InvalidStructureException", None),
+    ("source in a later stage", bad(BASE, ["stages", 1, "actions"], BASE["stages"][0]["actions"]),
+     "InvalidStructureException", None),
+    ("stage name twice", bad(BASE, ["stages", 2, "name"], "Build"), "InvalidStageDeclarationException", None),
+    ("input nobody produces", bad(BASE, ["stages", 1, "actions", 0, "inputArtifacts"], [{"name": "Nope"}]),
+     "InvalidStructureException", None),
+    ("output name twice", bad(BASE, ["stages", 1, "actions", 0, "outputArtifacts"], [{"name": "SourceOutput"}]),
+     "InvalidStructureException", None),
+    ("missing required configuration", bad(BASE, ["stages", 0, "actions", 0, "configuration"], {"RepositoryName": "app"}),
+     "InvalidActionDeclarationException", "Action configuration for action 'Source' is missing required configuration 'BranchName'"),
+    ("unknown configuration key", bad(BASE, ["stages", 1, "actions", 0, "configuration", "Nope"], "x"),
+     "InvalidActionDeclarationException", None),
+    ("unknown provider", bad(BASE, ["stages", 1, "actions", 0, "actionTypeId", "provider"], "Jenkins"),
+     "InvalidActionDeclarationException", None),
+    ("too many outputs for a source", bad(BASE, ["stages", 0, "actions", 0, "outputArtifacts"], [{"name": "A"}, {"name": "B"}]),
+     "InvalidActionDeclarationException", None),
+    ("both artifact stores", bad(BASE, ["artifactStores"], {"us-east-1": {"type": "S3", "location": "artifacts"}}),
+     "InvalidStructureException", None),
+    ("no artifact store", bad(BASE, ["artifactStore"], DELETE), "InvalidStructureException", None),
+    ("V2 mode on V1", bad(BASE, ["executionMode"], "QUEUED"), "InvalidStructureException", None),
+    ("run order 0", bad(BASE, ["stages", 1, "actions", 0, "runOrder"], 0), "ValidationException", None),
+    ("bad stage name", bad(BASE, ["stages", 1, "name"], "no spaces!"), "ValidationException", None),
+]
+
+
+@pytest.mark.parametrize("case", INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_declarations(server, case):
+    _, d, code, message = case
+    # boto3 without its own parameter checks, so the server's are what answers.
+    client = boto3.client(
+        "codepipeline", endpoint_url=server.url, region_name="us-east-1",
+        aws_access_key_id=server.root.key, aws_secret_access_key=server.root.secret,
+        config=botocore.config.Config(parameter_validation=False, retries={"max_attempts": 1}),
+    )
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        client.create_pipeline(pipeline=d)
+    error = e.value.response["Error"]
+    assert error["Code"] == code, error
+    if message:
+        assert error["Message"] == message
+    # Nothing was created.
+    assert server.aws("codepipeline", "list-pipelines")["pipelines"] == []
