@@ -182,11 +182,34 @@ fn codepipeline_resources(cp: &slipway_codepipeline::CodePipeline, input: &Value
 /// The fallback handler: everything that is not git or `/-/` is an AWS API request.
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
+    // AWS's query protocol (IAM, STS: a form with `Action=`), which Slipway does not serve:
+    // answered in that protocol's XML, so its clients report the error instead of failing
+    // to parse it.
+    let query_protocol = !req.headers().contains_key("x-amz-target")
+        && req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     let result = handle_inner(&state, req, &request_id).await;
     if let Err(e) = &result {
         tracing::info!(request_id, code = %e.code, status = e.status, "request failed");
     }
-    respond(&request_id, result)
+    match result {
+        Err(_) if query_protocol => query_error(&request_id),
+        result => respond(&request_id, result),
+    }
+}
+
+/// An `ErrorResponse` in the query protocol's XML for an action Slipway does not serve.
+fn query_error(request_id: &str) -> Response {
+    let body = format!(
+        "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code><Message>Slipway does not serve AWS query-protocol APIs (IAM, STS) over HTTP; manage users, keys and policies with `slipway admin`</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+    );
+    let mut resp = (StatusCode::BAD_REQUEST, body).into_response();
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static("text/xml"));
+    resp
 }
 
 async fn handle_inner(

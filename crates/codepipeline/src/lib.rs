@@ -401,10 +401,11 @@ impl CodePipeline {
 
     async fn tagged_pipeline(&self, arn: &str) -> Result<String> {
         let missing = || {
+            let name = arn.rsplit(':').next().unwrap_or(arn);
             err(
                 ErrorKind::ResourceNotFoundException,
                 format!(
-                    "The account with id '{}' does not include a pipeline with the ARN '{arn}'",
+                    "The account with id '{}' does not include a pipeline with the name '{name}'",
                     self.account_id()
                 ),
             )
