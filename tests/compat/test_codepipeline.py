@@ -369,3 +369,47 @@ def test_invalid_declarations(server, case):
         assert error["Message"] == message
     # Nothing was created.
     assert server.aws("codepipeline", "list-pipelines")["pipelines"] == []
+
+
+def test_kill9_mid_build_and_mid_approval(workdir):
+    """The server is killed (-9) while a pipeline's build runs on a remote worker and again
+    while it waits for approval: after each restart the execution goes on — the same build
+    re-attached (never started twice), the same approval token accepted."""
+    import os
+    from conftest import BIN, REGION, Server
+    env = {"SLIPWAY_BUILD_SLOTS": "0"}
+    s = Server(workdir / "data", env=env).start()
+    worker = None
+    try:
+        creds = s.user("builder", policy={"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "slipway:RunBuilds", "Resource": "*"}]})
+        wenv = dict(os.environ, AWS_ACCESS_KEY_ID=creds.key, AWS_SECRET_ACCESS_KEY=creds.secret,
+                    AWS_REGION=REGION, SLIPWAY_LOG="info")
+        log = open(workdir / "worker.log", "ab")
+        worker = subprocess.Popen([BIN, "worker", "--server", s.url, "--work-dir", str(workdir / "w"),
+                                   "--slots", "1", "--id", "remote-1"], env=wenv, stdout=log, stderr=log)
+        slow = BUILDSPEC.replace("      - test -f app.txt\n", "      - test -f app.txt\n      - sleep 8\n")
+        setup(s, workdir, {"app.txt": "v1\n", "buildspec.yml": slow})
+        create(s, declaration("release"))
+        [first] = executions(s, "release")
+        eid = first["pipelineExecutionId"]
+        st = wait(s, lambda: state(s, "release"),
+                  lambda x: stage(x, "Build")["actionStates"][0].get("latestExecution", {}).get("externalExecutionId"))
+        build_id = stage(st, "Build")["actionStates"][0]["latestExecution"]["externalExecutionId"]
+        wait(s, lambda: s.aws("codebuild", "batch-get-builds", "--ids", build_id)["builds"][0],
+             lambda b: b.get("currentPhase") == "BUILD")
+        s.kill9()
+        s = Server(workdir / "data", port=s.port, env=env).start()
+        token = approval_token(s, "release")
+        assert s.aws("codebuild", "list-builds-for-project", "--project-name", "app-build")["ids"] == [build_id]
+        s.kill9()
+        s = Server(workdir / "data", port=s.port, env=env).start()
+        approve(s, "release", token)
+        assert wait_status(s, "release", eid, {"Succeeded", "Failed"})["status"] == "Succeeded"
+        runs = s.aws("codepipeline", "list-action-executions", "--pipeline-name", "release")["actionExecutionDetails"]
+        assert sorted(r["actionName"] for r in runs) == ["Approval", "Build", "Deploy", "Source"]
+    finally:
+        if worker:
+            worker.kill()
+            worker.wait()
+        s.stop()
