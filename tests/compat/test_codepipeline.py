@@ -413,3 +413,68 @@ def test_kill9_mid_build_and_mid_approval(workdir):
             worker.kill()
             worker.wait()
         s.stop()
+
+
+def test_custom_action_completed_by_a_job_worker(server, workdir):
+    setup(server, workdir)
+    cp = server.client("codepipeline")
+    cp.create_custom_action_type(
+        category="Build", provider="MyBuilder", version="1",
+        configurationProperties=[{"name": "Target", "required": True, "key": True, "secret": False, "queryable": True}],
+        inputArtifactDetails={"minimumCount": 1, "maximumCount": 1},
+        outputArtifactDetails={"minimumCount": 1, "maximumCount": 1},
+    )
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        cp.create_custom_action_type(category="Build", provider="MyBuilder", version="1",
+                                     inputArtifactDetails={"minimumCount": 0, "maximumCount": 1},
+                                     outputArtifactDetails={"minimumCount": 0, "maximumCount": 1})
+    assert e.value.response["Error"]["Code"] == "ActionTypeAlreadyExistsException"
+    custom = {"category": "Build", "owner": "Custom", "provider": "MyBuilder", "version": "1"}
+    d = declaration("custom", approval=False)
+    d["stages"] = d["stages"][:1] + [{"name": "Build", "actions": [{
+        "name": "Mine", "actionTypeId": custom, "configuration": {"Target": "prod"},
+        "inputArtifacts": [{"name": "SourceOutput"}], "outputArtifacts": [{"name": "Made"}], "namespace": "Mine"}]}]
+    # A required key of the custom type is checked like a built-in one's.
+    bad_d = copy.deepcopy(d)
+    bad_d["stages"][1]["actions"][0]["configuration"] = {}
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        cp.create_pipeline(pipeline=bad_d)
+    assert e.value.response["Error"]["Code"] == "InvalidActionDeclarationException"
+    cp.create_pipeline(pipeline=d)
+    [first] = executions(server, "custom")
+
+    def poll(query):
+        return wait(server, lambda: cp.poll_for_jobs(actionTypeId=custom, maxBatchSize=5, queryParam=query)["jobs"], bool, 60)
+
+    assert cp.poll_for_jobs(actionTypeId=custom, queryParam={"Target": "staging"})["jobs"] == []
+    [job] = poll({"Target": "prod"})
+    assert job["data"]["pipelineContext"]["pipelineExecutionId"] == first["pipelineExecutionId"]
+    assert job["data"]["inputArtifacts"][0]["name"] == "SourceOutput"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        cp.acknowledge_job(jobId=job["id"], nonce="wrong")
+    assert e.value.response["Error"]["Code"] == "InvalidNonceException"
+    assert cp.acknowledge_job(jobId=job["id"], nonce=job["nonce"])["status"] == "InProgress"
+    # Not done yet: a continuation token makes a new job for the same run.
+    cp.put_job_success_result(jobId=job["id"], continuationToken="step-2",
+                              executionDetails={"summary": "half way", "percentComplete": 50})
+    [job2] = poll({"Target": "prod"})
+    assert job2["id"] != job["id"] and job2["data"]["continuationToken"] == "step-2"
+    cp.acknowledge_job(jobId=job2["id"], nonce=job2["nonce"])
+    out = job2["data"]["outputArtifacts"][0]["location"]["s3Location"]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("made.txt", "by the worker\n")
+    server.client("s3").put_object(Bucket=out["bucketName"], Key=out["objectKey"], Body=buf.getvalue())
+    cp.put_job_success_result(jobId=job2["id"], outputVariables={"Result": "ok"},
+                              executionDetails={"summary": "made it", "externalExecutionId": "worker-1"})
+    done = wait_status(server, "custom", first["pipelineExecutionId"], {"Succeeded", "Failed"})
+    assert done["status"] == "Succeeded", done
+    details = cp.list_action_executions(pipelineName="custom")["actionExecutionDetails"]
+    mine = next(x for x in details if x["actionName"] == "Mine")
+    assert mine["output"]["outputVariables"] == {"Result": "ok"}
+    assert mine["output"]["executionResult"]["externalExecutionSummary"] == "made it"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        cp.put_job_success_result(jobId=job2["id"])
+    assert e.value.response["Error"]["Code"] == "InvalidJobStateException"
+    types = cp.list_action_types(actionOwnerFilter="Custom")["actionTypes"]
+    assert [t["id"]["provider"] for t in types] == ["MyBuilder"]

@@ -212,7 +212,10 @@ impl CodePipelineApi for CodePipelineService {
         _ctx: &Context,
         input: ListActionTypesInput,
     ) -> Result<ListActionTypesOutput, ApiError> {
-        let all = self.cp.action_types(input.action_owner_filter.as_deref());
+        let all = self
+            .cp
+            .action_types(input.action_owner_filter.as_deref())
+            .await?;
         let (items, next_token) = page(all, input.next_token.as_deref(), None, 100)?;
         Ok(ListActionTypesOutput {
             action_types: Some(items),
@@ -315,6 +318,157 @@ impl CodePipelineApi for CodePipelineService {
         Ok(Default::default())
     }
 
+    async fn create_custom_action_type(
+        &self,
+        _ctx: &Context,
+        input: CreateCustomActionTypeInput,
+    ) -> Result<CreateCustomActionTypeOutput, ApiError> {
+        let tags = input.tags.clone();
+        let t = self.cp.create_action_type(input).await?;
+        Ok(CreateCustomActionTypeOutput {
+            action_type: Some(t),
+            tags,
+        })
+    }
+
+    async fn delete_custom_action_type(
+        &self,
+        _ctx: &Context,
+        input: DeleteCustomActionTypeInput,
+    ) -> Result<slipway_model::Empty, ApiError> {
+        self.cp
+            .delete_action_type(
+                input.category.as_deref().unwrap_or_default(),
+                input.provider.as_deref().unwrap_or_default(),
+                input.version.as_deref().unwrap_or_default(),
+            )
+            .await?;
+        Ok(Default::default())
+    }
+
+    async fn poll_for_jobs(
+        &self,
+        _ctx: &Context,
+        input: PollForJobsInput,
+    ) -> Result<PollForJobsOutput, ApiError> {
+        let jobs = self
+            .cp
+            .poll_for_jobs(
+                &input.action_type_id.unwrap_or_default(),
+                input.max_batch_size.unwrap_or(1).max(1) as usize,
+                &input.query_param.unwrap_or_default(),
+            )
+            .await?;
+        Ok(PollForJobsOutput { jobs: Some(jobs) })
+    }
+
+    async fn acknowledge_job(
+        &self,
+        _ctx: &Context,
+        input: AcknowledgeJobInput,
+    ) -> Result<AcknowledgeJobOutput, ApiError> {
+        let status = self
+            .cp
+            .acknowledge_job(&name(input.job_id), &name(input.nonce))
+            .await?;
+        Ok(AcknowledgeJobOutput {
+            status: Some(status),
+        })
+    }
+
+    async fn get_job_details(
+        &self,
+        _ctx: &Context,
+        input: GetJobDetailsInput,
+    ) -> Result<GetJobDetailsOutput, ApiError> {
+        let details = self.cp.job_details(&name(input.job_id)).await?;
+        Ok(GetJobDetailsOutput {
+            job_details: Some(details),
+        })
+    }
+
+    async fn put_job_success_result(
+        &self,
+        _ctx: &Context,
+        input: PutJobSuccessResultInput,
+    ) -> Result<slipway_model::Empty, ApiError> {
+        let details = input.execution_details.unwrap_or_default();
+        let revision = input.current_revision.unwrap_or_default();
+        let result = serde_json::json!({
+            "continuationToken": input.continuation_token,
+            "outputVariables": input.output_variables,
+            "summary": details.summary,
+            "externalExecutionId": details.external_execution_id,
+            "revision": revision.revision,
+            "revisionSummary": revision.revision_summary,
+        });
+        self.cp
+            .put_job_result(&name(input.job_id), true, result)
+            .await?;
+        Ok(Default::default())
+    }
+
+    async fn put_job_failure_result(
+        &self,
+        _ctx: &Context,
+        input: PutJobFailureResultInput,
+    ) -> Result<slipway_model::Empty, ApiError> {
+        let f = input.failure_details.unwrap_or_default();
+        let result = serde_json::json!({
+            "type": f.r#type,
+            "message": f.message,
+            "externalExecutionId": f.external_execution_id,
+        });
+        self.cp
+            .put_job_result(&name(input.job_id), false, result)
+            .await?;
+        Ok(Default::default())
+    }
+
+    // ThirdParty action types are partners' (registered with AWS); none exist here, so
+    // there are no third-party jobs.
+    async fn poll_for_third_party_jobs(
+        &self,
+        _ctx: &Context,
+        _input: PollForThirdPartyJobsInput,
+    ) -> Result<PollForThirdPartyJobsOutput, ApiError> {
+        Ok(PollForThirdPartyJobsOutput {
+            jobs: Some(Vec::new()),
+        })
+    }
+
+    async fn acknowledge_third_party_job(
+        &self,
+        _ctx: &Context,
+        input: AcknowledgeThirdPartyJobInput,
+    ) -> Result<AcknowledgeThirdPartyJobOutput, ApiError> {
+        Err(no_third_party_job(input.job_id))
+    }
+
+    async fn get_third_party_job_details(
+        &self,
+        _ctx: &Context,
+        input: GetThirdPartyJobDetailsInput,
+    ) -> Result<GetThirdPartyJobDetailsOutput, ApiError> {
+        Err(no_third_party_job(input.job_id))
+    }
+
+    async fn put_third_party_job_success_result(
+        &self,
+        _ctx: &Context,
+        input: PutThirdPartyJobSuccessResultInput,
+    ) -> Result<slipway_model::Empty, ApiError> {
+        Err(no_third_party_job(input.job_id))
+    }
+
+    async fn put_third_party_job_failure_result(
+        &self,
+        _ctx: &Context,
+        input: PutThirdPartyJobFailureResultInput,
+    ) -> Result<slipway_model::Empty, ApiError> {
+        Err(no_third_party_job(input.job_id))
+    }
+
     async fn list_tags_for_resource(
         &self,
         _ctx: &Context,
@@ -352,6 +506,14 @@ impl CodePipelineApi for CodePipelineService {
             .await?;
         Ok(Default::default())
     }
+}
+
+fn no_third_party_job(id: Option<String>) -> ApiError {
+    ApiError::new(
+        "JobNotFoundException",
+        400,
+        format!("Job {} does not exist", id.unwrap_or_default()),
+    )
 }
 
 /// The builds of pipelines, through the API layer's CodeBuild (which needs the server's

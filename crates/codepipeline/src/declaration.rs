@@ -344,6 +344,17 @@ fn check_stage(
         }
     }
     produced.extend(stage_outputs.into_iter().map(|(_, n)| n));
+    Ok(stage_plan(stage))
+}
+
+/// The engine's plan of a declaration (checked before it was stored).
+pub fn plan_of(d: &PipelineDeclaration) -> Plan {
+    Plan {
+        stages: d.stages.iter().flatten().map(stage_plan).collect(),
+    }
+}
+
+fn stage_plan(stage: &StageDeclaration) -> StagePlan {
     let on_failure = match stage.on_failure.as_ref().and_then(|f| f.result.as_deref()) {
         Some("RETRY") => OnFailure::Retry {
             all: stage
@@ -356,15 +367,17 @@ fn check_stage(
         Some("SKIP") => OnFailure::Skip,
         _ => OnFailure::Fail,
     };
-    Ok(StagePlan {
-        name: sname,
-        actions: actions
+    StagePlan {
+        name: stage.name.clone().unwrap_or_default(),
+        actions: stage
+            .actions
             .iter()
+            .flatten()
             .map(|a| ActionPlan {
                 name: a.name.clone().unwrap_or_default(),
                 run_order: a.run_order.unwrap_or(1).max(1) as u32,
             })
             .collect(),
         on_failure,
-    })
+    }
 }

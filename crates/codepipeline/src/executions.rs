@@ -377,8 +377,16 @@ impl CodePipeline {
         Ok(runs.into_iter().map(|r| action_detail(&r)).collect())
     }
 
-    /// ListActionTypes: the built-in ones (owner filter `AWS`).
-    pub fn action_types(&self, owner: Option<&str>) -> Vec<ActionType> {
+    /// ListActionTypes: the built-in ones (owner `AWS`) and the region's custom ones.
+    pub async fn action_types(&self, owner: Option<&str>) -> Result<Vec<ActionType>> {
+        let mut all = self.built_in_types(owner);
+        if owner.is_none_or(|o| o == "Custom") {
+            all.extend(self.custom_action_types().await?);
+        }
+        Ok(all)
+    }
+
+    fn built_in_types(&self, owner: Option<&str>) -> Vec<ActionType> {
         BUILT_IN
             .iter()
             .filter(|t| owner.is_none_or(|o| o == t.owner))

@@ -11,6 +11,7 @@ pub mod declaration;
 pub mod engine;
 pub mod error;
 mod executions;
+pub mod jobs;
 pub mod providers;
 pub mod runtime;
 pub mod triggers;
@@ -154,11 +155,6 @@ impl CodePipeline {
         arn.strip_prefix(&prefix)
             .filter(|n| !n.is_empty() && !n.contains('/'))
             .map(str::to_owned)
-    }
-
-    /// Custom action types of this region, for declaration checks.
-    async fn custom_types(&self) -> Result<Vec<declaration::CustomType>> {
-        Ok(Vec::new())
     }
 
     async fn checked(&self, d: &PipelineDeclaration) -> Result<engine::Plan> {

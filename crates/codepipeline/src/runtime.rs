@@ -218,7 +218,7 @@ impl CodePipeline {
                 }
             }
         }
-        let plan = declaration::validate(&p.declaration, &self.region, &[])?;
+        let plan = declaration::plan_of(&p.declaration);
         let seq: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(seq), 0) + 1 FROM cp_executions WHERE region = $1 AND pipeline = $2",
         )

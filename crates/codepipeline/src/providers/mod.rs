@@ -115,6 +115,7 @@ pub fn provider(job: &Job) -> Option<&'static dyn Provider> {
             ("Build" | "Test", "AWS", "CodeBuild") => &codebuild::CodeBuildAction,
             ("Approval", "AWS", "Manual") => &manual::ManualApproval,
             ("Deploy", "AWS", "S3") => &s3_deploy::S3Deploy,
+            (_, "Custom", _) => &crate::jobs::CustomAction,
             _ => return None,
         },
     )

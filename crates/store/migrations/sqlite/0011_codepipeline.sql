@@ -70,3 +70,31 @@ CREATE TABLE outbox_cursors (
     reader  TEXT PRIMARY KEY,
     seq     INTEGER NOT NULL
 );
+
+-- Custom action types (CreateCustomActionType) and the jobs their workers poll for.
+CREATE TABLE cp_action_types (
+    region      TEXT NOT NULL,
+    category    TEXT NOT NULL,
+    provider    TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    PRIMARY KEY (region, category, provider, version)
+);
+
+CREATE TABLE cp_jobs (
+    job_id              TEXT PRIMARY KEY,
+    region              TEXT NOT NULL,
+    category            TEXT NOT NULL,
+    provider            TEXT NOT NULL,
+    version             TEXT NOT NULL,
+    action_execution_id TEXT NOT NULL,
+    nonce               TEXT NOT NULL,
+    -- Queued | Dispatched | InProgress | Succeeded | Failed
+    status              TEXT NOT NULL,
+    data                TEXT NOT NULL,
+    result              TEXT,
+    created_at          REAL NOT NULL,
+    updated_at          REAL NOT NULL
+);
+CREATE INDEX cp_jobs_queue ON cp_jobs (region, category, provider, version, status, created_at);
