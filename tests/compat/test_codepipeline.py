@@ -164,6 +164,8 @@ def test_push_builds_approves_and_deploys(server, workdir):
     done = wait_status(server, "release", first["pipelineExecutionId"], {"Succeeded", "Failed"})
     assert done["status"] == "Succeeded", done
     assert done["artifactRevisions"][0]["revisionId"] == commit
+    w = watch(server, "release", "--execution-id", first["pipelineExecutionId"])
+    assert w.returncode == 0 and "✓ Deploy" in w.stdout, w.stdout + w.stderr
     site = server.client("s3")
     assert site.get_object(Bucket="site", Key="web/commit.txt")["Body"].read().decode().strip() == commit
     # A second approval with the same token is refused.
@@ -190,6 +192,12 @@ def test_push_builds_approves_and_deploys(server, workdir):
         assert k in kinds, kinds
 
 
+def watch(server, name, *args):
+    from conftest import BIN
+    return subprocess.run([BIN, "pipeline", "watch", name, *args], capture_output=True, text=True,
+                          env=server.env(), timeout=120)
+
+
 def approval_token_for(server, name, eid):
     def latest():
         st = state(server, name)
@@ -210,6 +218,12 @@ def test_rejection_fails_and_a_failed_build_is_retried(server, workdir):
     b = stage(st, "Build")
     assert b["latestExecution"]["status"] == "Failed"
     assert b["actionStates"][0]["latestExecution"]["errorDetails"]["code"] == "JobFailed"
+    # `slipway pipeline watch` shows the stages, the failed action and its build's log tail.
+    w = watch(server, "release")
+    assert w.returncode == 1, w.stderr
+    assert f"release · execution {eid} · Failed" in w.stdout
+    assert "✓ Source" in w.stdout and "✗ Build" in w.stdout
+    assert "lines of build app-build:" in w.stdout and "test -f fixed.txt" in w.stdout, w.stdout
     # Retrying a stage that did not fail is refused; the failed one reruns its failed action.
     err = server.aws("codepipeline", "retry-stage-execution", "--pipeline-name", "release", "--stage-name", "Source",
                      "--pipeline-execution-id", eid, "--retry-mode", "FAILED_ACTIONS", check=False)

@@ -438,6 +438,8 @@ async fn run_backend(
                 return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal error"));
             }
             tracing::info!(repository = %repo.name, updates = updates.len(), "push recorded");
+            // Pipelines watching this branch start without waiting for their next look.
+            state.codepipeline.wake();
         }
         return builder.body(Body::from(out)).map_err(std::io::Error::other);
     }

@@ -297,7 +297,10 @@ async fn handle_inner(
     match *signing {
         "codecommit" => {
             let svc = CodeCommitService { cc: codecommit };
-            codecommit::dispatch(&svc, &ctx, operation, input).await
+            let result = codecommit::dispatch(&svc, &ctx, operation, input).await;
+            // A commit through the API may start pipelines (its event is in the outbox).
+            state.codepipeline.wake();
+            result
         }
         "codebuild" => {
             // Build log pages are linked for the caller, signed with its own key.

@@ -284,6 +284,8 @@ async fn complete(
             .complete(&id, token(&v), &v)
             .await
             .map_err(domain_error)?;
+        // A pipeline waiting for this build reads its result now, not at its next poll.
+        state.codepipeline.build_finished();
         Ok(json!({}))
     })
     .await

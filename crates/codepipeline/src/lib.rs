@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     pub builds: Arc<dyn BuildService>,
     /// Woken when there is work for the runtime (a new action run, a new event).
     pub wake: tokio::sync::Notify,
+    /// Set when running runs should be polled at once (a build ended).
+    pub poll_now: std::sync::atomic::AtomicBool,
 }
 
 /// The CodePipeline service, as seen from one region.
@@ -120,6 +122,7 @@ impl CodePipeline {
                 codecommit,
                 builds,
                 wake: tokio::sync::Notify::new(),
+                poll_now: Default::default(),
             }),
             region,
         })
@@ -135,6 +138,19 @@ impl CodePipeline {
 
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    /// Tells the runtime there may be something new (an outbox event, a result).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Tells the runtime a build ended: running builds are polled now.
+    pub fn build_finished(&self) {
+        self.inner
+            .poll_now
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner.wake.notify_one();
     }
 
     pub fn account_id(&self) -> &str {

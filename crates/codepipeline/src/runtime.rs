@@ -768,12 +768,16 @@ impl CodePipeline {
         .fetch_all(self.store().pool())
         .await?;
         let t = now();
+        let poll_all = self
+            .inner
+            .poll_now
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
         for r in rows {
             let id: String = r.get(0);
             let status: String = r.get(1);
             let external: Option<String> = r.get(3);
             let updated: f64 = r.get(4);
-            if status == "running" && t - updated < POLL_EVERY {
+            if status == "running" && !poll_all && t - updated < POLL_EVERY {
                 continue;
             }
             if !in_flight

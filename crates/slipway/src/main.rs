@@ -2,6 +2,7 @@
 
 mod admin;
 mod build;
+mod pipeline;
 mod registry;
 mod server;
 mod worker;
@@ -32,6 +33,8 @@ enum Command {
     Agent,
     /// Run a buildspec locally in a sandbox, without a server.
     Build(build::BuildArgs),
+    /// Follow pipelines on a server (`slipway pipeline watch NAME`).
+    Pipeline(pipeline::PipelineArgs),
 }
 
 fn init_tracing() {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
             Command::Admin(args) => admin::run(args).await,
             Command::Build(args) => build::run(args).await,
             Command::Worker(args) => worker::run(args).await,
+            Command::Pipeline(args) => pipeline::run(args).await,
             Command::Agent => {
                 eprintln!(
                     "slipway: this command is not built yet; see README.md for what works today"

@@ -1,0 +1,349 @@
+//! `slipway pipeline watch NAME`: a live view of a pipeline's execution for a person at a
+//! terminal — stages, actions, durations, and the failing build's last log lines — read
+//! with the same signed API calls the aws-cli makes.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use sha2::Digest as _;
+use slipway_api::sigv4;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+#[derive(Args)]
+pub struct PipelineArgs {
+    #[command(subcommand)]
+    command: PipelineCommand,
+}
+
+#[derive(Subcommand)]
+enum PipelineCommand {
+    /// Follow an execution (the latest, or --execution-id) until it ends; exits 0 when it
+    /// succeeds, 1 otherwise.
+    Watch {
+        /// The pipeline.
+        name: String,
+        #[arg(long)]
+        execution_id: Option<String>,
+        /// The server (default: AWS_ENDPOINT_URL, else http://127.0.0.1:4566).
+        #[arg(
+            long,
+            env = "AWS_ENDPOINT_URL",
+            default_value = "http://127.0.0.1:4566"
+        )]
+        endpoint_url: String,
+        /// Log lines of a failed build to show.
+        #[arg(long, default_value_t = 20)]
+        log_lines: usize,
+    },
+}
+
+/// A signed AWS JSON-1.1 client (credentials and region from the standard variables).
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    host: String,
+    key: String,
+    secret: String,
+    region: String,
+}
+
+impl Api {
+    fn from_env(endpoint: &str) -> anyhow::Result<Api> {
+        let key = std::env::var("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID is not set")?;
+        let secret =
+            std::env::var("AWS_SECRET_ACCESS_KEY").context("AWS_SECRET_ACCESS_KEY is not set")?;
+        let region = std::env::var("AWS_REGION")
+            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|_| "us-east-1".into());
+        let base = endpoint.trim_end_matches('/').to_owned();
+        let host = base
+            .split_once("://")
+            .map_or(base.as_str(), |(_, h)| h)
+            .to_owned();
+        Ok(Api {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()?,
+            base,
+            host,
+            key,
+            secret,
+            region,
+        })
+    }
+
+    async fn call(&self, service: &str, target: &str, body: Value) -> anyhow::Result<Value> {
+        let body = body.to_string();
+        let hash = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut req = self
+            .http
+            .post(format!("{}/", self.base))
+            .header("x-amz-target", target)
+            .header("content-type", "application/x-amz-json-1.1");
+        for (k, v) in sigv4::sign_request(
+            "POST",
+            &self.host,
+            "/",
+            "",
+            &hash,
+            (&self.key, &self.secret),
+            &self.region,
+            service,
+            now,
+        ) {
+            req = req.header(k, v);
+        }
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("calling {}", self.base))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!(
+                "{}: {}",
+                v["__type"].as_str().unwrap_or("error"),
+                v["message"].as_str().unwrap_or_default()
+            );
+        }
+        Ok(v)
+    }
+}
+
+fn duration(from: Option<f64>, to: f64) -> String {
+    let Some(from) = from else {
+        return String::new();
+    };
+    let s = (to - from).max(0.0);
+    if s < 60.0 {
+        format!("{s:.0}s")
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
+}
+
+fn mark(status: &str) -> &'static str {
+    match status {
+        "Succeeded" => "✓",
+        "Failed" => "✗",
+        "InProgress" => "…",
+        "Stopped" | "Stopping" | "Abandoned" | "Superseded" | "Cancelled" => "■",
+        _ => " ",
+    }
+}
+
+/// One picture of the execution: the lines to print, and its status.
+async fn picture(
+    api: &Api,
+    name: &str,
+    id: &str,
+    log_lines: usize,
+    live: bool,
+) -> anyhow::Result<(Vec<String>, String)> {
+    let cp = "CodePipeline_20150709";
+    let exec = api
+        .call(
+            "codepipeline",
+            &format!("{cp}.GetPipelineExecution"),
+            json!({"pipelineName": name, "pipelineExecutionId": id}),
+        )
+        .await?;
+    let e = &exec["pipelineExecution"];
+    let status = e["status"].as_str().unwrap_or_default().to_owned();
+    let runs = api
+        .call(
+            "codepipeline",
+            &format!("{cp}.ListActionExecutions"),
+            json!({"pipelineName": name, "filter": {"pipelineExecutionId": id}}),
+        )
+        .await?;
+    let state = api
+        .call(
+            "codepipeline",
+            &format!("{cp}.GetPipelineState"),
+            json!({"name": name}),
+        )
+        .await?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let mut lines = vec![format!(
+        "{name} · execution {id} · {status}{}",
+        e["statusSummary"]
+            .as_str()
+            .map(|s| format!(" — {s}"))
+            .unwrap_or_default()
+    )];
+    let details = runs["actionExecutionDetails"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut failed_build = None;
+    for stage in state["stageStates"].as_array().into_iter().flatten() {
+        let sname = stage["stageName"].as_str().unwrap_or_default();
+        let mine: Vec<&Value> = details.iter().filter(|d| d["stageName"] == sname).collect();
+        let latest = &stage["latestExecution"];
+        let sstatus = if latest["pipelineExecutionId"] == id {
+            latest["status"].as_str().unwrap_or_default()
+        } else if stage["inboundExecution"]["pipelineExecutionId"] == id {
+            "waiting"
+        } else {
+            ""
+        };
+        let held = stage["inboundTransitionState"]["enabled"] == false;
+        lines.push(format!(
+            "  {} {sname}{}{}",
+            mark(sstatus),
+            if sstatus.is_empty() {
+                String::new()
+            } else {
+                format!("  {sstatus}")
+            },
+            if held {
+                format!(
+                    "  (transition disabled: {})",
+                    stage["inboundTransitionState"]["disabledReason"]
+                        .as_str()
+                        .unwrap_or_default()
+                )
+            } else {
+                String::new()
+            }
+        ));
+        for a in stage["actionStates"].as_array().into_iter().flatten() {
+            let aname = a["actionName"].as_str().unwrap_or_default();
+            // The newest run of this action in this execution.
+            let Some(run) = mine
+                .iter()
+                .filter(|d| d["actionName"] == aname)
+                .max_by(|x, y| {
+                    x["startTime"]
+                        .as_f64()
+                        .unwrap_or(0.0)
+                        .total_cmp(&y["startTime"].as_f64().unwrap_or(0.0))
+                })
+            else {
+                lines.push(format!("      {aname}"));
+                continue;
+            };
+            let astatus = run["status"].as_str().unwrap_or_default();
+            let end = if astatus == "InProgress" {
+                now
+            } else {
+                run["lastUpdateTime"].as_f64().unwrap_or(now)
+            };
+            let result = &run["output"]["executionResult"];
+            let note = result["errorDetails"]["message"]
+                .as_str()
+                .or(result["externalExecutionSummary"].as_str())
+                .or(a["latestExecution"]["summary"].as_str())
+                .unwrap_or_default();
+            // Off a terminal a running action's clock is left out: a line per change only.
+            let took = if astatus == "InProgress" && !live {
+                String::new()
+            } else {
+                duration(run["startTime"].as_f64(), end)
+            };
+            lines.push(format!(
+                "    {} {aname}  {astatus}  {took}{}",
+                mark(astatus),
+                if note.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {note}")
+                }
+            ));
+            if astatus == "Failed" && run["input"]["actionTypeId"]["provider"] == "CodeBuild" {
+                failed_build = result["externalExecutionId"].as_str().map(str::to_owned);
+            }
+        }
+    }
+    if let Some(build) = failed_build.filter(|_| log_lines > 0) {
+        if let Ok(tail) = build_log_tail(api, &build, log_lines).await {
+            lines.push(format!("  last {} lines of build {build}:", tail.len()));
+            lines.extend(tail.into_iter().map(|l| format!("    | {l}")));
+        }
+    }
+    Ok((lines, status))
+}
+
+async fn build_log_tail(api: &Api, build: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let b = api
+        .call(
+            "codebuild",
+            "CodeBuild_20161006.BatchGetBuilds",
+            json!({"ids": [build]}),
+        )
+        .await?;
+    let logs = &b["builds"][0]["logs"];
+    let (group, stream) = (logs["groupName"].as_str(), logs["streamName"].as_str());
+    let (Some(group), Some(stream)) = (group, stream) else {
+        return Ok(Vec::new());
+    };
+    let page = api
+        .call("logs", "Logs_20140328.GetLogEvents", json!({"logGroupName": group, "logStreamName": stream, "limit": n, "startFromHead": false}))
+        .await?;
+    Ok(page["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str().map(|m| m.trim_end().to_owned()))
+        .collect())
+}
+
+pub async fn run(args: PipelineArgs) -> anyhow::Result<ExitCode> {
+    let PipelineCommand::Watch {
+        name,
+        execution_id,
+        endpoint_url,
+        log_lines,
+    } = args.command;
+    let api = Api::from_env(&endpoint_url)?;
+    let id = match execution_id {
+        Some(id) => id,
+        None => {
+            let list = api
+                .call(
+                    "codepipeline",
+                    "CodePipeline_20150709.ListPipelineExecutions",
+                    json!({"pipelineName": name, "maxResults": 1}),
+                )
+                .await?;
+            match list["pipelineExecutionSummaries"][0]["pipelineExecutionId"].as_str() {
+                Some(id) => id.to_owned(),
+                None => bail!("pipeline {name} has no executions yet"),
+            }
+        }
+    };
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut shown: Vec<String> = Vec::new();
+    loop {
+        let (lines, status) = picture(&api, &name, &id, log_lines, terminal).await?;
+        if lines != shown {
+            if terminal && !shown.is_empty() {
+                // Redraw in place: up over the last picture, clear to the end.
+                print!("\x1b[{}A\x1b[J", shown.len());
+            } else if !shown.is_empty() {
+                println!();
+            }
+            for l in &lines {
+                println!("{l}");
+            }
+            shown = lines;
+        }
+        if !matches!(status.as_str(), "InProgress" | "Stopping") {
+            return Ok(if status == "Succeeded" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
