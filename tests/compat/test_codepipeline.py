@@ -492,3 +492,112 @@ def test_custom_action_completed_by_a_job_worker(server, workdir):
     assert e.value.response["Error"]["Code"] == "InvalidJobStateException"
     types = cp.list_action_types(actionOwnerFilter="Custom")["actionTypes"]
     assert [t["id"]["provider"] for t in types] == ["MyBuilder"]
+
+
+def overlap(a, b):
+    return a["startTime"] < b["lastUpdateTime"] and b["startTime"] < a["lastUpdateTime"]
+
+
+def slow_declaration(name, mode, sleep=3):
+    """Source → two builds side by side (one run order) → S3 deploy, in `mode`."""
+    d = declaration(name, approval=False, mode=mode)
+    build = d["stages"][1]["actions"][0]
+    twin = copy.deepcopy(build)
+    twin["name"], twin["outputArtifacts"], twin["namespace"] = "Twin", [{"name": "TwinOutput"}], "Twin"
+    d["stages"][1]["actions"].append(twin)
+    return d
+
+
+def test_one_run_order_overlaps_and_queued_and_parallel_modes(server, workdir):
+    slow = BUILDSPEC.replace("      - test -f app.txt\n", "      - test -f app.txt\n      - sleep 3\n")
+    setup(server, workdir, {"app.txt": "v1\n", "buildspec.yml": slow})
+    create(server, slow_declaration("queued", "QUEUED"))
+    [first] = executions(server, "queued")
+    # A second start while the first is in Build waits for the stage, and is not superseded.
+    wait(server, lambda: state(server, "queued"), lambda s: stage(s, "Build").get("latestExecution", {}).get("status") == "InProgress")
+    second = server.aws("codepipeline", "start-pipeline-execution", "--name", "queued")["pipelineExecutionId"]
+    third = server.aws("codepipeline", "start-pipeline-execution", "--name", "queued")["pipelineExecutionId"]
+    for eid in (first["pipelineExecutionId"], second, third):
+        assert wait_status(server, "queued", eid, {"Succeeded", "Failed", "Superseded"})["status"] == "Succeeded"
+    runs = server.aws("codepipeline", "list-action-executions", "--pipeline-name", "queued")["actionExecutionDetails"]
+    builds = {(r["pipelineExecutionId"], r["actionName"]): r for r in runs if r["stageName"] == "Build"}
+    e1 = first["pipelineExecutionId"]
+    # Actions of one run order ran at the same time; executions took the stage one at a time.
+    assert overlap(builds[(e1, "Build")], builds[(e1, "Twin")])
+    assert not overlap(builds[(e1, "Build")], builds[(second, "Build")])
+    assert builds[(second, "Build")]["startTime"] < builds[(third, "Build")]["startTime"]
+
+    server.aws("codebuild", "create-project", "--name", "other", "--source", json.dumps({"type": "CODEPIPELINE"}),
+               "--artifacts", json.dumps({"type": "CODEPIPELINE"}), "--environment",
+               json.dumps({"type": "LINUX_CONTAINER", "image": "aws/codebuild/standard:7.0", "computeType": "BUILD_GENERAL1_SMALL"}),
+               "--service-role", "arn:aws:iam::000000000000:role/codebuild")
+    d = declaration("parallel", approval=False, mode="PARALLEL")
+    create(server, d)
+    [p1] = executions(server, "parallel")
+    wait(server, lambda: state(server, "parallel"), lambda s: stage(s, "Build").get("latestExecution", {}).get("status") == "InProgress")
+    p2 = server.aws("codepipeline", "start-pipeline-execution", "--name", "parallel")["pipelineExecutionId"]
+    for eid in (p1["pipelineExecutionId"], p2):
+        assert wait_status(server, "parallel", eid, {"Succeeded", "Failed"})["status"] == "Succeeded"
+    runs = server.aws("codepipeline", "list-action-executions", "--pipeline-name", "parallel")["actionExecutionDetails"]
+    builds = {r["pipelineExecutionId"]: r for r in runs if r["stageName"] == "Build"}
+    assert overlap(builds[p1["pipelineExecutionId"]], builds[p2])
+
+
+def test_pipeline_variables_invoke_and_action_revisions(server, workdir):
+    commit = setup(server, workdir)
+    d = declaration("vars", approval=False)
+    d["pipelineType"] = "V2"
+    d["variables"] = [{"name": "stage", "defaultValue": "beta"}, {"name": "who"}]
+    d["stages"][2]["actions"][0]["configuration"]["ObjectKey"] = "#{variables.stage}/#{variables.who}"
+    create_out = server.client("codepipeline").create_pipeline(pipeline=d)
+    # The run CreatePipeline starts has no value for `who`: none is started.
+    first = server.aws("codepipeline", "list-pipeline-executions", "--pipeline-name", "vars")["pipelineExecutionSummaries"]
+    assert first == [] and create_out["pipeline"]["version"] == 1
+    err = server.aws("codepipeline", "start-pipeline-execution", "--name", "vars", check=False)
+    assert err.code == "ValidationException"
+    eid = server.aws("codepipeline", "start-pipeline-execution", "--name", "vars",
+                     "--variables", "name=who,value=me", "name=stage,value=prod")["pipelineExecutionId"]
+    e = wait_status(server, "vars", eid, {"Succeeded", "Failed"})
+    assert e["status"] == "Succeeded", e
+    assert {v["name"]: v["resolvedValue"] for v in e["variables"]} == {"stage": "prod", "who": "me"}
+    assert server.client("s3").get_object(Bucket="site", Key="prod/me/app.txt")["Body"].read() == b"v1\n"
+    # An unresolved reference fails the action with the reference named.
+    d2 = server.aws("codepipeline", "get-pipeline", "--name", "vars")["pipeline"]
+    d2["stages"][2]["actions"][0]["configuration"]["ObjectKey"] = "#{Nowhere.Thing}"
+    server.aws("codepipeline", "update-pipeline", "--pipeline", json.dumps(d2))
+    eid = server.aws("codepipeline", "start-pipeline-execution", "--name", "vars", "--variables", "name=who,value=x")["pipelineExecutionId"]
+    e = wait_status(server, "vars", eid, {"Succeeded", "Failed"})
+    assert e["status"] == "Failed" and "#{Nowhere.Thing}" in e["statusSummary"], e
+
+    # An Invoke action starts another pipeline with variables.
+    inv = {
+        "name": "invoker", "roleArn": f"arn:aws:iam::{ACCOUNT}:role/pipeline", "pipelineType": "V2",
+        "artifactStore": {"type": "S3", "location": "artifacts"},
+        "stages": [d["stages"][0], {"name": "Invoke", "actions": [action("Go", "Invoke", "CodePipeline", {
+            "PipelineName": "vars", "Variables": json.dumps([{"name": "who", "value": "#{SourceVariables.BranchName}"}])})]}],
+    }
+    before = len(executions(server, "vars"))
+    create(server, inv)
+    [ie] = executions(server, "invoker")
+    assert wait_status(server, "invoker", ie["pipelineExecutionId"], {"Succeeded", "Failed"})["status"] == "Succeeded"
+    started = wait(server, lambda: executions(server, "vars"), lambda x: len(x) == before + 1)[0]
+    assert started["trigger"]["triggerDetail"] == f"arn:aws:codepipeline:us-east-1:{ACCOUNT}:invoker"
+    vars_run = execution(server, "vars", started["pipelineExecutionId"])
+    assert {"name": "who", "resolvedValue": "main"} in vars_run["variables"]
+
+    # PutActionRevision: a revision the source last ran with starts nothing; another does.
+    out = server.aws("codepipeline", "put-action-revision", "--pipeline-name", "invoker", "--stage-name", "Source",
+                     "--action-name", "Source", "--action-revision",
+                     json.dumps({"revisionId": commit, "revisionChangeId": commit, "created": 0}))
+    assert out["newRevision"] is False
+    older = push_change(server, workdir, "v2\n")
+    # (the push starts `invoker` too; wait for it, then name the first commit again)
+    wait(server, lambda: executions(server, "invoker"), lambda x: len(x) == 2)
+    wait_status(server, "invoker", executions(server, "invoker")[0]["pipelineExecutionId"], {"Succeeded", "Failed"})
+    out = server.aws("codepipeline", "put-action-revision", "--pipeline-name", "invoker", "--stage-name", "Source",
+                     "--action-name", "Source", "--action-revision",
+                     json.dumps({"revisionId": commit, "revisionChangeId": commit, "created": 0}))
+    assert out["newRevision"] is True
+    e = wait_status(server, "invoker", out["pipelineExecutionId"], {"Succeeded", "Failed"})
+    assert e["trigger"]["triggerType"] == "PutActionRevision" and e["artifactRevisions"][0]["revisionId"] == commit
+    assert older != commit

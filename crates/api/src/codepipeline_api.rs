@@ -469,6 +469,27 @@ impl CodePipelineApi for CodePipelineService {
         Err(no_third_party_job(input.job_id))
     }
 
+    async fn put_action_revision(
+        &self,
+        _ctx: &Context,
+        input: PutActionRevisionInput,
+    ) -> Result<PutActionRevisionOutput, ApiError> {
+        let revision = input.action_revision.unwrap_or_default();
+        let (new_revision, id) = self
+            .cp
+            .put_action_revision(
+                &name(input.pipeline_name),
+                &name(input.stage_name),
+                &name(input.action_name),
+                &name(revision.revision_id),
+            )
+            .await?;
+        Ok(PutActionRevisionOutput {
+            new_revision: Some(new_revision),
+            pipeline_execution_id: id,
+        })
+    }
+
     async fn list_tags_for_resource(
         &self,
         _ctx: &Context,

@@ -513,6 +513,60 @@ impl CodePipeline {
         Ok(at)
     }
 
+    /// PutActionRevision: starts the pipeline with `revision` for source action `action`
+    /// unless that is the revision it last ran with; (whether it was new, the execution).
+    pub async fn put_action_revision(
+        &self,
+        name: &str,
+        stage: &str,
+        action: &str,
+        revision: &str,
+    ) -> Result<(bool, Option<String>)> {
+        let p = self.pipeline(name).await?;
+        let sd = p
+            .declaration
+            .stages
+            .iter()
+            .flatten()
+            .find(|s| s.name.as_deref() == Some(stage))
+            .ok_or_else(|| {
+                err(
+                    ErrorKind::StageNotFoundException,
+                    format!("Stage {stage} does not exist in pipeline {name}"),
+                )
+            })?;
+        if !sd
+            .actions
+            .iter()
+            .flatten()
+            .any(|a| a.name.as_deref() == Some(action))
+        {
+            return Err(err(
+                ErrorKind::ActionNotFoundException,
+                format!("Action {action} does not exist in stage {stage} of pipeline {name}"),
+            ));
+        }
+        let last = self
+            .list_executions(name, None)
+            .await?
+            .into_iter()
+            .flat_map(|e| e.source_revisions.unwrap_or_default())
+            .find(|r| r.action_name.as_deref() == Some(action))
+            .and_then(|r| r.revision_id);
+        if last.as_deref() == Some(revision) {
+            return Ok((false, None));
+        }
+        let trigger = crate::Trigger {
+            kind: "PutActionRevision".into(),
+            detail: Some(action.to_owned()),
+            revisions: BTreeMap::from([(action.to_owned(), revision.to_owned())]),
+        };
+        Ok((
+            true,
+            Some(self.start_execution(name, &[], None, trigger).await?),
+        ))
+    }
+
     /// StopPipelineExecution.
     pub async fn stop_execution(
         &self,

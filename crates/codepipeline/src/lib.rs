@@ -243,7 +243,10 @@ impl CodePipeline {
             detail: Some(principal.to_owned()),
             revisions: BTreeMap::new(),
         };
-        self.start_execution(&name, &[], None, trigger).await?;
+        // (Not when a pipeline variable has no default: that run could not start.)
+        if let Err(e) = self.start_execution(&name, &[], None, trigger).await {
+            tracing::info!(pipeline = %name, error = %e, "the new pipeline's first run did not start");
+        }
         Ok((d, tags))
     }
 

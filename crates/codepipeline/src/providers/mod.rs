@@ -5,6 +5,7 @@
 
 pub mod codebuild;
 pub mod codecommit;
+pub mod invoke;
 pub mod manual;
 pub mod s3_deploy;
 pub mod s3_source;
@@ -115,6 +116,7 @@ pub fn provider(job: &Job) -> Option<&'static dyn Provider> {
             ("Build" | "Test", "AWS", "CodeBuild") => &codebuild::CodeBuildAction,
             ("Approval", "AWS", "Manual") => &manual::ManualApproval,
             ("Deploy", "AWS", "S3") => &s3_deploy::S3Deploy,
+            ("Invoke", "AWS", "CodePipeline") => &invoke::InvokePipeline,
             (_, "Custom", _) => &crate::jobs::CustomAction,
             _ => return None,
         },
