@@ -601,3 +601,30 @@ def test_pipeline_variables_invoke_and_action_revisions(server, workdir):
     e = wait_status(server, "invoker", out["pipelineExecutionId"], {"Succeeded", "Failed"})
     assert e["trigger"]["triggerType"] == "PutActionRevision" and e["artifactRevisions"][0]["revisionId"] == commit
     assert older != commit
+
+
+def test_rollback_stage_redeploys_an_earlier_execution(server, workdir):
+    commit = setup(server, workdir)
+    create(server, declaration("release", approval=False))
+    [first] = executions(server, "release")
+    e1 = first["pipelineExecutionId"]
+    assert wait_status(server, "release", e1, {"Succeeded", "Failed"})["status"] == "Succeeded"
+    push_change(server, workdir, "v2\n")
+    e2 = wait(server, lambda: executions(server, "release"), lambda x: len(x) == 2)[0]["pipelineExecutionId"]
+    assert wait_status(server, "release", e2, {"Succeeded", "Failed"})["status"] == "Succeeded"
+    s3 = server.client("s3")
+    assert s3.get_object(Bucket="site", Key="web/app.txt")["Body"].read() == b"v2\n"
+    out = server.aws("codepipeline", "rollback-stage", "--pipeline-name", "release", "--stage-name", "Deploy",
+                     "--target-pipeline-execution-id", e1)
+    rb = wait_status(server, "release", out["pipelineExecutionId"], {"Succeeded", "Failed"})
+    assert rb["status"] == "Succeeded", rb
+    assert (rb["executionType"], rb["rollbackMetadata"]["rollbackTargetPipelineExecutionId"]) == ("ROLLBACK", e1)
+    assert rb["trigger"]["triggerType"] == "ManualRollback" and rb["artifactRevisions"][0]["revisionId"] == commit
+    assert s3.get_object(Bucket="site", Key="web/app.txt")["Body"].read() == b"v1\n"
+    # Only the Deploy stage ran again.
+    runs = server.aws("codepipeline", "list-action-executions", "--pipeline-name", "release", "--filter",
+                      json.dumps({"pipelineExecutionId": out["pipelineExecutionId"]}))["actionExecutionDetails"]
+    assert [r["actionName"] for r in runs] == ["Deploy"]
+    err = server.aws("codepipeline", "rollback-stage", "--pipeline-name", "release", "--stage-name", "Deploy",
+                     "--target-pipeline-execution-id", "00000000-0000-0000-0000-000000000000", check=False)
+    assert err.code == "PipelineExecutionNotFoundException"

@@ -490,6 +490,24 @@ impl CodePipelineApi for CodePipelineService {
         })
     }
 
+    async fn rollback_stage(
+        &self,
+        _ctx: &Context,
+        input: RollbackStageInput,
+    ) -> Result<RollbackStageOutput, ApiError> {
+        let id = self
+            .cp
+            .rollback_stage(
+                &name(input.pipeline_name),
+                &name(input.stage_name),
+                &name(input.target_pipeline_execution_id),
+            )
+            .await?;
+        Ok(RollbackStageOutput {
+            pipeline_execution_id: Some(id),
+        })
+    }
+
     async fn list_tags_for_resource(
         &self,
         _ctx: &Context,

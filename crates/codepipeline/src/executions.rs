@@ -297,8 +297,8 @@ impl CodePipeline {
             }),
             trigger: Some(trigger(&meta)),
             execution_mode: Some(e.mode.as_str().into()),
-            execution_type: Some("STANDARD".into()),
-            rollback_metadata: None,
+            execution_type: Some(execution_type(&meta).into()),
+            rollback_metadata: rollback(&meta),
         })
     }
 
@@ -349,8 +349,8 @@ impl CodePipeline {
                     .clone()
                     .map(|r| StopExecutionTrigger { reason: Some(r) }),
                 execution_mode: Some(e.mode.as_str().into()),
-                execution_type: Some("STANDARD".into()),
-                rollback_metadata: None,
+                execution_type: Some(execution_type(&meta).into()),
+                rollback_metadata: rollback(&meta),
             });
         }
         Ok(out)
@@ -721,6 +721,22 @@ pub struct Approval<'a> {
     pub token: &'a str,
     pub approved: bool,
     pub summary: &'a str,
+}
+
+fn execution_type(meta: &Meta) -> &'static str {
+    if meta.rollback_target.is_some() {
+        "ROLLBACK"
+    } else {
+        "STANDARD"
+    }
+}
+
+fn rollback(meta: &Meta) -> Option<PipelineRollbackMetadata> {
+    meta.rollback_target
+        .as_ref()
+        .map(|t| PipelineRollbackMetadata {
+            rollback_target_pipeline_execution_id: Some(t.clone()),
+        })
 }
 
 fn trigger(meta: &Meta) -> ExecutionTrigger {

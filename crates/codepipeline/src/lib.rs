@@ -82,6 +82,9 @@ pub struct Meta {
     pub revisions: BTreeMap<String, String>,
     #[serde(default)]
     pub stop_reason: Option<String>,
+    /// For a ROLLBACK execution: the execution whose artifacts it runs with.
+    #[serde(default)]
+    pub rollback_target: Option<String>,
 }
 
 /// A pipeline as stored.

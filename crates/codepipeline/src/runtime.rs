@@ -235,24 +235,106 @@ impl CodePipeline {
             variables: resolved,
             revisions: trigger.revisions,
             stop_reason: None,
+            rollback_target: None,
         };
-        let state = serde_json::to_string(&exec)?;
+        self.insert_execution(conn, &p, &exec, &meta, client_token)
+            .await?;
+        Ok(id)
+    }
+
+    /// Stores a new execution and lets the engine take it from there.
+    async fn insert_execution(
+        &self,
+        conn: &mut Conn,
+        p: &Pipeline,
+        exec: &Execution,
+        meta: &Meta,
+        client_token: Option<&str>,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO cp_executions (execution_id, region, pipeline, seq, status, active, state, meta, client_token, started_at, updated_at) VALUES ($1, $2, $3, $4, 'InProgress', 1, $5, $6, $7, $8, $8)",
         )
-        .bind(&id)
+        .bind(&exec.id)
         .bind(&*self.region)
-        .bind(name)
-        .bind(seq)
-        .bind(&state)
-        .bind(serde_json::to_string(&meta)?)
+        .bind(&p.name)
+        .bind(exec.seq)
+        .bind(serde_json::to_string(exec)?)
+        .bind(serde_json::to_string(meta)?)
         .bind(client_token)
         .bind(exec.started)
         .execute(&mut *conn)
         .await?;
         // The engine sees the new execution as already stored (so `apply` loads it).
-        self.apply(conn, &p, Event::Tick, Some((id.as_str(), true)))
+        self.apply(conn, p, Event::Tick, Some((exec.id.as_str(), true)))
+            .await
+    }
+
+    /// RollbackStage: a new execution (type ROLLBACK) that runs `stage` again with what the
+    /// target execution's earlier stages produced; its id.
+    pub async fn rollback_stage(&self, name: &str, stage: &str, target: &str) -> Result<String> {
+        let mut tx = self.store().begin_write().await?;
+        let p = load_pipeline(&mut tx, &self.region, name)
+            .await?
+            .ok_or_else(|| crate::not_found(self.account_id(), name))?;
+        if !p
+            .declaration
+            .stages
+            .iter()
+            .flatten()
+            .any(|s| s.name.as_deref() == Some(stage))
+        {
+            return Err(err(
+                ErrorKind::StageNotFoundException,
+                format!("Stage {stage} does not exist in pipeline {name}"),
+            ));
+        }
+        let Some((t, tmeta)) = load_executions(&mut tx, &self.region, name, Some(target))
+            .await?
+            .into_iter()
+            .find(|(e, _)| e.id == target)
+        else {
+            return Err(err(
+                ErrorKind::PipelineExecutionNotFoundException,
+                format!("Pipeline Execution with id '{target}' does not exist in pipeline with name '{name}'"),
+            ));
+        };
+        let Some(idx) = t.plan.stages.iter().position(|s| s.name == stage) else {
+            return Err(err(
+                ErrorKind::UnableToRollbackStageException,
+                format!("Stage {stage} was not part of pipeline execution {target}"),
+            ));
+        };
+        if t.stages[idx].status != Some(engine::StageStatus::Succeeded) {
+            return Err(err(
+                ErrorKind::UnableToRollbackStageException,
+                format!("Unable to roll back stage {stage}: pipeline execution {target} did not succeed in it"),
+            ));
+        }
+        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM cp_executions WHERE region = $1 AND pipeline = $2")
+            .bind(&*self.region)
+            .bind(name)
+            .fetch_one(&mut *tx)
             .await?;
+        let mut plan = t.plan.clone();
+        plan.stages.truncate(idx + 1);
+        let mut exec = Execution::new(new_id(), seq, t.version, t.mode, plan, now());
+        for i in 0..idx {
+            exec.stages[i] = t.stages[i].clone();
+        }
+        exec.position = engine::Position::Waiting(idx);
+        let meta = Meta {
+            trigger_type: "ManualRollback".into(),
+            trigger_detail: Some(target.to_owned()),
+            variables: tmeta.variables.clone(),
+            revisions: BTreeMap::new(),
+            stop_reason: None,
+            rollback_target: Some(target.to_owned()),
+        };
+        let id = exec.id.clone();
+        self.insert_execution(&mut tx, &p, &exec, &meta, None)
+            .await?;
+        tx.commit().await?;
+        self.inner.wake.notify_one();
         Ok(id)
     }
 
