@@ -628,3 +628,28 @@ def test_rollback_stage_redeploys_an_earlier_execution(server, workdir):
     err = server.aws("codepipeline", "rollback-stage", "--pipeline-name", "release", "--stage-name", "Deploy",
                      "--target-pipeline-execution-id", "00000000-0000-0000-0000-000000000000", check=False)
     assert err.code == "PipelineExecutionNotFoundException"
+
+
+def test_clone_ref_source_gives_the_build_a_git_checkout(server, workdir):
+    spec = """version: 0.2
+phases:
+  build:
+    commands:
+      - test "$(git rev-parse HEAD)" = "$COMMIT"
+      - test "$(git rev-parse --abbrev-ref HEAD)" = main
+      - test "$(git rev-list --count HEAD)" = 2
+      - git remote get-url origin | grep -q /v1/repos/app
+      - mkdir -p out && cp app.txt out/
+artifacts:
+  base-directory: out
+  files: ['**/*']
+"""
+    setup(server, workdir, {"app.txt": "v1\n", "buildspec.yml": spec})
+    push_change(server, workdir, "v2\n")
+    d = declaration("clone", approval=False)
+    d["stages"][0]["actions"][0]["configuration"]["OutputArtifactFormat"] = "CODEBUILD_CLONE_REF"
+    create(server, d)
+    [first] = executions(server, "clone")
+    e = wait_status(server, "clone", first["pipelineExecutionId"], {"Succeeded", "Failed"})
+    assert e["status"] == "Succeeded", e
+    assert server.client("s3").get_object(Bucket="site", Key="web/app.txt")["Body"].read() == b"v2\n"

@@ -51,10 +51,10 @@ async fn run(cp: &CodePipeline, job: &Job) -> Result<Step, String> {
         .configuration
         .get("OutputArtifactFormat")
         .map_or("CODE_ZIP", String::as_str);
-    if format != "CODE_ZIP" {
+    if !matches!(format, "CODE_ZIP" | "CODEBUILD_CLONE_REF") {
         return Ok(failed(
             "ConfigurationError",
-            format!("OutputArtifactFormat {format} is not supported by Slipway yet (CODE_ZIP is)"),
+            format!("OutputArtifactFormat must be CODE_ZIP or CODEBUILD_CLONE_REF, not {format}"),
         ));
     }
     let repo = match cc.find(&name).await {
@@ -90,10 +90,14 @@ async fn run(cp: &CodePipeline, job: &Job) -> Result<Step, String> {
     let dir = scratch(cp)?;
     let zip = dir.path().join("source.zip");
     let zip_arg = zip.to_string_lossy().into_owned();
-    cc.git(&repo)
-        .run(&["archive", "--format=zip", "-o", &zip_arg, &commit])
-        .await
-        .map_err(|e| format!("packing commit {commit}: {e}"))?;
+    if format == "CODE_ZIP" {
+        cc.git(&repo)
+            .run(&["archive", "--format=zip", "-o", &zip_arg, &commit])
+            .await
+            .map_err(|e| format!("packing commit {commit}: {e}"))?;
+    } else {
+        clone_ref(&cc, &repo, &branch, &commit, dir.path(), &zip).await?;
+    }
     let out = job
         .outputs
         .first()
@@ -133,4 +137,117 @@ async fn run(cp: &CodePipeline, job: &Job) -> Result<Step, String> {
         external_id: Some(commit),
         external_url: None,
     })))
+}
+
+/// CODEBUILD_CLONE_REF: a clone of the repository (its history, `origin` the server's
+/// clone URL) with `branch` at `commit` checked out, zipped with its `.git`, so a build
+/// has a real git checkout.
+async fn clone_ref(
+    cc: &slipway_codecommit::CodeCommit,
+    repo: &slipway_codecommit::Repository,
+    branch: &str,
+    commit: &str,
+    work: &std::path::Path,
+    zip: &std::path::Path,
+) -> Result<(), String> {
+    let checkout = work.join("checkout");
+    let bare = cc.repo_path(&repo.id);
+    let git = cc.config().git_bin.clone();
+    let run = |args: Vec<String>, cwd: Option<std::path::PathBuf>| {
+        let git = git.clone();
+        async move {
+            let mut cmd = tokio::process::Command::new(&git);
+            cmd.args(&args)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_TERMINAL_PROMPT", "0");
+            if let Some(d) = cwd {
+                cmd.current_dir(d);
+            }
+            let out = cmd
+                .output()
+                .await
+                .map_err(|e| format!("running git: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "git {}: {}",
+                    args.first().cloned().unwrap_or_default(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        }
+    };
+    let s = |x: &str| x.to_owned();
+    run(
+        vec![
+            s("clone"),
+            s("-q"),
+            s("--no-checkout"),
+            bare.to_string_lossy().into_owned(),
+            checkout.to_string_lossy().into_owned(),
+        ],
+        None,
+    )
+    .await?;
+    run(
+        vec![
+            s("checkout"),
+            s("-q"),
+            s("-B"),
+            branch.to_owned(),
+            commit.to_owned(),
+        ],
+        Some(checkout.clone()),
+    )
+    .await?;
+    run(
+        vec![
+            s("remote"),
+            s("set-url"),
+            s("origin"),
+            repo.clone_url_http.clone(),
+        ],
+        Some(checkout.clone()),
+    )
+    .await?;
+    let (dir, out) = (checkout.clone(), zip.to_owned());
+    tokio::task::spawn_blocking(move || zip_dir(&dir, &out))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("zipping the clone: {e}"))
+}
+
+/// Zips every file under `dir` (symbolic links as links), paths relative to it.
+fn zip_dir(dir: &std::path::Path, out: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(out)?);
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&d)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let rel = path
+                .strip_prefix(dir)
+                .map_err(std::io::Error::other)?
+                .to_string_lossy()
+                .into_owned();
+            let meta = std::fs::symlink_metadata(&path)?;
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                .unix_permissions(meta.permissions().mode());
+            if meta.file_type().is_symlink() {
+                zip.add_symlink(rel, std::fs::read_link(&path)?.to_string_lossy(), options)?;
+            } else if meta.is_dir() {
+                zip.add_directory(rel, options)?;
+                stack.push(path);
+            } else {
+                zip.start_file(rel, options)?;
+                std::io::copy(&mut std::fs::File::open(&path)?, &mut zip)?;
+            }
+        }
+    }
+    zip.finish()?;
+    Ok(())
 }
