@@ -248,10 +248,13 @@ def test_rejection_fails_and_a_failed_build_is_retried(server, workdir):
 def test_disabled_transition_holds_and_superseded_mode(server, workdir):
     setup(server, workdir)
     create(server, declaration("release", approval=False))
+    # The run that creation starts may finish before any transition could be disabled; let it
+    # finish, then disable the transition and start the run this test follows.
+    [created] = executions(server, "release")
+    wait_status(server, "release", created["pipelineExecutionId"], {"Succeeded", "Failed"})
     server.aws("codepipeline", "disable-stage-transition", "--pipeline-name", "release", "--stage-name", "Deploy",
                "--transition-type", "Inbound", "--reason", "freeze")
-    [first] = executions(server, "release")
-    eid = first["pipelineExecutionId"]
+    eid = server.aws("codepipeline", "start-pipeline-execution", "--name", "release")["pipelineExecutionId"]
     st = wait(server, lambda: state(server, "release"), lambda s: stage(s, "Deploy").get("inboundExecution"))
     t = stage(st, "Deploy")["inboundTransitionState"]
     assert (t["enabled"], t["disabledReason"]) == (False, "freeze")
@@ -363,6 +366,33 @@ INVALID = [
     ("V2 mode on V1", bad(BASE, ["executionMode"], "QUEUED"), "InvalidStructureException", None),
     ("run order 0", bad(BASE, ["stages", 1, "actions", 0, "runOrder"], 0), "ValidationException", None),
     ("bad stage name", bad(BASE, ["stages", 1, "name"], "no spaces!"), "ValidationException", None),
+]
+
+
+def rule(name, provider, config):
+    return {"name": name, "ruleTypeId": {"category": "Rule", "owner": "AWS", "provider": provider, "version": "1"},
+            "configuration": config}
+
+
+def is_prod(result="SKIP"):
+    return {"conditions": [{"result": result, "rules": [
+        rule("IsProd", "VariableCheck", {"Variable": "#{variables.target}", "Operator": "EQ", "Value": "prod"})]}]}
+
+
+V2 = dict(BASE, pipelineType="V2")
+INVALID += [
+    ("conditions on V1", bad(BASE, ["stages", 3, "beforeEntry"], is_prod()), "InvalidStageDeclarationException", None),
+    ("rollback on V1", bad(BASE, ["stages", 3, "onFailure"], {"result": "ROLLBACK"}), "InvalidStageDeclarationException", None),
+    ("rollback before entry", bad(V2, ["stages", 3, "beforeEntry"], is_prod("ROLLBACK")), "InvalidStageDeclarationException",
+     "Result ROLLBACK is not valid for the beforeEntry conditions of stage Deploy; use one of FAIL, SKIP"),
+    ("unknown rule type", bad(V2, ["stages", 3, "beforeEntry"], {"conditions": [{"rules": [rule("L", "LambdaInvoke", {})]}]}),
+     "InvalidStageDeclarationException", None),
+    ("rule missing a key", bad(V2, ["stages", 3, "beforeEntry"], {"conditions": [{"rules": [
+        rule("V", "VariableCheck", {"Variable": "x", "Value": "y"})]}]}),
+     "InvalidStageDeclarationException", "Rule configuration for rule 'V' is missing required configuration 'Operator'"),
+    ("bad cron", bad(V2, ["stages", 3, "beforeEntry"], {"conditions": [{"rules": [rule("W", "DeploymentWindow", {"Cron": "* *"})]}]}),
+     "InvalidStageDeclarationException", None),
+    ("conditions on the first stage", bad(V2, ["stages", 0, "beforeEntry"], is_prod()), "InvalidStageDeclarationException", None),
 ]
 
 
@@ -653,3 +683,88 @@ artifacts:
     e = wait_status(server, "clone", first["pipelineExecutionId"], {"Succeeded", "Failed"})
     assert e["status"] == "Succeeded", e
     assert server.client("s3").get_object(Bucket="site", Key="web/app.txt")["Body"].read() == b"v2\n"
+
+
+def test_stage_conditions_skip_fail_and_roll_back(server, workdir):
+    setup(server, workdir)
+    s3 = server.client("s3")
+
+    def pipeline(name, deploy, **extra):
+        source = declaration(name)["stages"][0]
+        return dict({
+            "name": name, "roleArn": f"arn:aws:iam::{ACCOUNT}:role/pipeline", "pipelineType": "V2",
+            "artifactStore": {"type": "S3", "location": "artifacts"},
+            "stages": [source, dict({"name": "Deploy", "actions": [action("Deploy", "Deploy", "S3", {
+                "BucketName": "site", "Extract": "true", "ObjectKey": name}, inputs=["SourceOutput"])]}, **deploy)],
+        }, **extra)
+
+    def body(key):
+        try:
+            return s3.get_object(Bucket="site", Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return None
+
+    # Entry condition with SKIP: the stage is skipped unless the variable says prod.
+    create(server, pipeline("gated", {"beforeEntry": is_prod()}, variables=[{"name": "target", "defaultValue": "beta"}]))
+    [first] = executions(server, "gated")
+    assert wait_status(server, "gated", first["pipelineExecutionId"], {"Succeeded", "Failed"})["status"] == "Succeeded"
+    deploy = stage(state(server, "gated"), "Deploy")
+    assert deploy["latestExecution"]["status"] == "Skipped"
+    cond = deploy["beforeEntryConditionState"]
+    assert cond["latestExecution"]["status"] == "Failed"
+    assert cond["conditionStates"][0]["ruleStates"][0]["ruleName"] == "IsProd"
+    assert body("gated/app.txt") is None
+    eid = server.aws("codepipeline", "start-pipeline-execution", "--name", "gated", "--variables",
+                     "name=target,value=prod")["pipelineExecutionId"]
+    assert wait_status(server, "gated", eid, {"Succeeded", "Failed"})["status"] == "Succeeded"
+    assert body("gated/app.txt") == b"v1\n"
+    deploy = stage(state(server, "gated"), "Deploy")
+    assert (deploy["latestExecution"]["status"], deploy["beforeEntryConditionState"]["latestExecution"]["status"]) == ("Succeeded", "Succeeded")
+    [r] = server.aws("codepipeline", "list-rule-executions", "--pipeline-name", "gated", "--filter",
+                     json.dumps({"pipelineExecutionId": eid}))["ruleExecutionDetails"]
+    assert (r["ruleName"], r["status"], r["stageName"]) == ("IsProd", "Succeeded", "Deploy")
+    assert r["input"]["resolvedConfiguration"]["Variable"] == "prod"
+    assert len(server.aws("codepipeline", "list-rule-executions", "--pipeline-name", "gated")["ruleExecutionDetails"]) == 2
+    err = server.aws("codepipeline", "override-stage-condition", "--pipeline-name", "gated", "--stage-name", "Deploy",
+                     "--pipeline-execution-id", eid, "--condition-type", "BEFORE_ENTRY", check=False)
+    assert err.code == "ConditionNotOverridableException"
+    err = server.aws("codepipeline", "override-stage-condition", "--pipeline-name", "gated", "--stage-name", "Nope",
+                     "--pipeline-execution-id", eid, "--condition-type", "BEFORE_ENTRY", check=False)
+    assert err.code == "StageNotFoundException"
+
+    # A deployment window that never opens fails the stage.
+    create(server, pipeline("frozen", {"beforeEntry": {"conditions": [{"result": "FAIL", "rules": [
+        rule("Window", "DeploymentWindow", {"Cron": "* * * ? * * 2199", "TimeZone": "UTC"})]}]}}))
+    [first] = executions(server, "frozen")
+    e = wait_status(server, "frozen", first["pipelineExecutionId"], {"Succeeded", "Failed"})
+    assert e["status"] == "Failed" and "conditions were not met" in e["statusSummary"], e
+    assert body("frozen/app.txt") is None
+
+    # A success condition with ROLLBACK: the failed stage goes back to the last good run.
+    guarded = pipeline("guarded", {"onSuccess": {"conditions": [{"result": "ROLLBACK", "rules": [
+        rule("Healthy", "VariableCheck", {"Variable": "#{variables.ok}", "Operator": "EQ", "Value": "yes"})]}]}},
+        variables=[{"name": "ok", "defaultValue": "yes"}],
+        # Pushes to main start nothing here: only the runs this test starts.
+        triggers=[{"providerType": "CodeStarSourceConnection", "gitConfiguration": {
+            "sourceActionName": "Source", "push": [{"branches": {"includes": ["release"]}}]}}])
+    create(server, guarded)
+    [first] = executions(server, "guarded")
+    e1 = first["pipelineExecutionId"]
+    assert wait_status(server, "guarded", e1, {"Succeeded", "Failed"})["status"] == "Succeeded"
+    assert body("guarded/app.txt") == b"v1\n"
+    push_change(server, workdir, "v2\n")
+    e2 = server.aws("codepipeline", "start-pipeline-execution", "--name", "guarded", "--variables",
+                    "name=ok,value=no")["pipelineExecutionId"]
+    e = wait_status(server, "guarded", e2, {"Succeeded", "Failed"})
+    assert e["status"] == "Failed" and "success conditions were not met" in e["statusSummary"], e
+    rolled = wait(server, lambda: executions(server, "guarded"),
+                  lambda x: any(s["trigger"]["triggerType"] == "AutomatedRollback" for s in x))
+    rb = next(s for s in rolled if s["trigger"]["triggerType"] == "AutomatedRollback")
+    done = wait_status(server, "guarded", rb["pipelineExecutionId"], {"Succeeded", "Failed"})
+    assert done["status"] == "Succeeded", done
+    assert (done["executionType"], done["rollbackMetadata"]["rollbackTargetPipelineExecutionId"]) == ("ROLLBACK", e1)
+    assert body("guarded/app.txt") == b"v1\n"
+    assert len(executions(server, "guarded")) == 3
+
+    types = server.aws("codepipeline", "list-rule-types")["ruleTypes"]
+    assert {t["id"]["provider"] for t in types} == {"VariableCheck", "DeploymentWindow"}

@@ -27,11 +27,10 @@ fn page<T>(
 ) -> Result<(Vec<T>, Option<String>), ApiError> {
     let per_page = max.map_or(default, |m| m.max(1) as usize);
     let p = paginate(items, token, per_page).ok_or_else(|| {
-        ApiError::new(
-            "InvalidNextTokenException",
-            400,
+        ApiError::from(slipway_codepipeline::error::err(
+            ErrorKind::InvalidNextTokenException,
             "The next token is not valid",
-        )
+        ))
     })?;
     Ok((p.items, p.next_token))
 }
@@ -506,6 +505,51 @@ impl CodePipelineApi for CodePipelineService {
         Ok(RollbackStageOutput {
             pipeline_execution_id: Some(id),
         })
+    }
+
+    async fn list_rule_types(
+        &self,
+        _ctx: &Context,
+        input: ListRuleTypesInput,
+    ) -> Result<ListRuleTypesOutput, ApiError> {
+        Ok(ListRuleTypesOutput {
+            rule_types: Some(slipway_codepipeline::rule_types(
+                input.rule_owner_filter.as_deref(),
+            )),
+        })
+    }
+
+    async fn list_rule_executions(
+        &self,
+        _ctx: &Context,
+        input: ListRuleExecutionsInput,
+    ) -> Result<ListRuleExecutionsOutput, ApiError> {
+        let execution = input.filter.and_then(|f| f.pipeline_execution_id);
+        let all = self
+            .cp
+            .list_rule_executions(&name(input.pipeline_name), execution.as_deref())
+            .await?;
+        let (items, next_token) = page(all, input.next_token.as_deref(), input.max_results, 100)?;
+        Ok(ListRuleExecutionsOutput {
+            rule_execution_details: Some(items),
+            next_token,
+        })
+    }
+
+    async fn override_stage_condition(
+        &self,
+        _ctx: &Context,
+        input: OverrideStageConditionInput,
+    ) -> Result<slipway_model::runtime::Empty, ApiError> {
+        self.cp
+            .override_stage_condition(
+                &name(input.pipeline_name),
+                &name(input.stage_name),
+                &name(input.pipeline_execution_id),
+                &name(input.condition_type),
+            )
+            .await?;
+        Ok(slipway_model::runtime::Empty::default())
     }
 
     async fn list_tags_for_resource(

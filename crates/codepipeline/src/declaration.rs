@@ -3,7 +3,7 @@
 //! rules, artifact stores, triggers), and the engine's [`Plan`] compiled from a valid one.
 
 use crate::action_types::{self, ActionType};
-use crate::engine::{ActionPlan, OnFailure, Plan, StagePlan};
+use crate::engine::{ActionPlan, Cond, CondKind, OnFailure, Plan, StagePlan};
 use crate::error::{err, ErrorKind, Result};
 use slipway_model::codepipeline::{ActionDeclaration, PipelineDeclaration, StageDeclaration};
 use std::collections::{BTreeMap, BTreeSet};
@@ -181,6 +181,27 @@ pub fn validate(d: &PipelineDeclaration, region: &str, custom: &[CustomType]) ->
                 "Stage name {sname} is used more than once in the pipeline; stage names must be unique"
             )));
         }
+        let conditions = [
+            stage
+                .before_entry
+                .as_ref()
+                .and_then(|c| c.conditions.as_ref()),
+            stage
+                .on_success
+                .as_ref()
+                .and_then(|c| c.conditions.as_ref()),
+            stage
+                .on_failure
+                .as_ref()
+                .and_then(|c| c.conditions.as_ref()),
+        ];
+        let rollback =
+            stage.on_failure.as_ref().and_then(|f| f.result.as_deref()) == Some("ROLLBACK");
+        if !v2 && (rollback || conditions.iter().any(|c| c.is_some_and(|c| !c.is_empty()))) {
+            return Err(stage_error(format!(
+                "Stage {sname} has conditions or a rollback on failure, which only pipelines of type V2 support"
+            )));
+        }
         plan.stages.push(check_stage(
             stage,
             si,
@@ -344,7 +365,114 @@ fn check_stage(
         }
     }
     produced.extend(stage_outputs.into_iter().map(|(_, n)| n));
+    check_conditions(stage, si)?;
     Ok(stage_plan(stage))
+}
+
+/// A stage's condition sets: known rule types with their required configuration, and
+/// the results each kind allows.
+fn check_conditions(stage: &StageDeclaration, si: usize) -> Result<()> {
+    let sname = stage.name.clone().unwrap_or_default();
+    let sets = [
+        (
+            "beforeEntry",
+            stage
+                .before_entry
+                .as_ref()
+                .and_then(|b| b.conditions.as_ref()),
+            &["FAIL", "SKIP"][..],
+        ),
+        (
+            "onSuccess",
+            stage
+                .on_success
+                .as_ref()
+                .and_then(|b| b.conditions.as_ref()),
+            &["ROLLBACK", "FAIL"][..],
+        ),
+        (
+            "onFailure",
+            stage
+                .on_failure
+                .as_ref()
+                .and_then(|b| b.conditions.as_ref()),
+            &["ROLLBACK", "FAIL", "RETRY", "SKIP"][..],
+        ),
+    ];
+    for (what, conditions, results) in sets {
+        let Some(conditions) = conditions else {
+            continue;
+        };
+        if si == 0 && !conditions.is_empty() {
+            return Err(stage_error(format!(
+                "Stage {sname} is the first stage; conditions cannot be set on it"
+            )));
+        }
+        for c in conditions {
+            if let Some(r) = c.result.as_deref() {
+                if !results.contains(&r) {
+                    return Err(stage_error(format!(
+                        "Result {r} is not valid for the {what} conditions of stage {sname}; use one of {}",
+                        results.join(", ")
+                    )));
+                }
+            }
+            for rule in c.rules.iter().flatten() {
+                let rname = rule.name.clone().unwrap_or_default();
+                let t = rule.rule_type_id.clone().unwrap_or_default();
+                let provider = t.provider.unwrap_or_default();
+                let known = crate::rules::RULE_TYPES
+                    .iter()
+                    .find(|(p, _, _)| *p == provider);
+                let Some((_, required, optional)) = known.filter(|_| {
+                    t.category.as_deref() == Some("Rule")
+                        && t.owner.as_deref().unwrap_or("AWS") == "AWS"
+                        && t.version.as_deref().unwrap_or("1") == "1"
+                }) else {
+                    return Err(stage_error(format!(
+                        "Rule type {}/{}/{provider}/{} of rule {rname} in stage {sname} is not available",
+                        t.category.unwrap_or_default(),
+                        t.owner.unwrap_or_default(),
+                        t.version.unwrap_or_default()
+                    )));
+                };
+                let config = rule.configuration.clone().unwrap_or_default();
+                for key in *required {
+                    if !config.contains_key(*key) {
+                        return Err(stage_error(format!(
+                            "Rule configuration for rule '{rname}' is missing required configuration '{key}'"
+                        )));
+                    }
+                }
+                for key in config.keys() {
+                    if !required.contains(&key.as_str()) && !optional.contains(&key.as_str()) {
+                        return Err(stage_error(format!(
+                            "Rule configuration for rule '{rname}' contains unknown configuration '{key}'"
+                        )));
+                    }
+                }
+                if provider == "VariableCheck" {
+                    let op = config
+                        .get("Operator")
+                        .map(String::as_str)
+                        .unwrap_or_default();
+                    if !["EQ", "NE", "CONTAINS", "MATCHES"].contains(&op) {
+                        return Err(stage_error(format!(
+                            "Operator {op} of rule '{rname}' is not valid; use EQ, NE, CONTAINS or MATCHES"
+                        )));
+                    }
+                }
+                if provider == "DeploymentWindow" {
+                    let cron = config.get("Cron").map(String::as_str).unwrap_or_default();
+                    let zone = config.get("TimeZone").map(String::as_str);
+                    if let Err(m) = crate::rules::in_window(cron, zone, 0.0) {
+                        return Err(stage_error(format!("Rule '{rname}': {m}")));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The engine's plan of a declaration (checked before it was stored).
@@ -354,20 +482,69 @@ pub fn plan_of(d: &PipelineDeclaration) -> Plan {
     }
 }
 
+fn on_failure_retry(stage: &StageDeclaration) -> OnFailure {
+    OnFailure::Retry {
+        all: stage
+            .on_failure
+            .as_ref()
+            .and_then(|f| f.retry_configuration.as_ref())
+            .and_then(|r| r.retry_mode.as_deref())
+            == Some("ALL_ACTIONS"),
+    }
+}
+
 fn stage_plan(stage: &StageDeclaration) -> StagePlan {
     let on_failure = match stage.on_failure.as_ref().and_then(|f| f.result.as_deref()) {
-        Some("RETRY") => OnFailure::Retry {
-            all: stage
-                .on_failure
-                .as_ref()
-                .and_then(|f| f.retry_configuration.as_ref())
-                .and_then(|r| r.retry_mode.as_deref())
-                == Some("ALL_ACTIONS"),
-        },
+        Some("RETRY") => on_failure_retry(stage),
         Some("SKIP") => OnFailure::Skip,
+        Some("ROLLBACK") => OnFailure::Rollback,
         _ => OnFailure::Fail,
     };
+    let mut conditions = Vec::new();
+    let sets = [
+        (
+            CondKind::BeforeEntry,
+            stage
+                .before_entry
+                .as_ref()
+                .and_then(|b| b.conditions.as_ref()),
+            OnFailure::Fail,
+        ),
+        (
+            CondKind::OnSuccess,
+            stage
+                .on_success
+                .as_ref()
+                .and_then(|b| b.conditions.as_ref()),
+            OnFailure::Rollback,
+        ),
+        (
+            CondKind::OnFailure,
+            stage
+                .on_failure
+                .as_ref()
+                .and_then(|b| b.conditions.as_ref()),
+            on_failure,
+        ),
+    ];
+    for (kind, set, default) in sets {
+        let Some(c) = set.and_then(|c| {
+            c.iter()
+                .find(|x| x.rules.as_ref().is_some_and(|r| !r.is_empty()))
+        }) else {
+            continue;
+        };
+        let result = match c.result.as_deref() {
+            Some("SKIP") => OnFailure::Skip,
+            Some("ROLLBACK") => OnFailure::Rollback,
+            Some("FAIL") => OnFailure::Fail,
+            Some("RETRY") => on_failure_retry(stage),
+            _ => default,
+        };
+        conditions.push(Cond { kind, result });
+    }
     StagePlan {
+        conditions,
         name: stage.name.clone().unwrap_or_default(),
         actions: stage
             .actions

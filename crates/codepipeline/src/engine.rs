@@ -52,6 +52,8 @@ pub enum OnFailure {
     Retry { all: bool },
     /// Skip the stage: the execution goes on to the next one.
     Skip,
+    /// Fail the stage and roll it back to the last execution that succeeded in it.
+    Rollback,
 }
 
 /// The part of a pipeline's declaration the engine needs: stages, their actions' run
@@ -67,6 +69,27 @@ pub struct StagePlan {
     pub actions: Vec<ActionPlan>,
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// The stage's condition sets that have rules to check.
+    #[serde(default)]
+    pub conditions: Vec<Cond>,
+}
+
+/// One condition set of a stage and what engages when it decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cond {
+    pub kind: CondKind,
+    /// beforeEntry/onSuccess: what happens when the rules do not pass (Fail, Skip or
+    /// Rollback); onFailure: what happens when they pass (otherwise the stage fails).
+    pub result: OnFailure,
+}
+
+/// A stage's condition sets: checked before it is entered, when its actions succeeded, or
+/// when one failed (then its `onFailure.result` applies only if the conditions hold).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CondKind {
+    BeforeEntry,
+    OnSuccess,
+    OnFailure,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -190,6 +213,12 @@ pub struct StageRun {
     #[serde(default)]
     pub attempt: u32,
     pub updated: f64,
+    /// The condition sets checked in this attempt: (which, whether they held).
+    #[serde(default)]
+    pub checked: Vec<(CondKind, bool)>,
+    /// What the checks found, as the runtime recorded it (the engine never reads it).
+    #[serde(default)]
+    pub condition_records: Vec<serde_json::Value>,
 }
 
 /// A stop asked for by StopPipelineExecution.
@@ -230,6 +259,8 @@ impl Execution {
                 actions: vec![ActionRun::default(); s.actions.len()],
                 attempt: 0,
                 updated: now,
+                checked: Vec::new(),
+                condition_records: Vec::new(),
             })
             .collect();
         Execution {
@@ -303,6 +334,14 @@ pub enum Event {
     },
     /// Enable/DisableStageTransition (inbound).
     Transition { stage: String, enabled: bool },
+    /// A stage's condition set was checked.
+    ConditionsChecked {
+        execution: String,
+        stage: usize,
+        kind: CondKind,
+        passed: bool,
+        record: serde_json::Value,
+    },
     /// Nothing new: advance what can advance (after a restart, or a pipeline update).
     Tick,
 }
@@ -344,6 +383,17 @@ pub enum Effect {
         stage: usize,
         action: usize,
         id: String,
+    },
+    /// Start an automated rollback of stage `stage`, which failed in `execution`.
+    Rollback {
+        execution: String,
+        stage: usize,
+    },
+    /// Check a stage's condition set; the answer is [`Event::ConditionsChecked`].
+    CheckConditions {
+        execution: String,
+        stage: usize,
+        kind: CondKind,
     },
     Report(Change),
 }
@@ -430,6 +480,26 @@ pub fn step(state: &mut PipelineState, event: Event, ctx: &mut Ctx<'_>) -> Resul
                 state.disabled.remove(&stage);
             } else {
                 state.disabled.insert(stage);
+            }
+        }
+        Event::ConditionsChecked {
+            execution,
+            stage,
+            kind,
+            passed,
+            record,
+        } => {
+            if let Some(run) = state
+                .executions
+                .iter_mut()
+                .find(|e| e.id == execution)
+                .and_then(|e| e.stages.get_mut(stage))
+            {
+                if !run.checked.iter().any(|(k, _)| *k == kind) {
+                    run.checked.push((kind, passed));
+                    run.condition_records.push(record);
+                    run.updated = ctx.now;
+                }
             }
         }
         Event::Tick => {}
@@ -584,6 +654,7 @@ fn reset_stage(e: &mut Execution, n: usize, all: bool, now: f64) {
     stage.status = Some(StageStatus::InProgress);
     stage.attempt += 1;
     stage.updated = now;
+    stage.checked.clear();
     for a in &mut stage.actions {
         if all || a.status != Some(ActionStatus::Succeeded) {
             a.status = None;
@@ -693,12 +764,56 @@ fn advance_one(
         finish(e, ExecStatus::Stopped, now, fx);
         return true;
     }
+    // A condition set to check (once per attempt) before going on; None: not declared.
+    let wants = |kind: CondKind| {
+        e.plan.stages[n]
+            .conditions
+            .iter()
+            .find(|c| c.kind == kind)
+            .map(|c| c.result)
+    };
+    let result = |kind: CondKind| {
+        stage
+            .checked
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, p)| *p)
+    };
+    if let Some(then) = wants(CondKind::BeforeEntry) {
+        match result(CondKind::BeforeEntry) {
+            None => return check(e, n, CondKind::BeforeEntry, fx),
+            Some(false) if then == OnFailure::Skip => {
+                set_stage(e, n, StageStatus::Skipped, now, fx);
+                return next_stage(e, n, now, fx);
+            }
+            Some(false) => {
+                return fail_stage(
+                    e,
+                    n,
+                    "its entry conditions were not met".into(),
+                    false,
+                    now,
+                    fx,
+                )
+            }
+            Some(true) => {}
+        }
+    }
     if let Some(failed) = stage
         .actions
         .iter()
         .position(|a| a.status == Some(ActionStatus::Failed))
     {
-        match e.plan.stages[n].on_failure {
+        // With failure conditions, the result engages only if they pass.
+        let then = match wants(CondKind::OnFailure) {
+            Some(then) => match result(CondKind::OnFailure) {
+                None => return check(e, n, CondKind::OnFailure, fx),
+                Some(true) => then,
+                Some(false) => OnFailure::Fail,
+            },
+            None => e.plan.stages[n].on_failure,
+        };
+        match then {
             OnFailure::Retry { all } if stage.attempt < 2 => {
                 reset_stage(e, n, all, now);
                 return true;
@@ -715,19 +830,15 @@ fn advance_one(
             .as_ref()
             .map(|(_, m)| m.clone())
             .unwrap_or_default();
-        e.summary = Some(format!(
-            "Stage {} failed: action {action} failed: {why}",
-            e.plan.stages[n].name
-        ));
-        set_stage(e, n, StageStatus::Failed, now, fx);
-        e.status = ExecStatus::Failed;
-        e.position = Position::InStage(n);
-        e.updated = now;
-        fx.push(Effect::Report(Change::Execution {
-            execution: e.id.clone(),
-            status: ExecStatus::Failed,
-        }));
-        return true;
+        let rollback = then == OnFailure::Rollback;
+        return fail_stage(
+            e,
+            n,
+            format!("action {action} failed: {why}"),
+            rollback,
+            now,
+            fx,
+        );
     }
     let plan = &e.plan.stages[n];
     let next = plan
@@ -765,8 +876,61 @@ fn advance_one(
         e.updated = now;
         return true;
     }
+    if let Some(then) = wants(CondKind::OnSuccess) {
+        match result(CondKind::OnSuccess) {
+            None => return check(e, n, CondKind::OnSuccess, fx),
+            Some(false) => {
+                let rollback = then == OnFailure::Rollback;
+                let why = "its success conditions were not met".into();
+                return fail_stage(e, n, why, rollback, now, fx);
+            }
+            Some(true) => {}
+        }
+    }
     set_stage(e, n, StageStatus::Succeeded, now, fx);
     next_stage(e, n, now, fx)
+}
+
+/// Asks for a stage's condition set to be checked (unless already asked).
+fn check(e: &mut Execution, n: usize, kind: CondKind, fx: &mut Vec<Effect>) -> bool {
+    let asked = fx.iter().any(|f| matches!(f, Effect::CheckConditions { execution, stage, kind: k } if *execution == e.id && *stage == n && *k == kind));
+    if !asked {
+        fx.push(Effect::CheckConditions {
+            execution: e.id.clone(),
+            stage: n,
+            kind,
+        });
+    }
+    // The answer comes as the next event, in the same transaction.
+    false
+}
+
+/// Stage `n` failed (`why`): the execution fails with it, and the stage is rolled back
+/// if `rollback`.
+fn fail_stage(
+    e: &mut Execution,
+    n: usize,
+    why: String,
+    rollback: bool,
+    now: f64,
+    fx: &mut Vec<Effect>,
+) -> bool {
+    e.summary = Some(format!("Stage {} failed: {why}", e.plan.stages[n].name));
+    set_stage(e, n, StageStatus::Failed, now, fx);
+    e.status = ExecStatus::Failed;
+    e.position = Position::InStage(n);
+    e.updated = now;
+    fx.push(Effect::Report(Change::Execution {
+        execution: e.id.clone(),
+        status: ExecStatus::Failed,
+    }));
+    if rollback {
+        fx.push(Effect::Rollback {
+            execution: e.id.clone(),
+            stage: n,
+        });
+    }
+    true
 }
 
 fn next_stage(e: &mut Execution, n: usize, now: f64, fx: &mut Vec<Effect>) -> bool {
@@ -797,6 +961,7 @@ mod tests {
                         })
                         .collect(),
                     on_failure: OnFailure::Fail,
+                    conditions: Vec::new(),
                 })
                 .collect(),
         }
@@ -1139,5 +1304,65 @@ mod tests {
         t.done("e1", 0, 0, true);
         assert_eq!(runs(&t.done("e1", 1, 0, false)), vec![r("e1", 2, 0)]);
         assert_eq!(t.exec("e1").stages[1].status, Some(StageStatus::Skipped));
+    }
+
+    fn checks(fx: &[Effect]) -> Vec<(usize, CondKind)> {
+        fx.iter()
+            .filter_map(|f| match f {
+                Effect::CheckConditions { stage, kind, .. } => Some((*stage, *kind)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn checked(t: &mut T, stage: usize, kind: CondKind, passed: bool) -> Vec<Effect> {
+        t.step(Event::ConditionsChecked {
+            execution: "e1".into(),
+            stage,
+            kind,
+            passed,
+            record: serde_json::Value::Null,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn conditions_gate_entry_and_roll_back_on_success() {
+        let mut p = plan(&[
+            ("Source", &[("src", 1)]),
+            ("Build", &[("b", 1)]),
+            ("Deploy", &[("d", 1)]),
+        ]);
+        p.stages[1].conditions = vec![Cond {
+            kind: CondKind::BeforeEntry,
+            result: OnFailure::Skip,
+        }];
+        p.stages[2].conditions = vec![Cond {
+            kind: CondKind::OnSuccess,
+            result: OnFailure::Rollback,
+        }];
+        let mut t = T::new(Mode::Superseded, p);
+        t.start("e1");
+        // Entering Build asks for its entry conditions and starts nothing until they answer.
+        let fx = t.done("e1", 0, 0, true);
+        assert_eq!(
+            (checks(&fx), runs(&fx)),
+            (vec![(1, CondKind::BeforeEntry)], vec![])
+        );
+        // They fail: Build is skipped and Deploy starts.
+        assert_eq!(
+            runs(&checked(&mut t, 1, CondKind::BeforeEntry, false)),
+            vec![r("e1", 2, 0)]
+        );
+        assert_eq!(t.exec("e1").stages[1].status, Some(StageStatus::Skipped));
+        // Deploy succeeded, its success conditions are asked for; they fail: rolled back.
+        let fx = t.done("e1", 2, 0, true);
+        assert_eq!(checks(&fx), vec![(2, CondKind::OnSuccess)]);
+        assert_eq!(t.exec("e1").status, ExecStatus::InProgress);
+        let fx = checked(&mut t, 2, CondKind::OnSuccess, false);
+        assert!(fx
+            .iter()
+            .any(|f| matches!(f, Effect::Rollback { stage: 2, .. })));
+        assert_eq!(t.exec("e1").status, ExecStatus::Failed);
     }
 }

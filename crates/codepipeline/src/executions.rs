@@ -55,7 +55,7 @@ fn placeholders(start: usize, n: usize) -> String {
         .join(", ")
 }
 
-fn exec_not_found(id: &str, pipeline: &str) -> crate::error::Error {
+pub(crate) fn exec_not_found(id: &str, pipeline: &str) -> crate::error::Error {
     err(
         ErrorKind::PipelineExecutionNotFoundException,
         format!(
@@ -65,6 +65,10 @@ fn exec_not_found(id: &str, pipeline: &str) -> crate::error::Error {
 }
 
 impl CodePipeline {
+    pub(crate) async fn execution_of(&self, pipeline: &str, id: &str) -> Result<(Execution, Meta)> {
+        self.execution(pipeline, id).await
+    }
+
     async fn execution(&self, pipeline: &str, id: &str) -> Result<(Execution, Meta)> {
         let row = sqlx::query("SELECT state, meta FROM cp_executions WHERE region = $1 AND pipeline = $2 AND execution_id = $3")
             .bind(&*self.region)
@@ -157,6 +161,7 @@ impl CodePipeline {
                 })
                 .collect();
             let disabled = p.disabled.get(&sname);
+            let latest_run = latest.zip(index).map(|(e, si)| &e.stages[si]);
             let mut action_states = Vec::new();
             for ad in sd.actions.iter().flatten() {
                 let aname = ad.name.clone().unwrap_or_default();
@@ -230,6 +235,12 @@ impl CodePipeline {
                         r#type: Some("STANDARD".into()),
                     })
                 }),
+                before_entry_condition_state: latest_run
+                    .and_then(|r| crate::conditions::state_of(r, engine::CondKind::BeforeEntry)),
+                on_success_condition_state: latest_run
+                    .and_then(|r| crate::conditions::state_of(r, engine::CondKind::OnSuccess)),
+                on_failure_condition_state: latest_run
+                    .and_then(|r| crate::conditions::state_of(r, engine::CondKind::OnFailure)),
                 ..Default::default()
             });
         }

@@ -7,12 +7,15 @@
 //! portable form.
 
 pub mod action_types;
+mod conditions;
 pub mod declaration;
 pub mod engine;
 pub mod error;
 mod executions;
+pub use conditions::rule_types;
 pub mod jobs;
 pub mod providers;
+pub mod rules;
 pub mod runtime;
 pub mod triggers;
 pub mod variables;

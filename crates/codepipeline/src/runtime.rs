@@ -118,6 +118,71 @@ fn action_state_name(s: engine::ActionStatus) -> &'static str {
     }
 }
 
+/// The succeeded action runs of `e`, with their declarations.
+fn succeeded<'a>(
+    d: &'a PipelineDeclaration,
+    e: &'a Execution,
+) -> impl Iterator<
+    Item = (
+        &'a slipway_model::codepipeline::ActionDeclaration,
+        &'a engine::ActionRun,
+    ),
+> {
+    let stages = d.stages.as_deref().unwrap_or_default();
+    stages.iter().enumerate().flat_map(move |(si, sd)| {
+        sd.actions
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(move |(ai, ad)| {
+                let run = e.stages.get(si).and_then(|r| r.actions.get(ai))?;
+                (run.status == Some(engine::ActionStatus::Succeeded)).then_some((ad, run))
+            })
+    })
+}
+
+/// The variables `e` can resolve: the pipeline's and every succeeded action's namespace.
+fn scope_of(d: &PipelineDeclaration, e: &Execution, meta: &Meta) -> Scope {
+    let mut scope = Scope::new(&e.id, &meta.variables);
+    for (ad, run) in succeeded(d, e) {
+        if let Some(ns) = &ad.namespace {
+            scope
+                .namespaces
+                .insert(ns.clone(), run.output.variables.clone());
+        }
+    }
+    scope
+}
+
+/// Checks condition set `kind` of stage `stage` for `e`: whether it held, and its record.
+fn check_conditions(
+    d: &PipelineDeclaration,
+    e: &Execution,
+    meta: &Meta,
+    stage: usize,
+    kind: engine::CondKind,
+    t: f64,
+) -> (bool, Value) {
+    let s = &d.stages.as_deref().unwrap_or_default()[stage];
+    let conditions = match kind {
+        engine::CondKind::BeforeEntry => {
+            s.before_entry.as_ref().and_then(|c| c.conditions.as_ref())
+        }
+        engine::CondKind::OnSuccess => s.on_success.as_ref().and_then(|c| c.conditions.as_ref()),
+        engine::CondKind::OnFailure => s.on_failure.as_ref().and_then(|c| c.conditions.as_ref()),
+    };
+    let scope = scope_of(d, e, meta);
+    let mut ids = new_id;
+    let (passed, mut record) = crate::rules::check(
+        conditions.map(Vec::as_slice).unwrap_or_default(),
+        &scope,
+        t,
+        &mut ids,
+    );
+    record["kind"] = json!(kind);
+    (passed, record)
+}
+
 /// Loads `ids` (and every active execution of the pipeline) with their metadata.
 async fn load_executions(
     conn: &mut Conn,
@@ -276,6 +341,25 @@ impl CodePipeline {
         let p = load_pipeline(&mut tx, &self.region, name)
             .await?
             .ok_or_else(|| crate::not_found(self.account_id(), name))?;
+        let id = self
+            .rollback_in(&mut tx, &p, stage, target, "ManualRollback")
+            .await?;
+        tx.commit().await?;
+        self.inner.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Starts a ROLLBACK execution of `stage` to `target`'s artifacts, inside the
+    /// caller's transaction (`trigger`: ManualRollback or AutomatedRollback).
+    async fn rollback_in(
+        &self,
+        tx: &mut Conn,
+        p: &Pipeline,
+        stage: &str,
+        target: &str,
+        trigger: &str,
+    ) -> Result<String> {
+        let name = &p.name;
         if !p
             .declaration
             .stages
@@ -288,7 +372,7 @@ impl CodePipeline {
                 format!("Stage {stage} does not exist in pipeline {name}"),
             ));
         }
-        let Some((t, tmeta)) = load_executions(&mut tx, &self.region, name, Some(target))
+        let Some((t, tmeta)) = load_executions(tx, &self.region, name, Some(target))
             .await?
             .into_iter()
             .find(|(e, _)| e.id == target)
@@ -323,7 +407,7 @@ impl CodePipeline {
         }
         exec.position = engine::Position::Waiting(idx);
         let meta = Meta {
-            trigger_type: "ManualRollback".into(),
+            trigger_type: trigger.into(),
             trigger_detail: Some(target.to_owned()),
             variables: tmeta.variables.clone(),
             revisions: BTreeMap::new(),
@@ -331,17 +415,58 @@ impl CodePipeline {
             rollback_target: Some(target.to_owned()),
         };
         let id = exec.id.clone();
-        self.insert_execution(&mut tx, &p, &exec, &meta, None)
-            .await?;
-        tx.commit().await?;
-        self.inner.wake.notify_one();
+        self.insert_execution(tx, p, &exec, &meta, None).await?;
         Ok(id)
+    }
+
+    /// The newest execution other than `failed` that succeeded in stage `stage` and is
+    /// not itself a rollback: what an automated rollback goes back to.
+    async fn rollback_target(
+        &self,
+        conn: &mut Conn,
+        pipeline: &str,
+        stage: &str,
+        failed: &str,
+    ) -> Result<Option<String>> {
+        let rows = sqlx::query(
+            "SELECT state, meta FROM cp_executions WHERE region = $1 AND pipeline = $2 AND execution_id <> $3 AND active = 0 ORDER BY seq DESC LIMIT 100",
+        )
+        .bind(&*self.region)
+        .bind(pipeline)
+        .bind(failed)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            let e: Execution = serde_json::from_str(r.get::<&str, _>(0))?;
+            let m: Meta = serde_json::from_str(r.get::<&str, _>(1))?;
+            let ok = e
+                .plan
+                .stages
+                .iter()
+                .position(|s| s.name == stage)
+                .is_some_and(|i| e.stages[i].status == Some(engine::StageStatus::Succeeded));
+            if ok && m.rollback_target.is_none() {
+                return Ok(Some(e.id));
+            }
+        }
+        Ok(None)
     }
 
     /// Applies `event` to pipeline `p` inside the caller's transaction: loads its
     /// executions, steps the engine, stores what changed, queues action runs, abandons
     /// runs, appends events. `started`: an execution just inserted (reported as started).
-    pub(crate) async fn apply(
+    pub(crate) fn apply<'a>(
+        &'a self,
+        conn: &'a mut Conn,
+        p: &'a Pipeline,
+        event: Event,
+        started: Option<(&'a str, bool)>,
+    ) -> BoxFuture<'a, Result<()>> {
+        // Boxed: an automated rollback starts an execution, which applies again.
+        Box::pin(self.apply_inner(conn, p, event, started))
+    }
+
+    async fn apply_inner(
         &self,
         conn: &mut Conn,
         p: &Pipeline,
@@ -383,6 +508,32 @@ impl CodePipeline {
         while let Some(ev) = pending.pop() {
             let fx = engine::step(&mut state, ev, &mut ctx)?;
             for f in &fx {
+                if let Effect::CheckConditions {
+                    execution,
+                    stage,
+                    kind,
+                } = f
+                {
+                    let Some(e) = state.executions.iter().find(|e| &e.id == execution) else {
+                        continue;
+                    };
+                    if let std::collections::hash_map::Entry::Vacant(v) =
+                        declarations.entry(e.version)
+                    {
+                        v.insert(self.declaration_in(conn, &p.name, e.version).await?);
+                    }
+                    let d = &declarations[&e.version];
+                    let meta = metas.get(execution).cloned().unwrap_or_default();
+                    let (passed, record) = check_conditions(d, e, &meta, *stage, *kind, t);
+                    pending.push(Event::ConditionsChecked {
+                        execution: execution.clone(),
+                        stage: *stage,
+                        kind: *kind,
+                        passed,
+                        record,
+                    });
+                    continue;
+                }
                 let Effect::RunAction {
                     execution,
                     stage,
@@ -478,7 +629,33 @@ impl CodePipeline {
                 Effect::Report(change) => {
                     self.report(conn, p, &state, &metas, change).await?;
                 }
-                Effect::RunAction { .. } => {}
+                Effect::Rollback { execution, stage } => {
+                    let is_rollback = metas
+                        .get(execution)
+                        .is_some_and(|m| m.rollback_target.is_some());
+                    let Some(e) = state.executions.iter().find(|e| &e.id == execution) else {
+                        continue;
+                    };
+                    let name = e.plan.stages[*stage].name.clone();
+                    if is_rollback {
+                        continue;
+                    }
+                    match self
+                        .rollback_target(conn, &p.name, &name, execution)
+                        .await?
+                    {
+                        Some(target) => {
+                            let id = self
+                                .rollback_in(conn, p, &name, &target, "AutomatedRollback")
+                                .await?;
+                            tracing::info!(pipeline = %p.name, stage = %name, failed = %execution, %target, rollback = %id, "automated rollback");
+                        }
+                        None => {
+                            tracing::info!(pipeline = %p.name, stage = %name, failed = %execution, "no earlier execution succeeded in the stage: nothing to roll back to")
+                        }
+                    }
+                }
+                Effect::RunAction { .. } | Effect::CheckConditions { .. } => {}
             }
         }
         Ok(())
@@ -531,25 +708,12 @@ impl CodePipeline {
         }
         // What earlier actions of this execution produced.
         let mut produced: BTreeMap<String, Artifact> = BTreeMap::new();
-        let mut scope = Scope::new(&e.id, &meta.variables);
-        for (si, sd) in stages.iter().enumerate() {
-            for (ai, ad) in sd.actions.iter().flatten().enumerate() {
-                let Some(run) = e.stages.get(si).and_then(|r| r.actions.get(ai)) else {
-                    continue;
-                };
-                if run.status != Some(engine::ActionStatus::Succeeded) {
-                    continue;
-                }
-                for art in &run.output.artifacts {
-                    produced.insert(art.name.clone(), art.clone());
-                }
-                if let Some(ns) = &ad.namespace {
-                    scope
-                        .namespaces
-                        .insert(ns.clone(), run.output.variables.clone());
-                }
+        for (_, run) in succeeded(d, e) {
+            for art in &run.output.artifacts {
+                produced.insert(art.name.clone(), art.clone());
             }
         }
+        let scope = scope_of(d, e, meta);
         let inputs =
             a.input_artifacts
                 .iter()
