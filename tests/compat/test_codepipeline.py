@@ -768,3 +768,82 @@ def test_stage_conditions_skip_fail_and_roll_back(server, workdir):
 
     types = server.aws("codepipeline", "list-rule-types")["ruleTypes"]
     assert {t["id"]["provider"] for t in types} == {"VariableCheck", "DeploymentWindow"}
+
+
+def test_webhooks_start_pipelines_when_authenticated_and_matched(server, workdir):
+    import hashlib
+    import hmac
+    import urllib.error
+    import urllib.request
+    setup(server, workdir)
+    create(server, declaration("hooked", approval=False))
+    secret = "s3cr3t-webhook-token"
+
+    def put(name, auth, config, filters=None, check=True, pipeline="hooked"):
+        d = {"name": name, "targetPipeline": pipeline, "targetAction": "Source",
+             "filters": filters if filters is not None else [{"jsonPath": "$.ref", "matchEquals": "refs/heads/{BranchName}"}],
+             "authentication": auth, "authenticationConfiguration": config}
+        return server.aws("codepipeline", "put-webhook", "--webhook", json.dumps(d), "--tags", "key=team,value=web", check=check)
+
+    def post(url, payload, signature=None):
+        body = json.dumps(payload).encode()
+        req = urllib.request.Request(url, data=body, method="POST", headers={"content-type": "application/json"})
+        if signature is not None:
+            req.add_header("X-Hub-Signature-256", "sha256=" + hmac.new(signature.encode(), body, hashlib.sha256).hexdigest())
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    hook = put("gh", "GITHUB_HMAC", {"SecretToken": secret})["webhook"]
+    assert hook["arn"] == f"arn:aws:codepipeline:us-east-1:{ACCOUNT}:webhook:gh"
+    assert hook["url"].startswith(server.url + "/-/webhooks/trigger?t=")
+    [listed] = server.aws("codepipeline", "list-webhooks")["webhooks"]
+    assert listed["definition"]["authenticationConfiguration"]["SecretToken"] == secret
+    assert listed["url"] == hook["url"] and listed["tags"] == [{"key": "team", "value": "web"}]
+    # The secret is sealed at rest.
+    assert secret.encode() not in (server.data_dir / "slipway.db").read_bytes()
+    before = len(executions(server, "hooked"))
+
+    status, out = post(hook["url"], {"ref": "refs/heads/main"}, signature="wrong")
+    assert status == 403, out
+    status, out = post(hook["url"], {"ref": "refs/heads/main"})
+    assert status == 403, out
+    status, out = post(hook["url"], {"ref": "refs/heads/other"}, signature=secret)
+    assert status == 200 and "pipelineExecutionId" not in out, out
+    assert len(executions(server, "hooked")) == before
+    status, out = post(hook["url"], {"ref": "refs/heads/main"}, signature=secret)
+    assert status == 200, out
+    e = execution(server, "hooked", out["pipelineExecutionId"])
+    assert (e["trigger"]["triggerType"], e["trigger"]["triggerDetail"]) == ("Webhook", hook["arn"])
+    assert server.aws("codepipeline", "list-webhooks")["webhooks"][0]["lastTriggered"]
+
+    # IP authentication: loopback is outside 10.0.0.0/8 and inside 127.0.0.0/8.
+    ip = put("ip", "IP", {"AllowedIPRange": "10.0.0.0/8"}, filters=[])["webhook"]
+    assert post(ip["url"], {"any": "thing"})[0] == 403
+    ip = put("ip", "IP", {"AllowedIPRange": "127.0.0.0/8"}, filters=[])["webhook"]
+    status, out = post(ip["url"], {"any": "thing"})
+    assert status == 200 and out["pipelineExecutionId"], out
+
+    # Invalid definitions change nothing.
+    for auth, config, filters, code in [
+        ("GITHUB_HMAC", {}, None, "InvalidWebhookAuthenticationParametersException"),
+        ("IP", {"AllowedIPRange": "not a range"}, None, "InvalidWebhookAuthenticationParametersException"),
+        ("UNAUTHENTICATED", {}, [{"jsonPath": "$[?(", "matchEquals": "x"}], "InvalidWebhookFilterPatternException"),
+    ]:
+        assert put("bad", auth, config, filters, check=False).code == code
+    assert put("bad", "UNAUTHENTICATED", {}, check=False, pipeline="nope").code == "PipelineNotFoundException"
+    assert [w["definition"]["name"] for w in server.aws("codepipeline", "list-webhooks")["webhooks"]] == ["gh", "ip"]
+
+    server.aws("codepipeline", "register-webhook-with-third-party", "--webhook-name", "gh")
+    server.aws("codepipeline", "deregister-webhook-with-third-party", "--webhook-name", "gh")
+    err = server.aws("codepipeline", "register-webhook-with-third-party", "--webhook-name", "nope", check=False)
+    assert err.code == "WebhookNotFoundException"
+    server.aws("codepipeline", "tag-resource", "--resource-arn", hook["arn"], "--tags", "key=tier,value=1")
+    tags = server.aws("codepipeline", "list-tags-for-resource", "--resource-arn", hook["arn"])["tags"]
+    assert {t["key"] for t in tags} == {"team", "tier"}
+    server.aws("codepipeline", "delete-webhook", "--name", "gh")
+    server.aws("codepipeline", "delete-webhook", "--name", "gh")
+    assert [w["definition"]["name"] for w in server.aws("codepipeline", "list-webhooks")["webhooks"]] == ["ip"]
+    assert post(hook["url"], {"ref": "refs/heads/main"}, signature=secret)[0] == 404

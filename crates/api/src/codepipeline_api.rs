@@ -552,6 +552,67 @@ impl CodePipelineApi for CodePipelineService {
         Ok(slipway_model::runtime::Empty::default())
     }
 
+    async fn put_webhook(
+        &self,
+        _ctx: &Context,
+        input: PutWebhookInput,
+    ) -> Result<PutWebhookOutput, ApiError> {
+        let webhook = self
+            .cp
+            .put_webhook(
+                input.webhook.unwrap_or_default(),
+                input.tags.unwrap_or_default(),
+            )
+            .await?;
+        Ok(PutWebhookOutput {
+            webhook: Some(webhook),
+        })
+    }
+
+    async fn list_webhooks(
+        &self,
+        _ctx: &Context,
+        input: ListWebhooksInput,
+    ) -> Result<ListWebhooksOutput, ApiError> {
+        let all = self.cp.list_webhooks().await?;
+        let (items, next_token) = page(all, input.next_token.as_deref(), input.max_results, 100)?;
+        Ok(ListWebhooksOutput {
+            webhooks: Some(items),
+            next_token,
+        })
+    }
+
+    async fn delete_webhook(
+        &self,
+        _ctx: &Context,
+        input: DeleteWebhookInput,
+    ) -> Result<DeleteWebhookOutput, ApiError> {
+        self.cp.delete_webhook(&name(input.name)).await?;
+        Ok(DeleteWebhookOutput {})
+    }
+
+    async fn register_webhook_with_third_party(
+        &self,
+        _ctx: &Context,
+        input: RegisterWebhookWithThirdPartyInput,
+    ) -> Result<RegisterWebhookWithThirdPartyOutput, ApiError> {
+        self.cp
+            .register_webhook(&name(input.webhook_name), true)
+            .await?;
+        Ok(RegisterWebhookWithThirdPartyOutput {})
+    }
+
+    async fn deregister_webhook_with_third_party(
+        &self,
+        _ctx: &Context,
+        input: DeregisterWebhookWithThirdPartyInput,
+    ) -> Result<DeregisterWebhookWithThirdPartyOutput, ApiError> {
+        self.cp
+            .register_webhook(&name(input.webhook_name), false)
+            .await?;
+        Ok(DeregisterWebhookWithThirdPartyOutput {})
+    }
+
     async fn list_tags_for_resource(
         &self,
         _ctx: &Context,

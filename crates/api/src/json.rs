@@ -173,6 +173,18 @@ fn codepipeline_resources(cp: &slipway_codepipeline::CodePipeline, input: &Value
     if let Some(a) = input.get("resourceArn").and_then(Value::as_str) {
         out.push(a.to_owned());
     }
+    let webhook = input
+        .get("webhookName")
+        .or_else(|| input.pointer("/webhook/name"));
+    if let Some(n) = webhook.and_then(Value::as_str) {
+        out.push(cp.webhook_arn(n));
+    }
+    if let Some(n) = input
+        .pointer("/webhook/targetPipeline")
+        .and_then(Value::as_str)
+    {
+        out.push(cp.pipeline_arn(n));
+    }
     if out.is_empty() {
         out.push("*".into());
     }

@@ -16,6 +16,7 @@ pub mod logs_api;
 pub mod s3_edge;
 pub mod sigv4;
 pub mod ssm_api;
+pub mod webhook_http;
 pub mod worker_api;
 
 use axum::routing::{any, get};
@@ -77,6 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .merge(worker_api::routes())
         .merge(console::routes())
+        .merge(webhook_http::routes())
         .route("/v1/repos/{name}", any(git_http::handle))
         .route("/v1/repos/{name}/{*rest}", any(git_http::handle))
         .route("/-/regions/{region}/v1/repos/{name}", any(git_http::handle))
@@ -92,6 +94,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 fn dispatch(
     app: Router,
     s3: s3s::service::S3Service,
+    peer: Option<std::net::SocketAddr>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -99,8 +102,11 @@ fn dispatch(
     Future = impl Send,
 > + Clone {
     let app = hyper_util::service::TowerToHyperService::new(app);
-    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+    hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let (app, s3) = (app.clone(), s3.clone());
+        if let Some(p) = peer {
+            req.extensions_mut().insert(webhook_http::PeerAddr(p));
+        }
         let handled = to_the_end(async move {
             if !s3_edge::is_s3(req.method(), req.uri(), req.headers()) {
                 return routed(app, req).await;
@@ -214,7 +220,7 @@ pub async fn serve(
             p = slots.clone().acquire_owned() => p.map_err(std::io::Error::other)?,
             _ = &mut shutdown => break,
         };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -227,7 +233,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = dispatch(app.clone(), s3.clone());
+        let service = dispatch(app.clone(), s3.clone(), Some(peer));
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {

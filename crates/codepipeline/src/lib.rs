@@ -19,6 +19,7 @@ pub mod rules;
 pub mod runtime;
 pub mod triggers;
 pub mod variables;
+pub mod webhooks;
 
 use crate::engine::{Execution, PipelineState};
 use crate::error::{err, Error, ErrorKind, Result};
@@ -42,6 +43,10 @@ pub struct Config {
     pub default_region: String,
     /// Where actions unpack and pack artifacts (a directory of the data dir).
     pub work_dir: PathBuf,
+    /// The server's URL as clients reach it (webhook URLs start with it).
+    pub public_url: String,
+    /// Seals webhook secrets at rest.
+    pub key: slipway_iam::crypto::MasterKey,
 }
 
 pub(crate) struct Inner {
@@ -420,6 +425,27 @@ impl CodePipeline {
 
     // ----- tags -----
 
+    /// The tag kind and id of a taggable resource (a pipeline or a webhook) by its ARN.
+    async fn tagged(&self, arn: &str) -> Result<(&'static str, String)> {
+        if let Some(name) = self.webhook_in_arn(arn) {
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM cp_webhooks WHERE region = $1 AND name = $2")
+                    .bind(&*self.region)
+                    .bind(&name)
+                    .fetch_optional(self.store().pool())
+                    .await?;
+            return match exists {
+                Some(_) => Ok((webhooks::WEBHOOK_TAGS, self.webhook_tag_id(&name))),
+                None => Err(err(
+                    ErrorKind::ResourceNotFoundException,
+                    format!("The webhook {name} was not found"),
+                )),
+            };
+        }
+        let name = self.tagged_pipeline(arn).await?;
+        Ok((TAG_KIND, self.tag_id(&name)))
+    }
+
     async fn tagged_pipeline(&self, arn: &str) -> Result<String> {
         let missing = || {
             let name = arn.rsplit(':').next().unwrap_or(arn);
@@ -448,9 +474,9 @@ impl CodePipeline {
     }
 
     pub async fn list_tags(&self, arn: &str) -> Result<Vec<Tag>> {
-        let name = self.tagged_pipeline(arn).await?;
+        let (kind, id) = self.tagged(arn).await?;
         let mut conn = self.store().pool().acquire().await?;
-        let tags = slipway_store::tags::get(&mut conn, TAG_KIND, &self.tag_id(&name)).await?;
+        let tags = slipway_store::tags::get(&mut conn, kind, &id).await?;
         Ok(tags
             .into_iter()
             .map(|(k, v)| Tag {
@@ -461,15 +487,14 @@ impl CodePipeline {
     }
 
     pub async fn tag(&self, arn: &str, tags: Vec<Tag>) -> Result<()> {
-        let name = self.tagged_pipeline(arn).await?;
+        let (kind, id) = self.tagged(arn).await?;
         check_tags(&tags)?;
         let map: BTreeMap<String, String> = tags
             .into_iter()
             .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
             .collect();
         let mut tx = self.store().begin_write().await?;
-        let id = self.tag_id(&name);
-        let before = slipway_store::tags::get(&mut tx, TAG_KIND, &id).await?;
+        let before = slipway_store::tags::get(&mut tx, kind, &id).await?;
         let total = before
             .keys()
             .chain(map.keys())
@@ -481,22 +506,22 @@ impl CodePipeline {
                 "A resource can have at most 50 tags",
             ));
         }
-        slipway_store::tags::put(&mut tx, TAG_KIND, &id, &map).await?;
+        slipway_store::tags::put(&mut tx, kind, &id, &map).await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn untag(&self, arn: &str, keys: &[String]) -> Result<()> {
-        let name = self.tagged_pipeline(arn).await?;
+        let (kind, id) = self.tagged(arn).await?;
         let mut tx = self.store().begin_write().await?;
-        slipway_store::tags::remove(&mut tx, TAG_KIND, &self.tag_id(&name), keys).await?;
+        slipway_store::tags::remove(&mut tx, kind, &id, keys).await?;
         tx.commit().await?;
         Ok(())
     }
 }
 
 /// Tags as AWS checks them: no `aws:` keys, no key twice.
-fn check_tags(tags: &[Tag]) -> Result<()> {
+pub(crate) fn check_tags(tags: &[Tag]) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for t in tags {
         let k = t.key.as_deref().unwrap_or_default();

@@ -288,7 +288,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     );
     let ssm = ParameterStore::new(
         store.clone(),
-        key,
+        key.clone(),
         args.region.clone(),
         args.account_id.clone(),
     );
@@ -329,6 +329,8 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
             account_id: args.account_id.clone(),
             default_region: args.region.clone(),
             work_dir: std::fs::canonicalize(&args.data_dir)?.join("pipeline-work"),
+            public_url: public_url.clone(),
+            key: key.clone(),
         },
         s3.clone(),
         codecommit.clone(),

@@ -121,6 +121,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "codepipeline",
         include_str!("../migrations/sqlite/0011_codepipeline.sql"),
     ),
+    (
+        12,
+        "cp_webhooks",
+        include_str!("../migrations/sqlite/0012_cp_webhooks.sql"),
+    ),
 ];
 
 /// The store: cheap to clone, shared by every service.
