@@ -847,3 +847,28 @@ def test_webhooks_start_pipelines_when_authenticated_and_matched(server, workdir
     server.aws("codepipeline", "delete-webhook", "--name", "gh")
     assert [w["definition"]["name"] for w in server.aws("codepipeline", "list-webhooks")["webhooks"]] == ["ip"]
     assert post(hook["url"], {"ref": "refs/heads/main"}, signature=secret)[0] == 404
+
+
+def test_action_type_declarations_and_deploy_targets(server, workdir):
+    setup(server, workdir)
+    got = server.aws("codepipeline", "get-action-type", "--category", "Build", "--owner", "AWS",
+                     "--provider", "CodeBuild", "--action-version", "1")["actionType"]
+    props = {p["name"]: p["optional"] for p in got["properties"]}
+    assert props["ProjectName"] is False and props["PrimarySource"] is True
+    assert got["inputArtifactDetails"] == {"minimumCount": 1, "maximumCount": 5}
+    err = server.aws("codepipeline", "get-action-type", "--category", "Build", "--owner", "ThirdParty",
+                     "--provider", "Jenkins", "--action-version", "1", check=False)
+    assert err.code == "ActionTypeNotFoundException"
+    err = server.aws("codepipeline", "update-action-type", "--action-type", json.dumps(got), check=False)
+    assert err.code == "RequestFailedException"
+    create(server, declaration("targets", approval=False))
+    [first] = executions(server, "targets")
+    wait_status(server, "targets", first["pipelineExecutionId"], {"Succeeded", "Failed"})
+    runs = server.aws("codepipeline", "list-action-executions", "--pipeline-name", "targets")["actionExecutionDetails"]
+    deploy = next(r for r in runs if r["stageName"] == "Deploy")
+    out = server.aws("codepipeline", "list-deploy-action-execution-targets", "--pipeline-name", "targets",
+                     "--action-execution-id", deploy["actionExecutionId"])
+    assert out["targets"] == []
+    err = server.aws("codepipeline", "list-deploy-action-execution-targets", "--pipeline-name", "targets",
+                     "--action-execution-id", "nope", check=False)
+    assert err.code == "ActionExecutionNotFoundException"

@@ -552,6 +552,48 @@ impl CodePipelineApi for CodePipelineService {
         Ok(slipway_model::runtime::Empty::default())
     }
 
+    async fn get_action_type(
+        &self,
+        _ctx: &Context,
+        input: GetActionTypeInput,
+    ) -> Result<GetActionTypeOutput, ApiError> {
+        let id = ActionTypeIdentifier {
+            category: input.category,
+            owner: input.owner,
+            provider: input.provider,
+            version: input.version,
+        };
+        Ok(GetActionTypeOutput {
+            action_type: Some(self.cp.action_type_declaration(&id)?),
+        })
+    }
+
+    async fn update_action_type(
+        &self,
+        _ctx: &Context,
+        input: UpdateActionTypeInput,
+    ) -> Result<slipway_model::runtime::Empty, ApiError> {
+        self.cp
+            .update_action_type(&input.action_type.unwrap_or_default())?;
+        Ok(slipway_model::runtime::Empty::default())
+    }
+
+    async fn list_deploy_action_execution_targets(
+        &self,
+        _ctx: &Context,
+        input: ListDeployActionExecutionTargetsInput,
+    ) -> Result<ListDeployActionExecutionTargetsOutput, ApiError> {
+        let all = self
+            .cp
+            .deploy_targets(&name(input.pipeline_name), &name(input.action_execution_id))
+            .await?;
+        let (items, next_token) = page(all, input.next_token.as_deref(), input.max_results, 100)?;
+        Ok(ListDeployActionExecutionTargetsOutput {
+            targets: Some(items),
+            next_token,
+        })
+    }
+
     async fn put_webhook(
         &self,
         _ctx: &Context,

@@ -435,6 +435,112 @@ impl CodePipeline {
             .collect()
     }
 
+    /// GetActionType: a built-in action type (owner AWS) described as a declaration; its
+    /// actions are run by the service itself, which polls for them as a job worker would.
+    pub fn action_type_declaration(
+        &self,
+        id: &ActionTypeIdentifier,
+    ) -> Result<ActionTypeDeclaration> {
+        let f = |x: &Option<String>| x.clone().unwrap_or_default();
+        let (c, o, p, v) = (
+            f(&id.category),
+            f(&id.owner),
+            f(&id.provider),
+            f(&id.version),
+        );
+        let Some(t) = BUILT_IN
+            .iter()
+            .find(|t| (t.category, t.owner, t.provider, t.version) == (&*c, &*o, &*p, &*v))
+        else {
+            return Err(err(
+                ErrorKind::ActionTypeNotFoundException,
+                format!("Action type {c}/{o}/{p}/{v} was not found"),
+            ));
+        };
+        Ok(ActionTypeDeclaration {
+            description: Some(format!(
+                "{} {} action, run by Slipway",
+                t.provider, t.category
+            )),
+            executor: Some(ActionTypeExecutor {
+                r#type: Some("JobWorker".into()),
+                configuration: Some(ExecutorConfiguration {
+                    job_worker_executor_configuration: Some(JobWorkerExecutorConfiguration {
+                        polling_accounts: Some(vec![self.account_id().to_owned()]),
+                        polling_service_principals: Some(vec!["codepipeline.amazonaws.com".into()]),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            id: Some(id.clone()),
+            input_artifact_details: Some(ActionTypeArtifactDetails {
+                minimum_count: Some(t.inputs.0),
+                maximum_count: Some(t.inputs.1),
+            }),
+            output_artifact_details: Some(ActionTypeArtifactDetails {
+                minimum_count: Some(t.outputs.0),
+                maximum_count: Some(t.outputs.1),
+            }),
+            permissions: None,
+            properties: Some(
+                t.properties
+                    .iter()
+                    .map(|p| ActionTypeProperty {
+                        name: Some(p.name.into()),
+                        optional: Some(!p.required),
+                        key: Some(p.key),
+                        no_echo: Some(p.secret),
+                        queryable: Some(p.queryable),
+                        description: None,
+                    })
+                    .collect(),
+            ),
+            urls: None,
+        })
+    }
+
+    /// UpdateActionType: built-in types are not the caller's to change, and Slipway keeps
+    /// no ThirdParty types.
+    pub fn update_action_type(&self, d: &ActionTypeDeclaration) -> Result<()> {
+        let id = d.id.clone().unwrap_or_default();
+        self.action_type_declaration(&id)?;
+        Err(err(
+            ErrorKind::RequestFailedException,
+            format!(
+                "Action type {}/{}/{} is built in (owner AWS) and cannot be updated",
+                id.category.unwrap_or_default(),
+                id.provider.unwrap_or_default(),
+                id.version.unwrap_or_default()
+            ),
+        ))
+    }
+
+    /// ListDeployActionExecutionTargets: the targets a deploy action execution deployed to.
+    /// Slipway's deploy providers so far (S3) have none; CodeDeploy's will.
+    pub async fn deploy_targets(
+        &self,
+        pipeline: &str,
+        action_execution: &str,
+    ) -> Result<Vec<DeployActionExecutionTarget>> {
+        self.pipeline(pipeline).await?;
+        let runs = self
+            .runs_where(
+                "pipeline = $2 AND action_execution_id = $3",
+                &[pipeline, action_execution],
+            )
+            .await?;
+        if runs.is_empty() {
+            return Err(err(
+                ErrorKind::ActionExecutionNotFoundException,
+                format!(
+                    "Action execution {action_execution} does not exist in pipeline {pipeline}"
+                ),
+            ));
+        }
+        Ok(Vec::new())
+    }
+
     // ----- operations on executions -----
 
     /// PutApprovalResult: the approval's time.
