@@ -872,3 +872,32 @@ def test_action_type_declarations_and_deploy_targets(server, workdir):
     err = server.aws("codepipeline", "list-deploy-action-execution-targets", "--pipeline-name", "targets",
                      "--action-execution-id", "nope", check=False)
     assert err.code == "ActionExecutionNotFoundException"
+
+
+def test_commands_action_runs_in_a_build_sandbox(server, workdir):
+    setup(server, workdir)
+    d = declaration("cmds", approval=False, mode="QUEUED")
+    d["stages"][1] = {"name": "Compute", "actions": [{
+        "name": "Run", "actionTypeId": {"category": "Compute", "owner": "AWS", "provider": "Commands", "version": "1"},
+        "runOrder": 1, "namespace": "Run",
+        "inputArtifacts": [{"name": "SourceOutput"}],
+        "outputArtifacts": [{"name": "BuildOutput", "files": ["dist/**/*"]}],
+        "commands": ["mkdir -p dist", "tr a-z A-Z < app.txt > dist/app.txt", "echo \"$GREETING #{SourceVariables.BranchName}\" > dist/who.txt",
+                     "export STAMP=built-$(cat app.txt)"],
+        "outputVariables": ["STAMP"],
+        "environmentVariables": [{"name": "GREETING", "value": "hi", "type": "PLAINTEXT"}],
+    }]}
+    d["stages"][2]["actions"][0]["configuration"]["ObjectKey"] = "#{Run.STAMP}"
+    create(server, d)
+    [first] = executions(server, "cmds")
+    e = wait_status(server, "cmds", first["pipelineExecutionId"], {"Succeeded", "Failed"})
+    assert e["status"] == "Succeeded", e.get("statusSummary")
+    s3 = server.client("s3")
+    assert s3.get_object(Bucket="site", Key="built-v1/dist/app.txt")["Body"].read() == b"V1\n"
+    assert s3.get_object(Bucket="site", Key="built-v1/dist/who.txt")["Body"].read() == b"hi main\n"
+    # V1 pipelines have no Commands actions.
+    d1 = copy.deepcopy(d)
+    d1["name"] = "cmds-v1"
+    del d1["pipelineType"], d1["executionMode"]
+    err = server.aws("codepipeline", "create-pipeline", "--pipeline", json.dumps(d1), check=False)
+    assert err.code == "InvalidActionDeclarationException"

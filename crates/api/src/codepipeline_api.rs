@@ -763,4 +763,48 @@ impl slipway_codepipeline::BuildService for PipelineBuilds {
             }
         })
     }
+
+    fn ensure_project<'a>(
+        &'a self,
+        region: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let state = self.state()?;
+            let cb = state.codebuild.in_region(region);
+            let input = codebuild::CreateProjectInput {
+                name: Some(name.to_owned()),
+                description: Some(
+                    "Runs the commands of CodePipeline Commands actions (managed by Slipway)"
+                        .into(),
+                ),
+                source: Some(codebuild::ProjectSource {
+                    r#type: Some("CODEPIPELINE".into()),
+                    ..Default::default()
+                }),
+                artifacts: Some(codebuild::ProjectArtifacts {
+                    r#type: Some("CODEPIPELINE".into()),
+                    ..Default::default()
+                }),
+                environment: Some(codebuild::ProjectEnvironment {
+                    r#type: Some("LINUX_CONTAINER".into()),
+                    image: Some("aws/codebuild/amazonlinux-x86_64-standard:5.0".into()),
+                    compute_type: Some("BUILD_GENERAL1_SMALL".into()),
+                    ..Default::default()
+                }),
+                service_role: Some(format!(
+                    "arn:aws:iam::{}:role/slipway-pipeline-commands",
+                    state.account_id
+                )),
+                ..Default::default()
+            };
+            let doc = serde_json::to_value(&input).map_err(|e| e.to_string())?;
+            match cb.create_project(doc).await {
+                Ok(_) => Ok(()),
+                // Made by an earlier action (or one beside this one).
+                Err(e) if e.to_string().contains("already exists") => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
 }

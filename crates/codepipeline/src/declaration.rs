@@ -205,6 +205,7 @@ pub fn validate(d: &PipelineDeclaration, region: &str, custom: &[CustomType]) ->
         plan.stages.push(check_stage(
             stage,
             si,
+            v2,
             custom,
             &mut produced,
             &mut namespaces,
@@ -246,6 +247,7 @@ pub fn validate(d: &PipelineDeclaration, region: &str, custom: &[CustomType]) ->
 fn check_stage(
     stage: &StageDeclaration,
     si: usize,
+    v2: bool,
     custom: &[CustomType],
     produced: &mut BTreeSet<String>,
     namespaces: &mut BTreeSet<String>,
@@ -349,6 +351,22 @@ fn check_stage(
                     "Action configuration for action '{aname}' contains unknown configuration '{key}'"
                 )));
             }
+        }
+        let provider = a
+            .action_type_id
+            .as_ref()
+            .and_then(|t| t.provider.as_deref())
+            .unwrap_or_default();
+        if !v2 && category == "Compute" {
+            return Err(action_error(format!(
+                "Action {aname} of provider {provider} is only available in pipelines of type V2"
+            )));
+        }
+        let listed = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
+        if (listed(&a.commands) || listed(&a.output_variables)) && category != "Compute" {
+            return Err(action_error(format!(
+                "Action {aname}: commands and outputVariables are only for actions of provider Commands"
+            )));
         }
         if category == "Compute" && a.commands.as_ref().is_none_or(|c| c.is_empty()) {
             return Err(action_error(format!(

@@ -39,6 +39,13 @@ pub trait BuildService: Send + Sync {
         id: &'a str,
     ) -> BoxFuture<'a, std::result::Result<Option<Build>, String>>;
     fn stop<'a>(&'a self, region: &'a str, id: &'a str) -> BoxFuture<'a, ()>;
+    /// Makes sure project `name` exists in `region`: a CODEPIPELINE project on the default
+    /// image, which Commands actions build with.
+    fn ensure_project<'a>(
+        &'a self,
+        region: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<(), String>>;
 }
 
 /// Why an execution starts.
@@ -749,6 +756,18 @@ impl CodePipeline {
             .flatten()
             .map(|c| variables::resolve(c, &scope))
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        let environment = a
+            .environment_variables
+            .iter()
+            .flatten()
+            .map(|v| {
+                Ok((
+                    v.name.clone().unwrap_or_default(),
+                    variables::resolve(v.value.as_deref().unwrap_or_default(), &scope)?,
+                    v.r#type.clone().unwrap_or_else(|| "PLAINTEXT".into()),
+                ))
+            })
+            .collect::<std::result::Result<Vec<_>, String>>()?;
         let t_id = a.action_type_id.clone().unwrap_or_default();
         let name = a.name.clone().unwrap_or_default();
         let job = Job {
@@ -768,6 +787,14 @@ impl CodePipeline {
             configuration,
             declared,
             commands,
+            output_variables: a.output_variables.clone().unwrap_or_default(),
+            output_files: a
+                .output_artifacts
+                .iter()
+                .flatten()
+                .flat_map(|o| o.files.iter().flatten().cloned())
+                .collect(),
+            environment,
             inputs,
             outputs,
             revision: meta.revisions.get(&name).filter(|r| !r.is_empty()).cloned(),

@@ -14,7 +14,7 @@ use slipway_model::codebuild::{
 
 pub struct CodeBuildAction;
 
-fn s3_arn(bucket: &str, key: &str) -> String {
+pub(super) fn s3_arn(bucket: &str, key: &str) -> String {
     format!("arn:aws:s3:::{bucket}/{key}")
 }
 
@@ -103,7 +103,7 @@ fn start_input(job: &Job) -> Result<StartBuildInput, String> {
 }
 
 /// The step a build's state makes.
-fn step_of(job: &Job, build: &Build) -> Step {
+pub(super) fn step_of(job: &Job, build: &Build) -> Step {
     let id = build.id.clone().unwrap_or_default();
     match build.build_status.as_deref() {
         Some("SUCCEEDED") => {

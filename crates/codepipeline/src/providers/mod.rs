@@ -5,6 +5,7 @@
 
 pub mod codebuild;
 pub mod codecommit;
+pub mod commands;
 pub mod invoke;
 pub mod manual;
 pub mod s3_deploy;
@@ -38,6 +39,15 @@ pub struct Job {
     pub declared: BTreeMap<String, String>,
     #[serde(default)]
     pub commands: Vec<String>,
+    /// A Commands action's `outputVariables`.
+    #[serde(default)]
+    pub output_variables: Vec<String>,
+    /// A Commands action's output artifact's `files`.
+    #[serde(default)]
+    pub output_files: Vec<String>,
+    /// A Commands action's `environmentVariables`: (name, value resolved, type).
+    #[serde(default)]
+    pub environment: Vec<(String, String, String)>,
     pub inputs: Vec<Artifact>,
     pub outputs: Vec<Artifact>,
     /// The revision a source action must read (a push names its commit).
@@ -114,6 +124,7 @@ pub fn provider(job: &Job) -> Option<&'static dyn Provider> {
             ("Source", "AWS", "CodeCommit") => &codecommit::CodeCommitSource,
             ("Source", "AWS", "S3") => &s3_source::S3Source,
             ("Build" | "Test", "AWS", "CodeBuild") => &codebuild::CodeBuildAction,
+            ("Compute", "AWS", "Commands") => &commands::CommandsAction,
             ("Approval", "AWS", "Manual") => &manual::ManualApproval,
             ("Deploy", "AWS", "S3") => &s3_deploy::S3Deploy,
             ("Invoke", "AWS", "CodePipeline") => &invoke::InvokePipeline,
