@@ -765,3 +765,19 @@ def test_a_remote_worker_runs_builds_and_its_death_fails_them(workdir):
             worker.kill()
         subprocess.run(["pkill", "-f", "doomed-build"], capture_output=True)
         s.stop()
+
+
+def test_start_build_idempotency_token(server):
+    create_project(server, "idem", {"type": "NO_SOURCE", "buildspec": "version: 0.2\nphases:\n  build:\n    commands: [echo once]\n"})
+    first = server.aws("codebuild", "start-build", "--project-name", "idem", "--idempotency-token", "tok-1")["build"]
+    again = server.aws("codebuild", "start-build", "--project-name", "idem", "--idempotency-token", "tok-1")["build"]
+    assert again["id"] == first["id"]
+    err = server.aws("codebuild", "start-build", "--project-name", "idem", "--idempotency-token", "tok-1",
+                     "--timeout-in-minutes-override", "9", check=False)
+    assert err.code == "InvalidInputException"
+    other = server.aws("codebuild", "start-build", "--project-name", "idem", "--idempotency-token", "tok-2")["build"]
+    assert other["id"] != first["id"] and other["buildNumber"] == first["buildNumber"] + 1
+    wait_build(server, first["id"])
+    wait_build(server, other["id"])
+    ids = server.aws("codebuild", "list-builds-for-project", "--project-name", "idem")["ids"]
+    assert sorted(ids) == sorted([first["id"], other["id"]])

@@ -49,6 +49,9 @@ const ALL_SOURCE_TYPES: &[&str] = &[
     "NO_SOURCE",
 ];
 
+/// How long StartBuild's idempotency token is kept (AWS: five minutes).
+const IDEMPOTENCY_SECS: f64 = 300.0;
+
 pub(crate) fn invalid(message: impl Into<String>) -> ServiceError {
     service_err("InvalidInputException", message)
 }
@@ -495,6 +498,33 @@ impl CodeBuild {
                     self.project_arn(&name)
                 ))
             })?;
+        // A repeat of a request with its idempotency token answers the build it started.
+        let token = get_str(input, &["idempotencyToken"]).map(str::to_owned);
+        let request_sha256 = token.as_ref().map(|_| {
+            let mut rest = input.clone();
+            if let Some(o) = rest.as_object_mut() {
+                o.remove("idempotencyToken");
+            }
+            hex::encode(sha2::Sha256::digest(rest.to_string().as_bytes()))
+        });
+        if let Some(token) = &token {
+            let earlier = sqlx::query(
+                "SELECT doc, request_sha256 FROM cb_builds WHERE region = $1 AND idempotency_token = $2 AND queued > $3 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(&self.region)
+            .bind(token)
+            .bind(now() - IDEMPOTENCY_SECS)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = earlier {
+                if row.get::<Option<String>, _>(1) != request_sha256 {
+                    return Err(invalid(format!(
+                        "Idempotency token {token} was used with different parameters"
+                    )));
+                }
+                return Ok(serde_json::from_str(row.get::<&str, _>(0)).map_err(internal)?);
+            }
+        }
         let number: i64 = sqlx::query_scalar(
             "UPDATE cb_projects SET next_build_number = next_build_number + 1 WHERE region = $1 AND name = $2 RETURNING next_build_number - 1",
         )
@@ -678,7 +708,7 @@ impl CodeBuild {
             "region": self.region,
         });
         let sealed = self.key.seal(job.to_string().as_bytes());
-        sqlx::query("INSERT INTO cb_builds (id, region, project, number, status, queued, doc, job) VALUES ($1, $2, $3, $4, 'IN_PROGRESS', $5, $6, $7)")
+        sqlx::query("INSERT INTO cb_builds (id, region, project, number, status, queued, doc, job, idempotency_token, request_sha256) VALUES ($1, $2, $3, $4, 'IN_PROGRESS', $5, $6, $7, $8, $9)")
             .bind(&id)
             .bind(&self.region)
             .bind(&name)
@@ -686,6 +716,8 @@ impl CodeBuild {
             .bind(t)
             .bind(doc.to_string())
             .bind(sealed)
+            .bind(&token)
+            .bind(&request_sha256)
             .execute(&mut *tx)
             .await?;
         self.state_event(&mut tx, &doc, "IN_PROGRESS").await?;

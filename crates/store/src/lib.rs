@@ -126,6 +126,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cp_webhooks",
         include_str!("../migrations/sqlite/0012_cp_webhooks.sql"),
     ),
+    (
+        13,
+        "build_idempotency",
+        include_str!("../migrations/sqlite/0013_build_idempotency.sql"),
+    ),
 ];
 
 /// The store: cheap to clone, shared by every service.

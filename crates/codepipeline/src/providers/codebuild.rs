@@ -98,6 +98,8 @@ fn start_input(job: &Job) -> Result<StartBuildInput, String> {
         secondary_artifacts_override: (!secondary_artifacts.is_empty())
             .then_some(secondary_artifacts),
         environment_variables_override: (!vars.is_empty()).then_some(vars),
+        // A start repeated after a crash (claimed, not yet recorded) finds its build.
+        idempotency_token: Some(job.action_execution_id.clone()),
         ..Default::default()
     })
 }

@@ -80,6 +80,7 @@ fn start_input(job: &Job) -> Result<StartBuildInput, String> {
             },
         }),
         environment_variables_override: (!vars.is_empty()).then_some(vars),
+        idempotency_token: Some(job.action_execution_id.clone()),
         ..Default::default()
     })
 }
