@@ -138,7 +138,10 @@ def push_change(server, workdir, text):
 
 def test_push_builds_approves_and_deploys(server, workdir):
     commit = setup(server, workdir)
-    out = create(server, declaration("release"))
+    d = declaration("release")
+    topic = f"arn:aws:sns:us-east-1:{ACCOUNT}:approvals"
+    d["stages"][2]["actions"][0]["configuration"]["NotificationArn"] = topic
+    out = create(server, d)
     assert out["pipeline"]["version"] == 1 and out["pipeline"]["pipelineType"] == "V1"
     # CreatePipeline runs the pipeline once.
     [first] = executions(server, "release")
@@ -149,6 +152,9 @@ def test_push_builds_approves_and_deploys(server, workdir):
     assert src["currentRevision"]["revisionId"] == commit
     assert stage(st, "Build")["latestExecution"]["status"] == "Succeeded"
     assert stage(st, "Approve")["latestExecution"]["status"] == "InProgress"
+    # The approval's notification, as SNS would carry it, is in the outbox with its token.
+    [note] = [e for e in server.events() if e["detail-type"] == "CodePipeline Manual Approval Notification"]
+    assert note["detail"]["notificationArn"] == topic and note["detail"]["approval"]["token"] == token
     # Variables resolved across stages: the build's exported variable in the approval's data.
     details = server.aws("codepipeline", "list-action-executions", "--pipeline-name", "release",
                          "--filter", json.dumps({"pipelineExecutionId": first["pipelineExecutionId"]}))["actionExecutionDetails"]

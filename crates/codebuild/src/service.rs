@@ -522,7 +522,7 @@ impl CodeBuild {
                         "Idempotency token {token} was used with different parameters"
                     )));
                 }
-                return Ok(serde_json::from_str(row.get::<&str, _>(0)).map_err(internal)?);
+                return serde_json::from_str(row.get::<&str, _>(0)).map_err(internal);
             }
         }
         let number: i64 = sqlx::query_scalar(

@@ -1126,13 +1126,21 @@ impl CodePipeline {
                 url,
                 summary,
             } => {
-                sqlx::query("UPDATE cp_action_runs SET status = 'running', external_id = $2, updated_at = $3, detail = $4 WHERE action_execution_id = $1 AND status IN ('starting', 'running')")
+                let detail = self.running_detail(job, url, summary).await?;
+                let mut tx = self.store().begin_write().await?;
+                let n = sqlx::query("UPDATE cp_action_runs SET status = 'running', external_id = $2, updated_at = $3, detail = $4 WHERE action_execution_id = $1 AND status IN ('starting', 'running')")
                     .bind(&job.action_execution_id)
                     .bind(&external_id)
                     .bind(now())
-                    .bind(self.running_detail(job, url, summary).await?)
-                    .execute(self.store().pool())
-                    .await?;
+                    .bind(detail)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n > 0 && status != "running" {
+                    self.approval_notification(&mut tx, job, &external_id)
+                        .await?;
+                }
+                tx.commit().await?;
             }
             Step::Done(result) => {
                 let mut tx = self.store().begin_write().await?;
@@ -1143,6 +1151,53 @@ impl CodePipeline {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A manual approval with a NotificationArn that just started: the notification AWS
+    /// would publish to that topic, written to the outbox (Slipway has no SNS).
+    async fn approval_notification(&self, conn: &mut Conn, job: &Job, token: &str) -> Result<()> {
+        let Some(topic) = job.configuration.get("NotificationArn") else {
+            return Ok(());
+        };
+        if job.category != "Approval" {
+            return Ok(());
+        }
+        let deadline = job
+            .deadline
+            .unwrap_or(job.started + providers::manual::DEFAULT_TIMEOUT_SECS);
+        let expires = time::OffsetDateTime::from_unix_timestamp(deadline as i64)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            });
+        events::append(
+            conn,
+            &OutboxEvent {
+                source: "aws.codepipeline",
+                detail_type: "CodePipeline Manual Approval Notification",
+                account: self.account_id().to_owned(),
+                region: job.region.clone(),
+                resources: vec![
+                    topic.clone(),
+                    self.in_region(&job.region).pipeline_arn(&job.pipeline),
+                ],
+                detail: json!({
+                    "notificationArn": topic,
+                    "approval": {
+                        "pipelineName": job.pipeline,
+                        "stageName": job.stage,
+                        "actionName": job.action,
+                        "token": token,
+                        "expires": expires,
+                        "externalEntityLink": job.configuration.get("ExternalEntityLink"),
+                        "customData": job.configuration.get("CustomData"),
+                    },
+                }),
+            },
+        )
+        .await?;
         Ok(())
     }
 
