@@ -470,7 +470,8 @@ def test_custom_action_completed_by_a_job_worker(server, workdir):
     cp = server.client("codepipeline")
     cp.create_custom_action_type(
         category="Build", provider="MyBuilder", version="1",
-        configurationProperties=[{"name": "Target", "required": True, "key": True, "secret": False, "queryable": True}],
+        configurationProperties=[{"name": "Target", "required": True, "key": True, "secret": False, "queryable": True},
+                                 {"name": "Password", "required": False, "key": False, "secret": True}],
         inputArtifactDetails={"minimumCount": 1, "maximumCount": 1},
         outputArtifactDetails={"minimumCount": 1, "maximumCount": 1},
     )
@@ -482,7 +483,7 @@ def test_custom_action_completed_by_a_job_worker(server, workdir):
     custom = {"category": "Build", "owner": "Custom", "provider": "MyBuilder", "version": "1"}
     d = declaration("custom", approval=False)
     d["stages"] = d["stages"][:1] + [{"name": "Build", "actions": [{
-        "name": "Mine", "actionTypeId": custom, "configuration": {"Target": "prod"},
+        "name": "Mine", "actionTypeId": custom, "configuration": {"Target": "prod", "Password": "hunter2-secret"},
         "inputArtifacts": [{"name": "SourceOutput"}], "outputArtifacts": [{"name": "Made"}], "namespace": "Mine"}]}]
     # A required key of the custom type is checked like a built-in one's.
     bad_d = copy.deepcopy(d)
@@ -490,7 +491,12 @@ def test_custom_action_completed_by_a_job_worker(server, workdir):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         cp.create_pipeline(pipeline=bad_d)
     assert e.value.response["Error"]["Code"] == "InvalidActionDeclarationException"
-    cp.create_pipeline(pipeline=d)
+    created = cp.create_pipeline(pipeline=d)["pipeline"]
+    # A secret property is masked wherever the pipeline is shown, and sealed at rest.
+    assert created["stages"][1]["actions"][0]["configuration"] == {"Target": "prod", "Password": "****"}
+    got = cp.get_pipeline(name="custom")["pipeline"]
+    assert got["stages"][1]["actions"][0]["configuration"]["Password"] == "****"
+    assert b"hunter2-secret" not in (server.data_dir / "slipway.db").read_bytes()
     [first] = executions(server, "custom")
 
     def poll(query):
@@ -500,6 +506,8 @@ def test_custom_action_completed_by_a_job_worker(server, workdir):
     [job] = poll({"Target": "prod"})
     assert job["data"]["pipelineContext"]["pipelineExecutionId"] == first["pipelineExecutionId"]
     assert job["data"]["inputArtifacts"][0]["name"] == "SourceOutput"
+    # Its job worker gets the secret itself.
+    assert job["data"]["actionConfiguration"]["configuration"]["Password"] == "hunter2-secret"
     with pytest.raises(botocore.exceptions.ClientError) as e:
         cp.acknowledge_job(jobId=job["id"], nonce="wrong")
     assert e.value.response["Error"]["Code"] == "InvalidNonceException"
@@ -528,6 +536,15 @@ def test_custom_action_completed_by_a_job_worker(server, workdir):
     assert e.value.response["Error"]["Code"] == "InvalidJobStateException"
     types = cp.list_action_types(actionOwnerFilter="Custom")["actionTypes"]
     assert [t["id"]["provider"] for t in types] == ["MyBuilder"]
+    assert mine["input"]["configuration"]["Password"] == "****"
+    assert mine["input"]["resolvedConfiguration"]["Password"] == "****"
+    # Updating with the masked value keeps the secret; the next run's worker gets it.
+    got["stages"][1]["actions"][0]["configuration"]["Target"] = "prod"
+    cp.update_pipeline(pipeline=got)
+    e2 = cp.start_pipeline_execution(name="custom")["pipelineExecutionId"]
+    [job3] = wait(server, lambda: [j for j in cp.poll_for_jobs(actionTypeId=custom, maxBatchSize=5, queryParam={"Target": "prod"})["jobs"]
+                                   if j["data"]["pipelineContext"]["pipelineExecutionId"] == e2], bool, 60)
+    assert job3["data"]["actionConfiguration"]["configuration"]["Password"] == "hunter2-secret"
 
 
 def overlap(a, b):

@@ -18,6 +18,8 @@ pub struct CustomType {
     pub outputs: (i32, i32),
     /// (name, required)
     pub properties: Vec<(String, bool)>,
+    /// The properties marked secret: their values are kept sealed and shown as `****`.
+    pub secrets: Vec<String>,
 }
 
 fn structure(msg: impl Into<String>) -> crate::error::Error {

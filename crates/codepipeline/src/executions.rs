@@ -900,7 +900,7 @@ fn action_detail(r: &RunRow) -> ActionExecutionDetail {
                 version: Some(j.version.clone()),
             }),
             configuration: Some(j.declared.clone()),
-            resolved_configuration: Some(j.configuration.clone()),
+            resolved_configuration: Some(crate::shown(&j.configuration)),
             role_arn: None,
             region: Some(j.region.clone()),
             input_artifacts: Some(j.inputs.iter().map(artifact).collect()),

@@ -116,6 +116,13 @@ impl CodePipeline {
                     version: id.version.unwrap_or_default(),
                     inputs: bounds(t.input_artifact_details),
                     outputs: bounds(t.output_artifact_details),
+                    secrets: t
+                        .action_configuration_properties
+                        .iter()
+                        .flatten()
+                        .filter(|p| p.secret == Some(true))
+                        .filter_map(|p| p.name.clone())
+                        .collect(),
                     properties: t
                         .action_configuration_properties
                         .unwrap_or_default()
@@ -172,7 +179,7 @@ impl CodePipeline {
             if out.len() >= max {
                 break;
             }
-            let data: JobData = serde_json::from_str(r.get::<&str, _>(2))?;
+            let data = self.unsealed(serde_json::from_str(r.get::<&str, _>(2))?)?;
             let config = data
                 .action_configuration
                 .clone()
@@ -198,6 +205,20 @@ impl CodePipeline {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    /// A job's data with its secret configuration values unsealed, for its worker.
+    fn unsealed(&self, mut data: JobData) -> Result<JobData> {
+        if let Some(c) = data
+            .action_configuration
+            .as_mut()
+            .and_then(|a| a.configuration.as_mut())
+        {
+            for v in c.values_mut() {
+                *v = self.unseal(v)?;
+            }
+        }
+        Ok(data)
     }
 
     async fn job_row(&self, id: &str) -> Result<(String, String, JobData)> {

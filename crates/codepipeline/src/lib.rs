@@ -37,6 +37,43 @@ pub use runtime::{BuildService, Trigger};
 /// The resource type tags are kept under.
 const TAG_KIND: &str = "codepipeline:pipeline";
 
+/// How a stored secret configuration value starts (hex of its sealed bytes follows).
+pub(crate) const SEALED: &str = "slipway-sealed:";
+/// How a secret configuration value is shown.
+pub(crate) const MASK: &str = "****";
+
+/// A run's configuration as the API shows it: sealed (secret) values masked.
+pub(crate) fn shown(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    config
+        .iter()
+        .map(|(k, v)| {
+            let v = if v.starts_with(SEALED) {
+                MASK
+            } else {
+                v.as_str()
+            };
+            (k.clone(), v.to_owned())
+        })
+        .collect()
+}
+
+/// A declaration as the API shows it: secret configuration values masked.
+pub(crate) fn masked(mut d: PipelineDeclaration) -> PipelineDeclaration {
+    for a in d
+        .stages
+        .iter_mut()
+        .flatten()
+        .flat_map(|s| s.actions.iter_mut().flatten())
+    {
+        for v in a.configuration.iter_mut().flatten().map(|(_, v)| v) {
+            if v.starts_with(SEALED) {
+                *v = MASK.to_owned();
+            }
+        }
+    }
+    d
+}
+
 /// What the service is configured with.
 pub struct Config {
     pub account_id: String,
@@ -188,6 +225,66 @@ impl CodePipeline {
         declaration::validate(d, &self.region, &self.custom_types().await?)
     }
 
+    /// Seals the values of secret configuration properties (custom action types' `secret`
+    /// ones) in a declaration about to be stored; `****` keeps the value `current` has.
+    async fn seal_secrets(
+        &self,
+        d: &mut PipelineDeclaration,
+        current: Option<&PipelineDeclaration>,
+    ) -> Result<()> {
+        let custom = self.custom_types().await?;
+        for stage in d.stages.iter_mut().flatten() {
+            let sname = stage.name.clone();
+            for a in stage.actions.iter_mut().flatten() {
+                let t = a.action_type_id.clone().unwrap_or_default();
+                if t.owner.as_deref() != Some("Custom") {
+                    continue;
+                }
+                let Some(ct) = custom.iter().find(|c| {
+                    Some(c.category.as_str()) == t.category.as_deref()
+                        && Some(c.provider.as_str()) == t.provider.as_deref()
+                        && Some(c.version.as_str()) == t.version.as_deref()
+                }) else {
+                    continue;
+                };
+                let before = current
+                    .and_then(|c| c.stages.as_ref())
+                    .and_then(|s| s.iter().find(|s| s.name == sname))
+                    .and_then(|s| s.actions.as_ref())
+                    .and_then(|x| x.iter().find(|x| x.name == a.name))
+                    .and_then(|x| x.configuration.clone())
+                    .unwrap_or_default();
+                for (k, v) in a.configuration.iter_mut().flatten() {
+                    if !ct.secrets.contains(k) {
+                        continue;
+                    }
+                    *v = match before.get(k) {
+                        Some(old) if v == MASK && old.starts_with(SEALED) => old.clone(),
+                        _ => format!(
+                            "{SEALED}{}",
+                            hex::encode(self.inner.cfg.key.encrypt(v.as_bytes()))
+                        ),
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A sealed configuration value in the clear (any other value as it is).
+    pub(crate) fn unseal(&self, v: &str) -> Result<String> {
+        let Some(sealed) = v.strip_prefix(SEALED) else {
+            return Ok(v.to_owned());
+        };
+        let bytes = hex::decode(sealed)
+            .ok()
+            .and_then(|b| self.inner.cfg.key.decrypt(&b).ok())
+            .ok_or_else(|| {
+                Error::Internal("a sealed configuration value cannot be opened".into())
+            })?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     // ----- pipelines -----
 
     /// CreatePipeline: the declaration as stored (version 1).
@@ -207,6 +304,7 @@ impl CodePipeline {
         if d.execution_mode.is_none() {
             d.execution_mode = Some("SUPERSEDED".into());
         }
+        self.seal_secrets(&mut d, None).await?;
         let doc = serde_json::to_string(&d)?;
         let t = now();
         let mut tx = self.store().begin_write().await?;
@@ -258,7 +356,7 @@ impl CodePipeline {
         if let Err(e) = self.start_execution(&name, &[], None, trigger).await {
             tracing::info!(pipeline = %name, error = %e, "the new pipeline's first run did not start");
         }
-        Ok((d, tags))
+        Ok((masked(d), tags))
     }
 
     fn tag_id(&self, name: &str) -> String {
@@ -285,7 +383,7 @@ impl CodePipeline {
             Some(v) => self.declaration(name, v).await?,
         };
         Ok((
-            declaration,
+            masked(declaration),
             PipelineMetadata {
                 pipeline_arn: Some(self.pipeline_arn(name)),
                 created: Some(p.created),
@@ -346,6 +444,7 @@ impl CodePipeline {
         if d.execution_mode.is_none() {
             d.execution_mode = Some("SUPERSEDED".into());
         }
+        self.seal_secrets(&mut d, Some(&p.declaration)).await?;
         let doc = serde_json::to_string(&d)?;
         let t = now();
         sqlx::query("UPDATE cp_pipelines SET version = $3, declaration = $4, updated_at = $5, principal = $6 WHERE region = $1 AND name = $2")
@@ -366,7 +465,7 @@ impl CodePipeline {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(d)
+        Ok(masked(d))
     }
 
     /// DeletePipeline (an unknown name is no error, as in AWS). Its executions go with it;

@@ -566,7 +566,7 @@ impl CodePipeline {
                     Ok(job) => {
                         let input = json!({
                             "configuration": job.declared,
-                            "resolvedConfiguration": job.configuration,
+                            "resolvedConfiguration": crate::shown(&job.configuration),
                         });
                         runs.push((job, input.to_string()));
                     }
@@ -745,9 +745,14 @@ impl CodePipeline {
                 }
             })
             .collect();
-        let declared: BTreeMap<String, String> = a.configuration.clone().unwrap_or_default();
+        let mut declared: BTreeMap<String, String> = a.configuration.clone().unwrap_or_default();
         let mut configuration = BTreeMap::new();
-        for (k, v) in &declared {
+        for (k, v) in declared.iter_mut() {
+            if v.starts_with(crate::SEALED) {
+                // A secret stays sealed in the run; its job worker gets it unsealed.
+                configuration.insert(k.clone(), std::mem::replace(v, crate::MASK.to_owned()));
+                continue;
+            }
             configuration.insert(k.clone(), variables::resolve(v, &scope)?);
         }
         let commands = a
