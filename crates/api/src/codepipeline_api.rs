@@ -393,16 +393,17 @@ impl CodePipelineApi for CodePipelineService {
     ) -> Result<slipway_model::Empty, ApiError> {
         let details = input.execution_details.unwrap_or_default();
         let revision = input.current_revision.unwrap_or_default();
-        let result = serde_json::json!({
-            "continuationToken": input.continuation_token,
-            "outputVariables": input.output_variables,
-            "summary": details.summary,
-            "externalExecutionId": details.external_execution_id,
-            "revision": revision.revision,
-            "revisionSummary": revision.revision_summary,
-        });
+        let result = slipway_codepipeline::jobs::JobResult {
+            continuation_token: input.continuation_token,
+            output_variables: input.output_variables,
+            summary: details.summary,
+            external_execution_id: details.external_execution_id,
+            revision: revision.revision,
+            revision_summary: revision.revision_summary,
+            ..Default::default()
+        };
         self.cp
-            .put_job_result(&name(input.job_id), true, result)
+            .put_job_result(&name(input.job_id), true, &result)
             .await?;
         Ok(Default::default())
     }
@@ -413,13 +414,14 @@ impl CodePipelineApi for CodePipelineService {
         input: PutJobFailureResultInput,
     ) -> Result<slipway_model::Empty, ApiError> {
         let f = input.failure_details.unwrap_or_default();
-        let result = serde_json::json!({
-            "type": f.r#type,
-            "message": f.message,
-            "externalExecutionId": f.external_execution_id,
-        });
+        let result = slipway_codepipeline::jobs::JobResult {
+            failure_type: f.r#type,
+            message: f.message,
+            external_execution_id: f.external_execution_id,
+            ..Default::default()
+        };
         self.cp
-            .put_job_result(&name(input.job_id), false, result)
+            .put_job_result(&name(input.job_id), false, &result)
             .await?;
         Ok(Default::default())
     }

@@ -6,7 +6,6 @@ use crate::error::{err, ErrorKind, Result};
 use crate::CodePipeline;
 use serde_json::Value;
 use slipway_model::codepipeline::*;
-use sqlx::Row;
 use std::collections::BTreeMap;
 
 fn kind_of(record: &Value) -> Option<CondKind> {
@@ -108,22 +107,18 @@ impl CodePipeline {
         execution: Option<&str>,
     ) -> Result<Vec<RuleExecutionDetail>> {
         self.pipeline(name).await?;
-        let rows = sqlx::query(
-            "SELECT state FROM cp_executions WHERE region = $1 AND pipeline = $2 AND ($3 = '' OR execution_id = $3) ORDER BY seq DESC",
-        )
-        .bind(&*self.region)
-        .bind(name)
-        .bind(execution.unwrap_or_default())
-        .fetch_all(self.store().pool())
-        .await?;
-        if rows.is_empty() {
+        let which = match execution {
+            Some(id) => slipway_store::pipelines::Executions::One(id),
+            None => slipway_store::pipelines::Executions::All,
+        };
+        let execs = self.executions_of(name, which).await?;
+        if execs.is_empty() {
             if let Some(id) = execution {
                 return Err(crate::executions::exec_not_found(id, name));
             }
         }
         let mut out = Vec::new();
-        for r in rows {
-            let e: Execution = serde_json::from_str(r.get::<&str, _>(0))?;
+        for (e, _) in execs {
             rule_details(&e, &mut out);
         }
         out.sort_by(|a, b| {

@@ -10,7 +10,7 @@ use crate::{load_pipeline, CodePipeline, Disabled, Meta};
 use serde_json::Value;
 use slipway_model::codepipeline::*;
 use slipway_store::now;
-use sqlx::Row;
+use slipway_store::pipelines::{self as db, Executions, Runs};
 use std::collections::{BTreeMap, HashMap};
 
 /// One stored action run.
@@ -27,32 +27,19 @@ struct RunRow {
     updated: f64,
 }
 
-fn run_from(r: &sqlx::sqlite::SqliteRow) -> Result<RunRow> {
+fn run_from(r: db::RunRow) -> Result<RunRow> {
     Ok(RunRow {
-        id: r.get(0),
-        execution: r.get(1),
-        stage: r.get(2),
-        action: r.get(3),
-        status: r.get(4),
-        job: serde_json::from_str(r.get::<&str, _>(5))?,
-        external: r.get(6),
-        detail: serde_json::from_str(r.get::<&str, _>(7)).unwrap_or_default(),
-        started: r.get(8),
-        updated: r.get(9),
+        job: serde_json::from_str(&r.job)?,
+        detail: serde_json::from_str(&r.detail).unwrap_or_default(),
+        id: r.id,
+        execution: r.execution,
+        stage: r.stage,
+        action: r.action,
+        status: r.status,
+        external: r.external,
+        started: r.started,
+        updated: r.updated,
     })
-}
-
-const RUN_COLUMNS: &str = "action_execution_id, execution_id, stage, action, status, job, external_id, detail, started_at, updated_at";
-
-/// `$start, $start+1, …` for `n` values (`NULL` for none, which matches nothing).
-fn placeholders(start: usize, n: usize) -> String {
-    if n == 0 {
-        return "NULL".into();
-    }
-    (start..start + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 pub(crate) fn exec_not_found(id: &str, pipeline: &str) -> crate::error::Error {
@@ -70,29 +57,41 @@ impl CodePipeline {
     }
 
     async fn execution(&self, pipeline: &str, id: &str) -> Result<(Execution, Meta)> {
-        let row = sqlx::query("SELECT state, meta FROM cp_executions WHERE region = $1 AND pipeline = $2 AND execution_id = $3")
-            .bind(&*self.region)
-            .bind(pipeline)
-            .bind(id)
-            .fetch_optional(self.store().pool())
+        let mut conn = self.store().pool().acquire().await?;
+        let row = db::executions(&mut conn, &self.region, pipeline, Executions::One(id))
             .await?
+            .pop()
             .ok_or_else(|| exec_not_found(id, pipeline))?;
         Ok((
-            serde_json::from_str(row.get::<&str, _>(0))?,
-            serde_json::from_str(row.get::<&str, _>(1))?,
+            serde_json::from_str(&row.state)?,
+            serde_json::from_str(&row.meta)?,
         ))
     }
 
-    async fn runs_where(&self, clause: &str, binds: &[&str]) -> Result<Vec<RunRow>> {
-        let sql =
-            format!("SELECT {RUN_COLUMNS} FROM cp_action_runs WHERE region = $1 AND {clause}");
-        let mut q = sqlx::query(&sql).bind(&*self.region);
-        for b in binds {
-            q = q.bind(*b);
-        }
-        q.fetch_all(self.store().pool())
+    /// Executions of pipeline `name` with their metadata.
+    pub(crate) async fn executions_of(
+        &self,
+        name: &str,
+        which: Executions<'_>,
+    ) -> Result<Vec<(Execution, Meta)>> {
+        let mut conn = self.store().pool().acquire().await?;
+        db::executions(&mut conn, &self.region, name, which)
             .await?
             .iter()
+            .map(|r| {
+                Ok((
+                    serde_json::from_str(&r.state)?,
+                    serde_json::from_str(&r.meta)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn runs(&self, which: Runs<'_>) -> Result<Vec<RunRow>> {
+        let mut conn = self.store().pool().acquire().await?;
+        db::runs(&mut conn, &self.region, which)
+            .await?
+            .into_iter()
             .map(run_from)
             .collect()
     }
@@ -100,26 +99,10 @@ impl CodePipeline {
     /// GetPipelineState.
     pub async fn pipeline_state(&self, name: &str) -> Result<GetPipelineStateOutput> {
         let p = self.pipeline(name).await?;
-        let latest: Vec<&String> = p.latest.values().collect();
-        let sql = format!(
-            "SELECT state, meta FROM cp_executions WHERE region = $1 AND pipeline = $2 AND (active = 1 OR execution_id IN ({})) ORDER BY seq",
-            placeholders(3, latest.len())
-        );
-        let mut q = sqlx::query(&sql).bind(&*self.region).bind(name);
-        for id in &latest {
-            q = q.bind(*id);
-        }
-        let execs: Vec<(Execution, Meta)> = q
-            .fetch_all(self.store().pool())
-            .await?
-            .iter()
-            .map(|r| {
-                Ok((
-                    serde_json::from_str(r.get::<&str, _>(0))?,
-                    serde_json::from_str(r.get::<&str, _>(1))?,
-                ))
-            })
-            .collect::<Result<_>>()?;
+        let latest: Vec<&str> = p.latest.values().map(String::as_str).collect();
+        let execs = self
+            .executions_of(name, Executions::ActiveAnd(&latest))
+            .await?;
         let by_id: HashMap<&str, &Execution> =
             execs.iter().map(|(e, _)| (e.id.as_str(), e)).collect();
         let run_ids: Vec<String> = execs
@@ -132,10 +115,7 @@ impl CodePipeline {
             .collect();
         let refs: Vec<&str> = run_ids.iter().map(String::as_str).collect();
         let runs: HashMap<String, RunRow> = self
-            .runs_where(
-                &format!("action_execution_id IN ({})", placeholders(2, refs.len())),
-                &refs,
-            )
+            .runs(Runs::Ids(&refs))
             .await?
             .into_iter()
             .map(|r| (r.id.clone(), r))
@@ -320,15 +300,8 @@ impl CodePipeline {
         succeeded_in_stage: Option<&str>,
     ) -> Result<Vec<PipelineExecutionSummary>> {
         self.pipeline(name).await?;
-        let rows = sqlx::query("SELECT state, meta FROM cp_executions WHERE region = $1 AND pipeline = $2 ORDER BY seq DESC")
-            .bind(&*self.region)
-            .bind(name)
-            .fetch_all(self.store().pool())
-            .await?;
         let mut out = Vec::new();
-        for r in rows {
-            let e: Execution = serde_json::from_str(r.get::<&str, _>(0))?;
-            let meta: Meta = serde_json::from_str(r.get::<&str, _>(1))?;
+        for (e, meta) in self.executions_of(name, Executions::All).await? {
             if let Some(stage) = succeeded_in_stage {
                 let ok = e.plan.stages.iter().zip(&e.stages).any(|(p, s)| {
                     p.name == stage && s.status == Some(engine::StageStatus::Succeeded)
@@ -379,10 +352,13 @@ impl CodePipeline {
         }
         let mut runs = match execution {
             Some(id) => {
-                self.runs_where("pipeline = $2 AND execution_id = $3", &[name, id])
-                    .await?
+                self.runs(Runs::Execution {
+                    pipeline: name,
+                    execution: id,
+                })
+                .await?
             }
-            None => self.runs_where("pipeline = $2", &[name]).await?,
+            None => self.runs(Runs::Pipeline(name)).await?,
         };
         runs.sort_by(|a, b| b.started.total_cmp(&a.started));
         Ok(runs.into_iter().map(|r| action_detail(&r)).collect())
@@ -525,10 +501,10 @@ impl CodePipeline {
     ) -> Result<Vec<DeployActionExecutionTarget>> {
         self.pipeline(pipeline).await?;
         let runs = self
-            .runs_where(
-                "pipeline = $2 AND action_execution_id = $3",
-                &[pipeline, action_execution],
-            )
+            .runs(Runs::One {
+                pipeline,
+                id: action_execution,
+            })
             .await?;
         if runs.is_empty() {
             return Err(err(
@@ -583,17 +559,18 @@ impl CodePipeline {
             ));
         }
         let mut tx = self.store().begin_write().await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM cp_action_runs WHERE region = $1 AND pipeline = $2 AND stage = $3 AND action = $4 AND external_id = $5"
-        ))
-        .bind(&*self.region)
-        .bind(name)
-        .bind(stage)
-        .bind(action)
-        .bind(token)
-        .fetch_all(&mut *tx)
+        let rows = db::runs(
+            &mut tx,
+            &self.region,
+            Runs::Approval {
+                pipeline: name,
+                stage,
+                action,
+                token,
+            },
+        )
         .await?;
-        let Some(run) = rows.iter().map(run_from).next().transpose()? else {
+        let Some(run) = rows.into_iter().map(run_from).next().transpose()? else {
             return Err(err(
                 ErrorKind::InvalidApprovalTokenException,
                 format!(
@@ -705,18 +682,12 @@ impl CodePipeline {
         .await?;
         if let Some(r) = reason {
             let mut tx = self.store().begin_write().await?;
-            let meta: String =
-                sqlx::query_scalar("SELECT meta FROM cp_executions WHERE execution_id = $1")
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let meta = db::execution_meta(&mut tx, id)
+                .await?
+                .ok_or_else(|| exec_not_found(id, name))?;
             let mut meta: Meta = serde_json::from_str(&meta)?;
             meta.stop_reason = Some(r);
-            sqlx::query("UPDATE cp_executions SET meta = $2 WHERE execution_id = $1")
-                .bind(id)
-                .bind(serde_json::to_string(&meta)?)
-                .execute(&mut *tx)
-                .await?;
+            db::set_execution_meta(&mut tx, id, &serde_json::to_string(&meta)?).await?;
             tx.commit().await?;
         }
         Ok(())
@@ -808,12 +779,7 @@ impl CodePipeline {
                 map.remove(stage);
             }
         }
-        sqlx::query("UPDATE cp_pipelines SET transitions = $3 WHERE region = $1 AND name = $2")
-            .bind(&*self.region)
-            .bind(name)
-            .bind(serde_json::to_string(&map)?)
-            .execute(&mut *tx)
-            .await?;
+        db::set_transitions(&mut tx, &self.region, name, &serde_json::to_string(&map)?).await?;
         let p = crate::Pipeline { disabled: map, ..p };
         self.apply(
             &mut tx,

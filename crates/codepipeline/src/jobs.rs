@@ -9,11 +9,27 @@ use crate::error::{err, ErrorKind, Result};
 use crate::providers::{failed, Job as RunJob, Provider, Step};
 use crate::CodePipeline;
 use futures_util::future::BoxFuture;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use slipway_model::codepipeline::*;
 use slipway_store::now;
-use sqlx::Row;
+use slipway_store::pipelines as db;
 use std::collections::BTreeMap;
+
+/// What a job worker reported: PutJobSuccessResult (continuation token, variables,
+/// summary, revision) or PutJobFailureResult (failure type and message).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobResult {
+    pub continuation_token: Option<String>,
+    pub output_variables: Option<BTreeMap<String, String>>,
+    pub summary: Option<String>,
+    pub external_execution_id: Option<String>,
+    pub revision: Option<String>,
+    pub revision_summary: Option<String>,
+    #[serde(rename = "type")]
+    pub failure_type: Option<String>,
+    pub message: Option<String>,
+}
 
 fn type_id(c: &str, p: &str, v: &str) -> ActionTypeId {
     ActionTypeId {
@@ -51,17 +67,12 @@ impl CodePipeline {
             input_artifact_details: input.input_artifact_details,
             output_artifact_details: input.output_artifact_details,
         };
-        let inserted = sqlx::query("INSERT INTO cp_action_types (region, category, provider, version, definition, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING")
-            .bind(&*self.region)
-            .bind(&c)
-            .bind(&p)
-            .bind(&v)
-            .bind(serde_json::to_string(&t)?)
-            .bind(now())
-            .execute(self.store().pool())
-            .await?
-            .rows_affected();
-        if inserted == 0 {
+        let mut tx = self.store().begin_write().await?;
+        let doc = serde_json::to_string(&t)?;
+        let inserted =
+            db::insert_action_type(&mut tx, &self.region, (&c, &p, &v), &doc, now()).await?;
+        tx.commit().await?;
+        if !inserted {
             return Err(err(
                 ErrorKind::ActionTypeAlreadyExistsException,
                 format!("ActionType (Category: '{c}', Provider: '{p}', Owner: 'Custom', Version: '{v}') already exists"),
@@ -72,15 +83,10 @@ impl CodePipeline {
 
     /// DeleteCustomActionType (pipelines that use it fail their runs of it).
     pub async fn delete_action_type(&self, c: &str, p: &str, v: &str) -> Result<()> {
-        let n = sqlx::query("DELETE FROM cp_action_types WHERE region = $1 AND category = $2 AND provider = $3 AND version = $4")
-            .bind(&*self.region)
-            .bind(c)
-            .bind(p)
-            .bind(v)
-            .execute(self.store().pool())
-            .await?
-            .rows_affected();
-        if n == 0 {
+        let mut tx = self.store().begin_write().await?;
+        let deleted = db::delete_action_type(&mut tx, &self.region, (c, p, v)).await?;
+        tx.commit().await?;
+        if !deleted {
             return Err(err(
                 ErrorKind::ActionTypeNotFoundException,
                 format!("ActionType (Category: '{c}', Provider: '{p}', Owner: 'Custom', Version: '{v}') does not exist"),
@@ -91,10 +97,8 @@ impl CodePipeline {
 
     /// The region's custom action types.
     pub async fn custom_action_types(&self) -> Result<Vec<ActionType>> {
-        let rows: Vec<String> = sqlx::query_scalar("SELECT definition FROM cp_action_types WHERE region = $1 ORDER BY category, provider, version")
-            .bind(&*self.region)
-            .fetch_all(self.store().pool())
-            .await?;
+        let mut conn = self.store().pool().acquire().await?;
+        let rows = db::action_types(&mut conn, &self.region).await?;
         rows.iter().map(|d| Ok(serde_json::from_str(d)?)).collect()
     }
 
@@ -153,33 +157,20 @@ impl CodePipeline {
                 "PollForJobs is valid only for action types with Custom in the owner field",
             ));
         }
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM cp_action_types WHERE region = $1 AND category = $2 AND provider = $3 AND version = $4")
-            .bind(&*self.region)
-            .bind(c)
-            .bind(p)
-            .bind(v)
-            .fetch_optional(self.store().pool())
-            .await?;
-        if exists.is_none() {
+        let mut tx = self.store().begin_write().await?;
+        if !db::action_type_exists(&mut tx, &self.region, (c, p, v)).await? {
             return Err(err(
                 ErrorKind::ActionTypeNotFoundException,
                 format!("ActionType (Category: '{c}', Provider: '{p}', Owner: 'Custom', Version: '{v}') does not exist"),
             ));
         }
-        let mut tx = self.store().begin_write().await?;
-        let rows = sqlx::query("SELECT job_id, nonce, data FROM cp_jobs WHERE region = $1 AND category = $2 AND provider = $3 AND version = $4 AND status = 'Queued' ORDER BY created_at")
-            .bind(&*self.region)
-            .bind(c)
-            .bind(p)
-            .bind(v)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = db::queued_jobs(&mut tx, &self.region, (c, p, v)).await?;
         let mut out = Vec::new();
         for r in rows {
             if out.len() >= max {
                 break;
             }
-            let data = self.unsealed(serde_json::from_str(r.get::<&str, _>(2))?)?;
+            let data = self.unsealed(serde_json::from_str(&r.data)?)?;
             let config = data
                 .action_configuration
                 .clone()
@@ -188,18 +179,11 @@ impl CodePipeline {
             if !query.iter().all(|(k, v)| config.get(k) == Some(v)) {
                 continue;
             }
-            let id: String = r.get(0);
-            sqlx::query(
-                "UPDATE cp_jobs SET status = 'Dispatched', updated_at = $2 WHERE job_id = $1",
-            )
-            .bind(&id)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+            db::set_job_status(&mut tx, &r.id, "Dispatched", now()).await?;
             out.push(Job {
-                id: Some(id),
+                id: Some(r.id),
                 data: Some(data),
-                nonce: Some(r.get(1)),
+                nonce: Some(r.nonce),
                 account_id: Some(self.account_id().to_owned()),
             });
         }
@@ -222,19 +206,12 @@ impl CodePipeline {
     }
 
     async fn job_row(&self, id: &str) -> Result<(String, String, JobData)> {
-        let r = sqlx::query(
-            "SELECT status, nonce, data FROM cp_jobs WHERE region = $1 AND job_id = $2",
-        )
-        .bind(&*self.region)
-        .bind(id)
-        .fetch_optional(self.store().pool())
-        .await?
-        .ok_or_else(|| no_job(id))?;
-        Ok((
-            r.get(0),
-            r.get(1),
-            serde_json::from_str(r.get::<&str, _>(2))?,
-        ))
+        let mut conn = self.store().pool().acquire().await?;
+        let r = db::job(&mut conn, &self.region, id)
+            .await?
+            .ok_or_else(|| no_job(id))?;
+        let data = self.unsealed(serde_json::from_str(&r.data)?)?;
+        Ok((r.status, r.nonce, data))
     }
 
     /// AcknowledgeJob: the job's status (InProgress).
@@ -248,13 +225,9 @@ impl CodePipeline {
         }
         match status.as_str() {
             "Queued" | "Dispatched" | "InProgress" => {
-                sqlx::query(
-                    "UPDATE cp_jobs SET status = 'InProgress', updated_at = $2 WHERE job_id = $1",
-                )
-                .bind(id)
-                .bind(now())
-                .execute(self.store().pool())
-                .await?;
+                let mut tx = self.store().begin_write().await?;
+                db::set_job_status(&mut tx, id, "InProgress", now()).await?;
+                tx.commit().await?;
                 Ok("InProgress".into())
             }
             other => Ok(other.to_owned()),
@@ -272,7 +245,7 @@ impl CodePipeline {
     }
 
     /// PutJobSuccessResult / PutJobFailureResult: `result` is recorded; the run picks it up.
-    pub async fn put_job_result(&self, id: &str, success: bool, result: Value) -> Result<()> {
+    pub async fn put_job_result(&self, id: &str, success: bool, result: &JobResult) -> Result<()> {
         let (status, _, _) = self.job_row(id).await?;
         if !matches!(status.as_str(), "Dispatched" | "InProgress") {
             return Err(err(
@@ -282,15 +255,10 @@ impl CodePipeline {
                 ),
             ));
         }
-        sqlx::query(
-            "UPDATE cp_jobs SET status = $2, result = $3, updated_at = $4 WHERE job_id = $1",
-        )
-        .bind(id)
-        .bind(if success { "Succeeded" } else { "Failed" })
-        .bind(result.to_string())
-        .bind(now())
-        .execute(self.store().pool())
-        .await?;
+        let status = if success { "Succeeded" } else { "Failed" };
+        let mut tx = self.store().begin_write().await?;
+        db::set_job_result(&mut tx, id, status, &serde_json::to_string(result)?, now()).await?;
+        tx.commit().await?;
         self.inner.wake.notify_one();
         Ok(())
     }
@@ -336,20 +304,24 @@ impl CodePipeline {
             encryption_key: None,
         };
         let id = uuid::Uuid::new_v4().to_string();
-        let t = now();
-        sqlx::query("INSERT INTO cp_jobs (job_id, region, category, provider, version, action_execution_id, nonce, status, data, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'Queued', $8, $9, $9)")
-            .bind(&id)
-            .bind(&*self.region)
-            .bind(&run.category)
-            .bind(&run.provider)
-            .bind(&run.version)
-            .bind(&run.action_execution_id)
-            .bind(uuid::Uuid::new_v4().simple().to_string())
-            .bind(serde_json::to_string(&data).map_err(|e| e.to_string())?)
-            .bind(t)
-            .execute(self.store().pool())
-            .await
-            .map_err(|e| e.to_string())?;
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let doc = serde_json::to_string(&data).map_err(|e| e.to_string())?;
+        let job = db::NewJob {
+            id: &id,
+            region: &self.region,
+            action_type: (&run.category, &run.provider, &run.version),
+            action_execution_id: &run.action_execution_id,
+            nonce: &nonce,
+            data: &doc,
+            t: now(),
+        };
+        let stored = async {
+            let mut tx = self.store().begin_write().await?;
+            db::insert_job(&mut tx, &job).await?;
+            tx.commit().await?;
+            Ok::<_, crate::error::Error>(())
+        };
+        stored.await.map_err(|e| e.to_string())?;
         Ok(id)
     }
 }
@@ -383,63 +355,55 @@ impl Provider for CustomAction {
                 url: None,
                 summary: None,
             };
-            let row = match sqlx::query("SELECT status, result FROM cp_jobs WHERE job_id = $1")
-                .bind(external_id)
-                .fetch_optional(cp.store().pool())
-                .await
-            {
+            let found = async {
+                let mut conn = cp.store().pool().acquire().await?;
+                db::job_result(&mut conn, external_id).await
+            };
+            let (status, result) = match found.await {
                 Ok(Some(r)) => r,
                 Ok(None) => {
                     return failed("JobFailed", format!("Job {external_id} no longer exists"))
                 }
                 Err(_) => return running(),
             };
-            let status: String = row.get(0);
-            let result: Value = row
-                .get::<Option<String>, _>(1)
+            let result: JobResult = result
                 .and_then(|r| serde_json::from_str(&r).ok())
-                .unwrap_or_else(|| json!({}));
+                .unwrap_or_default();
             match status.as_str() {
                 "Succeeded" => {
-                    if let Some(token) = result["continuationToken"].as_str() {
-                        return match cp.queue_job(job, Some(token.to_owned())).await {
+                    if let Some(token) = result.continuation_token.clone() {
+                        return match cp.queue_job(job, Some(token)).await {
                             Ok(id) => Step::Running {
                                 external_id: id,
                                 url: None,
-                                summary: result["summary"].as_str().map(str::to_owned),
+                                summary: result.summary,
                             },
                             Err(m) => failed("JobFailed", m),
                         };
                     }
-                    let variables = result["outputVariables"]
-                        .as_object()
-                        .map(|m| {
-                            m.iter()
-                                .map(|(k, v)| {
-                                    (k.clone(), v.as_str().unwrap_or_default().to_owned())
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
                     Step::Done(ActionResult::Succeeded(ActionOutput {
                         artifacts: job.outputs.to_vec(),
-                        variables,
-                        revision: result["revision"].as_str().map(|r| Revision {
-                            revision_id: r.to_owned(),
-                            summary: result["revisionSummary"].as_str().map(str::to_owned),
+                        variables: result
+                            .output_variables
+                            .unwrap_or_default()
+                            .into_iter()
+                            .collect(),
+                        revision: result.revision.map(|r| Revision {
+                            revision_id: r,
+                            summary: result.revision_summary,
                             url: None,
                             created: None,
                         }),
-                        summary: result["summary"].as_str().map(str::to_owned),
-                        external_id: result["externalExecutionId"].as_str().map(str::to_owned),
+                        summary: result.summary,
+                        external_id: result.external_execution_id,
                         external_url: None,
                     }))
                 }
                 "Failed" => Step::Done(ActionResult::Failed {
-                    code: result["type"].as_str().unwrap_or("JobFailed").to_owned(),
-                    message: result["message"].as_str().unwrap_or_default().to_owned(),
+                    code: result.failure_type.unwrap_or_else(|| "JobFailed".into()),
+                    message: result.message.unwrap_or_default(),
                     output: ActionOutput {
-                        external_id: result["externalExecutionId"].as_str().map(str::to_owned),
+                        external_id: result.external_execution_id,
                         ..Default::default()
                     },
                 }),

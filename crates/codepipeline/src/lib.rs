@@ -25,8 +25,8 @@ use crate::engine::{Execution, PipelineState};
 use crate::error::{err, Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 use slipway_model::codepipeline::{PipelineDeclaration, PipelineMetadata, PipelineSummary, Tag};
+use slipway_store::pipelines as db;
 use slipway_store::{now, Store};
-use sqlx::Row;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -308,18 +308,7 @@ impl CodePipeline {
         let doc = serde_json::to_string(&d)?;
         let t = now();
         let mut tx = self.store().begin_write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO cp_pipelines (region, name, version, declaration, created_at, updated_at, principal) VALUES ($1, $2, 1, $3, $4, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(&*self.region)
-        .bind(&name)
-        .bind(&doc)
-        .bind(t)
-        .bind(principal)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
+        if !db::insert_pipeline(&mut tx, &self.region, &name, &doc, t, principal).await? {
             return Err(err(
                 ErrorKind::PipelineNameInUseException,
                 format!(
@@ -328,13 +317,6 @@ impl CodePipeline {
                 ),
             ));
         }
-        sqlx::query("INSERT INTO cp_pipeline_versions (region, name, version, declaration, created_at) VALUES ($1, $2, 1, $3, $4)")
-            .bind(&*self.region)
-            .bind(&name)
-            .bind(&doc)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
         let map: BTreeMap<String, String> = tags
             .iter()
             .map(|t| {
@@ -399,15 +381,8 @@ impl CodePipeline {
         name: &str,
         version: i64,
     ) -> Result<PipelineDeclaration> {
-        let doc: Option<String> = sqlx::query_scalar(
-            "SELECT declaration FROM cp_pipeline_versions WHERE region = $1 AND name = $2 AND version = $3",
-        )
-        .bind(&*self.region)
-        .bind(name)
-        .bind(version)
-        .fetch_optional(self.store().pool())
-        .await?;
-        match doc {
+        let mut conn = self.store().pool().acquire().await?;
+        match db::pipeline_version(&mut conn, &self.region, name, version).await? {
             Some(d) => Ok(serde_json::from_str(&d)?),
             None => Err(err(
                 ErrorKind::PipelineVersionNotFoundException,
@@ -447,23 +422,7 @@ impl CodePipeline {
         self.seal_secrets(&mut d, Some(&p.declaration)).await?;
         let doc = serde_json::to_string(&d)?;
         let t = now();
-        sqlx::query("UPDATE cp_pipelines SET version = $3, declaration = $4, updated_at = $5, principal = $6 WHERE region = $1 AND name = $2")
-            .bind(&*self.region)
-            .bind(&name)
-            .bind(version)
-            .bind(&doc)
-            .bind(t)
-            .bind(principal)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO cp_pipeline_versions (region, name, version, declaration, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&*self.region)
-            .bind(&name)
-            .bind(version)
-            .bind(&doc)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
+        db::update_pipeline(&mut tx, &self.region, &name, version, &doc, t, principal).await?;
         tx.commit().await?;
         Ok(masked(d))
     }
@@ -472,23 +431,7 @@ impl CodePipeline {
     /// their running builds are stopped.
     pub async fn delete_pipeline(&self, name: &str) -> Result<()> {
         let mut tx = self.store().begin_write().await?;
-        let runs: Vec<String> = sqlx::query_scalar(
-            "SELECT job FROM cp_action_runs WHERE region = $1 AND pipeline = $2 AND status <> 'done'",
-        )
-        .bind(&*self.region)
-        .bind(name)
-        .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM cp_action_runs WHERE region = $1 AND pipeline = $2")
-            .bind(&*self.region)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM cp_pipelines WHERE region = $1 AND name = $2")
-            .bind(&*self.region)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        let runs = db::delete_pipeline(&mut tx, &self.region, name).await?;
         slipway_store::tags::delete_all(&mut tx, TAG_KIND, &self.tag_id(name)).await?;
         tx.commit().await?;
         for job in runs {
@@ -501,22 +444,19 @@ impl CodePipeline {
 
     /// ListPipelines: every pipeline of the region, by name.
     pub async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>> {
-        let rows = sqlx::query(
-            "SELECT name, version, declaration, created_at, updated_at FROM cp_pipelines WHERE region = $1 ORDER BY name",
-        )
-        .bind(&*self.region)
-        .fetch_all(self.store().pool())
-        .await?;
-        rows.iter()
+        let mut conn = self.store().pool().acquire().await?;
+        db::pipelines(&mut conn, &self.region)
+            .await?
+            .into_iter()
             .map(|r| {
-                let d: PipelineDeclaration = serde_json::from_str(r.get::<&str, _>(2))?;
+                let d: PipelineDeclaration = serde_json::from_str(&r.declaration)?;
                 Ok(PipelineSummary {
-                    name: Some(r.get(0)),
-                    version: Some(r.get::<i64, _>(1) as i32),
+                    name: Some(r.name),
+                    version: Some(r.version as i32),
                     pipeline_type: d.pipeline_type,
                     execution_mode: d.execution_mode,
-                    created: Some(r.get(3)),
-                    updated: Some(r.get(4)),
+                    created: Some(r.created),
+                    updated: Some(r.updated),
                 })
             })
             .collect()
@@ -527,13 +467,9 @@ impl CodePipeline {
     /// The tag kind and id of a taggable resource (a pipeline or a webhook) by its ARN.
     async fn tagged(&self, arn: &str) -> Result<(&'static str, String)> {
         if let Some(name) = self.webhook_in_arn(arn) {
-            let exists: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM cp_webhooks WHERE region = $1 AND name = $2")
-                    .bind(&*self.region)
-                    .bind(&name)
-                    .fetch_optional(self.store().pool())
-                    .await?;
-            return match exists {
+            let mut conn = self.store().pool().acquire().await?;
+            let exists = db::webhooks(&mut conn, &self.region, Some(&name)).await?;
+            return match exists.first() {
                 Some(_) => Ok((webhooks::WEBHOOK_TAGS, self.webhook_tag_id(&name))),
                 None => Err(err(
                     ErrorKind::ResourceNotFoundException,
@@ -563,12 +499,8 @@ impl CodePipeline {
             ));
         }
         let name = self.name_in_arn(arn).ok_or_else(missing)?;
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM cp_pipelines WHERE region = $1 AND name = $2")
-                .bind(&*self.region)
-                .bind(&name)
-                .fetch_optional(self.store().pool())
-                .await?;
+        let mut conn = self.store().pool().acquire().await?;
+        let exists = db::pipeline(&mut conn, &self.region, &name).await?;
         exists.map(|_| name).ok_or_else(missing)
     }
 
@@ -651,25 +583,18 @@ pub(crate) async fn load_pipeline(
     region: &str,
     name: &str,
 ) -> Result<Option<Pipeline>> {
-    let Some(r) = sqlx::query(
-        "SELECT name, version, declaration, created_at, updated_at, transitions, latest, principal FROM cp_pipelines WHERE region = $1 AND name = $2",
-    )
-    .bind(region)
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await?
-    else {
+    let Some(r) = db::pipeline(conn, region, name).await? else {
         return Ok(None);
     };
     Ok(Some(Pipeline {
-        name: r.get(0),
-        version: r.get(1),
-        declaration: serde_json::from_str(r.get::<&str, _>(2))?,
-        created: r.get(3),
-        updated: r.get(4),
-        disabled: serde_json::from_str(r.get::<&str, _>(5))?,
-        latest: serde_json::from_str(r.get::<&str, _>(6))?,
-        principal: r.get(7),
+        declaration: serde_json::from_str(&r.declaration)?,
+        disabled: serde_json::from_str(&r.transitions)?,
+        latest: serde_json::from_str(&r.latest)?,
+        name: r.name,
+        version: r.version,
+        created: r.created,
+        updated: r.updated,
+        principal: r.principal,
     }))
 }
 

@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use slipway_model::codebuild::{Build, StartBuildInput};
 use slipway_model::codepipeline::PipelineDeclaration;
 use slipway_store::events::{self, Event as OutboxEvent};
+use slipway_store::pipelines::{self as db, Executions};
 use slipway_store::{now, Conn};
-use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -197,19 +197,14 @@ async fn load_executions(
     pipeline: &str,
     also: Option<&str>,
 ) -> Result<Vec<(Execution, Meta)>> {
-    let rows = sqlx::query(
-        "SELECT state, meta FROM cp_executions WHERE region = $1 AND pipeline = $2 AND (active = 1 OR execution_id = $3) ORDER BY seq",
-    )
-    .bind(region)
-    .bind(pipeline)
-    .bind(also.unwrap_or_default())
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
+    let also: Vec<&str> = also.into_iter().collect();
+    db::executions(conn, region, pipeline, Executions::ActiveAnd(&also))
+        .await?
+        .iter()
         .map(|r| {
             Ok((
-                serde_json::from_str(r.get::<&str, _>(0))?,
-                serde_json::from_str(r.get::<&str, _>(1))?,
+                serde_json::from_str(&r.state)?,
+                serde_json::from_str(&r.meta)?,
             ))
         })
         .collect()
@@ -245,15 +240,7 @@ impl CodePipeline {
             .await?
             .ok_or_else(|| crate::not_found(self.account_id(), name))?;
         if let Some(token) = client_token {
-            let existing: Option<String> = sqlx::query_scalar(
-                "SELECT execution_id FROM cp_executions WHERE region = $1 AND pipeline = $2 AND client_token = $3",
-            )
-            .bind(&*self.region)
-            .bind(name)
-            .bind(token)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if let Some(id) = existing {
+            if let Some(id) = db::execution_by_token(conn, &self.region, name, token).await? {
                 return Ok(id);
             }
         }
@@ -291,13 +278,7 @@ impl CodePipeline {
             }
         }
         let plan = declaration::plan_of(&p.declaration);
-        let seq: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM cp_executions WHERE region = $1 AND pipeline = $2",
-        )
-        .bind(&*self.region)
-        .bind(name)
-        .fetch_one(&mut *conn)
-        .await?;
+        let seq = db::next_seq(conn, &self.region, name).await?;
         let id = new_id();
         let mode = Mode::parse(p.declaration.execution_mode.as_deref());
         let exec = Execution::new(id.clone(), seq, p.version, mode, plan, now());
@@ -323,19 +304,18 @@ impl CodePipeline {
         meta: &Meta,
         client_token: Option<&str>,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO cp_executions (execution_id, region, pipeline, seq, status, active, state, meta, client_token, started_at, updated_at) VALUES ($1, $2, $3, $4, 'InProgress', 1, $5, $6, $7, $8, $8)",
-        )
-        .bind(&exec.id)
-        .bind(&*self.region)
-        .bind(&p.name)
-        .bind(exec.seq)
-        .bind(serde_json::to_string(exec)?)
-        .bind(serde_json::to_string(meta)?)
-        .bind(client_token)
-        .bind(exec.started)
-        .execute(&mut *conn)
-        .await?;
+        let (state, meta) = (serde_json::to_string(exec)?, serde_json::to_string(meta)?);
+        let row = db::NewExecution {
+            id: &exec.id,
+            region: &self.region,
+            pipeline: &p.name,
+            seq: exec.seq,
+            state: &state,
+            meta: &meta,
+            client_token,
+            started: exec.started,
+        };
+        db::insert_execution(conn, &row).await?;
         // The engine sees the new execution as already stored (so `apply` loads it).
         self.apply(conn, p, Event::Tick, Some((exec.id.as_str(), true)))
             .await
@@ -401,11 +381,7 @@ impl CodePipeline {
                 format!("Unable to roll back stage {stage}: pipeline execution {target} did not succeed in it"),
             ));
         }
-        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM cp_executions WHERE region = $1 AND pipeline = $2")
-            .bind(&*self.region)
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
+        let seq = db::next_seq(tx, &self.region, name).await?;
         let mut plan = t.plan.clone();
         plan.stages.truncate(idx + 1);
         let mut exec = Execution::new(new_id(), seq, t.version, t.mode, plan, now());
@@ -435,17 +411,13 @@ impl CodePipeline {
         stage: &str,
         failed: &str,
     ) -> Result<Option<String>> {
-        let rows = sqlx::query(
-            "SELECT state, meta FROM cp_executions WHERE region = $1 AND pipeline = $2 AND execution_id <> $3 AND active = 0 ORDER BY seq DESC LIMIT 100",
-        )
-        .bind(&*self.region)
-        .bind(pipeline)
-        .bind(failed)
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in rows {
-            let e: Execution = serde_json::from_str(r.get::<&str, _>(0))?;
-            let m: Meta = serde_json::from_str(r.get::<&str, _>(1))?;
+        let which = Executions::FinishedExcept {
+            except: failed,
+            limit: 100,
+        };
+        for r in db::executions(conn, &self.region, pipeline, which).await? {
+            let e: Execution = serde_json::from_str(&r.state)?;
+            let m: Meta = serde_json::from_str(&r.meta)?;
             let ok = e
                 .plan
                 .stages
@@ -559,10 +531,7 @@ impl CodePipeline {
                 }
                 let d = &declarations[&e.version];
                 let meta = metas.get(execution).cloned().unwrap_or_default();
-                match self
-                    .prepare(conn, p, d, e, &meta, *stage, *action, id, t)
-                    .await
-                {
+                match self.prepare(p, d, e, &meta, *stage, *action, id, t).await {
                     Ok(job) => {
                         let input = json!({
                             "configuration": job.declared,
@@ -590,48 +559,39 @@ impl CodePipeline {
             if before.get(&e.id) == Some(&doc) {
                 continue;
             }
-            sqlx::query("UPDATE cp_executions SET state = $2, status = $3, active = $4, updated_at = $5 WHERE execution_id = $1")
-                .bind(&e.id)
-                .bind(&doc)
-                .bind(e.status.as_str())
-                .bind(e.status.is_active() as i64)
-                .bind(e.updated)
-                .execute(&mut *conn)
+            let status = e.status.as_str();
+            db::update_execution(conn, &e.id, &doc, status, e.status.is_active(), e.updated)
                 .await?;
         }
-        sqlx::query("UPDATE cp_pipelines SET latest = $3 WHERE region = $1 AND name = $2")
-            .bind(&*self.region)
-            .bind(&p.name)
-            .bind(serde_json::to_string(&state.latest)?)
-            .execute(&mut *conn)
-            .await?;
+        db::set_latest(
+            conn,
+            &self.region,
+            &p.name,
+            &serde_json::to_string(&state.latest)?,
+        )
+        .await?;
         for (job, detail) in &runs {
-            sqlx::query(
-                "INSERT INTO cp_action_runs (action_execution_id, execution_id, region, pipeline, stage, action, status, job, detail, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $9)",
-            )
-            .bind(&job.action_execution_id)
-            .bind(&job.execution_id)
-            .bind(&*self.region)
-            .bind(&p.name)
-            .bind(&job.stage)
-            .bind(&job.action)
-            .bind(serde_json::to_string(job)?)
-            .bind(detail)
-            .bind(t)
-            .execute(&mut *conn)
-            .await?;
+            let doc = serde_json::to_string(job)?;
+            let run = db::NewRun {
+                id: &job.action_execution_id,
+                execution: &job.execution_id,
+                region: &self.region,
+                pipeline: &p.name,
+                stage: &job.stage,
+                action: &job.action,
+                job: &doc,
+                detail,
+                t,
+            };
+            db::insert_run(conn, &run).await?;
         }
         // Runs that were never performed and are no longer wanted are finished here; the
         // ones out of our hands are cancelled by the loop.
         for f in &effects {
             match f {
                 Effect::Abandon { id, .. } => {
-                    sqlx::query("UPDATE cp_action_runs SET status = CASE status WHEN 'running' THEN 'abandon' WHEN 'starting' THEN 'abandon' ELSE 'done' END, detail = $2, updated_at = $3 WHERE action_execution_id = $1 AND status <> 'done'")
-                        .bind(id)
-                        .bind(json!({"status": "Abandoned"}).to_string())
-                        .bind(t)
-                        .execute(&mut *conn)
-                        .await?;
+                    let detail = json!({"status": "Abandoned"}).to_string();
+                    db::abandon_run(conn, id, &detail, t).await?;
                 }
                 Effect::Report(change) => {
                     self.report(conn, p, &state, &metas, change).await?;
@@ -674,14 +634,13 @@ impl CodePipeline {
         name: &str,
         version: i64,
     ) -> Result<PipelineDeclaration> {
-        let doc: String = sqlx::query_scalar(
-            "SELECT declaration FROM cp_pipeline_versions WHERE region = $1 AND name = $2 AND version = $3",
-        )
-        .bind(&*self.region)
-        .bind(name)
-        .bind(version)
-        .fetch_one(&mut *conn)
-        .await?;
+        let doc = db::pipeline_version(conn, &self.region, name, version)
+            .await?
+            .ok_or_else(|| {
+                crate::error::Error::Internal(format!(
+                    "version {version} of pipeline {name} is missing"
+                ))
+            })?;
         Ok(serde_json::from_str(&doc)?)
     }
 
@@ -689,7 +648,6 @@ impl CodePipeline {
     #[allow(clippy::too_many_arguments)]
     async fn prepare(
         &self,
-        conn: &mut Conn,
         p: &Pipeline,
         d: &PipelineDeclaration,
         e: &Execution,
@@ -705,12 +663,7 @@ impl CodePipeline {
         let region = a.region.clone().unwrap_or_else(|| self.region.to_string());
         let bucket = artifact_bucket(d, &region)
             .ok_or_else(|| format!("The pipeline has no artifact store in region {region}"))?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM s3_buckets WHERE name = $1")
-            .bind(&bucket)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        if exists.is_none() {
+        if self.inner.s3.bucket(&bucket).await.is_err() {
             return Err(format!("The artifact store bucket {bucket} does not exist"));
         }
         // What earlier actions of this execution produced.
@@ -958,25 +911,15 @@ impl CodePipeline {
                 json!({"status": "Failed", "code": code, "message": message, "output": output})
             }
         };
-        let mut stored: Value = sqlx::query_scalar::<_, String>(
-            "SELECT detail FROM cp_action_runs WHERE action_execution_id = $1",
-        )
-        .bind(&job.action_execution_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .and_then(|d| serde_json::from_str(&d).ok())
-        .unwrap_or_else(|| json!({}));
+        let mut stored: Value = db::run_detail(conn, &job.action_execution_id)
+            .await?
+            .and_then(|d| serde_json::from_str(&d).ok())
+            .unwrap_or_else(|| json!({}));
         if let (Some(s), Some(d)) = (stored.as_object_mut(), detail.as_object()) {
             s.extend(d.clone());
         }
-        let changed = sqlx::query("UPDATE cp_action_runs SET status = 'done', detail = $2, updated_at = $3 WHERE action_execution_id = $1 AND status IN ('queued', 'starting', 'running')")
-            .bind(&job.action_execution_id)
-            .bind(stored.to_string())
-            .bind(now())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        if changed == 0 {
+        let id = &job.action_execution_id;
+        if !db::finish_run(conn, id, &stored.to_string(), now()).await? {
             return Ok(false);
         }
         let Some(p) = load_pipeline(conn, &self.region, &job.pipeline).await? else {
@@ -1000,14 +943,11 @@ impl CodePipeline {
 
     /// Stops a run that is out of our hands (a build), best effort.
     pub(crate) async fn cancel_run(&self, job: &Job) {
-        let external: Option<String> = sqlx::query_scalar(
-            "SELECT external_id FROM cp_action_runs WHERE action_execution_id = $1",
-        )
-        .bind(&job.action_execution_id)
-        .fetch_optional(self.store().pool())
-        .await
-        .ok()
-        .flatten();
+        let external = async {
+            let mut conn = self.store().pool().acquire().await?;
+            db::run_external(&mut conn, &job.action_execution_id).await
+        };
+        let external = external.await.ok().flatten().flatten();
         if let (Some(p), Some(x)) = (providers::provider(job), external) {
             p.cancel(&self.in_region(&job.region), job, &x).await;
         }
@@ -1040,21 +980,22 @@ impl CodePipeline {
         &self,
         in_flight: &std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     ) -> Result<()> {
-        let rows = sqlx::query(
-            "SELECT action_execution_id, status, job, external_id, updated_at FROM cp_action_runs WHERE status IN ('queued', 'starting', 'running', 'abandon')",
-        )
-        .fetch_all(self.store().pool())
-        .await?;
+        let mut conn = self.store().pool().acquire().await?;
+        let rows = db::open_runs(&mut conn).await?;
+        drop(conn);
         let t = now();
         let poll_all = self
             .inner
             .poll_now
             .swap(false, std::sync::atomic::Ordering::AcqRel);
         for r in rows {
-            let id: String = r.get(0);
-            let status: String = r.get(1);
-            let external: Option<String> = r.get(3);
-            let updated: f64 = r.get(4);
+            let db::OpenRun {
+                id,
+                status,
+                job,
+                external,
+                updated,
+            } = r;
             if status == "running" && !poll_all && t - updated < POLL_EVERY {
                 continue;
             }
@@ -1065,7 +1006,7 @@ impl CodePipeline {
             {
                 continue;
             }
-            let job: Job = match serde_json::from_str(r.get::<&str, _>(2)) {
+            let job: Job = match serde_json::from_str(&job) {
                 Ok(j) => j,
                 Err(e) => {
                     tracing::error!(error = %e, id, "an action run's job cannot be read");
@@ -1091,34 +1032,21 @@ impl CodePipeline {
             return Ok(());
         };
         let step = match (status, external) {
-            ("abandon", Some(x)) => {
-                provider.cancel(self, job, x).await;
-                sqlx::query(
-                    "UPDATE cp_action_runs SET status = 'done' WHERE action_execution_id = $1",
-                )
-                .bind(&job.action_execution_id)
-                .execute(self.store().pool())
-                .await?;
-                return Ok(());
-            }
-            ("abandon", None) => {
-                sqlx::query(
-                    "UPDATE cp_action_runs SET status = 'done' WHERE action_execution_id = $1",
-                )
-                .bind(&job.action_execution_id)
-                .execute(self.store().pool())
-                .await?;
+            ("abandon", x) => {
+                if let Some(x) = x {
+                    provider.cancel(self, job, x).await;
+                }
+                let mut tx = self.store().begin_write().await?;
+                db::run_done(&mut tx, &job.action_execution_id).await?;
+                tx.commit().await?;
                 return Ok(());
             }
             ("running", Some(x)) => provider.poll(self, job, x).await,
             _ => {
-                let claimed = sqlx::query("UPDATE cp_action_runs SET status = 'starting', updated_at = $2 WHERE action_execution_id = $1 AND status IN ('queued', 'starting')")
-                    .bind(&job.action_execution_id)
-                    .bind(now())
-                    .execute(self.store().pool())
-                    .await?
-                    .rows_affected();
-                if claimed == 0 {
+                let mut tx = self.store().begin_write().await?;
+                let claimed = db::claim_run(&mut tx, &job.action_execution_id, now()).await?;
+                tx.commit().await?;
+                if !claimed {
                     return Ok(());
                 }
                 tracing::info!(pipeline = %job.pipeline, stage = %job.stage, action = %job.action, run = %job.action_execution_id, "starting action");
@@ -1133,15 +1061,9 @@ impl CodePipeline {
             } => {
                 let detail = self.running_detail(job, url, summary).await?;
                 let mut tx = self.store().begin_write().await?;
-                let n = sqlx::query("UPDATE cp_action_runs SET status = 'running', external_id = $2, updated_at = $3, detail = $4 WHERE action_execution_id = $1 AND status IN ('starting', 'running')")
-                    .bind(&job.action_execution_id)
-                    .bind(&external_id)
-                    .bind(now())
-                    .bind(detail)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n > 0 && status != "running" {
+                let id = &job.action_execution_id;
+                let running = db::set_running(&mut tx, id, &external_id, &detail, now()).await?;
+                if running && status != "running" {
                     self.approval_notification(&mut tx, job, &external_id)
                         .await?;
                 }
@@ -1212,14 +1134,11 @@ impl CodePipeline {
         url: Option<String>,
         summary: Option<String>,
     ) -> Result<String> {
-        let mut d: Value = sqlx::query_scalar::<_, String>(
-            "SELECT detail FROM cp_action_runs WHERE action_execution_id = $1",
-        )
-        .bind(&job.action_execution_id)
-        .fetch_optional(self.store().pool())
-        .await?
-        .and_then(|d| serde_json::from_str(&d).ok())
-        .unwrap_or_else(|| json!({}));
+        let mut conn = self.store().pool().acquire().await?;
+        let mut d: Value = db::run_detail(&mut conn, &job.action_execution_id)
+            .await?
+            .and_then(|d| serde_json::from_str(&d).ok())
+            .unwrap_or_else(|| json!({}));
         d["url"] = json!(url);
         d["summary"] = json!(summary);
         Ok(d.to_string())
@@ -1231,29 +1150,17 @@ impl CodePipeline {
     /// versions of a source object), moving the reader in the same transaction.
     async fn read_triggers(&self) -> Result<()> {
         let mut tx = self.store().begin_write().await?;
-        let cursor: i64 = sqlx::query_scalar("SELECT seq FROM outbox_cursors WHERE reader = $1")
-            .bind(TRIGGER_READER)
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(0);
-        let rows =
-            sqlx::query("SELECT seq, body FROM event_outbox WHERE seq > $1 ORDER BY seq LIMIT 200")
-                .bind(cursor)
-                .fetch_all(&mut *tx)
-                .await?;
-        let Some(last) = rows.last().map(|r| r.get::<i64, _>(0)) else {
+        let cursor = events::cursor(&mut tx, TRIGGER_READER).await?;
+        let rows = events::after(&mut tx, cursor, 200).await?;
+        let Some(last) = rows.last().map(|(seq, _)| *seq) else {
             return Ok(());
         };
         let mut started = 0;
-        for r in &rows {
-            let body: Value = serde_json::from_str(r.get::<&str, _>(1)).unwrap_or_default();
+        for (_, body) in &rows {
+            let body: Value = serde_json::from_str(body).unwrap_or_default();
             started += self.trigger_from(&mut tx, &body).await?;
         }
-        sqlx::query("INSERT INTO outbox_cursors (reader, seq) VALUES ($1, $2) ON CONFLICT (reader) DO UPDATE SET seq = excluded.seq")
-            .bind(TRIGGER_READER)
-            .bind(last)
-            .execute(&mut *tx)
-            .await?;
+        events::set_cursor(&mut tx, TRIGGER_READER, last).await?;
         tx.commit().await?;
         if started > 0 {
             self.inner.wake.notify_one();
@@ -1288,14 +1195,11 @@ impl CodePipeline {
             _ => return Ok(0),
         };
         let cp = self.in_region(region);
-        let names: Vec<(String, String)> =
-            sqlx::query("SELECT name, declaration FROM cp_pipelines WHERE region = $1")
-                .bind(region)
-                .fetch_all(&mut *conn)
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
+        let names: Vec<(String, String)> = db::pipelines(conn, region)
+            .await?
+            .into_iter()
+            .map(|r| (r.name, r.declaration))
+            .collect();
         let mut n = 0;
         for (name, doc) in names {
             let Ok(decl) = serde_json::from_str::<PipelineDeclaration>(&doc) else {

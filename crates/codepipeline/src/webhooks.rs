@@ -9,7 +9,7 @@ use serde_json::Value;
 use serde_json_path::JsonPath;
 use slipway_model::codepipeline::{ListWebhookItem, Tag, WebhookDefinition};
 use slipway_store::now;
-use sqlx::Row;
+use slipway_store::pipelines as db;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -166,27 +166,19 @@ impl CodePipeline {
         }
         let sealed = secret.map(|s| self.inner.cfg.key.encrypt(s.as_bytes()));
         let mut tx = self.store().begin_write().await?;
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT token FROM cp_webhooks WHERE region = $1 AND name = $2")
-                .bind(&*self.region)
-                .bind(&name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let token =
-            existing.unwrap_or_else(|| hex::encode(slipway_iam::crypto::random_bytes::<20>()));
-        sqlx::query(
-            "INSERT INTO cp_webhooks (region, name, token, pipeline, definition, secret, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (region, name) DO UPDATE SET pipeline = excluded.pipeline, definition = excluded.definition, secret = excluded.secret",
-        )
-        .bind(&*self.region)
-        .bind(&name)
-        .bind(&token)
-        .bind(&pipeline)
-        .bind(serde_json::to_string(&def)?)
-        .bind(sealed)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
+        // A new webhook's token: 160 random bits (an existing webhook keeps its own).
+        let token = hex::encode(slipway_iam::crypto::random_bytes::<20>());
+        let doc = serde_json::to_string(&def)?;
+        let row = db::NewWebhook {
+            region: &self.region,
+            name: &name,
+            token: &token,
+            pipeline: &pipeline,
+            definition: &doc,
+            secret: sealed.as_deref(),
+            t: now(),
+        };
+        db::put_webhook(&mut tx, &row).await?;
         let map: BTreeMap<String, String> = tags
             .iter()
             .map(|t| {
@@ -207,19 +199,13 @@ impl CodePipeline {
     }
 
     async fn webhook_items(&self, name: Option<&str>) -> Result<Vec<ListWebhookItem>> {
-        let rows = sqlx::query(
-            "SELECT name, token, definition, secret, last_triggered FROM cp_webhooks WHERE region = $1 AND ($2 = '' OR name = $2) ORDER BY name",
-        )
-        .bind(&*self.region)
-        .bind(name.unwrap_or_default())
-        .fetch_all(self.store().pool())
-        .await?;
         let mut conn = self.store().pool().acquire().await?;
+        let rows = db::webhooks(&mut conn, &self.region, name).await?;
         let mut out = Vec::new();
         for r in rows {
-            let name: String = r.get(0);
-            let mut def: WebhookDefinition = serde_json::from_str(r.get::<&str, _>(2))?;
-            if let Some(sealed) = r.get::<Option<Vec<u8>>, _>(3) {
+            let name = r.name;
+            let mut def: WebhookDefinition = serde_json::from_str(&r.definition)?;
+            if let Some(sealed) = r.secret {
                 let secret =
                     self.inner.cfg.key.decrypt(&sealed).map_err(|e| {
                         crate::error::Error::Internal(format!("webhook secret: {e}"))
@@ -233,8 +219,8 @@ impl CodePipeline {
                     .await?;
             out.push(ListWebhookItem {
                 definition: Some(def),
-                url: Some(self.webhook_url(r.get::<&str, _>(1))),
-                last_triggered: r.get(4),
+                url: Some(self.webhook_url(&r.token)),
+                last_triggered: r.last_triggered,
                 arn: Some(self.webhook_arn(&name)),
                 tags: (!tags.is_empty()).then(|| {
                     tags.into_iter()
@@ -265,11 +251,7 @@ impl CodePipeline {
     /// DeleteWebhook: succeeds for a name that does not exist, as AWS does.
     pub async fn delete_webhook(&self, name: &str) -> Result<()> {
         let mut tx = self.store().begin_write().await?;
-        sqlx::query("DELETE FROM cp_webhooks WHERE region = $1 AND name = $2")
-            .bind(&*self.region)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        db::delete_webhook(&mut tx, &self.region, name).await?;
         slipway_store::tags::delete_all(&mut tx, WEBHOOK_TAGS, &self.webhook_tag_id(name)).await?;
         tx.commit().await?;
         Ok(())
@@ -279,15 +261,7 @@ impl CodePipeline {
     /// the webhook's URL by its owner); the webhook is marked registered or not.
     pub async fn register_webhook(&self, name: &str, registered: bool) -> Result<()> {
         let mut tx = self.store().begin_write().await?;
-        let n =
-            sqlx::query("UPDATE cp_webhooks SET registered = $3 WHERE region = $1 AND name = $2")
-                .bind(&*self.region)
-                .bind(name)
-                .bind(registered as i64)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if n == 0 {
+        if !db::set_registered(&mut tx, &self.region, name, registered).await? {
             return Err(webhook_not_found(name));
         }
         tx.commit().await?;
@@ -301,21 +275,17 @@ impl CodePipeline {
         how: &Delivery,
         body: &[u8],
     ) -> Result<Delivered> {
-        let row = sqlx::query(
-            "SELECT region, name, pipeline, definition, secret FROM cp_webhooks WHERE token = $1",
-        )
-        .bind(token)
-        .fetch_optional(self.store().pool())
-        .await?
-        .ok_or_else(|| webhook_not_found("of this URL"))?;
-        let region: String = row.get(0);
-        let name: String = row.get(1);
-        let pipeline: String = row.get(2);
-        let def: WebhookDefinition = serde_json::from_str(row.get::<&str, _>(3))?;
+        let mut conn = self.store().pool().acquire().await?;
+        let row = db::webhook_by_token(&mut conn, token)
+            .await?
+            .ok_or_else(|| webhook_not_found("of this URL"))?;
+        drop(conn);
+        let (region, name, pipeline) = (row.region, row.name, row.pipeline);
+        let def: WebhookDefinition = serde_json::from_str(&row.definition)?;
         let here = self.in_region(&region);
         match def.authentication.as_deref().unwrap_or_default() {
             "GITHUB_HMAC" => {
-                let sealed: Vec<u8> = row.get::<Option<Vec<u8>>, _>(4).unwrap_or_default();
+                let sealed: Vec<u8> = row.secret.clone().unwrap_or_default();
                 let secret =
                     self.inner.cfg.key.decrypt(&sealed).map_err(|e| {
                         crate::error::Error::Internal(format!("webhook secret: {e}"))
@@ -396,11 +366,7 @@ impl CodePipeline {
         };
         let id = here.start_execution(&pipeline, &[], None, trigger).await?;
         let mut tx = self.store().begin_write().await?;
-        sqlx::query("UPDATE cp_webhooks SET last_triggered = $2 WHERE token = $1")
-            .bind(token)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+        db::webhook_triggered(&mut tx, token, now()).await?;
         tx.commit().await?;
         tracing::info!(webhook = %name, %pipeline, execution = %id, "webhook started an execution");
         Ok(Delivered::Started(id))

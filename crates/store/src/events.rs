@@ -46,3 +46,40 @@ pub async fn append(conn: &mut Conn, event: &Event) -> Result<String, StoreError
         .await?;
     Ok(id)
 }
+
+/// Where outbox reader `reader` is (the last sequence number it has read; 0 at first).
+pub async fn cursor(conn: &mut Conn, reader: &str) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT seq FROM outbox_cursors WHERE reader = $1")
+            .bind(reader)
+            .fetch_optional(&mut *conn)
+            .await?
+            .unwrap_or(0),
+    )
+}
+
+/// Up to `limit` events after sequence number `seq`: (seq, the event as JSON).
+pub async fn after(
+    conn: &mut Conn,
+    seq: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String)>, StoreError> {
+    use sqlx::Row;
+    let rows =
+        sqlx::query("SELECT seq, body FROM event_outbox WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(seq)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Moves outbox reader `reader` to `seq` (inside the transaction that acted on the events).
+pub async fn set_cursor(conn: &mut Conn, reader: &str, seq: i64) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO outbox_cursors (reader, seq) VALUES ($1, $2) ON CONFLICT (reader) DO UPDATE SET seq = excluded.seq")
+        .bind(reader)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

@@ -8,6 +8,7 @@
 pub mod events;
 pub mod group;
 pub mod paging;
+pub mod pipelines;
 pub mod tags;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
