@@ -924,3 +924,57 @@ def test_commands_action_runs_in_a_build_sandbox(server, workdir):
     del d1["pipelineType"], d1["executionMode"]
     err = server.aws("codepipeline", "create-pipeline", "--pipeline", json.dumps(d1), check=False)
     assert err.code == "InvalidActionDeclarationException"
+
+
+def test_s3_source_starts_on_a_new_object_version(server, workdir):
+    s3 = server.client("s3")
+    for b in ("artifacts", "drops", "plain", "site"):
+        s3.create_bucket(Bucket=b)
+    for b in ("artifacts", "drops"):
+        s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+
+    def bundle(text):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("index.html", text)
+        return buf.getvalue()
+
+    first_version = s3.put_object(Bucket="drops", Key="app.zip", Body=bundle("one"))["VersionId"]
+
+    def pipeline(name, bucket):
+        return {
+            "name": name, "roleArn": f"arn:aws:iam::{ACCOUNT}:role/pipeline",
+            "artifactStore": {"type": "S3", "location": "artifacts"},
+            "stages": [
+                {"name": "Source", "actions": [action("Source", "Source", "S3", {
+                    "S3Bucket": bucket, "S3ObjectKey": "app.zip", "PollForSourceChanges": "false"},
+                    outputs=["Drop"], namespace="Drop")]},
+                {"name": "Deploy", "actions": [action("Deploy", "Deploy", "S3", {
+                    "BucketName": "site", "Extract": "true", "ObjectKey": name}, inputs=["Drop"])]},
+            ],
+        }
+
+    create(server, pipeline("dropped", "drops"))
+    [first] = executions(server, "dropped")
+    e = wait_status(server, "dropped", first["pipelineExecutionId"], {"Succeeded", "Failed"})
+    assert e["status"] == "Succeeded", e.get("statusSummary")
+    assert e["artifactRevisions"][0]["revisionId"] == first_version
+    assert s3.get_object(Bucket="site", Key="dropped/index.html")["Body"].read() == b"one"
+    # A new version of the object starts the pipeline with that version.
+    second_version = s3.put_object(Bucket="drops", Key="app.zip", Body=bundle("two"))["VersionId"]
+    runs = wait(server, lambda: executions(server, "dropped"), lambda x: len(x) == 2)
+    second = runs[0]
+    assert second["trigger"]["triggerType"] == "CloudWatchEvent"
+    e = wait_status(server, "dropped", second["pipelineExecutionId"], {"Succeeded", "Failed"})
+    assert e["status"] == "Succeeded" and e["artifactRevisions"][0]["revisionId"] == second_version
+    assert s3.get_object(Bucket="site", Key="dropped/index.html")["Body"].read() == b"two"
+    details = server.aws("codepipeline", "list-action-executions", "--pipeline-name", "dropped", "--filter",
+                         json.dumps({"pipelineExecutionId": second["pipelineExecutionId"]}))["actionExecutionDetails"]
+    src = next(d for d in details if d["actionName"] == "Source")
+    assert src["output"]["outputVariables"]["VersionId"] == second_version
+    # A bucket without versioning cannot be a source.
+    s3.put_object(Bucket="plain", Key="app.zip", Body=bundle("x"))
+    create(server, pipeline("unversioned", "plain"))
+    [u] = executions(server, "unversioned")
+    e = wait_status(server, "unversioned", u["pipelineExecutionId"], {"Succeeded", "Failed"})
+    assert e["status"] == "Failed" and "versioning" in e["statusSummary"], e

@@ -27,6 +27,22 @@ async fn run(cp: &CodePipeline, job: &Job) -> Step {
         .cloned()
         .unwrap_or_default();
     let s3 = &cp.inner.s3;
+    // An S3 source reads object versions: its bucket must keep them, as AWS requires.
+    match s3.bucket(&bucket).await {
+        Ok(b) if b.versioning.as_deref() == Some("Enabled") => {}
+        Ok(_) => {
+            return failed(
+                "ConfigurationError",
+                format!("The source bucket {bucket} does not have versioning enabled; an S3 source action needs a versioned bucket"),
+            )
+        }
+        Err(_) => {
+            return failed(
+                "ConfigurationError",
+                format!("The source bucket {bucket} does not exist"),
+            )
+        }
+    }
     let object = match s3.object(&bucket, &key, job.revision.as_deref()).await {
         Ok(o) => o,
         Err((e, _)) => {
