@@ -6,7 +6,7 @@
 //! per operation (default: a 501 `NotImplementedException`), and a dispatcher that decodes,
 //! validates and routes a JSON-1.1 request body to the trait.
 
-use crate::{BOTOCORE_VERSION, SERVICES};
+use crate::{AGENT_SERVICES, BOTOCORE_VERSION, SERVICES};
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -493,8 +493,11 @@ impl<'a> Service<'a> {
             .or(self.meta.get("endpointPrefix"))
             .and_then(Value::as_str)
             .context("signing name")?;
-        let sid = self.meta["serviceId"]
-            .as_str()
+        let sid = self
+            .meta
+            .get("serviceId")
+            .or(self.meta.get("serviceAbbreviation"))
+            .and_then(Value::as_str)
             .context("serviceId")?
             .replace(' ', "");
         writeln!(
@@ -667,8 +670,10 @@ fn generate_all(root: &Path) -> Result<BTreeMap<String, String>> {
         "//! Code generated from AWS's service models by `cargo xtask codegen`; do not edit.\n"
     )?;
     let mut table = String::new();
-    for (service, module) in SERVICES {
-        let path = root.join(format!("models/botocore/{service}.json"));
+    let botocore = SERVICES.iter().map(|(s, m)| (format!("models/botocore/{s}.json"), *m));
+    let agent = AGENT_SERVICES.iter().map(|(s, m)| (format!("models/agent/{s}.json"), *m));
+    for (file, module) in botocore.chain(agent) {
+        let path = root.join(file);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         let model: Value = serde_json::from_str(&text)?;

@@ -20,6 +20,10 @@ pub const SERVICES: &[(&str, &str)] = &[
     ("logs", "logs"),
 ];
 
+/// Services generated from models botocore does not ship (`models/agent/`): (file stem,
+/// Rust module name).
+pub const AGENT_SERVICES: &[(&str, &str)] = &[("codedeploy-commands", "codedeploy_commands")];
+
 /// Services of which only some operations are built: the others keep their names (so they
 /// are routed and answer 501) but lose their shapes in the vendored model.
 pub const PARTIAL_SERVICES: &[(&str, &[&str])] = &[

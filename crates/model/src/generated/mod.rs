@@ -3,6 +3,7 @@
 pub mod codebuild;
 pub mod codecommit;
 pub mod codedeploy;
+pub mod codedeploy_commands;
 pub mod codepipeline;
 pub mod logs;
 pub mod ssm;
@@ -31,4 +32,9 @@ pub const SERVICES: &[(&str, &str, &[&str])] = &[
     ),
     (ssm::TARGET_PREFIX, ssm::SIGNING_NAME, ssm::OPERATIONS),
     (logs::TARGET_PREFIX, logs::SIGNING_NAME, logs::OPERATIONS),
+    (
+        codedeploy_commands::TARGET_PREFIX,
+        codedeploy_commands::SIGNING_NAME,
+        codedeploy_commands::OPERATIONS,
+    ),
 ];
