@@ -5,6 +5,7 @@
 //! [`Db`] and write portable SQL (`$1` placeholders, no SQLite-only functions) so a PostgreSQL
 //! backend can follow behind the same interface.
 
+pub mod deploy;
 pub mod events;
 pub mod group;
 pub mod paging;
@@ -131,6 +132,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         13,
         "build_idempotency",
         include_str!("../migrations/sqlite/0013_build_idempotency.sql"),
+    ),
+    (
+        14,
+        "codedeploy",
+        include_str!("../migrations/sqlite/0014_codedeploy.sql"),
     ),
 ];
 

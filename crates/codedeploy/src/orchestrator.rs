@@ -1,0 +1,548 @@
+//! The deployment orchestrator as a pure state machine: `step(deployment, input, ctx) →
+//! effects`, no IO and no clock (the time and fresh ids come in through [`Ctx`]). It decides
+//! which hosts are deployed to next (never letting healthy hosts fall below the config's
+//! minimum; hosts whose last deployment failed first), runs each host's lifecycle events in
+//! order, and ends the deployment — succeeded, failed (with AWS's error codes) or stopped.
+
+use crate::configs::Health;
+use serde::{Deserialize, Serialize};
+use slipway_model::codedeploy::{
+    DeploymentInfo, DeploymentOverview, Diagnostics, ErrorInformation, LifecycleEvent,
+};
+
+/// The lifecycle events of an in-place deployment, in order.
+pub const IN_PLACE: &[&str] = &[
+    "ApplicationStop",
+    "DownloadBundle",
+    "BeforeInstall",
+    "Install",
+    "AfterInstall",
+    "ApplicationStart",
+    "ValidateService",
+];
+
+/// The lifecycle events of an in-place deployment behind a load balancer, in order.
+pub const IN_PLACE_WITH_TRAFFIC: &[&str] = &[
+    "BeforeBlockTraffic",
+    "BlockTraffic",
+    "AfterBlockTraffic",
+    "ApplicationStop",
+    "DownloadBundle",
+    "BeforeInstall",
+    "Install",
+    "AfterInstall",
+    "ApplicationStart",
+    "ValidateService",
+    "BeforeAllowTraffic",
+    "AllowTraffic",
+    "AfterAllowTraffic",
+];
+
+/// Events the service performs itself (the load balancer's), never sent to an agent.
+pub fn is_service_event(event: &str) -> bool {
+    matches!(event, "BlockTraffic" | "AllowTraffic")
+}
+
+/// Events whose failure `ignoreApplicationStopFailures` lets pass.
+fn ignorable(event: &str) -> bool {
+    matches!(event, "ApplicationStop" | "BeforeBlockTraffic" | "AfterBlockTraffic")
+}
+
+/// One host of a deployment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    pub instance: String,
+    /// The host identifier its agent polls with.
+    pub host: String,
+    /// Pending | InProgress | Succeeded | Failed | Skipped
+    pub status: String,
+    pub updated: f64,
+    pub events: Vec<LifecycleEvent>,
+    /// The host command of the event in progress.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Its last deployment failed: deployed to first.
+    #[serde(default)]
+    pub unhealthy: bool,
+    /// The batch it was deployed in (1, 2, …; 0 while pending).
+    #[serde(default)]
+    pub batch: u32,
+}
+
+/// A deployment as the orchestrator sees it (stored whole in `cd_deployments.state`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    /// What the API shows (status, times, error, rollback info kept current here).
+    pub info: DeploymentInfo,
+    pub group_id: String,
+    pub health: Health,
+    pub targets: Vec<Target>,
+    /// Which endings roll back by themselves (AutoRollbackEvent values).
+    pub rollback_on: Vec<String>,
+    /// StopDeployment asked for a rollback (its `autoRollbackEnabled`).
+    #[serde(default)]
+    pub rollback_requested: Option<bool>,
+    /// The number of batches started so far.
+    #[serde(default)]
+    pub batches: u32,
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Start,
+    /// A host's lifecycle event ended (its agent's PutHostCommandComplete, or the service's
+    /// own traffic event).
+    EventEnded {
+        command: String,
+        ok: bool,
+        diagnostics: Diagnostics,
+    },
+    /// A host's agent stopped answering about a command.
+    HostLost { command: String },
+    /// StopDeployment, or an alarm (its name).
+    Stop {
+        alarm: Option<String>,
+        rollback: Option<bool>,
+    },
+}
+
+/// What the runtime must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Queue lifecycle event `event` for target `target` as host command `command`.
+    Command {
+        target: usize,
+        event: String,
+        command: String,
+    },
+    /// A command will not be waited for any more (its acknowledgement answers Failed).
+    Cancel { command: String },
+    /// A target's status changed.
+    InstanceChanged { target: usize },
+    /// The deployment ended; `rollback`: a rollback deployment must follow.
+    Ended { rollback: bool },
+}
+
+/// The time and fresh ids.
+pub struct Ctx<'a> {
+    pub now: f64,
+    pub new_id: &'a mut dyn FnMut() -> String,
+}
+
+const HEALTH_MESSAGE: &str = "The overall deployment failed because too many individual instances failed deployment, too few healthy instances are available for deployment, or some instances in your deployment group are experiencing problems.";
+
+impl Deployment {
+    pub fn status(&self) -> &str {
+        self.info.status.as_deref().unwrap_or("Created")
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.status(), "Succeeded" | "Failed" | "Stopped")
+    }
+
+    /// The overview counts of the API.
+    pub fn overview(&self) -> DeploymentOverview {
+        let count = |s: &str| Some(self.targets.iter().filter(|t| t.status == s).count() as i64);
+        DeploymentOverview {
+            pending: count("Pending"),
+            in_progress: count("InProgress"),
+            succeeded: count("Succeeded"),
+            failed: count("Failed"),
+            skipped: count("Skipped"),
+            ready: count("Ready"),
+        }
+    }
+
+    fn count(&self, s: &str) -> usize {
+        self.targets.iter().filter(|t| t.status == s).count()
+    }
+
+    /// How many hosts must succeed for the deployment to succeed.
+    fn required(&self) -> usize {
+        self.health.min_healthy.max(1).min(self.targets.len())
+    }
+}
+
+fn diag(code: &str, message: &str) -> Diagnostics {
+    Diagnostics {
+        error_code: Some(code.into()),
+        script_name: Some(String::new()),
+        message: Some(message.into()),
+        log_tail: Some(String::new()),
+    }
+}
+
+/// Advances `d` by `input`.
+pub fn step(d: &mut Deployment, input: Input, ctx: &mut Ctx) -> Vec<Effect> {
+    let mut fx = Vec::new();
+    if d.is_done() {
+        return fx;
+    }
+    match input {
+        Input::Start => {
+            d.info.status = Some("InProgress".into());
+            d.info.start_time = Some(ctx.now);
+            if d.targets.is_empty() {
+                end(d, "Failed", Some(("NO_INSTANCES", "The deployment failed because no instances were found for your deployment group. Check your deployment group settings to make sure the tags for your on-premises instances are correct.")), ctx, &mut fx);
+                return fx;
+            }
+        }
+        Input::EventEnded {
+            command,
+            ok,
+            diagnostics,
+        } => {
+            let Some(i) = d.targets.iter().position(|t| t.command.as_deref() == Some(&command)) else {
+                return fx;
+            };
+            event_ended(d, i, ok, diagnostics, ctx, &mut fx);
+        }
+        Input::HostLost { command } => {
+            let Some(i) = d.targets.iter().position(|t| t.command.as_deref() == Some(&command)) else {
+                return fx;
+            };
+            let dg = diag("UnknownError", "The host's agent stopped answering: no word about this lifecycle event within the agent timeout");
+            fail_target(d, i, dg, ctx, &mut fx);
+        }
+        Input::Stop { alarm, rollback } => {
+            d.rollback_requested = rollback;
+            match alarm {
+                Some(name) => {
+                    let m = format!("The deployment was stopped because the health check {name} failed");
+                    end(d, "Stopped", Some(("ALARM_ACTIVE", &m)), ctx, &mut fx);
+                }
+                None => end(d, "Stopped", Some(("MANUAL_STOP", "The deployment was stopped by a user")), ctx, &mut fx),
+            }
+            return fx;
+        }
+    }
+    advance(d, ctx, &mut fx);
+    fx
+}
+
+fn event_ended(
+    d: &mut Deployment,
+    i: usize,
+    ok: bool,
+    diagnostics: Diagnostics,
+    ctx: &mut Ctx,
+    fx: &mut Vec<Effect>,
+) {
+    let ignore = d.info.ignore_application_stop_failures == Some(true);
+    let t = &mut d.targets[i];
+    let Some(k) = t.events.iter().position(|e| e.status.as_deref() == Some("InProgress")) else {
+        return;
+    };
+    let name = t.events[k].lifecycle_event_name.clone().unwrap_or_default();
+    if !ok && !(ignore && ignorable(&name)) {
+        fail_target(d, i, diagnostics, ctx, fx);
+        return;
+    }
+    let e = &mut t.events[k];
+    e.status = Some(if ok { "Succeeded" } else { "Failed" }.into());
+    e.end_time = Some(ctx.now);
+    e.diagnostics = Some(diagnostics);
+    t.updated = ctx.now;
+    t.command = None;
+    next_event(d, i, ctx, fx);
+}
+
+/// Starts target `i`'s next pending event, or ends it as succeeded.
+fn next_event(d: &mut Deployment, i: usize, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
+    let t = &mut d.targets[i];
+    match t.events.iter().position(|e| e.status.as_deref() == Some("Pending")) {
+        Some(k) => {
+            let e = &mut t.events[k];
+            e.status = Some("InProgress".into());
+            e.start_time = Some(ctx.now);
+            let command = (ctx.new_id)();
+            t.command = Some(command.clone());
+            t.updated = ctx.now;
+            fx.push(Effect::Command {
+                target: i,
+                event: e.lifecycle_event_name.clone().unwrap_or_default(),
+                command,
+            });
+        }
+        None => {
+            t.status = "Succeeded".into();
+            t.command = None;
+            t.updated = ctx.now;
+            fx.push(Effect::InstanceChanged { target: i });
+        }
+    }
+}
+
+/// Target `i` failed in its current event: the rest of its events are skipped.
+fn fail_target(d: &mut Deployment, i: usize, diagnostics: Diagnostics, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
+    let t = &mut d.targets[i];
+    for e in &mut t.events {
+        match e.status.as_deref() {
+            Some("InProgress") => {
+                e.status = Some("Failed".into());
+                e.end_time = Some(ctx.now);
+                e.diagnostics = Some(diagnostics.clone());
+            }
+            Some("Pending") => e.status = Some("Skipped".into()),
+            _ => {}
+        }
+    }
+    t.status = "Failed".into();
+    t.command = None;
+    t.updated = ctx.now;
+    fx.push(Effect::InstanceChanged { target: i });
+}
+
+/// Starts what the health rule allows, and ends the deployment when it is decided.
+fn advance(d: &mut Deployment, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
+    let total = d.targets.len();
+    let required = d.required();
+    let succeeded = d.count("Succeeded");
+    let pending = d.count("Pending");
+    let in_progress = d.count("InProgress");
+    let failed = d.count("Failed");
+    // Failure is decided as soon as too few hosts can still succeed (OneAtATime forgives a
+    // failure on the last host only).
+    if succeeded + pending + in_progress < required {
+        end(d, "Failed", Some(("HEALTH_CONSTRAINTS", HEALTH_MESSAGE)), ctx, fx);
+        return;
+    }
+    let concurrency = d.health.concurrency(total);
+    let mut started = Vec::new();
+    let mut order: Vec<usize> = (0..total).filter(|&i| d.targets[i].status == "Pending").collect();
+    order.sort_by_key(|&i| (!d.targets[i].unhealthy, d.targets[i].instance.clone()));
+    let mut busy = in_progress;
+    for i in order {
+        let healthy_after = total - failed - busy - 1;
+        if busy >= concurrency || healthy_after < d.health.min_healthy {
+            break;
+        }
+        started.push(i);
+        busy += 1;
+    }
+    if !started.is_empty() {
+        if in_progress == 0 || d.batches == 0 {
+            d.batches += 1;
+        }
+        for i in started {
+            let t = &mut d.targets[i];
+            t.status = "InProgress".into();
+            t.batch = d.batches;
+            t.updated = ctx.now;
+            fx.push(Effect::InstanceChanged { target: i });
+            next_event(d, i, ctx, fx);
+        }
+        // A target with no events at all has already succeeded: look again.
+        if d.targets.iter().all(|t| t.status != "InProgress") {
+            advance(d, ctx, fx);
+        }
+        return;
+    }
+    if busy > 0 {
+        return;
+    }
+    if pending == 0 && succeeded >= required {
+        end(d, "Succeeded", None, ctx, fx);
+    } else {
+        end(d, "Failed", Some(("HEALTH_CONSTRAINTS", HEALTH_MESSAGE)), ctx, fx);
+    }
+}
+
+/// Ends the deployment: pending hosts are skipped, hosts in flight are no longer waited for.
+fn end(d: &mut Deployment, status: &str, error: Option<(&str, &str)>, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
+    for i in 0..d.targets.len() {
+        match d.targets[i].status.as_str() {
+            "Pending" => {
+                let t = &mut d.targets[i];
+                t.status = "Skipped".into();
+                for e in &mut t.events {
+                    e.status = Some("Skipped".into());
+                }
+                t.updated = ctx.now;
+                fx.push(Effect::InstanceChanged { target: i });
+            }
+            "InProgress" => {
+                if let Some(c) = d.targets[i].command.clone() {
+                    fx.push(Effect::Cancel { command: c });
+                }
+                let m = match status {
+                    "Stopped" => "The deployment was stopped before this lifecycle event finished",
+                    _ => "The deployment failed before this lifecycle event finished",
+                };
+                fail_target(d, i, diag("UnknownError", m), ctx, fx);
+            }
+            _ => {}
+        }
+    }
+    d.info.status = Some(status.into());
+    d.info.complete_time = Some(ctx.now);
+    d.info.error_information = error.map(|(code, message)| ErrorInformation {
+        code: Some(code.into()),
+        message: Some(message.into()),
+    });
+    let rollback = match (status, error.map(|e| e.0)) {
+        ("Failed", _) => d.rollback_on.iter().any(|e| e == "DEPLOYMENT_FAILURE"),
+        ("Stopped", Some("ALARM_ACTIVE")) => d.rollback_on.iter().any(|e| e == "DEPLOYMENT_STOP_ON_ALARM"),
+        ("Stopped", _) => d
+            .rollback_requested
+            .unwrap_or_else(|| d.rollback_on.iter().any(|e| e == "DEPLOYMENT_STOP_ON_REQUEST")),
+        _ => false,
+    };
+    fx.push(Effect::Ended { rollback });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_model::codedeploy::MinimumHealthyHosts;
+
+    fn deployment(n: usize, ty: &str, value: i32) -> Deployment {
+        let health = Health::of(
+            &MinimumHealthyHosts {
+                r#type: Some(ty.into()),
+                value: Some(value),
+            },
+            n,
+        )
+        .unwrap();
+        Deployment {
+            info: DeploymentInfo::default(),
+            group_id: "g".into(),
+            health,
+            targets: (0..n)
+                .map(|i| Target {
+                    instance: format!("host{i}"),
+                    host: format!("arn:aws:iam::1:user/h{i}"),
+                    status: "Pending".into(),
+                    updated: 0.0,
+                    events: ["DownloadBundle", "Install"]
+                        .iter()
+                        .map(|e| LifecycleEvent {
+                            lifecycle_event_name: Some((*e).into()),
+                            status: Some("Pending".into()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    command: None,
+                    unhealthy: false,
+                    batch: 0,
+                })
+                .collect(),
+            rollback_on: vec!["DEPLOYMENT_FAILURE".into()],
+            rollback_requested: None,
+            batches: 0,
+        }
+    }
+
+    struct Run {
+        d: Deployment,
+        n: u32,
+        /// Max hosts in progress at once.
+        peak: usize,
+        ended: Option<bool>,
+    }
+
+    impl Run {
+        fn new(d: Deployment) -> Run {
+            Run { d, n: 0, peak: 0, ended: None }
+        }
+        fn feed(&mut self, input: Input) -> Vec<Effect> {
+            let mut n = self.n;
+            let mut id = || {
+                n += 1;
+                format!("c{n}")
+            };
+            let fx = step(&mut self.d, input, &mut Ctx { now: 1.0, new_id: &mut id });
+            self.n = n;
+            self.peak = self.peak.max(self.d.count("InProgress"));
+            for f in &fx {
+                if let Effect::Ended { rollback } = f {
+                    self.ended = Some(*rollback);
+                }
+            }
+            fx
+        }
+        /// Runs to the end; hosts in `bad` fail their Install.
+        fn run(&mut self, bad: &[usize]) {
+            let mut queue: Vec<(usize, String, String)> = Vec::new();
+            let collect = |fx: Vec<Effect>, q: &mut Vec<(usize, String, String)>| {
+                for f in fx {
+                    if let Effect::Command { target, event, command } = f {
+                        q.push((target, event, command));
+                    }
+                }
+            };
+            let fx = self.feed(Input::Start);
+            collect(fx, &mut queue);
+            while let Some((target, event, command)) = (!queue.is_empty()).then(|| queue.remove(0)) {
+                let ok = !(event == "Install" && bad.contains(&target));
+                let fx = self.feed(Input::EventEnded { command, ok, diagnostics: Diagnostics::default() });
+                collect(fx, &mut queue);
+            }
+        }
+    }
+
+    #[test]
+    fn batch_sizes_follow_the_config() {
+        for (ty, v, n, peak) in [
+            ("MOST_CONCURRENCY", 1, 5, 1),
+            ("FLEET_PERCENT", 50, 5, 2),
+            ("HOST_COUNT", 0, 5, 5),
+            ("FLEET_PERCENT", 40, 9, 5),
+            ("HOST_COUNT", 6, 9, 3),
+        ] {
+            let mut r = Run::new(deployment(n, ty, v));
+            r.run(&[]);
+            assert_eq!(r.d.status(), "Succeeded", "{ty} {v}");
+            assert_eq!(r.peak, peak, "{ty} {v} on {n}");
+            assert_eq!(r.d.count("Succeeded"), n);
+        }
+    }
+
+    #[test]
+    fn one_at_a_time_fails_at_the_first_failure_but_forgives_the_last_host() {
+        let mut r = Run::new(deployment(5, "MOST_CONCURRENCY", 1));
+        r.run(&[1]);
+        assert_eq!(r.d.status(), "Failed");
+        assert_eq!(r.d.info.error_information.as_ref().unwrap().code.as_deref(), Some("HEALTH_CONSTRAINTS"));
+        assert_eq!((r.d.count("Succeeded"), r.d.count("Failed"), r.d.count("Skipped")), (1, 1, 3));
+        assert_eq!(r.ended, Some(true));
+        let mut r = Run::new(deployment(5, "MOST_CONCURRENCY", 1));
+        r.run(&[4]);
+        assert_eq!(r.d.status(), "Succeeded");
+    }
+
+    #[test]
+    fn half_at_a_time_tolerates_a_minority_of_failures() {
+        let mut r = Run::new(deployment(4, "FLEET_PERCENT", 50));
+        r.run(&[0]);
+        assert_eq!(r.d.status(), "Succeeded");
+        assert_eq!(r.d.count("Failed"), 1);
+        let mut r = Run::new(deployment(4, "FLEET_PERCENT", 50));
+        r.run(&[0, 1, 2]);
+        assert_eq!(r.d.status(), "Failed");
+    }
+
+    #[test]
+    fn unhealthy_hosts_go_first_and_stop_rolls_back_on_request() {
+        let mut d = deployment(3, "MOST_CONCURRENCY", 1);
+        d.targets[2].unhealthy = true;
+        let mut r = Run::new(d);
+        let fx = r.feed(Input::Start);
+        assert!(fx.iter().any(|f| matches!(f, Effect::Command { target: 2, .. })));
+        let fx = r.feed(Input::Stop { alarm: None, rollback: Some(true) });
+        assert!(fx.iter().any(|f| matches!(f, Effect::Cancel { .. })));
+        assert_eq!(r.d.status(), "Stopped");
+        assert_eq!(r.ended, Some(true));
+        assert_eq!(r.d.count("Skipped"), 2);
+    }
+
+    #[test]
+    fn no_instances_fails_at_once() {
+        let mut r = Run::new(deployment(0, "HOST_COUNT", 0));
+        r.feed(Input::Start);
+        assert_eq!(r.d.status(), "Failed");
+        assert_eq!(r.d.info.error_information.unwrap().code.as_deref(), Some("NO_INSTANCES"));
+    }
+}
