@@ -670,8 +670,12 @@ fn generate_all(root: &Path) -> Result<BTreeMap<String, String>> {
         "//! Code generated from AWS's service models by `cargo xtask codegen`; do not edit.\n"
     )?;
     let mut table = String::new();
-    let botocore = SERVICES.iter().map(|(s, m)| (format!("models/botocore/{s}.json"), *m));
-    let agent = AGENT_SERVICES.iter().map(|(s, m)| (format!("models/agent/{s}.json"), *m));
+    let botocore = SERVICES
+        .iter()
+        .map(|(s, m)| (format!("models/botocore/{s}.json"), *m));
+    let agent = AGENT_SERVICES
+        .iter()
+        .map(|(s, m)| (format!("models/agent/{s}.json"), *m));
     for (file, module) in botocore.chain(agent) {
         let path = root.join(file);
         let text = std::fs::read_to_string(&path)

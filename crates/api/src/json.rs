@@ -13,13 +13,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use slipway_codebuild::service::CodeBuild;
 use slipway_model::{
-    codebuild, codecommit, codedeploy, codepipeline, logs, ssm, ApiError, Context,
+    codebuild, codecommit, codedeploy, codedeploy_commands, codepipeline, logs, ssm, ApiError,
+    Context,
 };
 use std::sync::Arc;
-
-/// Services with no operation built yet: every operation answers 501 through the defaults.
-struct Unbuilt;
-impl codedeploy::CodeDeployApi for Unbuilt {}
 
 pub(crate) fn respond(request_id: &str, result: Result<Vec<u8>, ApiError>) -> Response {
     let (status, body) = match result {
@@ -191,6 +188,32 @@ fn codepipeline_resources(cp: &slipway_codepipeline::CodePipeline, input: &Value
     out
 }
 
+/// The applications, groups and configs a CodeDeploy operation names, for IAM (`*` for the
+/// others: deployments and instances are authorised on `*`).
+fn codedeploy_resources(cd: &slipway_codedeploy::CodeDeploy, input: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let app = input.get("applicationName").and_then(Value::as_str);
+    let group = input
+        .get("deploymentGroupName")
+        .or_else(|| input.get("currentDeploymentGroupName"))
+        .and_then(Value::as_str);
+    match (app, group) {
+        (Some(a), Some(g)) => out.push(cd.group_arn(a, g)),
+        (Some(a), None) => out.push(cd.application_arn(a)),
+        _ => {}
+    }
+    if let Some(c) = input.get("deploymentConfigName").and_then(Value::as_str) {
+        out.push(cd.config_arn(c));
+    }
+    if let Some(a) = input.get("ResourceArn").and_then(Value::as_str) {
+        out.push(a.to_owned());
+    }
+    if out.is_empty() {
+        out.push("*".into());
+    }
+    out
+}
+
 /// The fallback handler: everything that is not git or `/-/` is an AWS API request.
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -291,8 +314,10 @@ async fn handle_inner(
     let codebuild = state.codebuild.in_region(&region);
     let ssm = state.ssm.in_region(&region);
     let pipelines = state.codepipeline.in_region(&region);
+    let deploy = state.codedeploy.in_region(&region);
     let resources = match *signing {
         "codepipeline" => codepipeline_resources(&pipelines, &input),
+        "codedeploy" => codedeploy_resources(&deploy, &input),
         "codecommit" => codecommit_resources(&codecommit, &input),
         "ssm" => ssm_resources(&ssm, &input),
         "codebuild" => codebuild_resources(&codebuild, operation, &input),
@@ -354,7 +379,14 @@ async fn handle_inner(
             let svc = crate::codepipeline_api::CodePipelineService { cp: pipelines };
             codepipeline::dispatch(&svc, &ctx, operation, input).await
         }
-        "codedeploy" => codedeploy::dispatch(&Unbuilt, &ctx, operation, input).await,
+        "codedeploy" => {
+            let svc = crate::codedeploy_api::CodeDeployService { cd: deploy };
+            codedeploy::dispatch(&svc, &ctx, operation, input).await
+        }
+        "codedeploy-commands" => {
+            let svc = crate::codedeploy_api::CommandService { cd: deploy };
+            codedeploy_commands::dispatch(&svc, &ctx, operation, input).await
+        }
         "logs" => {
             let svc = crate::logs_api::LogsService { cb: codebuild };
             logs::dispatch(&svc, &ctx, operation, input).await

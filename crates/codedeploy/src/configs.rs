@@ -21,7 +21,10 @@ const PREDEFINED: &[(&str, &str, i32)] = &[
 const OTHER_PLATFORMS: &[(&str, &str)] = &[
     ("CodeDeployDefault.LambdaAllAtOnce", "Lambda"),
     ("CodeDeployDefault.LambdaCanary10Percent5Minutes", "Lambda"),
-    ("CodeDeployDefault.LambdaLinear10PercentEvery1Minute", "Lambda"),
+    (
+        "CodeDeployDefault.LambdaLinear10PercentEvery1Minute",
+        "Lambda",
+    ),
     ("CodeDeployDefault.ECSAllAtOnce", "ECS"),
     ("CodeDeployDefault.ECSCanary10Percent5Minutes", "ECS"),
     ("CodeDeployDefault.ECSLinear10PercentEvery1Minutes", "ECS"),
@@ -68,7 +71,10 @@ impl Health {
 fn predefined(name: &str) -> Option<DeploymentConfigInfo> {
     let (n, ty, value) = PREDEFINED.iter().find(|(n, _, _)| *n == name)?;
     Some(DeploymentConfigInfo {
-        deployment_config_id: Some(format!("predefined-{}", n.trim_start_matches("CodeDeployDefault."))),
+        deployment_config_id: Some(format!(
+            "predefined-{}",
+            n.trim_start_matches("CodeDeployDefault.")
+        )),
         deployment_config_name: Some((*n).into()),
         minimum_healthy_hosts: Some(MinimumHealthyHosts {
             r#type: Some((*ty).into()),
@@ -157,7 +163,15 @@ impl CodeDeploy {
             ..Default::default()
         };
         let mut tx = self.store().begin_write().await?;
-        if !db::insert_config(&mut tx, &self.region, name, &serde_json::to_string(&info)?, t).await? {
+        if !db::insert_config(
+            &mut tx,
+            &self.region,
+            name,
+            &serde_json::to_string(&info)?,
+            t,
+        )
+        .await?
+        {
             return Err(err(
                 ErrorKind::DeploymentConfigAlreadyExistsException,
                 format!("Deployment config {name} already exists"),
@@ -178,7 +192,9 @@ impl CodeDeploy {
         let in_use = db::all_groups(&mut tx, &self.region)
             .await?
             .into_iter()
-            .filter_map(|g| serde_json::from_str::<slipway_model::codedeploy::DeploymentGroupInfo>(&g.doc).ok())
+            .filter_map(|g| {
+                serde_json::from_str::<slipway_model::codedeploy::DeploymentGroupInfo>(&g.doc).ok()
+            })
             .any(|g| g.deployment_config_name.as_deref() == Some(name));
         if in_use {
             return Err(err(
@@ -224,7 +240,10 @@ mod tests {
         let h = Health::of(&mh("FLEET_PERCENT", 50), 5).unwrap();
         assert_eq!(h.concurrency(5), 2);
         // AllAtOnce: everything.
-        assert_eq!(Health::of(&mh("HOST_COUNT", 0), 5).unwrap().concurrency(5), 5);
+        assert_eq!(
+            Health::of(&mh("HOST_COUNT", 0), 5).unwrap().concurrency(5),
+            5
+        );
         // OneAtATime: one, and all but one must succeed.
         let h = Health::of(&mh("MOST_CONCURRENCY", 1), 5).unwrap();
         assert_eq!((h.min_healthy, h.concurrency(5)), (4, 1));

@@ -49,11 +49,16 @@ impl CodeDeploy {
         let group = self.group(&app, &group_name).await?;
         let revision = match input.revision.as_ref() {
             Some(r) => crate::applications::check_revision(Some(r))?.clone(),
-            None => group.target_revision.clone().ok_or_else(|| {
-                err(ErrorKind::RevisionRequiredException, "Revision is required")
-            })?,
+            None => group
+                .target_revision
+                .clone()
+                .ok_or_else(|| err(ErrorKind::RevisionRequiredException, "Revision is required"))?,
         };
-        if input.description.as_ref().is_some_and(|d| d.chars().count() > 100) {
+        if input
+            .description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > 100)
+        {
             return Err(err(
                 ErrorKind::DescriptionTooLongException,
                 "The description is too long (at most 100 characters)",
@@ -90,10 +95,19 @@ impl CodeDeploy {
             deployment_config_name: input.deployment_config_name.clone(),
             revision: Some(revision),
             description: input.description.clone(),
-            ignore_application_stop_failures: Some(input.ignore_application_stop_failures.unwrap_or(false)),
+            ignore_application_stop_failures: Some(
+                input.ignore_application_stop_failures.unwrap_or(false),
+            ),
             auto_rollback_configuration: input.auto_rollback_configuration.clone(),
-            update_outdated_instances_only: Some(input.update_outdated_instances_only.unwrap_or(false)),
-            file_exists_behavior: Some(input.file_exists_behavior.clone().unwrap_or_else(|| "DISALLOW".into())),
+            update_outdated_instances_only: Some(
+                input.update_outdated_instances_only.unwrap_or(false),
+            ),
+            file_exists_behavior: Some(
+                input
+                    .file_exists_behavior
+                    .clone()
+                    .unwrap_or_else(|| "DISALLOW".into()),
+            ),
             override_alarm_configuration: input.override_alarm_configuration.clone(),
             ..Default::default()
         };
@@ -101,7 +115,10 @@ impl CodeDeploy {
             self.get_config(c).await?;
         }
         let mut tx = self.store().begin_write().await?;
-        if db::active_in_group(&mut tx, &self.region, &app, &group_name).await?.is_some() {
+        if db::active_in_group(&mut tx, &self.region, &app, &group_name)
+            .await?
+            .is_some()
+        {
             return Err(err(
                 ErrorKind::DeploymentLimitExceededException,
                 format!("The deployment group {group_name} already has an active deployment"),
@@ -109,7 +126,15 @@ impl CodeDeploy {
         }
         info.creator = Some("user".into());
         let id = self
-            .start_deployment(&mut tx, info, Origin { creator: "user".into(), rollback_of: None }, None)
+            .start_deployment(
+                &mut tx,
+                info,
+                Origin {
+                    creator: "user".into(),
+                    rollback_of: None,
+                },
+                None,
+            )
             .await?;
         tx.commit().await?;
         self.inner.commands.notify_waiters();
@@ -159,7 +184,8 @@ impl CodeDeploy {
         let row = db::get_group(tx, &self.region, &app, &group_name)
             .await?
             .ok_or_else(|| crate::groups::group_missing(&app, &group_name))?;
-        let mut group: slipway_model::codedeploy::DeploymentGroupInfo = serde_json::from_str(&row.doc)?;
+        let mut group: slipway_model::codedeploy::DeploymentGroupInfo =
+            serde_json::from_str(&row.doc)?;
         let config_name = info
             .deployment_config_name
             .clone()
@@ -170,8 +196,14 @@ impl CodeDeploy {
         let t = now();
         // The hosts: registered instances the group's tags select.
         let mut targets = Vec::new();
-        let previous = match group.last_attempted_deployment.as_ref().and_then(|l| l.deployment_id.clone()) {
-            Some(prev) => db::get_deployment(tx, &prev).await?.and_then(|r| serde_json::from_str::<Deployment>(&r.state).ok()),
+        let previous = match group
+            .last_attempted_deployment
+            .as_ref()
+            .and_then(|l| l.deployment_id.clone())
+        {
+            Some(prev) => db::get_deployment(tx, &prev)
+                .await?
+                .and_then(|r| serde_json::from_str::<Deployment>(&r.state).ok()),
             None => None,
         };
         let style = group.deployment_style.clone().unwrap_or_default();
@@ -193,7 +225,9 @@ impl CodeDeploy {
                 continue;
             }
             let unhealthy = previous.as_ref().is_some_and(|p| {
-                p.targets.iter().any(|x| x.instance == row.name && x.status == "Failed")
+                p.targets
+                    .iter()
+                    .any(|x| x.instance == row.name && x.status == "Failed")
             });
             targets.push(Target {
                 instance: row.name.clone(),
@@ -241,7 +275,9 @@ impl CodeDeploy {
             info.rollback_info = Some(RollbackInfo {
                 rollback_deployment_id: None,
                 rollback_triggering_deployment_id: Some(of.clone()),
-                rollback_message: Some(format!("This deployment was created by CodeDeploy to roll back {of}")),
+                rollback_message: Some(format!(
+                    "This deployment was created by CodeDeploy to roll back {of}"
+                )),
             });
         }
         let mut d = Deployment {
@@ -264,7 +300,11 @@ impl CodeDeploy {
                     if let Ok(o) = self
                         .inner
                         .s3
-                        .object(s3.bucket.as_deref().unwrap_or(""), s3.key.as_deref().unwrap_or(""), s3.version.as_deref())
+                        .object(
+                            s3.bucket.as_deref().unwrap_or(""),
+                            s3.key.as_deref().unwrap_or(""),
+                            s3.version.as_deref(),
+                        )
                         .await
                     {
                         if o.version_id != "null" {
@@ -277,7 +317,15 @@ impl CodeDeploy {
         }
         let revision = d.info.revision.clone().unwrap_or_default();
         group.target_revision = Some(revision.clone());
-        db::update_group(tx, &self.region, &app, &group_name, &group_name, &serde_json::to_string(&group)?).await?;
+        db::update_group(
+            tx,
+            &self.region,
+            &app,
+            &group_name,
+            &group_name,
+            &serde_json::to_string(&group)?,
+        )
+        .await?;
         let key = crate::applications::revision_key(&revision);
         let used = db::get_revision(tx, &self.region, &app, &key).await?;
         let mut groups: Vec<String> = used
@@ -286,7 +334,15 @@ impl CodeDeploy {
         if !groups.contains(&group_name) {
             groups.push(group_name.clone());
         }
-        db::revision_used(tx, &self.region, &app, &key, &serde_json::to_string(&groups)?, t).await?;
+        db::revision_used(
+            tx,
+            &self.region,
+            &app,
+            &key,
+            &serde_json::to_string(&groups)?,
+            t,
+        )
+        .await?;
         db::insert_deployment(
             tx,
             &db::DeploymentRow {
@@ -320,7 +376,14 @@ impl CodeDeploy {
             return Ok(id);
         }
         let mut new_id = crate::new_id;
-        let fx = orchestrator::step(&mut d, Input::Start, &mut Ctx { now: t, new_id: &mut new_id });
+        let fx = orchestrator::step(
+            &mut d,
+            Input::Start,
+            &mut Ctx {
+                now: t,
+                new_id: &mut new_id,
+            },
+        );
         self.event(tx, &d, "START").await?;
         self.persist(tx, &id, &mut d, fx).await?;
         Ok(id)
@@ -339,7 +402,11 @@ impl CodeDeploy {
             let mut rollback = false;
             for f in &fx {
                 match f {
-                    Effect::Command { target, event, command } => {
+                    Effect::Command {
+                        target,
+                        event,
+                        command,
+                    } => {
                         let tg = &d.targets[*target];
                         if orchestrator::is_service_event(event) {
                             // The service's own traffic events: no load balancer moves yet in
@@ -376,7 +443,11 @@ impl CodeDeploy {
             let service: Vec<String> = fx
                 .iter()
                 .filter_map(|f| match f {
-                    Effect::Command { event, command, .. } if orchestrator::is_service_event(event) => Some(command.clone()),
+                    Effect::Command { event, command, .. }
+                        if orchestrator::is_service_event(event) =>
+                    {
+                        Some(command.clone())
+                    }
                     _ => None,
                 })
                 .collect();
@@ -391,7 +462,10 @@ impl CodeDeploy {
                             ok: true,
                             diagnostics: success(),
                         },
-                        &mut Ctx { now: t, new_id: &mut new_id },
+                        &mut Ctx {
+                            now: t,
+                            new_id: &mut new_id,
+                        },
                     ));
                 }
                 return self.persist(tx, id, d, more).await;
@@ -400,13 +474,27 @@ impl CodeDeploy {
                 self.finish(tx, id, d, rollback).await?;
             }
             d.info.deployment_overview = Some(d.overview());
-            db::update_deployment(tx, id, d.status(), !d.is_done(), &serde_json::to_string(&*d)?, t).await?;
+            db::update_deployment(
+                tx,
+                id,
+                d.status(),
+                !d.is_done(),
+                &serde_json::to_string(&*d)?,
+                t,
+            )
+            .await?;
             Ok(())
         })
     }
 
     /// A deployment ended: the group's last deployments, the event, and the rollback.
-    async fn finish(&self, tx: &mut Conn, id: &str, d: &mut Deployment, rollback: bool) -> Result<()> {
+    async fn finish(
+        &self,
+        tx: &mut Conn,
+        id: &str,
+        d: &mut Deployment,
+        rollback: bool,
+    ) -> Result<()> {
         let app = d.info.application_name.clone().unwrap_or_default();
         let group = d.info.deployment_group_name.clone().unwrap_or_default();
         let last = LastDeploymentInfo {
@@ -423,7 +511,12 @@ impl CodeDeploy {
             _ => "FAILURE",
         };
         self.event(tx, d, state).await?;
-        if !rollback || d.info.rollback_info.as_ref().is_some_and(|r| r.rollback_triggering_deployment_id.is_some()) {
+        if !rollback
+            || d.info
+                .rollback_info
+                .as_ref()
+                .is_some_and(|r| r.rollback_triggering_deployment_id.is_some())
+        {
             return Ok(());
         }
         // Roll back: the last successful deployment's revision, as a new deployment to the
@@ -431,8 +524,14 @@ impl CodeDeploy {
         let row = db::get_group(tx, &self.region, &app, &group).await?;
         let g: Option<slipway_model::codedeploy::DeploymentGroupInfo> =
             row.map(|r| serde_json::from_str(&r.doc)).transpose()?;
-        let good = match g.as_ref().and_then(|g| g.last_successful_deployment.as_ref()).and_then(|l| l.deployment_id.clone()) {
-            Some(good) => db::get_deployment(tx, &good).await?.and_then(|r| serde_json::from_str::<Deployment>(&r.state).ok()),
+        let good = match g
+            .as_ref()
+            .and_then(|g| g.last_successful_deployment.as_ref())
+            .and_then(|l| l.deployment_id.clone())
+        {
+            Some(good) => db::get_deployment(tx, &good)
+                .await?
+                .and_then(|r| serde_json::from_str::<Deployment>(&r.state).ok()),
             None => None,
         };
         let Some(good) = good else {
@@ -550,11 +649,20 @@ impl CodeDeploy {
     }
 
     pub(crate) async fn apply_in(&self, tx: &mut Conn, id: &str, input: Input) -> Result<()> {
-        let row = db::get_deployment(tx, id).await?.ok_or_else(|| deployment_missing(id))?;
+        let row = db::get_deployment(tx, id)
+            .await?
+            .ok_or_else(|| deployment_missing(id))?;
         let mut d: Deployment = serde_json::from_str(&row.state)?;
         let svc = self.in_region(&row.region);
         let mut new_id = crate::new_id;
-        let fx = orchestrator::step(&mut d, input, &mut Ctx { now: now(), new_id: &mut new_id });
+        let fx = orchestrator::step(
+            &mut d,
+            input,
+            &mut Ctx {
+                now: now(),
+                new_id: &mut new_id,
+            },
+        );
         if fx.is_empty() {
             return Ok(());
         }
@@ -621,7 +729,16 @@ impl CodeDeploy {
             }
             (None, None) => {}
         }
-        const STATUSES: &[&str] = &["Created", "Queued", "InProgress", "Baking", "Succeeded", "Failed", "Stopped", "Ready"];
+        const STATUSES: &[&str] = &[
+            "Created",
+            "Queued",
+            "InProgress",
+            "Baking",
+            "Succeeded",
+            "Failed",
+            "Stopped",
+            "Ready",
+        ];
         if let Some(bad) = statuses.iter().find(|s| !STATUSES.contains(&s.as_str())) {
             return Err(err(
                 ErrorKind::InvalidDeploymentStatusException,
@@ -630,7 +747,10 @@ impl CodeDeploy {
         }
         if let Some((Some(s), Some(e))) = range {
             if s > e {
-                return Err(err(ErrorKind::InvalidTimeRangeException, "The time range's start is after its end"));
+                return Err(err(
+                    ErrorKind::InvalidTimeRangeException,
+                    "The time range's start is after its end",
+                ));
             }
         }
         let mut conn = self.store().pool().acquire().await?;
@@ -646,7 +766,11 @@ impl CodeDeploy {
             .collect())
     }
 
-    pub async fn stop_deployment(&self, id: &str, rollback: Option<bool>) -> Result<(String, String)> {
+    pub async fn stop_deployment(
+        &self,
+        id: &str,
+        rollback: Option<bool>,
+    ) -> Result<(String, String)> {
         let d = self.deployment(id).await?;
         if d.is_done() {
             return Err(err(
@@ -654,7 +778,14 @@ impl CodeDeploy {
                 format!("The deployment {id} has already completed"),
             ));
         }
-        self.apply(id, Input::Stop { alarm: None, rollback }).await?;
+        self.apply(
+            id,
+            Input::Stop {
+                alarm: None,
+                rollback,
+            },
+        )
+        .await?;
         Ok(("Succeeded".into(), "The deployment was stopped".into()))
     }
 
@@ -685,7 +816,11 @@ impl CodeDeploy {
         Ok(self.summary(&d, t))
     }
 
-    pub async fn deployment_instances(&self, id: &str, ids: &[String]) -> Result<(Vec<InstanceSummary>, Option<String>)> {
+    pub async fn deployment_instances(
+        &self,
+        id: &str,
+        ids: &[String],
+    ) -> Result<(Vec<InstanceSummary>, Option<String>)> {
         if ids.len() > 100 {
             return Err(err(
                 ErrorKind::BatchLimitExceededException,
@@ -701,14 +836,32 @@ impl CodeDeploy {
                 None => missing.push(i.clone()),
             }
         }
-        Ok((out, (!missing.is_empty()).then(|| format!("Instances not found: {}", missing.join(", ")))))
+        Ok((
+            out,
+            (!missing.is_empty()).then(|| format!("Instances not found: {}", missing.join(", "))),
+        ))
     }
 
     /// The instances of a deployment (their instance ids), filtered by status.
-    pub async fn list_deployment_instances(&self, id: &str, statuses: &[String]) -> Result<Vec<String>> {
-        const OK: &[&str] = &["Pending", "InProgress", "Succeeded", "Failed", "Skipped", "Unknown", "Ready"];
+    pub async fn list_deployment_instances(
+        &self,
+        id: &str,
+        statuses: &[String],
+    ) -> Result<Vec<String>> {
+        const OK: &[&str] = &[
+            "Pending",
+            "InProgress",
+            "Succeeded",
+            "Failed",
+            "Skipped",
+            "Unknown",
+            "Ready",
+        ];
         if let Some(bad) = statuses.iter().find(|s| !OK.contains(&s.as_str())) {
-            return Err(err(ErrorKind::InvalidInstanceStatusException, format!("The instance status {bad} is not valid")));
+            return Err(err(
+                ErrorKind::InvalidInstanceStatusException,
+                format!("The instance status {bad} is not valid"),
+            ));
         }
         let d = self.deployment(id).await?;
         Ok(d.targets
@@ -718,7 +871,11 @@ impl CodeDeploy {
             .collect())
     }
 
-    pub async fn deployment_targets(&self, id: &str, ids: &[String]) -> Result<Vec<DeploymentTarget>> {
+    pub async fn deployment_targets(
+        &self,
+        id: &str,
+        ids: &[String],
+    ) -> Result<Vec<DeploymentTarget>> {
         if ids.len() > 25 {
             return Err(err(
                 ErrorKind::DeploymentTargetListSizeExceededException,
@@ -729,7 +886,10 @@ impl CodeDeploy {
         let mut out = Vec::new();
         for i in ids {
             let t = Self::find_target(&d, i).ok_or_else(|| {
-                err(ErrorKind::DeploymentTargetDoesNotExistException, format!("The target {i} is not part of deployment {id}"))
+                err(
+                    ErrorKind::DeploymentTargetDoesNotExistException,
+                    format!("The target {i} is not part of deployment {id}"),
+                )
             })?;
             out.push(DeploymentTarget {
                 deployment_target_type: Some("InstanceTarget".into()),
@@ -748,7 +908,11 @@ impl CodeDeploy {
         Ok(out)
     }
 
-    pub async fn list_deployment_targets(&self, id: &str, statuses: &[String]) -> Result<Vec<String>> {
+    pub async fn list_deployment_targets(
+        &self,
+        id: &str,
+        statuses: &[String],
+    ) -> Result<Vec<String>> {
         let d = self.deployment(id).await?;
         Ok(d.targets
             .iter()
@@ -761,7 +925,10 @@ impl CodeDeploy {
     pub async fn continue_deployment(&self, id: &str) -> Result<()> {
         let d = self.deployment(id).await?;
         if d.is_done() {
-            return Err(err(ErrorKind::DeploymentAlreadyCompletedException, format!("The deployment {id} has already completed")));
+            return Err(err(
+                ErrorKind::DeploymentAlreadyCompletedException,
+                format!("The deployment {id} has already completed"),
+            ));
         }
         Err(err(
             ErrorKind::DeploymentIsNotInReadyStateException,
@@ -804,9 +971,19 @@ impl CodeDeploy {
                 continue;
             }
             let mut tx = self.store().begin_write().await?;
-            if db::get_command(&mut tx, &c.command_id).await?.is_some_and(|x| x.status == c.status && x.updated == c.updated) {
+            if db::get_command(&mut tx, &c.command_id)
+                .await?
+                .is_some_and(|x| x.status == c.status && x.updated == c.updated)
+            {
                 db::set_command(&mut tx, &c.command_id, "Failed", t).await?;
-                self.apply_in(&mut tx, &c.deployment_id, Input::HostLost { command: c.command_id.clone() }).await?;
+                self.apply_in(
+                    &mut tx,
+                    &c.deployment_id,
+                    Input::HostLost {
+                        command: c.command_id.clone(),
+                    },
+                )
+                .await?;
             }
             tx.commit().await?;
             self.inner.commands.notify_waiters();

@@ -68,7 +68,9 @@ fn check_filters(filters: &[TagFilter]) -> Result<()> {
 /// be.
 fn check_group(g: &DeploymentGroupInfo, asg: bool, ecs: bool) -> Result<()> {
     if g.ec2_tag_filters.as_ref().is_some_and(|f| !f.is_empty())
-        || g.ec2_tag_set.as_ref().is_some_and(|s| s.ec2_tag_set_list.as_ref().is_some_and(|l| !l.is_empty()))
+        || g.ec2_tag_set
+            .as_ref()
+            .is_some_and(|s| s.ec2_tag_set_list.as_ref().is_some_and(|l| !l.is_empty()))
     {
         return Err(err(
             ErrorKind::InvalidEC2TagException,
@@ -87,7 +89,10 @@ fn check_group(g: &DeploymentGroupInfo, asg: bool, ecs: bool) -> Result<()> {
             "ECS services are for the ECS compute platform, which Slipway does not run",
         ));
     }
-    let filters = g.on_premises_instance_tag_filters.as_deref().unwrap_or_default();
+    let filters = g
+        .on_premises_instance_tag_filters
+        .as_deref()
+        .unwrap_or_default();
     let set = g
         .on_premises_tag_set
         .as_ref()
@@ -116,7 +121,10 @@ fn check_group(g: &DeploymentGroupInfo, asg: bool, ecs: bool) -> Result<()> {
                 "A deployment group has at most 10 triggers",
             ));
         }
-        if triggers.iter().any(|t| t.trigger_name.as_deref().unwrap_or("").is_empty() || t.trigger_target_arn.as_deref().unwrap_or("").is_empty()) {
+        if triggers.iter().any(|t| {
+            t.trigger_name.as_deref().unwrap_or("").is_empty()
+                || t.trigger_target_arn.as_deref().unwrap_or("").is_empty()
+        }) {
             return Err(err(
                 ErrorKind::InvalidTriggerConfigException,
                 "A trigger needs a name and a target ARN",
@@ -155,9 +163,16 @@ fn check_group(g: &DeploymentGroupInfo, asg: bool, ecs: bool) -> Result<()> {
     let blue_green = style.deployment_type.as_deref() == Some("BLUE_GREEN");
     let lb = g.load_balancer_info.as_ref();
     let target_groups = lb
-        .map(|l| l.target_group_info_list.iter().flatten().count() + l.elb_info_list.iter().flatten().count())
+        .map(|l| {
+            l.target_group_info_list.iter().flatten().count()
+                + l.elb_info_list.iter().flatten().count()
+        })
         .unwrap_or(0);
-    if lb.is_some_and(|l| l.target_group_pair_info_list.as_ref().is_some_and(|p| !p.is_empty())) {
+    if lb.is_some_and(|l| {
+        l.target_group_pair_info_list
+            .as_ref()
+            .is_some_and(|p| !p.is_empty())
+    }) {
         return Err(err(
             ErrorKind::InvalidTargetGroupPairException,
             "Target group pairs are for the ECS compute platform, which Slipway does not run",
@@ -184,7 +199,10 @@ impl CodeDeploy {
         let name = input.deployment_group_name.clone().unwrap_or_default();
         let role = input.service_role_arn.clone().unwrap_or_default();
         if role.is_empty() {
-            return Err(err(ErrorKind::RoleRequiredException, "Role ARN is required"));
+            return Err(err(
+                ErrorKind::RoleRequiredException,
+                "Role ARN is required",
+            ));
         }
         if !role.starts_with("arn:") {
             return Err(err(
@@ -217,7 +235,9 @@ impl CodeDeploy {
                 }
             })),
             outdated_instances_strategy: Some(
-                input.outdated_instances_strategy.unwrap_or_else(|| "UPDATE".into()),
+                input
+                    .outdated_instances_strategy
+                    .unwrap_or_else(|| "UPDATE".into()),
             ),
             blue_green_deployment_configuration: input.blue_green_deployment_configuration,
             load_balancer_info: input.load_balancer_info,
@@ -248,8 +268,12 @@ impl CodeDeploy {
                 format!("The deployment group {name} already exists in application {app}"),
             ));
         }
-        self.put_tags(&mut tx, &self.group_arn(&app, &name), input.tags.as_deref().unwrap_or_default())
-            .await?;
+        self.put_tags(
+            &mut tx,
+            &self.group_arn(&app, &name),
+            input.tags.as_deref().unwrap_or_default(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -307,9 +331,15 @@ impl CodeDeploy {
 
     pub async fn update_group(&self, input: UpdateDeploymentGroupInput) -> Result<()> {
         let app = input.application_name.clone().unwrap_or_default();
-        let name = input.current_deployment_group_name.clone().unwrap_or_default();
+        let name = input
+            .current_deployment_group_name
+            .clone()
+            .unwrap_or_default();
         let mut g = self.group(&app, &name).await?;
-        let new_name = input.new_deployment_group_name.clone().unwrap_or_else(|| name.clone());
+        let new_name = input
+            .new_deployment_group_name
+            .clone()
+            .unwrap_or_else(|| name.clone());
         if let Some(c) = input.deployment_config_name {
             self.get_config(&c).await?;
             g.deployment_config_name = Some(c);
@@ -347,7 +377,16 @@ impl CodeDeploy {
             input.ecs_services.is_some_and(|e| !e.is_empty()),
         )?;
         let mut tx = self.store().begin_write().await?;
-        if !db::update_group(&mut tx, &self.region, &app, &name, &new_name, &serde_json::to_string(&g)?).await? {
+        if !db::update_group(
+            &mut tx,
+            &self.region,
+            &app,
+            &name,
+            &new_name,
+            &serde_json::to_string(&g)?,
+        )
+        .await?
+        {
             return Err(err(
                 ErrorKind::DeploymentGroupAlreadyExistsException,
                 format!("The deployment group {new_name} already exists in application {app}"),
@@ -358,7 +397,8 @@ impl CodeDeploy {
             let mut conn_tags = slipway_store::tags::get(&mut tx, "codedeploy", &old).await?;
             self.drop_tags(&mut tx, &old).await?;
             let list = crate::applications::tag_list(std::mem::take(&mut conn_tags));
-            self.put_tags(&mut tx, &self.group_arn(&app, &new_name), &list).await?;
+            self.put_tags(&mut tx, &self.group_arn(&app, &new_name), &list)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -389,7 +429,15 @@ impl CodeDeploy {
             g.last_successful_deployment = Some(last.clone());
         }
         g.last_attempted_deployment = Some(last);
-        db::update_group(conn, &self.region, app, group, group, &serde_json::to_string(&g)?).await?;
+        db::update_group(
+            conn,
+            &self.region,
+            app,
+            group,
+            group,
+            &serde_json::to_string(&g)?,
+        )
+        .await?;
         Ok(())
     }
 }

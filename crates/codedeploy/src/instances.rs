@@ -58,7 +58,8 @@ impl CodeDeploy {
                 u
             }
             (None, Some(s)) => {
-                if !(s.starts_with("arn:") && s.contains(":sts::") && s.contains(":assumed-role/")) {
+                if !(s.starts_with("arn:") && s.contains(":sts::") && s.contains(":assumed-role/"))
+                {
                     return Err(err(
                         ErrorKind::InvalidIamSessionArnException,
                         format!("The IAM session ARN {s} is not valid"),
@@ -86,7 +87,10 @@ impl CodeDeploy {
             } else {
                 ErrorKind::IamSessionArnAlreadyRegisteredException
             };
-            return Err(err(kind, format!("The IAM ARN {iam} is already registered with another instance")));
+            return Err(err(
+                kind,
+                format!("The IAM ARN {iam} is already registered with another instance"),
+            ));
         }
         let info = InstanceInfo {
             instance_name: Some(name.into()),
@@ -182,8 +186,14 @@ impl CodeDeploy {
             }
         };
         for f in filters {
-            if !matches!(f.r#type.as_deref(), Some("KEY_ONLY" | "VALUE_ONLY" | "KEY_AND_VALUE") | None) {
-                return Err(err(ErrorKind::InvalidTagFilterException, "The tag filter type is not valid"));
+            if !matches!(
+                f.r#type.as_deref(),
+                Some("KEY_ONLY" | "VALUE_ONLY" | "KEY_AND_VALUE") | None
+            ) {
+                return Err(err(
+                    ErrorKind::InvalidTagFilterException,
+                    "The tag filter type is not valid",
+                ));
             }
         }
         let group = slipway_model::codedeploy::DeploymentGroupInfo {
@@ -216,7 +226,10 @@ impl CodeDeploy {
                 "At most 10 instances can be tagged at once",
             ));
         }
-        if tags.iter().any(|t| t.key.as_deref().unwrap_or("").is_empty()) {
+        if tags
+            .iter()
+            .any(|t| t.key.as_deref().unwrap_or("").is_empty())
+        {
             return Err(err(ErrorKind::InvalidTagException, "A tag needs a key"));
         }
         let mut tx = self.store().begin_write().await?;

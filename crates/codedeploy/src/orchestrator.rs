@@ -45,7 +45,10 @@ pub fn is_service_event(event: &str) -> bool {
 
 /// Events whose failure `ignoreApplicationStopFailures` lets pass.
 fn ignorable(event: &str) -> bool {
-    matches!(event, "ApplicationStop" | "BeforeBlockTraffic" | "AfterBlockTraffic")
+    matches!(
+        event,
+        "ApplicationStop" | "BeforeBlockTraffic" | "AfterBlockTraffic"
+    )
 }
 
 /// One host of a deployment.
@@ -99,7 +102,9 @@ pub enum Input {
         diagnostics: Diagnostics,
     },
     /// A host's agent stopped answering about a command.
-    HostLost { command: String },
+    HostLost {
+        command: String,
+    },
     /// StopDeployment, or an alarm (its name).
     Stop {
         alarm: Option<String>,
@@ -193,13 +198,21 @@ pub fn step(d: &mut Deployment, input: Input, ctx: &mut Ctx) -> Vec<Effect> {
             ok,
             diagnostics,
         } => {
-            let Some(i) = d.targets.iter().position(|t| t.command.as_deref() == Some(&command)) else {
+            let Some(i) = d
+                .targets
+                .iter()
+                .position(|t| t.command.as_deref() == Some(&command))
+            else {
                 return fx;
             };
             event_ended(d, i, ok, diagnostics, ctx, &mut fx);
         }
         Input::HostLost { command } => {
-            let Some(i) = d.targets.iter().position(|t| t.command.as_deref() == Some(&command)) else {
+            let Some(i) = d
+                .targets
+                .iter()
+                .position(|t| t.command.as_deref() == Some(&command))
+            else {
                 return fx;
             };
             let dg = diag("UnknownError", "The host's agent stopped answering: no word about this lifecycle event within the agent timeout");
@@ -209,10 +222,18 @@ pub fn step(d: &mut Deployment, input: Input, ctx: &mut Ctx) -> Vec<Effect> {
             d.rollback_requested = rollback;
             match alarm {
                 Some(name) => {
-                    let m = format!("The deployment was stopped because the health check {name} failed");
+                    let m = format!(
+                        "The deployment was stopped because the health check {name} failed"
+                    );
                     end(d, "Stopped", Some(("ALARM_ACTIVE", &m)), ctx, &mut fx);
                 }
-                None => end(d, "Stopped", Some(("MANUAL_STOP", "The deployment was stopped by a user")), ctx, &mut fx),
+                None => end(
+                    d,
+                    "Stopped",
+                    Some(("MANUAL_STOP", "The deployment was stopped by a user")),
+                    ctx,
+                    &mut fx,
+                ),
             }
             return fx;
         }
@@ -231,7 +252,11 @@ fn event_ended(
 ) {
     let ignore = d.info.ignore_application_stop_failures == Some(true);
     let t = &mut d.targets[i];
-    let Some(k) = t.events.iter().position(|e| e.status.as_deref() == Some("InProgress")) else {
+    let Some(k) = t
+        .events
+        .iter()
+        .position(|e| e.status.as_deref() == Some("InProgress"))
+    else {
         return;
     };
     let name = t.events[k].lifecycle_event_name.clone().unwrap_or_default();
@@ -251,7 +276,11 @@ fn event_ended(
 /// Starts target `i`'s next pending event, or ends it as succeeded.
 fn next_event(d: &mut Deployment, i: usize, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
     let t = &mut d.targets[i];
-    match t.events.iter().position(|e| e.status.as_deref() == Some("Pending")) {
+    match t
+        .events
+        .iter()
+        .position(|e| e.status.as_deref() == Some("Pending"))
+    {
         Some(k) => {
             let e = &mut t.events[k];
             e.status = Some("InProgress".into());
@@ -275,7 +304,13 @@ fn next_event(d: &mut Deployment, i: usize, ctx: &mut Ctx, fx: &mut Vec<Effect>)
 }
 
 /// Target `i` failed in its current event: the rest of its events are skipped.
-fn fail_target(d: &mut Deployment, i: usize, diagnostics: Diagnostics, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
+fn fail_target(
+    d: &mut Deployment,
+    i: usize,
+    diagnostics: Diagnostics,
+    ctx: &mut Ctx,
+    fx: &mut Vec<Effect>,
+) {
     let t = &mut d.targets[i];
     for e in &mut t.events {
         match e.status.as_deref() {
@@ -305,12 +340,20 @@ fn advance(d: &mut Deployment, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
     // Failure is decided as soon as too few hosts can still succeed (OneAtATime forgives a
     // failure on the last host only).
     if succeeded + pending + in_progress < required {
-        end(d, "Failed", Some(("HEALTH_CONSTRAINTS", HEALTH_MESSAGE)), ctx, fx);
+        end(
+            d,
+            "Failed",
+            Some(("HEALTH_CONSTRAINTS", HEALTH_MESSAGE)),
+            ctx,
+            fx,
+        );
         return;
     }
     let concurrency = d.health.concurrency(total);
     let mut started = Vec::new();
-    let mut order: Vec<usize> = (0..total).filter(|&i| d.targets[i].status == "Pending").collect();
+    let mut order: Vec<usize> = (0..total)
+        .filter(|&i| d.targets[i].status == "Pending")
+        .collect();
     order.sort_by_key(|&i| (!d.targets[i].unhealthy, d.targets[i].instance.clone()));
     let mut busy = in_progress;
     for i in order {
@@ -345,12 +388,24 @@ fn advance(d: &mut Deployment, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
     if pending == 0 && succeeded >= required {
         end(d, "Succeeded", None, ctx, fx);
     } else {
-        end(d, "Failed", Some(("HEALTH_CONSTRAINTS", HEALTH_MESSAGE)), ctx, fx);
+        end(
+            d,
+            "Failed",
+            Some(("HEALTH_CONSTRAINTS", HEALTH_MESSAGE)),
+            ctx,
+            fx,
+        );
     }
 }
 
 /// Ends the deployment: pending hosts are skipped, hosts in flight are no longer waited for.
-fn end(d: &mut Deployment, status: &str, error: Option<(&str, &str)>, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
+fn end(
+    d: &mut Deployment,
+    status: &str,
+    error: Option<(&str, &str)>,
+    ctx: &mut Ctx,
+    fx: &mut Vec<Effect>,
+) {
     for i in 0..d.targets.len() {
         match d.targets[i].status.as_str() {
             "Pending" => {
@@ -383,10 +438,15 @@ fn end(d: &mut Deployment, status: &str, error: Option<(&str, &str)>, ctx: &mut 
     });
     let rollback = match (status, error.map(|e| e.0)) {
         ("Failed", _) => d.rollback_on.iter().any(|e| e == "DEPLOYMENT_FAILURE"),
-        ("Stopped", Some("ALARM_ACTIVE")) => d.rollback_on.iter().any(|e| e == "DEPLOYMENT_STOP_ON_ALARM"),
-        ("Stopped", _) => d
-            .rollback_requested
-            .unwrap_or_else(|| d.rollback_on.iter().any(|e| e == "DEPLOYMENT_STOP_ON_REQUEST")),
+        ("Stopped", Some("ALARM_ACTIVE")) => d
+            .rollback_on
+            .iter()
+            .any(|e| e == "DEPLOYMENT_STOP_ON_ALARM"),
+        ("Stopped", _) => d.rollback_requested.unwrap_or_else(|| {
+            d.rollback_on
+                .iter()
+                .any(|e| e == "DEPLOYMENT_STOP_ON_REQUEST")
+        }),
         _ => false,
     };
     fx.push(Effect::Ended { rollback });
@@ -445,7 +505,12 @@ mod tests {
 
     impl Run {
         fn new(d: Deployment) -> Run {
-            Run { d, n: 0, peak: 0, ended: None }
+            Run {
+                d,
+                n: 0,
+                peak: 0,
+                ended: None,
+            }
         }
         fn feed(&mut self, input: Input) -> Vec<Effect> {
             let mut n = self.n;
@@ -453,7 +518,14 @@ mod tests {
                 n += 1;
                 format!("c{n}")
             };
-            let fx = step(&mut self.d, input, &mut Ctx { now: 1.0, new_id: &mut id });
+            let fx = step(
+                &mut self.d,
+                input,
+                &mut Ctx {
+                    now: 1.0,
+                    new_id: &mut id,
+                },
+            );
             self.n = n;
             self.peak = self.peak.max(self.d.count("InProgress"));
             for f in &fx {
@@ -468,16 +540,26 @@ mod tests {
             let mut queue: Vec<(usize, String, String)> = Vec::new();
             let collect = |fx: Vec<Effect>, q: &mut Vec<(usize, String, String)>| {
                 for f in fx {
-                    if let Effect::Command { target, event, command } = f {
+                    if let Effect::Command {
+                        target,
+                        event,
+                        command,
+                    } = f
+                    {
                         q.push((target, event, command));
                     }
                 }
             };
             let fx = self.feed(Input::Start);
             collect(fx, &mut queue);
-            while let Some((target, event, command)) = (!queue.is_empty()).then(|| queue.remove(0)) {
+            while let Some((target, event, command)) = (!queue.is_empty()).then(|| queue.remove(0))
+            {
                 let ok = !(event == "Install" && bad.contains(&target));
-                let fx = self.feed(Input::EventEnded { command, ok, diagnostics: Diagnostics::default() });
+                let fx = self.feed(Input::EventEnded {
+                    command,
+                    ok,
+                    diagnostics: Diagnostics::default(),
+                });
                 collect(fx, &mut queue);
             }
         }
@@ -505,8 +587,18 @@ mod tests {
         let mut r = Run::new(deployment(5, "MOST_CONCURRENCY", 1));
         r.run(&[1]);
         assert_eq!(r.d.status(), "Failed");
-        assert_eq!(r.d.info.error_information.as_ref().unwrap().code.as_deref(), Some("HEALTH_CONSTRAINTS"));
-        assert_eq!((r.d.count("Succeeded"), r.d.count("Failed"), r.d.count("Skipped")), (1, 1, 3));
+        assert_eq!(
+            r.d.info.error_information.as_ref().unwrap().code.as_deref(),
+            Some("HEALTH_CONSTRAINTS")
+        );
+        assert_eq!(
+            (
+                r.d.count("Succeeded"),
+                r.d.count("Failed"),
+                r.d.count("Skipped")
+            ),
+            (1, 1, 3)
+        );
         assert_eq!(r.ended, Some(true));
         let mut r = Run::new(deployment(5, "MOST_CONCURRENCY", 1));
         r.run(&[4]);
@@ -530,8 +622,13 @@ mod tests {
         d.targets[2].unhealthy = true;
         let mut r = Run::new(d);
         let fx = r.feed(Input::Start);
-        assert!(fx.iter().any(|f| matches!(f, Effect::Command { target: 2, .. })));
-        let fx = r.feed(Input::Stop { alarm: None, rollback: Some(true) });
+        assert!(fx
+            .iter()
+            .any(|f| matches!(f, Effect::Command { target: 2, .. })));
+        let fx = r.feed(Input::Stop {
+            alarm: None,
+            rollback: Some(true),
+        });
         assert!(fx.iter().any(|f| matches!(f, Effect::Cancel { .. })));
         assert_eq!(r.d.status(), "Stopped");
         assert_eq!(r.ended, Some(true));
@@ -543,6 +640,9 @@ mod tests {
         let mut r = Run::new(deployment(0, "HOST_COUNT", 0));
         r.feed(Input::Start);
         assert_eq!(r.d.status(), "Failed");
-        assert_eq!(r.d.info.error_information.unwrap().code.as_deref(), Some("NO_INSTANCES"));
+        assert_eq!(
+            r.d.info.error_information.unwrap().code.as_deref(),
+            Some("NO_INSTANCES")
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The `slipway` binary: command-line interface, configuration and wiring (kept thin).
 
 mod admin;
+mod agent;
+mod aws;
 mod build;
 mod pipeline;
 mod registry;
@@ -29,8 +31,8 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Run a build worker that takes builds from a server.
     Worker(worker::WorkerArgs),
-    /// Run a remote deploy agent (not built yet).
-    Agent,
+    /// Run a CodeDeploy host agent: polls a server and deploys revisions to this host.
+    Agent(agent::AgentArgs),
     /// Run a buildspec locally in a sandbox, without a server.
     Build(build::BuildArgs),
     /// Follow pipelines on a server (`slipway pipeline watch NAME`).
@@ -77,12 +79,7 @@ fn main() -> ExitCode {
             Command::Build(args) => build::run(args).await,
             Command::Worker(args) => worker::run(args).await,
             Command::Pipeline(args) => pipeline::run(args).await,
-            Command::Agent => {
-                eprintln!(
-                    "slipway: this command is not built yet; see README.md for what works today"
-                );
-                Ok(ExitCode::from(2))
-            }
+            Command::Agent(args) => agent::run(args).await,
         }
     });
     match result {

@@ -2,11 +2,10 @@
 //! terminal — stages, actions, durations, and the failing build's last log lines — read
 //! with the same signed API calls the aws-cli makes.
 
-use anyhow::{bail, Context};
+use crate::aws::Api;
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
-use sha2::Digest as _;
-use slipway_api::sigv4;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -36,84 +35,6 @@ enum PipelineCommand {
         #[arg(long, default_value_t = 20)]
         log_lines: usize,
     },
-}
-
-/// A signed AWS JSON-1.1 client (credentials and region from the standard variables).
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    host: String,
-    key: String,
-    secret: String,
-    region: String,
-}
-
-impl Api {
-    fn from_env(endpoint: &str) -> anyhow::Result<Api> {
-        let key = std::env::var("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID is not set")?;
-        let secret =
-            std::env::var("AWS_SECRET_ACCESS_KEY").context("AWS_SECRET_ACCESS_KEY is not set")?;
-        let region = std::env::var("AWS_REGION")
-            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|_| "us-east-1".into());
-        let base = endpoint.trim_end_matches('/').to_owned();
-        let host = base
-            .split_once("://")
-            .map_or(base.as_str(), |(_, h)| h)
-            .to_owned();
-        Ok(Api {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .build()?,
-            base,
-            host,
-            key,
-            secret,
-            region,
-        })
-    }
-
-    async fn call(&self, service: &str, target: &str, body: Value) -> anyhow::Result<Value> {
-        let body = body.to_string();
-        let hash = hex::encode(sha2::Sha256::digest(body.as_bytes()));
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let mut req = self
-            .http
-            .post(format!("{}/", self.base))
-            .header("x-amz-target", target)
-            .header("content-type", "application/x-amz-json-1.1");
-        for (k, v) in sigv4::sign_request(
-            "POST",
-            &self.host,
-            "/",
-            "",
-            &hash,
-            (&self.key, &self.secret),
-            &self.region,
-            service,
-            now,
-        ) {
-            req = req.header(k, v);
-        }
-        let resp = req
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("calling {}", self.base))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.unwrap_or_default();
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!(
-                "{}: {}",
-                v["__type"].as_str().unwrap_or("error"),
-                v["message"].as_str().unwrap_or_default()
-            );
-        }
-        Ok(v)
-    }
 }
 
 fn duration(from: Option<f64>, to: f64) -> String {

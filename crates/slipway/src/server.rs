@@ -37,6 +37,10 @@ pub struct ServerArgs {
     /// Seconds a client may take to send request headers before the connection is closed.
     #[arg(long, env = "SLIPWAY_HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
     pub header_read_timeout_secs: u64,
+    /// Seconds a CodeDeploy host may go without a word from its agent about a lifecycle
+    /// event (or without taking one) before the host fails.
+    #[arg(long, env = "SLIPWAY_AGENT_TIMEOUT_SECS", default_value_t = 300)]
+    pub agent_timeout_secs: u64,
     /// Builds the built-in worker runs at once (0: no built-in worker; builds wait for a
     /// `slipway worker`).
     #[arg(long, env = "SLIPWAY_BUILD_SLOTS", default_value_t = 2)]
@@ -134,7 +138,7 @@ pub async fn open_data_dir(
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (before the
 /// server says it is listening), so an early signal is never lost to the default action.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
@@ -337,6 +341,15 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         pipeline_builds.clone(),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let codedeploy = slipway_codedeploy::CodeDeploy::new(
+        store.clone(),
+        slipway_codedeploy::Config {
+            account_id: args.account_id.clone(),
+            default_region: args.region.clone(),
+            agent_timeout: std::time::Duration::from_secs(args.agent_timeout_secs.max(1)),
+        },
+        s3.clone(),
+    );
     let state = Arc::new(AppState {
         iam,
         codecommit,
@@ -344,6 +357,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         s3,
         codebuild,
         codepipeline: codepipeline.clone(),
+        codedeploy: codedeploy.clone(),
         region: args.region.clone(),
         account_id: args.account_id.clone(),
         max_json_body: slipway_api::MAX_JSON_BODY,
@@ -354,6 +368,11 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let (stop_pipelines, pipelines_stop) = tokio::sync::watch::channel(false);
     let pipelines = tokio::spawn(codepipeline.run(async move {
         let mut rx = pipelines_stop;
+        let _ = rx.wait_for(|stop| *stop).await;
+    }));
+    let (stop_deploys, deploys_stop) = tokio::sync::watch::channel(false);
+    let deploys = tokio::spawn(codedeploy.run(async move {
+        let mut rx = deploys_stop;
         let _ = rx.wait_for(|stop| *stop).await;
     }));
     let builds = state.codebuild.clone();
@@ -378,6 +397,8 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let _ = stop_worker.send(true);
     let _ = stop_pipelines.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), pipelines).await;
+    let _ = stop_deploys.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), deploys).await;
     for w in workers {
         w.abort();
     }

@@ -85,12 +85,14 @@ pub async fn rename_app(conn: &mut Conn, region: &str, old: &str, new: &str) -> 
             .await,
     )?;
     if ok {
-        sqlx::query("UPDATE cd_deployments SET application = $3 WHERE region = $1 AND application = $2")
-            .bind(region)
-            .bind(old)
-            .bind(new)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "UPDATE cd_deployments SET application = $3 WHERE region = $1 AND application = $2",
+        )
+        .bind(region)
+        .bind(old)
+        .bind(new)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(ok)
 }
@@ -196,7 +198,13 @@ pub async fn list_revisions(conn: &mut Conn, region: &str, app: &str) -> Result<
 // ----- deployment configs -----
 
 /// Inserts a custom deployment config; false if the name is taken.
-pub async fn insert_config(conn: &mut Conn, region: &str, name: &str, doc: &str, t: f64) -> Result<bool> {
+pub async fn insert_config(
+    conn: &mut Conn,
+    region: &str,
+    name: &str,
+    doc: &str,
+    t: f64,
+) -> Result<bool> {
     inserted(
         sqlx::query("INSERT INTO cd_deployment_configs (region, name, doc, created_at) VALUES ($1, $2, $3, $4)")
             .bind(region)
@@ -219,10 +227,11 @@ pub async fn get_config(conn: &mut Conn, region: &str, name: &str) -> Result<Opt
 }
 
 pub async fn list_configs(conn: &mut Conn, region: &str) -> Result<Vec<String>> {
-    let rows = sqlx::query("SELECT name FROM cd_deployment_configs WHERE region = $1 ORDER BY name")
-        .bind(region)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows =
+        sqlx::query("SELECT name FROM cd_deployment_configs WHERE region = $1 ORDER BY name")
+            .bind(region)
+            .fetch_all(&mut *conn)
+            .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -272,7 +281,12 @@ fn group_from(r: &sqlx::sqlite::SqliteRow) -> GroupRow {
     }
 }
 
-pub async fn get_group(conn: &mut Conn, region: &str, app: &str, name: &str) -> Result<Option<GroupRow>> {
+pub async fn get_group(
+    conn: &mut Conn,
+    region: &str,
+    app: &str,
+    name: &str,
+) -> Result<Option<GroupRow>> {
     let r = sqlx::query(&format!("SELECT {GROUP_COLUMNS} FROM cd_deployment_groups WHERE region = $1 AND application = $2 AND name = $3"))
         .bind(region)
         .bind(app)
@@ -333,13 +347,15 @@ pub async fn update_group(
 }
 
 pub async fn delete_group(conn: &mut Conn, region: &str, app: &str, name: &str) -> Result<bool> {
-    let n = sqlx::query("DELETE FROM cd_deployment_groups WHERE region = $1 AND application = $2 AND name = $3")
-        .bind(region)
-        .bind(app)
-        .bind(name)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    let n = sqlx::query(
+        "DELETE FROM cd_deployment_groups WHERE region = $1 AND application = $2 AND name = $3",
+    )
+    .bind(region)
+    .bind(app)
+    .bind(name)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     Ok(n > 0)
 }
 
@@ -380,21 +396,29 @@ pub async fn put_instance(conn: &mut Conn, region: &str, i: &InstanceRow) -> Res
     Ok(())
 }
 
-pub async fn get_instance(conn: &mut Conn, region: &str, name: &str) -> Result<Option<InstanceRow>> {
-    let r = sqlx::query(&format!("SELECT {INSTANCE_COLUMNS} FROM cd_instances WHERE region = $1 AND name = $2"))
-        .bind(region)
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
+pub async fn get_instance(
+    conn: &mut Conn,
+    region: &str,
+    name: &str,
+) -> Result<Option<InstanceRow>> {
+    let r = sqlx::query(&format!(
+        "SELECT {INSTANCE_COLUMNS} FROM cd_instances WHERE region = $1 AND name = $2"
+    ))
+    .bind(region)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(r.as_ref().map(instance_from))
 }
 
 /// The region's instances, by name.
 pub async fn list_instances(conn: &mut Conn, region: &str) -> Result<Vec<InstanceRow>> {
-    let rows = sqlx::query(&format!("SELECT {INSTANCE_COLUMNS} FROM cd_instances WHERE region = $1 ORDER BY name"))
-        .bind(region)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {INSTANCE_COLUMNS} FROM cd_instances WHERE region = $1 ORDER BY name"
+    ))
+    .bind(region)
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(rows.iter().map(instance_from).collect())
 }
 
@@ -453,10 +477,12 @@ pub async fn insert_deployment(conn: &mut Conn, d: &DeploymentRow) -> Result<()>
 }
 
 pub async fn get_deployment(conn: &mut Conn, id: &str) -> Result<Option<DeploymentRow>> {
-    let r = sqlx::query(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM cd_deployments WHERE deployment_id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let r = sqlx::query(&format!(
+        "SELECT {DEPLOYMENT_COLUMNS} FROM cd_deployments WHERE deployment_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(r.as_ref().map(deployment_from))
 }
 
@@ -496,19 +522,29 @@ pub async fn list_deployments(
     .bind(group)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }
 
 /// The deployments still running (any region).
 pub async fn active_deployments(conn: &mut Conn) -> Result<Vec<String>> {
-    let rows = sqlx::query("SELECT deployment_id FROM cd_deployments WHERE active = 1 ORDER BY created_at")
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT deployment_id FROM cd_deployments WHERE active = 1 ORDER BY created_at",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// The running deployment of a group, if any.
-pub async fn active_in_group(conn: &mut Conn, region: &str, app: &str, group: &str) -> Result<Option<String>> {
+pub async fn active_in_group(
+    conn: &mut Conn,
+    region: &str,
+    app: &str,
+    group: &str,
+) -> Result<Option<String>> {
     let r = sqlx::query("SELECT deployment_id FROM cd_deployments WHERE region = $1 AND application = $2 AND group_name = $3 AND active = 1")
         .bind(region)
         .bind(app)
@@ -584,10 +620,12 @@ pub async fn take_command(conn: &mut Conn, host: &str, t: f64) -> Result<Option<
 }
 
 pub async fn get_command(conn: &mut Conn, id: &str) -> Result<Option<CommandRow>> {
-    let r = sqlx::query(&format!("SELECT {COMMAND_COLUMNS} FROM cd_host_commands WHERE command_id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let r = sqlx::query(&format!(
+        "SELECT {COMMAND_COLUMNS} FROM cd_host_commands WHERE command_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(r.as_ref().map(command_from))
 }
 
