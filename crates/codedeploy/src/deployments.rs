@@ -40,6 +40,7 @@ pub(crate) struct Origin {
 impl CodeDeploy {
     pub async fn create_deployment(&self, input: CreateDeploymentInput) -> Result<String> {
         let app = input.application_name.clone().unwrap_or_default();
+        self.app(&app).await?;
         let Some(group_name) = input.deployment_group_name.clone() else {
             return Err(err(
                 ErrorKind::DeploymentGroupNameRequiredException,

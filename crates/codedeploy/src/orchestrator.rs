@@ -260,7 +260,8 @@ fn event_ended(
         return;
     };
     let name = t.events[k].lifecycle_event_name.clone().unwrap_or_default();
-    if !ok && !(ignore && ignorable(&name)) {
+    let passes = ok || (ignore && ignorable(&name));
+    if !passes {
         fail_target(d, i, diagnostics, ctx, fx);
         return;
     }
