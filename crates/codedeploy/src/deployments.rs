@@ -35,10 +35,54 @@ pub fn parse_check(name: &str) -> std::result::Result<(), String> {
 pub(crate) struct Origin {
     pub creator: String,
     pub rollback_of: Option<String>,
+    /// A blue/green deployment's replacement fleet (CreateDeployment's targetInstances).
+    pub green: Option<Vec<slipway_model::codedeploy::TagFilter>>,
+    /// A blue/green rollback: traffic back to these original hosts, off these replacements.
+    pub reroute_back: Option<(Vec<String>, Vec<String>)>,
 }
 
+/// Lifecycle events named in order, all in `phase`.
+fn events(names: &[&str], phase: u32) -> (Vec<LifecycleEvent>, Vec<u32>) {
+    let e = names
+        .iter()
+        .map(|n| LifecycleEvent {
+            lifecycle_event_name: Some((*n).into()),
+            status: Some("Pending".into()),
+            ..Default::default()
+        })
+        .collect();
+    (e, vec![phase; names.len()])
+}
+
+const ALLOW: &[&str] = &["BeforeAllowTraffic", "AllowTraffic", "AfterAllowTraffic"];
+const BLOCK: &[&str] = &["BeforeBlockTraffic", "BlockTraffic", "AfterBlockTraffic"];
+
 impl CodeDeploy {
+    /// A deployment created for an outside caller (a pipeline's action execution, its
+    /// `externalId`): the one already made for it, when there is one.
+    pub async fn create_deployment_for(
+        &self,
+        input: CreateDeploymentInput,
+        external_id: &str,
+    ) -> Result<String> {
+        {
+            let mut conn = self.store().pool().acquire().await?;
+            if let Some(id) = db::by_external_id(&mut conn, &self.region, external_id).await? {
+                return Ok(id);
+            }
+        }
+        self.create(input, Some(external_id.to_owned())).await
+    }
+
     pub async fn create_deployment(&self, input: CreateDeploymentInput) -> Result<String> {
+        self.create(input, None).await
+    }
+
+    async fn create(
+        &self,
+        input: CreateDeploymentInput,
+        external_id: Option<String>,
+    ) -> Result<String> {
         let app = input.application_name.clone().unwrap_or_default();
         self.app(&app).await?;
         let Some(group_name) = input.deployment_group_name.clone() else {
@@ -73,12 +117,41 @@ impl CodeDeploy {
                 ));
             }
         }
-        if input.target_instances.is_some() {
-            return Err(err(
-                ErrorKind::InvalidTargetInstancesException,
-                "Target instances are for blue/green deployments of EC2 instances, which Slipway does not run",
-            ));
-        }
+        let blue_green = group
+            .deployment_style
+            .as_ref()
+            .and_then(|s| s.deployment_type.as_deref())
+            == Some("BLUE_GREEN");
+        let green = match (&input.target_instances, blue_green) {
+            (Some(t), true) => {
+                let filters: Vec<slipway_model::codedeploy::TagFilter> = t
+                    .tag_filters
+                    .iter()
+                    .flatten()
+                    .map(|f| slipway_model::codedeploy::TagFilter { key: f.key.clone(), value: f.value.clone(), r#type: f.r#type.clone() })
+                    .collect();
+                if filters.is_empty() || t.auto_scaling_groups.as_ref().is_some_and(|a| !a.is_empty()) {
+                    return Err(err(
+                        ErrorKind::InvalidTargetInstancesException,
+                        "Name the replacement fleet with targetInstances.tagFilters (matched against on-premises instance tags); Slipway has no Auto Scaling groups",
+                    ));
+                }
+                Some(filters)
+            }
+            (None, true) => {
+                return Err(err(
+                    ErrorKind::InvalidTargetInstancesException,
+                    "A blue/green deployment needs targetInstances: the tag filters of its replacement fleet",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(err(
+                    ErrorKind::InvalidTargetInstancesException,
+                    "targetInstances are for blue/green deployments",
+                ))
+            }
+            (None, false) => None,
+        };
         if let Some(r) = &input.auto_rollback_configuration {
             if r.enabled == Some(true) && r.events.as_ref().is_none_or(|e| e.is_empty()) {
                 return Err(err(
@@ -90,7 +163,7 @@ impl CodeDeploy {
         if let Some(s3) = &revision.s3_location {
             self.check_bundle(s3).await?;
         }
-        let mut info = DeploymentInfo {
+        let info = DeploymentInfo {
             application_name: Some(app.clone()),
             deployment_group_name: Some(group_name.clone()),
             deployment_config_name: input.deployment_config_name.clone(),
@@ -110,6 +183,7 @@ impl CodeDeploy {
                     .unwrap_or_else(|| "DISALLOW".into()),
             ),
             override_alarm_configuration: input.override_alarm_configuration.clone(),
+            external_id,
             ..Default::default()
         };
         if let Some(c) = &info.deployment_config_name {
@@ -125,14 +199,21 @@ impl CodeDeploy {
                 format!("The deployment group {group_name} already has an active deployment"),
             ));
         }
-        info.creator = Some("user".into());
+        let external_id_set = info.external_id.is_some();
         let id = self
             .start_deployment(
                 &mut tx,
                 info,
                 Origin {
-                    creator: "user".into(),
+                    creator: if external_id_set {
+                        "CodeDeploy"
+                    } else {
+                        "user"
+                    }
+                    .into(),
                     rollback_of: None,
+                    green,
+                    reroute_back: None,
                 },
                 None,
             )
@@ -209,22 +290,60 @@ impl CodeDeploy {
         };
         let style = group.deployment_style.clone().unwrap_or_default();
         let with_traffic = style.deployment_option.as_deref() == Some("WITH_TRAFFIC_CONTROL");
-        let names: &[&str] = if with_traffic {
-            orchestrator::IN_PLACE_WITH_TRAFFIC
-        } else {
-            orchestrator::IN_PLACE
-        };
+        let blue_green = style.deployment_type.as_deref() == Some("BLUE_GREEN");
+        let green_group =
+            origin
+                .green
+                .as_ref()
+                .map(|f| slipway_model::codedeploy::DeploymentGroupInfo {
+                    on_premises_instance_tag_filters: Some(f.clone()),
+                    ..Default::default()
+                });
+        let mut last_phase = 0;
         for row in db::list_instances(tx, &self.region).await? {
             if !row.registered {
                 continue;
             }
             let inst: slipway_model::codedeploy::InstanceInfo = serde_json::from_str(&row.doc)?;
-            if !crate::groups::targets(&group, &crate::instances::tags_of(&inst)) {
+            let tags = crate::instances::tags_of(&inst);
+            let in_group = crate::groups::targets(&group, &tags);
+            let green = green_group
+                .as_ref()
+                .is_some_and(|g| crate::groups::targets(g, &tags));
+            let ((evs, phases), label) = if let Some((back_to, off)) = &origin.reroute_back {
+                if back_to.contains(&row.name) {
+                    last_phase = last_phase.max(1);
+                    (events(ALLOW, 0), Some("Blue"))
+                } else if off.contains(&row.name) {
+                    last_phase = last_phase.max(1);
+                    (events(BLOCK, 1), Some("Green"))
+                } else {
+                    continue;
+                }
+            } else if blue_green && green_group.is_some() {
+                if green {
+                    last_phase = last_phase.max(1);
+                    let (mut e, mut p) = events(orchestrator::IN_PLACE, 0);
+                    let (e2, p2) = events(ALLOW, 1);
+                    e.extend(e2);
+                    p.extend(p2);
+                    ((e, p), Some("Green"))
+                } else if in_group {
+                    last_phase = 2;
+                    (events(BLOCK, 2), Some("Blue"))
+                } else {
+                    continue;
+                }
+            } else if in_group && only.as_ref().is_none_or(|o| o.contains(&row.name)) {
+                let names = if with_traffic {
+                    orchestrator::IN_PLACE_WITH_TRAFFIC
+                } else {
+                    orchestrator::IN_PLACE
+                };
+                (events(names, 0), None)
+            } else {
                 continue;
-            }
-            if only.as_ref().is_some_and(|o| !o.contains(&row.name)) {
-                continue;
-            }
+            };
             let unhealthy = previous.as_ref().is_some_and(|p| {
                 p.targets
                     .iter()
@@ -235,21 +354,39 @@ impl CodeDeploy {
                 host: row.iam_arn.clone(),
                 status: "Pending".into(),
                 updated: t,
-                events: names
-                    .iter()
-                    .map(|n| LifecycleEvent {
-                        lifecycle_event_name: Some((*n).into()),
-                        status: Some("Pending".into()),
-                        ..Default::default()
-                    })
-                    .collect(),
+                events: evs,
                 command: None,
                 unhealthy,
                 batch: 0,
+                phases,
+                label: label.map(str::to_owned),
             });
         }
+        if blue_green
+            && last_phase == 2
+            && !targets.iter().any(|t| t.label.as_deref() == Some("Green"))
+        {
+            return Err(err(
+                ErrorKind::InvalidTargetInstancesException,
+                "No registered on-premises instance matches the replacement fleet's tag filters",
+            ));
+        }
+        let fleet = targets
+            .iter()
+            .filter(|t| t.phases.first() == Some(&0) || t.phases.is_empty())
+            .count();
         let min = config.minimum_healthy_hosts.clone().unwrap_or_default();
-        let health = crate::configs::Health::of(&min, targets.len());
+        let health = if origin.reroute_back.is_some() {
+            crate::configs::Health::of(
+                &slipway_model::codedeploy::MinimumHealthyHosts {
+                    r#type: Some("HOST_COUNT".into()),
+                    value: Some(0),
+                },
+                fleet,
+            )
+        } else {
+            crate::configs::Health::of(&min, fleet)
+        };
         let rollback_cfg = info
             .auto_rollback_configuration
             .clone()
@@ -281,6 +418,11 @@ impl CodeDeploy {
                 )),
             });
         }
+        let d_alarms = info
+            .override_alarm_configuration
+            .clone()
+            .or(group.alarm_configuration.clone())
+            .filter(|a| a.enabled == Some(true));
         let mut d = Deployment {
             info,
             group_id: row.group_id.clone(),
@@ -292,6 +434,41 @@ impl CodeDeploy {
             rollback_on,
             rollback_requested: None,
             batches: 0,
+            alarms: d_alarms,
+            phase: 0,
+            last_phase,
+            ready_wait: blue_green
+                && origin.reroute_back.is_none()
+                && group
+                    .blue_green_deployment_configuration
+                    .as_ref()
+                    .and_then(|b| b.deployment_ready_option.as_ref())
+                    .is_some_and(|r| r.action_on_timeout.as_deref() == Some("STOP_DEPLOYMENT")),
+            ready_since: None,
+            blue_green: blue_green.then(|| {
+                let term = group
+                    .blue_green_deployment_configuration
+                    .as_ref()
+                    .and_then(|b| b.terminate_blue_instances_on_deployment_success.as_ref());
+                orchestrator::BlueGreen {
+                    green_filters: origin.green.clone().unwrap_or_default(),
+                    terminate: origin.reroute_back.is_none()
+                        && term.and_then(|t| t.action.as_deref()) == Some("TERMINATE"),
+                    termination_wait: term
+                        .and_then(|t| t.termination_wait_time_in_minutes)
+                        .unwrap_or(60) as f64
+                        * 60.0,
+                    terminated: false,
+                    reroute_back: origin.reroute_back.is_some(),
+                    ready_wait: group
+                        .blue_green_deployment_configuration
+                        .as_ref()
+                        .and_then(|b| b.deployment_ready_option.as_ref())
+                        .and_then(|r| r.wait_time_in_minutes)
+                        .unwrap_or(0) as f64
+                        * 60.0,
+                }
+            }),
         };
         // The revision as it is deployed (S3 versions fixed when not named: a later upload
         // to the same key does not change what this deployment installs).
@@ -352,9 +529,10 @@ impl CodeDeploy {
                 application: app,
                 group_name,
                 status: "Created".into(),
-                active: true,
+                active: 1,
                 state: serde_json::to_string(&d)?,
                 created: t,
+                external_id: d.info.external_id.clone(),
             },
         )
         .await?;
@@ -409,11 +587,12 @@ impl CodeDeploy {
                         command,
                     } => {
                         let tg = &d.targets[*target];
-                        if orchestrator::is_service_event(event) {
-                            // The service's own traffic events: no load balancer moves yet in
-                            // an in-place deployment, so they succeed at once.
-                            continue;
-                        }
+                        // The service's own traffic events are queued for the service.
+                        let host = if orchestrator::is_service_event(event) {
+                            crate::traffic::TRAFFIC_HOST.to_owned()
+                        } else {
+                            tg.host.clone()
+                        };
                         db::insert_command(
                             tx,
                             &db::CommandRow {
@@ -421,7 +600,7 @@ impl CodeDeploy {
                                 deployment_id: id.to_owned(),
                                 region: self.region.to_string(),
                                 instance: tg.instance.clone(),
-                                host: tg.host.clone(),
+                                host,
                                 lifecycle_event: event.clone(),
                                 status: "Pending".into(),
                                 nonce: (t * 1000.0) as i64,
@@ -440,37 +619,6 @@ impl CodeDeploy {
                     Effect::Ended { rollback: r } => rollback = *r,
                 }
             }
-            // Service events complete at once (and may start the next events).
-            let service: Vec<String> = fx
-                .iter()
-                .filter_map(|f| match f {
-                    Effect::Command { event, command, .. }
-                        if orchestrator::is_service_event(event) =>
-                    {
-                        Some(command.clone())
-                    }
-                    _ => None,
-                })
-                .collect();
-            if !service.is_empty() {
-                let mut more = Vec::new();
-                let mut new_id = crate::new_id;
-                for command in service {
-                    more.extend(orchestrator::step(
-                        d,
-                        Input::EventEnded {
-                            command,
-                            ok: true,
-                            diagnostics: success(),
-                        },
-                        &mut Ctx {
-                            now: t,
-                            new_id: &mut new_id,
-                        },
-                    ));
-                }
-                return self.persist(tx, id, d, more).await;
-            }
             if d.is_done() {
                 self.finish(tx, id, d, rollback).await?;
             }
@@ -479,7 +627,7 @@ impl CodeDeploy {
                 tx,
                 id,
                 d.status(),
-                !d.is_done(),
+                activity(d),
                 &serde_json::to_string(&*d)?,
                 t,
             )
@@ -512,6 +660,29 @@ impl CodeDeploy {
             _ => "FAILURE",
         };
         self.event(tx, d, state).await?;
+        if succeeded {
+            if let Some(bg) = d.blue_green.clone().filter(|b| !b.reroute_back) {
+                // The replacement fleet is the group's fleet from now on.
+                if let Some(row) = db::get_group(tx, &self.region, &app, &group).await? {
+                    let mut g: slipway_model::codedeploy::DeploymentGroupInfo =
+                        serde_json::from_str(&row.doc)?;
+                    g.on_premises_instance_tag_filters = Some(bg.green_filters.clone());
+                    g.on_premises_tag_set = None;
+                    db::update_group(
+                        tx,
+                        &self.region,
+                        &app,
+                        &group,
+                        &group,
+                        &serde_json::to_string(&g)?,
+                    )
+                    .await?;
+                }
+                if bg.terminate {
+                    d.info.instance_termination_wait_time_started = Some(true);
+                }
+            }
+        }
         if !rollback
             || d.info
                 .rollback_info
@@ -519,6 +690,9 @@ impl CodeDeploy {
                 .is_some_and(|r| r.rollback_triggering_deployment_id.is_some())
         {
             return Ok(());
+        }
+        if let Some(bg) = d.blue_green.clone() {
+            return self.reroute_back(tx, id, d, &bg).await;
         }
         // Roll back: the last successful deployment's revision, as a new deployment to the
         // hosts this one touched.
@@ -565,6 +739,8 @@ impl CodeDeploy {
             Origin {
                 creator: "codeDeployRollback".into(),
                 rollback_of: Some(id.to_owned()),
+                green: None,
+                reroute_back: None,
             },
             Some(touched),
         ))
@@ -573,6 +749,75 @@ impl CodeDeploy {
             rollback_deployment_id: Some(rb.clone()),
             rollback_triggering_deployment_id: None,
             rollback_message: Some(format!("Deployment {id} was rolled back by {rb}")),
+        });
+        Ok(())
+    }
+
+    /// A blue/green deployment failed or stopped: once traffic has begun to move, a rollback
+    /// deployment moves it back to the original hosts (AllowTraffic there, BlockTraffic on
+    /// the replacements).
+    async fn reroute_back(
+        &self,
+        tx: &mut Conn,
+        id: &str,
+        d: &mut Deployment,
+        bg: &orchestrator::BlueGreen,
+    ) -> Result<()> {
+        if bg.reroute_back {
+            return Ok(());
+        }
+        let moved = d.targets.iter().any(|t| {
+            t.events.iter().any(|e| {
+                matches!(
+                    e.lifecycle_event_name.as_deref(),
+                    Some("AllowTraffic" | "BlockTraffic")
+                ) && matches!(
+                    e.status.as_deref(),
+                    Some("Succeeded" | "Failed" | "InProgress")
+                )
+            })
+        });
+        if !moved {
+            d.info.rollback_info = Some(RollbackInfo {
+                rollback_deployment_id: None,
+                rollback_triggering_deployment_id: None,
+                rollback_message: Some("No rollback was needed: traffic had not been moved to the replacement instances".into()),
+            });
+            return Ok(());
+        }
+        let of = |label: &str| -> Vec<String> {
+            d.targets
+                .iter()
+                .filter(|t| t.label.as_deref() == Some(label))
+                .map(|t| t.instance.clone())
+                .collect()
+        };
+        let info = DeploymentInfo {
+            application_name: d.info.application_name.clone(),
+            deployment_group_name: d.info.deployment_group_name.clone(),
+            deployment_config_name: Some("CodeDeployDefault.AllAtOnce".into()),
+            revision: d.info.revision.clone(),
+            description: Some(format!(
+                "Rollback of {id}: traffic back to the original instances"
+            )),
+            ..Default::default()
+        };
+        let rb = Box::pin(self.start_deployment(
+            tx,
+            info,
+            Origin {
+                creator: "codeDeployRollback".into(),
+                rollback_of: Some(id.to_owned()),
+                green: None,
+                reroute_back: Some((of("Blue"), of("Green"))),
+            },
+            None,
+        ))
+        .await?;
+        d.info.rollback_info = Some(RollbackInfo {
+            rollback_deployment_id: Some(rb.clone()),
+            rollback_triggering_deployment_id: None,
+            rollback_message: Some(format!("Deployment {id} was rolled back by {rb}, which moves traffic back to the original instances")),
         });
         Ok(())
     }
@@ -922,9 +1167,12 @@ impl CodeDeploy {
             .collect())
     }
 
-    /// ContinueDeployment, SkipWaitTimeForInstanceTermination: blue/green waits only.
+    /// ContinueDeployment: a blue/green deployment that is Ready moves traffic.
     pub async fn continue_deployment(&self, id: &str) -> Result<()> {
         let d = self.deployment(id).await?;
+        if d.status() == "Ready" {
+            return self.apply(id, Input::Continue).await;
+        }
         if d.is_done() {
             return Err(err(
                 ErrorKind::DeploymentAlreadyCompletedException,
@@ -937,10 +1185,22 @@ impl CodeDeploy {
         ))
     }
 
-    /// The runtime: fails hosts whose agents went quiet. One task in the server.
+    /// The runtime: performs the service's traffic events, stops deployments whose health
+    /// checks fail or whose Ready wait ran out, deregisters replaced hosts, and fails hosts
+    /// whose agents went quiet. One task in the server.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
+        if let Ok(mut tx) = self.store().begin_write().await {
+            let _ = db::requeue(&mut tx, crate::traffic::TRAFFIC_HOST).await;
+            let _ = tx.commit().await;
+        }
         loop {
+            if let Err(e) = self.perform_traffic().await {
+                tracing::warn!(error = %e, "moving deployment traffic failed");
+            }
+            if let Err(e) = self.timers().await {
+                tracing::warn!(error = %e, "codedeploy timers failed");
+            }
             if let Err(e) = self.sweep().await {
                 tracing::warn!(error = %e, "codedeploy sweep failed");
             }
@@ -952,15 +1212,277 @@ impl CodeDeploy {
         }
     }
 
+    /// Performs the queued traffic events, one at a time.
+    async fn perform_traffic(&self) -> Result<()> {
+        loop {
+            let c = {
+                let mut tx = self.store().begin_write().await?;
+                let c = db::take_command(&mut tx, crate::traffic::TRAFFIC_HOST, now()).await?;
+                tx.commit().await?;
+                match c {
+                    Some(c) => c,
+                    None => return Ok(()),
+                }
+            };
+            let svc = self.in_region(&c.region);
+            let report = match svc.traffic_event(&c).await {
+                Ok(()) => crate::spec::Report {
+                    error_code: 0,
+                    message: format!("{} {}", c.lifecycle_event, c.instance),
+                    ..Default::default()
+                },
+                Err(m) => crate::spec::Report {
+                    error_code: 5,
+                    message: m,
+                    ..Default::default()
+                },
+            };
+            let ok = report.error_code == 0;
+            svc.complete(
+                "*",
+                &c.command_id,
+                ok,
+                Some(&serde_json::to_string(&report)?),
+            )
+            .await?;
+        }
+    }
+
+    /// Moves one host in (AllowTraffic) or out (BlockTraffic) of its group's target groups.
+    async fn traffic_event(&self, c: &db::CommandRow) -> std::result::Result<(), String> {
+        let allow = c.lifecycle_event == "AllowTraffic";
+        let mut conn = self
+            .store()
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = db::get_deployment(&mut conn, &c.deployment_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the deployment is gone")?;
+        let d: Deployment = serde_json::from_str(&row.state).map_err(|e| e.to_string())?;
+        let lb = d.info.load_balancer_info.clone().unwrap_or_default();
+        let names: Vec<String> = lb
+            .target_group_info_list
+            .iter()
+            .flatten()
+            .filter_map(|t| t.name.clone())
+            .chain(
+                lb.elb_info_list
+                    .iter()
+                    .flatten()
+                    .filter_map(|e| e.name.clone()),
+            )
+            .collect();
+        for tg in names {
+            let current: Vec<String> = match db::get_traffic(&mut conn, &self.region, &tg)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(j) => serde_json::from_str(&j).unwrap_or_default(),
+                // At first the hosts serving are the group's: the original fleet of a
+                // blue/green deployment, every host of an in-place one.
+                None => d
+                    .targets
+                    .iter()
+                    .filter(|t| d.blue_green.is_none() || t.label.as_deref() == Some("Blue"))
+                    .map(|t| t.instance.clone())
+                    .collect(),
+            };
+            let mut next: Vec<String> = current.into_iter().filter(|i| *i != c.instance).collect();
+            if allow {
+                next.push(c.instance.clone());
+            }
+            next.sort();
+            let mut servers = Vec::new();
+            for name in &next {
+                let inst = db::get_instance(&mut conn, &self.region, name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let info: Option<slipway_model::codedeploy::InstanceInfo> =
+                    inst.and_then(|i| serde_json::from_str(&i.doc).ok());
+                let address = info
+                    .as_ref()
+                    .and_then(|i| crate::instances::tags_of(i).into_iter().find(|(k, _)| k == crate::traffic::ADDRESS_TAG))
+                    .map(|(_, v)| v)
+                    .ok_or_else(|| format!("The instance {name} has no {} tag (host:port behind the load balancer)", crate::traffic::ADDRESS_TAG))?;
+                servers.push((name.clone(), address));
+            }
+            self.inner.cfg.traffic.apply(&tg, &servers).await?;
+            let mut tx = self
+                .store()
+                .begin_write()
+                .await
+                .map_err(|e| e.to_string())?;
+            db::set_traffic(
+                &mut tx,
+                &self.region,
+                &tg,
+                &serde_json::to_string(&next).unwrap_or_default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            tx.commit().await.map_err(|e| e.to_string())?;
+            tracing::info!(target_group = %tg, instance = %c.instance, allow, serving = next.len(), "moved traffic");
+        }
+        Ok(())
+    }
+
+    /// Ready waits that ran out, and replaced hosts whose termination wait is over.
+    async fn timers(&self) -> Result<()> {
+        let t = now();
+        let ids = {
+            let mut conn = self.store().pool().acquire().await?;
+            db::active_deployments(&mut conn).await?
+        };
+        for id in ids {
+            let mut tx = self.store().begin_write().await?;
+            let Some(row) = db::get_deployment(&mut tx, &id).await? else {
+                continue;
+            };
+            let mut d: Deployment = serde_json::from_str(&row.state)?;
+            let svc = self.in_region(&row.region);
+            if d.status() == "Ready" {
+                let wait = d.blue_green.as_ref().map_or(0.0, |b| b.ready_wait);
+                if d.ready_since.is_some_and(|s| t - s >= wait) {
+                    svc.apply_in(
+                        &mut tx,
+                        &id,
+                        Input::Stop {
+                            alarm: None,
+                            rollback: None,
+                        },
+                    )
+                    .await?;
+                }
+            } else if let Some(bg) = d
+                .blue_green
+                .as_mut()
+                .filter(|b| b.terminate && !b.terminated)
+            {
+                if d.info
+                    .complete_time
+                    .is_some_and(|c| t - c >= bg.termination_wait)
+                {
+                    bg.terminated = true;
+                    for target in d
+                        .targets
+                        .iter()
+                        .filter(|x| x.label.as_deref() == Some("Blue"))
+                    {
+                        svc.deregister_in(&mut tx, &target.instance).await?;
+                    }
+                    db::update_deployment(
+                        &mut tx,
+                        &id,
+                        d.status(),
+                        activity(&d),
+                        &serde_json::to_string(&d)?,
+                        t,
+                    )
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// SkipWaitTimeForInstanceTermination: the original hosts are deregistered now.
+    pub async fn skip_termination_wait(&self, id: &str) -> Result<()> {
+        let mut tx = self.store().begin_write().await?;
+        let row = db::get_deployment(&mut tx, id)
+            .await?
+            .filter(|r| *r.region == *self.region)
+            .ok_or_else(|| deployment_missing(id))?;
+        let mut d: Deployment = serde_json::from_str(&row.state)?;
+        match d.blue_green.as_mut() {
+            Some(bg) if row.active == 2 => bg.termination_wait = 0.0,
+            _ => {
+                return Err(err(
+                    ErrorKind::DeploymentNotStartedException,
+                    format!(
+                        "The deployment {id} is not waiting to terminate its original instances"
+                    ),
+                ))
+            }
+        }
+        db::update_deployment(
+            &mut tx,
+            id,
+            d.status(),
+            activity(&d),
+            &serde_json::to_string(&d)?,
+            now(),
+        )
+        .await?;
+        tx.commit().await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Probes the health checks of running deployments; a failing one stops its deployment
+    /// (ALARM_ACTIVE, rolled back when the group says DEPLOYMENT_STOP_ON_ALARM).
+    async fn check_alarms(&self) -> Result<()> {
+        let Some(probe) = self.inner.cfg.probe.clone() else {
+            return Ok(());
+        };
+        let active = {
+            let mut conn = self.store().pool().acquire().await?;
+            let mut out = Vec::new();
+            for id in db::active_deployments(&mut conn).await? {
+                if let Some(row) = db::get_deployment(&mut conn, &id).await? {
+                    let d: Deployment = serde_json::from_str(&row.state)?;
+                    if let Some(a) = d.alarms.clone() {
+                        out.push((id, row.region, a));
+                    }
+                }
+            }
+            out
+        };
+        for (id, region, alarms) in active {
+            for alarm in alarms.alarms.iter().flatten() {
+                let Some(name) = alarm.name.clone() else {
+                    continue;
+                };
+                match probe(name.clone()).await {
+                    Ok(()) => {}
+                    Err(false) if alarms.ignore_poll_alarm_failure == Some(true) => {}
+                    Err(_) => {
+                        tracing::info!(deployment = %id, check = %name, "health check failed: stopping the deployment");
+                        self.in_region(&region)
+                            .apply(
+                                &id,
+                                Input::Stop {
+                                    alarm: Some(name),
+                                    rollback: None,
+                                },
+                            )
+                            .await?;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Host commands no agent has spoken about within the timeout fail their hosts.
     pub async fn sweep(&self) -> Result<()> {
+        if let Err(e) = self.check_alarms().await {
+            tracing::warn!(error = %e, "checking deployment health checks failed");
+        }
         let timeout = self.inner.cfg.agent_timeout.as_secs_f64();
         let t = now();
         let open = {
             let mut conn = self.store().pool().acquire().await?;
             db::open_commands(&mut conn).await?
         };
-        for c in open {
+        for c in open
+            .into_iter()
+            .filter(|c| c.host != crate::traffic::TRAFFIC_HOST)
+        {
             // AWS's agent never sends updates while a hook runs: a command it acknowledged
             // (InProgress) is waited for as long as AWS waits; Slipway's agent heartbeats
             // (Live), and a command not yet taken or acknowledged waits for the timeout.
@@ -993,18 +1515,25 @@ impl CodeDeploy {
     }
 }
 
+/// A deployment's `active` column: 1 running, 2 succeeded and waiting to deregister its
+/// original hosts, 0 done.
+fn activity(d: &Deployment) -> i64 {
+    if !d.is_done() {
+        1
+    } else if d.status() == "Succeeded"
+        && d.blue_green
+            .as_ref()
+            .is_some_and(|b| b.terminate && !b.terminated)
+    {
+        2
+    } else {
+        0
+    }
+}
+
 /// How long an acknowledged command of an agent that does not heartbeat is waited for (AWS's
 /// service-side limit: 70 minutes).
 const AWS_AGENT_COMMAND_LIMIT: f64 = 4200.0;
-
-pub(crate) fn success() -> slipway_model::codedeploy::Diagnostics {
-    slipway_model::codedeploy::Diagnostics {
-        error_code: Some("Success".into()),
-        script_name: Some(String::new()),
-        message: Some("Succeeded".into()),
-        log_tail: Some(String::new()),
-    }
-}
 
 /// The revision of a deployment as its hosts read it.
 pub(crate) fn revision_of(d: &Deployment) -> RevisionLocation {

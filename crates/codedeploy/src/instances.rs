@@ -116,9 +116,53 @@ impl CodeDeploy {
         Ok(())
     }
 
+    /// Registers the server's own agent (its host is the account root), unless an instance
+    /// of that name is registered already; its tags are kept across restarts.
+    pub async fn register_builtin(&self, name: &str, host: &str) -> Result<()> {
+        let mut tx = self.store().begin_write().await?;
+        if db::get_instance(&mut tx, &self.region, name)
+            .await?
+            .is_some_and(|i| i.registered)
+        {
+            return Ok(());
+        }
+        let info = InstanceInfo {
+            instance_name: Some(name.into()),
+            iam_user_arn: Some(host.into()),
+            instance_arn: Some(self.instance_arn(name)),
+            register_time: Some(now()),
+            tags: Some(Vec::new()),
+            ..Default::default()
+        };
+        db::put_instance(
+            &mut tx,
+            &self.region,
+            &db::InstanceRow {
+                name: name.into(),
+                iam_arn: host.into(),
+                registered: true,
+                doc: serde_json::to_string(&info)?,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn deregister_instance(&self, name: &str) -> Result<()> {
         let mut tx = self.store().begin_write().await?;
-        let Some(mut row) = db::get_instance(&mut tx, &self.region, name).await? else {
+        self.deregister_in(&mut tx, name).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deregisters an instance in `tx` (nothing when there is none).
+    pub(crate) async fn deregister_in(
+        &self,
+        tx: &mut slipway_store::Conn,
+        name: &str,
+    ) -> Result<()> {
+        let Some(mut row) = db::get_instance(&mut *tx, &self.region, name).await? else {
             return Ok(());
         };
         if row.registered {
@@ -126,9 +170,8 @@ impl CodeDeploy {
             info.deregister_time = Some(now());
             row.registered = false;
             row.doc = serde_json::to_string(&info)?;
-            db::put_instance(&mut tx, &self.region, &row).await?;
+            db::put_instance(&mut *tx, &self.region, &row).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 

@@ -16,6 +16,7 @@ pub mod groups;
 pub mod instances;
 pub mod orchestrator;
 pub mod spec;
+pub mod traffic;
 
 use crate::error::{err, ErrorKind, Result};
 use slipway_store::Store;
@@ -30,7 +31,19 @@ pub struct Config {
     /// How long a host may go without a word from its agent about a command it was given
     /// (or without taking one) before its host fails.
     pub agent_timeout: Duration,
+    /// Probes a health check (an alarm's URL): Ok when it answers healthy, Err(true) when it
+    /// answers unhealthy, Err(false) when it cannot be reached.
+    pub probe: Option<Probe>,
+    /// The load balancers traffic moves on (`--load-balancers`).
+    pub traffic: traffic::Traffic,
 }
+
+/// A health-check prober, given by the binary (domain crates send no HTTP themselves).
+pub type Probe = Arc<
+    dyn Fn(String) -> futures_util::future::BoxFuture<'static, std::result::Result<(), bool>>
+        + Send
+        + Sync,
+>;
 
 pub(crate) struct Inner {
     pub store: Store,

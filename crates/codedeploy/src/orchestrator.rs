@@ -70,6 +70,25 @@ pub struct Target {
     /// The batch it was deployed in (1, 2, …; 0 while pending).
     #[serde(default)]
     pub batch: u32,
+    /// The phase each event runs in (empty: all in phase 0). Phase 0 is rolled across the
+    /// fleet by the health rule; later phases (a blue/green deployment's traffic moves) run
+    /// on all their hosts at once, each after the one before has ended everywhere.
+    #[serde(default)]
+    pub phases: Vec<u32>,
+    /// Blue (original) or Green (replacement) in a blue/green deployment.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+impl Target {
+    fn phase_of(&self, k: usize) -> u32 {
+        self.phases.get(k).copied().unwrap_or(0)
+    }
+
+    /// It has events in phase 0: it is part of the fleet the health rule counts.
+    fn in_fleet(&self) -> bool {
+        (0..self.events.len()).any(|k| self.phase_of(k) == 0)
+    }
 }
 
 /// A deployment as the orchestrator sees it (stored whole in `cd_deployments.state`).
@@ -88,6 +107,43 @@ pub struct Deployment {
     /// The number of batches started so far.
     #[serde(default)]
     pub batches: u32,
+    /// Health checks probed while the deployment runs (the alarm configuration in force).
+    #[serde(default)]
+    pub alarms: Option<slipway_model::codedeploy::AlarmConfiguration>,
+    /// The phase running now, and the last one there is.
+    #[serde(default)]
+    pub phase: u32,
+    #[serde(default)]
+    pub last_phase: u32,
+    /// Wait (status Ready) after phase 0 until ContinueDeployment.
+    #[serde(default)]
+    pub ready_wait: bool,
+    /// When the deployment became Ready.
+    #[serde(default)]
+    pub ready_since: Option<f64>,
+    /// A blue/green deployment: what follows its success.
+    #[serde(default)]
+    pub blue_green: Option<BlueGreen>,
+}
+
+/// What a blue/green deployment does after it succeeds, and how it is rolled back.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct BlueGreen {
+    /// The replacement fleet's tag filters (the group selects it from now on).
+    pub green_filters: Vec<slipway_model::codedeploy::TagFilter>,
+    /// Deregister the original hosts (TERMINATE) or keep them (KEEP_ALIVE).
+    pub terminate: bool,
+    /// Seconds after success before the original hosts are deregistered.
+    pub termination_wait: f64,
+    /// Set when the original hosts have been dealt with.
+    #[serde(default)]
+    pub terminated: bool,
+    /// This deployment moves traffic back (a rollback of a blue/green deployment).
+    #[serde(default)]
+    pub reroute_back: bool,
+    /// Seconds a Ready deployment waits for ContinueDeployment before it stops.
+    #[serde(default)]
+    pub ready_wait: f64,
 }
 
 /// What happened.
@@ -105,6 +161,8 @@ pub enum Input {
     HostLost {
         command: String,
     },
+    /// ContinueDeployment of a deployment that is Ready.
+    Continue,
     /// StopDeployment, or an alarm (its name).
     Stop {
         alarm: Option<String>,
@@ -159,13 +217,15 @@ impl Deployment {
         }
     }
 
+    #[cfg(test)]
     fn count(&self, s: &str) -> usize {
         self.targets.iter().filter(|t| t.status == s).count()
     }
 
-    /// How many hosts must succeed for the deployment to succeed.
+    /// How many hosts of the fleet (phase 0) must succeed for the deployment to succeed.
     fn required(&self) -> usize {
-        self.health.min_healthy.max(1).min(self.targets.len())
+        let fleet = self.targets.iter().filter(|t| t.in_fleet()).count();
+        self.health.min_healthy.max(1).min(fleet)
     }
 }
 
@@ -217,6 +277,13 @@ pub fn step(d: &mut Deployment, input: Input, ctx: &mut Ctx) -> Vec<Effect> {
             };
             let dg = diag("UnknownError", "The host's agent stopped answering: no word about this lifecycle event within the agent timeout");
             fail_target(d, i, dg, ctx, &mut fx);
+        }
+        Input::Continue => {
+            if d.status() != "Ready" {
+                return fx;
+            }
+            let next = d.phase + 1;
+            go_phase(d, next, ctx, &mut fx);
         }
         Input::Stop { alarm, rollback } => {
             d.rollback_requested = rollback;
@@ -276,7 +343,22 @@ fn event_ended(
 
 /// Starts target `i`'s next pending event, or ends it as succeeded.
 fn next_event(d: &mut Deployment, i: usize, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
+    let phase = d.phase;
     let t = &mut d.targets[i];
+    if let Some(k) = t
+        .events
+        .iter()
+        .position(|e| e.status.as_deref() == Some("Pending"))
+    {
+        if t.phase_of(k) > phase {
+            // Done for this phase: it waits for the next one.
+            t.status = "Ready".into();
+            t.command = None;
+            t.updated = ctx.now;
+            fx.push(Effect::InstanceChanged { target: i });
+            return;
+        }
+    }
     match t
         .events
         .iter()
@@ -332,12 +414,20 @@ fn fail_target(
 
 /// Starts what the health rule allows, and ends the deployment when it is decided.
 fn advance(d: &mut Deployment, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
-    let total = d.targets.len();
+    if d.phase > 0 {
+        return advance_later_phase(d, ctx, fx);
+    }
+    let fleet: Vec<usize> = (0..d.targets.len())
+        .filter(|&i| d.targets[i].in_fleet())
+        .collect();
+    let total = fleet.len();
     let required = d.required();
-    let succeeded = d.count("Succeeded");
-    let pending = d.count("Pending");
-    let in_progress = d.count("InProgress");
-    let failed = d.count("Failed");
+    let count = |s: &str| fleet.iter().filter(|&&i| d.targets[i].status == s).count();
+    // A host Ready has passed phase 0: it counts as succeeded here.
+    let succeeded = count("Succeeded") + count("Ready");
+    let pending = count("Pending");
+    let in_progress = count("InProgress");
+    let failed = count("Failed");
     // Failure is decided as soon as too few hosts can still succeed (OneAtATime forgives a
     // failure on the last host only).
     if succeeded + pending + in_progress < required {
@@ -352,7 +442,9 @@ fn advance(d: &mut Deployment, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
     }
     let concurrency = d.health.concurrency(total);
     let mut started = Vec::new();
-    let mut order: Vec<usize> = (0..total)
+    let mut order: Vec<usize> = fleet
+        .iter()
+        .copied()
         .filter(|&i| d.targets[i].status == "Pending")
         .collect();
     order.sort_by_key(|&i| (!d.targets[i].unhealthy, d.targets[i].instance.clone()));
@@ -386,9 +478,7 @@ fn advance(d: &mut Deployment, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
     if busy > 0 {
         return;
     }
-    if pending == 0 && succeeded >= required {
-        end(d, "Succeeded", None, ctx, fx);
-    } else {
+    if pending > 0 || succeeded < required {
         end(
             d,
             "Failed",
@@ -396,6 +486,71 @@ fn advance(d: &mut Deployment, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
             ctx,
             fx,
         );
+    } else if d.last_phase == 0 {
+        end(d, "Succeeded", None, ctx, fx);
+    } else if d.ready_wait {
+        d.info.status = Some("Ready".into());
+        d.ready_since = Some(ctx.now);
+    } else {
+        go_phase(d, 1, ctx, fx);
+    }
+}
+
+/// Starts phase `p` on every host with events in it.
+fn go_phase(d: &mut Deployment, p: u32, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
+    d.phase = p;
+    d.info.status = Some("InProgress".into());
+    for i in 0..d.targets.len() {
+        let t = &d.targets[i];
+        let next = t
+            .events
+            .iter()
+            .position(|e| e.status.as_deref() == Some("Pending"));
+        if next.is_some_and(|k| t.phase_of(k) <= p)
+            && matches!(t.status.as_str(), "Ready" | "Pending")
+        {
+            let t = &mut d.targets[i];
+            t.status = "InProgress".into();
+            t.batch = d.batches + 1;
+            t.updated = ctx.now;
+            fx.push(Effect::InstanceChanged { target: i });
+            next_event(d, i, ctx, fx);
+        }
+    }
+    d.batches += 1;
+    advance(d, ctx, fx);
+}
+
+/// A later phase (traffic moves) ends when every host in it has; any failure fails the
+/// deployment.
+fn advance_later_phase(d: &mut Deployment, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
+    if d.targets.iter().any(|t| {
+        t.status == "Failed"
+            && t.events
+                .iter()
+                .enumerate()
+                .any(|(k, e)| t.phase_of(k) == d.phase && e.status.as_deref() == Some("Failed"))
+    }) {
+        end(
+            d,
+            "Failed",
+            Some((
+                "HEALTH_CONSTRAINTS",
+                "The deployment failed because a host failed while traffic was being moved",
+            )),
+            ctx,
+            fx,
+        );
+        return;
+    }
+    if d.targets.iter().any(|t| t.status == "InProgress") {
+        return;
+    }
+    if d.phase < d.last_phase {
+        let next = d.phase + 1;
+        go_phase(d, next, ctx, fx);
+    } else {
+        end(d, "Succeeded", None, ctx, fx);
     }
 }
 
@@ -409,11 +564,13 @@ fn end(
 ) {
     for i in 0..d.targets.len() {
         match d.targets[i].status.as_str() {
-            "Pending" => {
+            "Pending" | "Ready" if status != "Succeeded" => {
                 let t = &mut d.targets[i];
                 t.status = "Skipped".into();
                 for e in &mut t.events {
-                    e.status = Some("Skipped".into());
+                    if e.status.as_deref() == Some("Pending") {
+                        e.status = Some("Skipped".into());
+                    }
                 }
                 t.updated = ctx.now;
                 fx.push(Effect::InstanceChanged { target: i });
@@ -488,11 +645,19 @@ mod tests {
                     command: None,
                     unhealthy: false,
                     batch: 0,
+                    phases: Vec::new(),
+                    label: None,
                 })
                 .collect(),
             rollback_on: vec!["DEPLOYMENT_FAILURE".into()],
             rollback_requested: None,
             batches: 0,
+            alarms: None,
+            phase: 0,
+            last_phase: 0,
+            ready_wait: false,
+            ready_since: None,
+            blue_green: None,
         }
     }
 
@@ -634,6 +799,86 @@ mod tests {
         assert_eq!(r.d.status(), "Stopped");
         assert_eq!(r.ended, Some(true));
         assert_eq!(r.d.count("Skipped"), 2);
+    }
+
+    #[test]
+    fn blue_green_phases_run_in_order_and_wait_when_ready() {
+        let mut d = deployment(4, "HOST_COUNT", 0);
+        // host0, host1 green: install (phase 0) then traffic (phase 1); host2, host3 blue:
+        // traffic blocked (phase 2).
+        for (i, t) in d.targets.iter_mut().enumerate() {
+            if i < 2 {
+                t.events.push(LifecycleEvent {
+                    lifecycle_event_name: Some("AllowTraffic".into()),
+                    status: Some("Pending".into()),
+                    ..Default::default()
+                });
+                t.phases = vec![0, 0, 1];
+            } else {
+                t.events = vec![LifecycleEvent {
+                    lifecycle_event_name: Some("BlockTraffic".into()),
+                    status: Some("Pending".into()),
+                    ..Default::default()
+                }];
+                t.phases = vec![2];
+            }
+        }
+        d.last_phase = 2;
+        d.ready_wait = true;
+        let mut r = Run::new(d);
+        let mut order = Vec::new();
+        let mut queue: Vec<(usize, String, String)> = Vec::new();
+        let take = |fx: Vec<Effect>, q: &mut Vec<(usize, String, String)>| {
+            for f in fx {
+                if let Effect::Command {
+                    target,
+                    event,
+                    command,
+                } = f
+                {
+                    q.push((target, event, command));
+                }
+            }
+        };
+        take(r.feed(Input::Start), &mut queue);
+        while let Some((target, event, command)) = (!queue.is_empty()).then(|| queue.remove(0)) {
+            order.push((target, event.clone()));
+            take(
+                r.feed(Input::EventEnded {
+                    command,
+                    ok: true,
+                    diagnostics: Diagnostics::default(),
+                }),
+                &mut queue,
+            );
+        }
+        assert_eq!(r.d.status(), "Ready");
+        assert!(r.d.targets[..2].iter().all(|t| t.status == "Ready"));
+        assert!(r.d.targets[2..].iter().all(|t| t.status == "Pending"));
+        assert!(order.iter().all(|(t, _)| *t < 2));
+        take(r.feed(Input::Continue), &mut queue);
+        while let Some((target, event, command)) = (!queue.is_empty()).then(|| queue.remove(0)) {
+            order.push((target, event.clone()));
+            take(
+                r.feed(Input::EventEnded {
+                    command,
+                    ok: true,
+                    diagnostics: Diagnostics::default(),
+                }),
+                &mut queue,
+            );
+        }
+        assert_eq!(r.d.status(), "Succeeded");
+        let allow = order
+            .iter()
+            .rposition(|(_, e)| e == "AllowTraffic")
+            .unwrap();
+        let block = order.iter().position(|(_, e)| e == "BlockTraffic").unwrap();
+        assert!(
+            allow < block,
+            "traffic reaches green before it leaves blue: {order:?}"
+        );
+        assert_eq!(r.d.count("Succeeded"), 4);
     }
 
     #[test]

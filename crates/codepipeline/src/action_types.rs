@@ -128,6 +128,19 @@ pub const BUILT_IN: &[ActionType] = &[
         source: false,
     },
     ActionType {
+        category: "Deploy",
+        owner: "AWS",
+        provider: "CodeDeploy",
+        version: "1",
+        inputs: (1, 1),
+        outputs: (0, 0),
+        properties: &[
+            prop("ApplicationName", true),
+            prop("DeploymentGroupName", true),
+        ],
+        source: false,
+    },
+    ActionType {
         category: "Compute",
         owner: "AWS",
         provider: "Commands",

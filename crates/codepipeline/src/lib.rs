@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     pub s3: slipway_s3::S3Store,
     pub codecommit: slipway_codecommit::CodeCommit,
     pub builds: Arc<dyn BuildService>,
+    /// Deploy — CodeDeploy actions create their deployments here.
+    pub codedeploy: Option<slipway_codedeploy::CodeDeploy>,
     /// Woken when there is work for the runtime (a new action run, a new event).
     pub wake: tokio::sync::Notify,
     /// Set when running runs should be polled at once (a build ended).
@@ -159,6 +161,7 @@ impl CodePipeline {
         s3: slipway_s3::S3Store,
         codecommit: slipway_codecommit::CodeCommit,
         builds: Arc<dyn BuildService>,
+        codedeploy: Option<slipway_codedeploy::CodeDeploy>,
     ) -> Result<CodePipeline> {
         std::fs::create_dir_all(&cfg.work_dir)?;
         let region = cfg.default_region.as_str().into();
@@ -169,6 +172,7 @@ impl CodePipeline {
                 s3,
                 codecommit,
                 builds,
+                codedeploy,
                 wake: tokio::sync::Notify::new(),
                 poll_now: Default::default(),
             }),

@@ -4,6 +4,7 @@ mod admin;
 mod agent;
 mod aws;
 mod build;
+mod deploy;
 mod pipeline;
 mod registry;
 mod server;
@@ -37,6 +38,8 @@ enum Command {
     Build(build::BuildArgs),
     /// Follow pipelines on a server (`slipway pipeline watch NAME`).
     Pipeline(pipeline::PipelineArgs),
+    /// Follow CodeDeploy deployments on a server (`slipway deploy watch ID`).
+    Deploy(deploy::DeployArgs),
 }
 
 fn init_tracing() {
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
             Command::Build(args) => build::run(args).await,
             Command::Worker(args) => worker::run(args).await,
             Command::Pipeline(args) => pipeline::run(args).await,
+            Command::Deploy(args) => deploy::run(args).await,
             Command::Agent(args) => agent::run(args).await,
         }
     });

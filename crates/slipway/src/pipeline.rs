@@ -37,7 +37,7 @@ enum PipelineCommand {
     },
 }
 
-fn duration(from: Option<f64>, to: f64) -> String {
+pub(crate) fn duration(from: Option<f64>, to: f64) -> String {
     let Some(from) = from else {
         return String::new();
     };
@@ -49,7 +49,7 @@ fn duration(from: Option<f64>, to: f64) -> String {
     }
 }
 
-fn mark(status: &str) -> &'static str {
+pub(crate) fn mark(status: &str) -> &'static str {
     match status {
         "Succeeded" => "✓",
         "Failed" => "✗",
@@ -218,6 +218,24 @@ async fn build_log_tail(api: &Api, build: &str, n: usize) -> anyhow::Result<Vec<
         .collect())
 }
 
+/// Prints `lines` when they differ from what is `shown`: in place on a terminal, else after
+/// a blank line.
+pub(crate) fn redraw(shown: &mut Vec<String>, lines: Vec<String>, terminal: bool) {
+    if lines == *shown {
+        return;
+    }
+    if terminal && !shown.is_empty() {
+        // Redraw in place: up over the last picture, clear to the end.
+        print!("\x1b[{}A\x1b[J", shown.len());
+    } else if !shown.is_empty() {
+        println!();
+    }
+    for l in &lines {
+        println!("{l}");
+    }
+    *shown = lines;
+}
+
 pub async fn run(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     let PipelineCommand::Watch {
         name,
@@ -246,18 +264,7 @@ pub async fn run(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     let mut shown: Vec<String> = Vec::new();
     loop {
         let (lines, status) = picture(&api, &name, &id, log_lines, terminal).await?;
-        if lines != shown {
-            if terminal && !shown.is_empty() {
-                // Redraw in place: up over the last picture, clear to the end.
-                print!("\x1b[{}A\x1b[J", shown.len());
-            } else if !shown.is_empty() {
-                println!();
-            }
-            for l in &lines {
-                println!("{l}");
-            }
-            shown = lines;
-        }
+        redraw(&mut shown, lines, terminal);
         if !matches!(status.as_str(), "InProgress" | "Stopping") {
             return Ok(if status == "Succeeded" {
                 ExitCode::SUCCESS

@@ -41,6 +41,16 @@ pub struct ServerArgs {
     /// event (or without taking one) before the host fails.
     #[arg(long, env = "SLIPWAY_AGENT_TIMEOUT_SECS", default_value_t = 300)]
     pub agent_timeout_secs: u64,
+    /// The on-premises instance name of the server's built-in CodeDeploy agent, registered
+    /// in the default region (tag it to put the server in a deployment group); empty: no
+    /// built-in agent.
+    #[arg(long, env = "SLIPWAY_BUILTIN_AGENT", default_value = "slipway-server")]
+    pub builtin_agent: String,
+    /// A JSON file naming the load balancers CodeDeploy moves traffic on, by target group:
+    /// `{"web": {"kind": "nginx", "config": "/etc/nginx/conf.d/web.conf", "check": ["nginx",
+    /// "-t"], "reload": ["nginx", "-s", "reload"]}}` (see README).
+    #[arg(long, env = "SLIPWAY_LOAD_BALANCERS")]
+    pub load_balancers: Option<PathBuf>,
     /// Builds the built-in worker runs at once (0: no built-in worker; builds wait for a
     /// `slipway worker`).
     #[arg(long, env = "SLIPWAY_BUILD_SLOTS", default_value_t = 2)]
@@ -230,6 +240,89 @@ async fn start_builds(
     (tasks, Some(runtime))
 }
 
+/// CodeDeploy's health checks (alarms named by URL): a GET answered 2xx or 3xx within two
+/// seconds is healthy.
+fn health_probe() -> slipway_codedeploy::Probe {
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
+    Arc::new(move |url: String| {
+        let http = http.clone();
+        Box::pin(async move {
+            match http.get(&url).send().await {
+                Ok(r) if r.status().is_success() || r.status().is_redirection() => Ok(()),
+                Ok(_) => Err(true),
+                Err(_) => Err(false),
+            }
+        })
+    })
+}
+
+/// The built-in CodeDeploy agent: registered as an on-premises instance of the default
+/// region with the account root's ARN as its host, polling this server over loopback (its
+/// bundles come through the S3 API like any agent's) with the root credentials.
+async fn start_agent(
+    args: &ServerArgs,
+    addr: &std::net::SocketAddr,
+    codedeploy: &slipway_codedeploy::CodeDeploy,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if args.builtin_agent.is_empty() {
+        return None;
+    }
+    let Some(root) = RootCredentials::load(&args.data_dir) else {
+        tracing::warn!("the built-in CodeDeploy agent is off: no root credentials");
+        return None;
+    };
+    let host_arn = format!("arn:aws:iam::{}:root", args.account_id);
+    if let Err(e) = codedeploy
+        .register_builtin(&args.builtin_agent, &host_arn)
+        .await
+    {
+        tracing::warn!(error = %e, "the built-in CodeDeploy agent is off: registering it failed");
+        return None;
+    }
+    let host = if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    let api = match crate::aws::Api::new(
+        &format!("http://{host}"),
+        root.access_key_id.clone(),
+        root.secret_access_key.clone(),
+        args.region.clone(),
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "the built-in CodeDeploy agent is off");
+            return None;
+        }
+    };
+    let agent = match crate::agent::Agent::new(
+        api,
+        host_arn,
+        &args.data_dir.join("agent"),
+        std::time::Duration::from_secs(10),
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "the built-in CodeDeploy agent is off");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        let mut stop = stop;
+        agent
+            .serve(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    }))
+}
+
 /// Every few seconds, fails the builds whose worker stopped reporting — after killing their
 /// sandbox, when it is one of the built-in worker's (a server killed mid-build leaves its
 /// builds' sandboxes running; they must be gone before the build reads as ended).
@@ -323,6 +416,21 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     if missed > 0 {
         tracing::warn!(missed, "recorded ref changes that a previous run had not");
     }
+    let codedeploy = slipway_codedeploy::CodeDeploy::new(
+        store.clone(),
+        slipway_codedeploy::Config {
+            account_id: args.account_id.clone(),
+            default_region: args.region.clone(),
+            agent_timeout: std::time::Duration::from_secs(args.agent_timeout_secs.max(1)),
+            probe: Some(health_probe()),
+            traffic: match &args.load_balancers {
+                Some(p) => slipway_codedeploy::traffic::Traffic::from_file(p)
+                    .map_err(|e| anyhow::anyhow!(e))?,
+                None => Default::default(),
+            },
+        },
+        s3.clone(),
+    );
     // A pipeline's builds go through the API layer's CodeBuild, which needs the state.
     let pipeline_builds = Arc::new(slipway_api::codepipeline_api::PipelineBuilds {
         state: std::sync::OnceLock::new(),
@@ -339,17 +447,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         s3.clone(),
         codecommit.clone(),
         pipeline_builds.clone(),
+        Some(codedeploy.clone()),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let codedeploy = slipway_codedeploy::CodeDeploy::new(
-        store.clone(),
-        slipway_codedeploy::Config {
-            account_id: args.account_id.clone(),
-            default_region: args.region.clone(),
-            agent_timeout: std::time::Duration::from_secs(args.agent_timeout_secs.max(1)),
-        },
-        s3.clone(),
-    );
     let state = Arc::new(AppState {
         iam,
         codecommit,
@@ -371,10 +471,12 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         let _ = rx.wait_for(|stop| *stop).await;
     }));
     let (stop_deploys, deploys_stop) = tokio::sync::watch::channel(false);
-    let deploys = tokio::spawn(codedeploy.run(async move {
+    let deploys_stop_agent = deploys_stop.clone();
+    let deploys = tokio::spawn(codedeploy.clone().run(async move {
         let mut rx = deploys_stop;
         let _ = rx.wait_for(|stop| *stop).await;
     }));
+    let builtin_agent = start_agent(&args, &addr, &codedeploy, deploys_stop_agent).await;
     let builds = state.codebuild.clone();
     let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
     let in_process = slipway_api::InProcess::new(state.clone());
@@ -399,6 +501,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), pipelines).await;
     let _ = stop_deploys.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), deploys).await;
+    if let Some(a) = builtin_agent {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), a).await;
+    }
     for w in workers {
         w.abort();
     }

@@ -440,13 +440,16 @@ pub struct DeploymentRow {
     pub application: String,
     pub group_name: String,
     pub status: String,
-    pub active: bool,
+    /// 1 running, 2 waiting to deregister its original hosts, 0 done.
+    pub active: i64,
     pub state: String,
     pub created: f64,
+    /// Who outside CodeDeploy asked for it (a pipeline's action execution).
+    pub external_id: Option<String>,
 }
 
 const DEPLOYMENT_COLUMNS: &str =
-    "deployment_id, region, application, group_name, status, active, state, created_at";
+    "deployment_id, region, application, group_name, status, active, state, created_at, external_id";
 
 fn deployment_from(r: &sqlx::sqlite::SqliteRow) -> DeploymentRow {
     DeploymentRow {
@@ -455,25 +458,43 @@ fn deployment_from(r: &sqlx::sqlite::SqliteRow) -> DeploymentRow {
         application: r.get(2),
         group_name: r.get(3),
         status: r.get(4),
-        active: r.get::<i64, _>(5) != 0,
+        active: r.get(5),
         state: r.get(6),
         created: r.get(7),
+        external_id: r.get(8),
     }
 }
 
 pub async fn insert_deployment(conn: &mut Conn, d: &DeploymentRow) -> Result<()> {
-    sqlx::query("INSERT INTO cd_deployments (deployment_id, region, application, group_name, status, active, state, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)")
+    sqlx::query("INSERT INTO cd_deployments (deployment_id, region, application, group_name, status, active, state, created_at, updated_at, external_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)")
         .bind(&d.deployment_id)
         .bind(&d.region)
         .bind(&d.application)
         .bind(&d.group_name)
         .bind(&d.status)
-        .bind(d.active as i64)
+        .bind(d.active)
         .bind(&d.state)
         .bind(d.created)
+        .bind(&d.external_id)
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// The deployment made for `external_id`, if any.
+pub async fn by_external_id(
+    conn: &mut Conn,
+    region: &str,
+    external_id: &str,
+) -> Result<Option<String>> {
+    let r = sqlx::query(
+        "SELECT deployment_id FROM cd_deployments WHERE region = $1 AND external_id = $2",
+    )
+    .bind(region)
+    .bind(external_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(r.map(|r| r.get(0)))
 }
 
 pub async fn get_deployment(conn: &mut Conn, id: &str) -> Result<Option<DeploymentRow>> {
@@ -491,14 +512,14 @@ pub async fn update_deployment(
     conn: &mut Conn,
     id: &str,
     status: &str,
-    active: bool,
+    active: i64,
     state: &str,
     t: f64,
 ) -> Result<()> {
     sqlx::query("UPDATE cd_deployments SET status = $2, active = $3, state = $4, updated_at = $5 WHERE deployment_id = $1")
         .bind(id)
         .bind(status)
-        .bind(active as i64)
+        .bind(active)
         .bind(state)
         .bind(t)
         .execute(&mut *conn)
@@ -646,4 +667,44 @@ pub async fn open_commands(conn: &mut Conn) -> Result<Vec<CommandRow>> {
         .fetch_all(&mut *conn)
         .await?;
     Ok(rows.iter().map(command_from).collect())
+}
+
+// ----- traffic -----
+
+/// The instances a target group sends traffic to, if it has been set.
+pub async fn get_traffic(conn: &mut Conn, region: &str, group: &str) -> Result<Option<String>> {
+    let r = sqlx::query("SELECT instances FROM cd_traffic WHERE region = $1 AND target_group = $2")
+        .bind(region)
+        .bind(group)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(r.map(|r| r.get(0)))
+}
+
+pub async fn set_traffic(
+    conn: &mut Conn,
+    region: &str,
+    group: &str,
+    instances: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO cd_traffic (region, target_group, instances) VALUES ($1, $2, $3)
+         ON CONFLICT (region, target_group) DO UPDATE SET instances = excluded.instances",
+    )
+    .bind(region)
+    .bind(group)
+    .bind(instances)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Puts commands taken but not finished by `host` back in its queue (the service's own
+/// traffic events after a restart: performing one again is harmless).
+pub async fn requeue(conn: &mut Conn, host: &str) -> Result<()> {
+    sqlx::query("UPDATE cd_host_commands SET status = 'Pending' WHERE host = $1 AND status IN ('Dispatched', 'InProgress', 'Live')")
+        .bind(host)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

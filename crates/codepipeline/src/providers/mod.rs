@@ -5,6 +5,7 @@
 
 pub mod codebuild;
 pub mod codecommit;
+pub mod codedeploy;
 pub mod commands;
 pub mod invoke;
 pub mod manual;
@@ -127,6 +128,7 @@ pub fn provider(job: &Job) -> Option<&'static dyn Provider> {
             ("Compute", "AWS", "Commands") => &commands::CommandsAction,
             ("Approval", "AWS", "Manual") => &manual::ManualApproval,
             ("Deploy", "AWS", "S3") => &s3_deploy::S3Deploy,
+            ("Deploy", "AWS", "CodeDeploy") => &codedeploy::CodeDeployAction,
             ("Invoke", "AWS", "CodePipeline") => &invoke::InvokePipeline,
             (_, "Custom", _) => &crate::jobs::CustomAction,
             _ => return None,

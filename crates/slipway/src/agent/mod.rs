@@ -41,7 +41,7 @@ pub struct AgentArgs {
     heartbeat_secs: u64,
 }
 
-struct Agent {
+pub(crate) struct Agent {
     api: Api,
     host: String,
     root: PathBuf,
@@ -82,36 +82,60 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let region = get("region", "AWS_REGION")
         .or_else(|| env("AWS_DEFAULT_REGION"))
         .unwrap_or_else(|| "us-east-1".into());
-    std::fs::create_dir_all(&args.root_dir)?;
-    let root = std::fs::canonicalize(&args.root_dir)?;
-    let agent = Agent {
-        api: Api::new(&args.endpoint, key, secret, region)?,
+    let agent = Agent::new(
+        Api::new(&args.endpoint, key, secret, region)?,
         host,
-        root,
-        heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
-    };
+        &args.root_dir,
+        Duration::from_secs(args.heartbeat_secs.max(1)),
+    )?;
     tracing::info!(host = %agent.host, instance = ?args.instance_name, root = %agent.root.display(), "agent polling");
-    agent.recover().await;
-    let mut errors = 0u32;
-    let mut stop = std::pin::pin!(crate::server::shutdown_signal());
-    loop {
-        let polled = tokio::select! {
-            r = agent.poll_once() => r,
-            _ = &mut stop => return Ok(ExitCode::SUCCESS),
-        };
-        match polled {
-            Ok(()) => errors = 0,
-            Err(e) => {
-                errors = (errors + 1).min(5);
-                tracing::warn!(error = %format!("{e:#}"), "agent poll failed");
-                tokio::time::sleep(Duration::from_secs(1 << errors)).await;
-            }
-        }
-    }
+    agent.serve(crate::server::shutdown_signal()).await;
+    Ok(ExitCode::SUCCESS)
 }
 
 impl Agent {
     const TARGET: &'static str = "CodeDeployCommandService_v20141006";
+
+    /// An agent polling as `host` (its IAM ARN) through `api`, keeping its state in `root`.
+    pub(crate) fn new(
+        api: Api,
+        host: String,
+        root: &Path,
+        heartbeat: Duration,
+    ) -> anyhow::Result<Agent> {
+        std::fs::create_dir_all(root)?;
+        Ok(Agent {
+            api,
+            host,
+            root: std::fs::canonicalize(root)?,
+            heartbeat,
+        })
+    }
+
+    /// Polls and runs commands until `stop` resolves (a command in progress is left to the
+    /// next start, which reports it failed).
+    pub(crate) async fn serve(&self, stop: impl std::future::Future<Output = ()>) {
+        self.recover().await;
+        let mut errors = 0u32;
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let polled = tokio::select! {
+                r = self.poll_once() => r,
+                _ = &mut stop => return,
+            };
+            match polled {
+                Ok(()) => errors = 0,
+                Err(e) => {
+                    errors = (errors + 1).min(5);
+                    tracing::warn!(error = %format!("{e:#}"), "agent poll failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1 << errors)) => {}
+                        _ = &mut stop => return,
+                    }
+                }
+            }
+        }
+    }
 
     async fn call(&self, op: &str, body: Value) -> anyhow::Result<Value> {
         self.api

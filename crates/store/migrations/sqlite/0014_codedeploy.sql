@@ -56,17 +56,29 @@ CREATE TABLE cd_instances (
 );
 CREATE INDEX cd_instances_by_iam ON cd_instances (iam_arn, registered);
 
+-- The hosts each load balancer target group sends traffic to (JSON list of instance names).
+CREATE TABLE cd_traffic (
+    region        TEXT NOT NULL,
+    target_group  TEXT NOT NULL,
+    instances     TEXT NOT NULL,
+    PRIMARY KEY (region, target_group)
+);
+
 CREATE TABLE cd_deployments (
     deployment_id  TEXT PRIMARY KEY,
     region         TEXT NOT NULL,
     application    TEXT NOT NULL,
     group_name     TEXT NOT NULL,
     status         TEXT NOT NULL,
+    -- 1 running, 2 succeeded and waiting to deregister its original hosts, 0 done
     active         INTEGER NOT NULL,
     state          TEXT NOT NULL,
     created_at     REAL NOT NULL,
-    updated_at     REAL NOT NULL
+    updated_at     REAL NOT NULL,
+    -- who outside CodeDeploy asked for it (a pipeline's action execution id)
+    external_id    TEXT
 );
+CREATE UNIQUE INDEX cd_deployments_external ON cd_deployments (region, external_id);
 CREATE INDEX cd_deployments_by_group ON cd_deployments (region, application, group_name, created_at);
 CREATE INDEX cd_deployments_active ON cd_deployments (active);
 
