@@ -480,22 +480,12 @@ impl CodeDeployApi for CodeDeployService {
         _ctx: &Context,
         input: ListDeploymentInstancesInput,
     ) -> Result<ListDeploymentInstancesOutput, ApiError> {
-        if input
-            .instance_type_filter
-            .as_ref()
-            .is_some_and(|f| !f.is_empty())
-        {
-            return Err(err(
-                ErrorKind::InvalidDeploymentInstanceTypeException,
-                "Instance types (Blue, Green) are for blue/green deployments",
-            )
-            .into());
-        }
         let ids = self
             .cd
             .list_deployment_instances(
                 &s(input.deployment_id),
                 input.instance_status_filter.as_deref().unwrap_or_default(),
+                input.instance_type_filter.as_deref().unwrap_or_default(),
             )
             .await?;
         let (items, next) = page(ids, input.next_token.as_deref())?;

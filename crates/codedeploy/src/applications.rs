@@ -30,10 +30,17 @@ pub struct RevisionQuery {
     pub deployed: Option<String>,
 }
 
-/// A revision's identity: its location as canonical JSON (S3 object with version and eTag,
-/// or the content's SHA-256).
+/// A revision's identity: its location as canonical JSON (an S3 object by its eTag when
+/// known — the same bytes whichever version id names them — else by its version; or the
+/// content's SHA-256).
 pub fn revision_key(r: &RevisionLocation) -> String {
     let mut r = r.clone();
+    if let Some(s3) = r.s3_location.as_mut() {
+        if let Some(tag) = s3.e_tag.as_mut() {
+            *tag = tag.trim_matches('"').to_owned();
+            s3.version = None;
+        }
+    }
     if let Some(raw) = r.string.as_mut() {
         if raw.sha256.is_none() {
             raw.sha256 = raw.content.as_deref().map(sha256_hex);

@@ -418,11 +418,12 @@ impl CodeDeploy {
                 )),
             });
         }
+        // A rollback is the remedy for what the health checks saw: it is not stopped by them.
         let d_alarms = info
             .override_alarm_configuration
             .clone()
             .or(group.alarm_configuration.clone())
-            .filter(|a| a.enabled == Some(true));
+            .filter(|a| a.enabled == Some(true) && origin.rollback_of.is_none());
         let mut d = Deployment {
             info,
             group_id: row.group_id.clone(),
@@ -1042,7 +1043,7 @@ impl CodeDeploy {
             status: Some(t.status.clone()),
             last_updated_at: Some(t.updated),
             lifecycle_events: Some(t.events.clone()),
-            instance_type: None,
+            instance_type: t.label.clone(),
         }
     }
 
@@ -1088,12 +1089,23 @@ impl CodeDeploy {
         ))
     }
 
-    /// The instances of a deployment (their instance ids), filtered by status.
+    /// The instances of a deployment (their instance ids), filtered by status and by type
+    /// (Blue, Green).
     pub async fn list_deployment_instances(
         &self,
         id: &str,
         statuses: &[String],
+        types: &[String],
     ) -> Result<Vec<String>> {
+        if let Some(bad) = types
+            .iter()
+            .find(|t| !matches!(t.as_str(), "Blue" | "Green"))
+        {
+            return Err(err(
+                ErrorKind::InvalidInstanceTypeException,
+                format!("The instance type {bad} is not valid"),
+            ));
+        }
         const OK: &[&str] = &[
             "Pending",
             "InProgress",
@@ -1113,6 +1125,7 @@ impl CodeDeploy {
         Ok(d.targets
             .iter()
             .filter(|t| statuses.is_empty() || statuses.contains(&t.status))
+            .filter(|t| types.is_empty() || t.label.as_ref().is_some_and(|l| types.contains(l)))
             .map(|t| t.instance.clone())
             .collect())
     }
@@ -1146,7 +1159,7 @@ impl CodeDeploy {
                     status: Some(t.status.clone()),
                     last_updated_at: Some(t.updated),
                     lifecycle_events: Some(t.events.clone()),
-                    instance_label: None,
+                    instance_label: t.label.clone(),
                 }),
                 ..Default::default()
             });

@@ -1,0 +1,261 @@
+"""Blue/green CodeDeploy deployments moving real traffic: an nginx load balancer whose
+upstream Slipway rewrites and reloads gracefully, agents as separate processes, and a
+client sending requests through nginx in a loop the whole time — no request may fail while
+traffic moves to the replacement hosts, nor while a failed deployment moves it back."""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import zipfile
+
+import pytest
+
+from conftest import Server, free_port
+from test_codedeploy import AGENT_POLICY, BIN, wait
+
+pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+
+START = """#!/bin/sh
+mkdir -p "$AGENT_OUT"
+cd "$(dirname "$0")/site"
+setsid python3 -m http.server "$AGENT_PORT" --bind 127.0.0.1 >/dev/null 2>&1 < /dev/null &
+echo $! > "$AGENT_OUT/server.pid"
+"""
+STOP = """#!/bin/sh
+[ -f "$AGENT_OUT/server.pid" ] && kill "$(cat "$AGENT_OUT/server.pid")" 2>/dev/null
+rm -f "$AGENT_OUT/server.pid"
+exit 0
+"""
+VALIDATE = """#!/bin/sh
+for i in $(seq 1 100); do
+  python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$AGENT_PORT/', timeout=1)" 2>/dev/null && exit 0
+  sleep 0.1
+done
+exit 1
+"""
+MAYBE_FAIL = """#!/bin/sh
+[ -e "$AGENT_OUT/fail-$LIFECYCLE_EVENT" ] && { echo "failing $LIFECYCLE_EVENT on purpose" >&2; exit 4; }
+exit 0
+"""
+
+
+def bundle(version):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        hooks = {
+            "ApplicationStop": "stop.sh",
+            "ApplicationStart": "start.sh",
+            "ValidateService": "validate.sh",
+            "AfterAllowTraffic": "maybe_fail.sh",
+        }
+        spec = "version: 0.0\nos: linux\nhooks:\n" + "".join(
+            f"  {ev}:\n    - location: {loc}\n      timeout: 30\n" for ev, loc in hooks.items()
+        )
+        z.writestr("appspec.yml", spec)
+        for name, text in [("start.sh", START), ("stop.sh", STOP), ("validate.sh", VALIDATE), ("maybe_fail.sh", MAYBE_FAIL)]:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o755 << 16
+            z.writestr(info, text)
+        z.writestr("site/index.html", version)
+    return buf.getvalue()
+
+
+class Nginx:
+    def __init__(self, workdir, backends):
+        self.prefix = workdir / "nginx"
+        self.prefix.mkdir()
+        self.port = free_port()
+        self.conf = self.prefix / "nginx.conf"
+        servers = "".join(f"        server {b};\n" for b in backends)
+        self.conf.write_text(
+            f"""worker_processes 1;
+pid {self.prefix}/nginx.pid;
+error_log {self.prefix}/error.log;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    client_body_temp_path {self.prefix}/body;
+    proxy_temp_path {self.prefix}/proxy;
+    fastcgi_temp_path {self.prefix}/fastcgi;
+    uwsgi_temp_path {self.prefix}/uwsgi;
+    scgi_temp_path {self.prefix}/scgi;
+    upstream web {{
+        # slipway:servers web begin
+{servers}        # slipway:servers web end
+    }}
+    server {{
+        listen 127.0.0.1:{self.port};
+        location / {{ proxy_pass http://web; proxy_next_upstream off; }}
+    }}
+}}
+"""
+        )
+        base = ["nginx", "-p", str(self.prefix), "-c", str(self.conf)]
+        self.check = base + ["-t", "-q"]
+        self.reload = base + ["-s", "reload"]
+        subprocess.run(base, check=True)
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def stop(self):
+        subprocess.run(["nginx", "-p", str(self.prefix), "-c", str(self.conf), "-s", "stop"], check=False)
+
+
+class Load:
+    """Requests through the load balancer in a loop; counts failures and versions seen."""
+
+    def __init__(self, url):
+        self.url = url
+        self.failures = []
+        self.seen = []
+        self.stop = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop:
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as r:
+                    self.seen.append(r.read().decode().strip())
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                self.failures.append(repr(e))
+            time.sleep(0.005)
+
+    def end(self):
+        self.stop = True
+        self.thread.join()
+        return self
+
+
+def test_blue_green_under_load_and_rollback_moves_traffic_back(workdir):
+    backends = {f"host{i}": free_port() for i in range(4)}
+    # The original fleet (host0, host1) serves v1 from servers started by hand.
+    site = workdir / "v1"
+    site.mkdir()
+    (site / "index.html").write_text("v1")
+    v1 = [
+        subprocess.Popen([sys.executable, "-m", "http.server", str(backends[h]), "--bind", "127.0.0.1"], cwd=site, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for h in ("host0", "host1")
+    ]
+    for h in ("host0", "host1"):
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{backends[h]}/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+    nginx = Nginx(workdir, [f"127.0.0.1:{backends['host0']}", f"127.0.0.1:{backends['host1']}"])
+    lbs = workdir / "load-balancers.json"
+    lbs.write_text(json.dumps({"web": {"kind": "nginx", "config": str(nginx.conf), "check": nginx.check, "reload": nginx.reload}}))
+    s = Server(workdir / "data", env={"SLIPWAY_LOAD_BALANCERS": str(lbs), "SLIPWAY_AGENT_TIMEOUT_SECS": "20"}).start()
+    agents = []
+    try:
+        cd = s.client("codedeploy")
+        s3 = s.client("s3")
+        s3.create_bucket(Bucket="rev")
+        s3.put_bucket_versioning(Bucket="rev", VersioningConfiguration={"Status": "Enabled"})
+        for i, (name, port) in enumerate(backends.items()):
+            s.admin("create-user", "--user-name", name)
+            key = s.admin("create-access-key", "--user-name", name)["AccessKey"]
+            s.admin("put-user-policy", "--user-name", name, "--policy-name", "a", "--policy-document", json.dumps(AGENT_POLICY))
+            arn = s.admin("get-user", "--user-name", name)["User"]["Arn"]
+            cd.register_on_premises_instance(instanceName=name, iamUserArn=arn)
+            role = "blue" if i < 2 else "green"
+            cd.add_tags_to_on_premises_instances(
+                instanceNames=[name], tags=[{"Key": "role", "Value": role}, {"Key": "slipway:address", "Value": f"127.0.0.1:{port}"}]
+            )
+            out = workdir / f"out-{name}"
+            env = dict(os.environ, AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"], AWS_HOST_IDENTIFIER=arn, AWS_REGION="us-east-1", AGENT_OUT=str(out), AGENT_PORT=str(port))
+            log = open(workdir / f"agent-{name}.log", "ab")
+            agents.append(subprocess.Popen([BIN, "agent", "--endpoint", s.url, "--root-dir", str(workdir / f"root-{name}"), "--heartbeat-secs", "1"], env=env, stdout=log, stderr=log))
+        cd.create_application(applicationName="shop")
+        cd.create_deployment_group(
+            applicationName="shop",
+            deploymentGroupName="bg",
+            serviceRoleArn="arn:aws:iam::000000000000:role/cd",
+            deploymentConfigName="CodeDeployDefault.OneAtATime",
+            onPremisesInstanceTagFilters=[{"Key": "role", "Value": "blue", "Type": "KEY_AND_VALUE"}],
+            deploymentStyle={"deploymentType": "BLUE_GREEN", "deploymentOption": "WITH_TRAFFIC_CONTROL"},
+            loadBalancerInfo={"targetGroupInfoList": [{"name": "web"}]},
+            blueGreenDeploymentConfiguration={
+                "terminateBlueInstancesOnDeploymentSuccess": {"action": "KEEP_ALIVE"},
+                "deploymentReadyOption": {"actionOnTimeout": "CONTINUE_DEPLOYMENT"},
+                "greenFleetProvisioningOption": {"action": "DISCOVER_EXISTING"},
+            },
+            autoRollbackConfiguration={"enabled": True, "events": ["DEPLOYMENT_FAILURE"]},
+        )
+
+        def deploy(version, role):
+            put = s3.put_object(Bucket="rev", Key="shop.zip", Body=bundle(version))
+            return cd.create_deployment(
+                applicationName="shop",
+                deploymentGroupName="bg",
+                revision={"revisionType": "S3", "s3Location": {"bucket": "rev", "key": "shop.zip", "bundleType": "zip", "version": put["VersionId"]}},
+                targetInstances={"tagFilters": [{"Key": "role", "Value": role, "Type": "KEY_AND_VALUE"}]},
+            )["deploymentId"]
+
+        # 1. Traffic moves from blue (v1) to green (v2) under load.
+        load = Load(nginx.url)
+        time.sleep(0.5)
+        d1 = deploy("v2", "green")
+        info = wait(cd, d1, timeout=120)
+        time.sleep(0.5)
+        load.end()
+        assert info["status"] == "Succeeded", info
+        assert load.failures == [], load.failures[:5]
+        assert "v1" in load.seen and load.seen[-20:] == ["v2"] * 20
+        labels = {
+            t["instanceTarget"]["targetId"]: t["instanceTarget"]["instanceLabel"]
+            for t in cd.batch_get_deployment_targets(deploymentId=d1, targetIds=list(backends))["deploymentTargets"]
+        }
+        assert labels == {"host0": "Blue", "host1": "Blue", "host2": "Green", "host3": "Green"}
+        blue = cd.get_deployment_instance(deploymentId=d1, instanceId="host0")["instanceSummary"]
+        assert [e["lifecycleEventName"] for e in blue["lifecycleEvents"]] == ["BeforeBlockTraffic", "BlockTraffic", "AfterBlockTraffic"]
+        # The group's fleet is now the replacement one.
+        g = cd.get_deployment_group(applicationName="shop", deploymentGroupName="bg")["deploymentGroupInfo"]
+        assert g["onPremisesInstanceTagFilters"] == [{"Key": "role", "Value": "green", "Type": "KEY_AND_VALUE"}]
+        for p in v1:
+            p.terminate()
+
+        # 2. A deployment to host0/host1 (v3) whose AfterAllowTraffic fails: traffic, which
+        # had begun to reach v3, is moved back to green (v2) by the rollback.
+        for h in ("host0", "host1"):
+            (workdir / f"out-{h}").mkdir(exist_ok=True)
+            (workdir / f"out-{h}" / "fail-AfterAllowTraffic").touch()
+        load = Load(nginx.url)
+        d2 = deploy("v3", "blue")
+        info = wait(cd, d2, timeout=120)
+        assert info["status"] == "Failed", info
+        rb = info["rollbackInfo"]["rollbackDeploymentId"]
+        rbinfo = wait(cd, rb, timeout=120)
+        time.sleep(0.5)
+        load.end()
+        assert rbinfo["status"] == "Succeeded", rbinfo
+        assert rbinfo["creator"] == "codeDeployRollback"
+        assert load.failures == [], load.failures[:5]
+        assert "v3" in load.seen, "traffic reached the new revision before the failure"
+        assert load.seen[-20:] == ["v2"] * 20
+        with urllib.request.urlopen(nginx.url) as r:
+            assert r.read().decode().strip() == "v2"
+    finally:
+        for a in agents:
+            a.terminate()
+        for a in agents:
+            a.wait(timeout=10)
+        nginx.stop()
+        for p in v1:
+            p.kill()
+        s.stop()
+        for h in backends:
+            pid = workdir / f"out-{h}" / "server.pid"
+            if pid.exists():
+                try:
+                    os.kill(int(pid.read_text()), 15)
+                except (OSError, ValueError):
+                    pass
