@@ -269,15 +269,26 @@ def test_fleet_batches_failure_rollback_and_a_killed_agent(fleet_server, workdir
         assert rbinfo["status"] == "Succeeded", rbinfo
         assert rbinfo["revision"]["s3Location"]["version"] == cd.get_deployment(deploymentId=d3)["deploymentInfo"]["revision"]["s3Location"]["version"]
         assert sorted(cd.list_deployment_instances(deploymentId=rb)["instancesList"]) == ["host0", "host1"]
-        # An agent killed mid-deployment: its host fails after the agent timeout.
-        (fleet.agents["host3"]["out"] / "fail-none").touch()
-        fleet.kill("host3")
+        # An agent killed mid-deployment (inside a hook): its host fails after the agent
+        # timeout, and the others finish.
         d5 = deploy(cd, s3, "v5")
+        events = fleet.agents["host3"]["out"] / "events"
+        deadline = time.time() + 60
+        while f"start ApplicationStart {d5}" not in events.read_text():
+            assert time.time() < deadline, "host3 never started ApplicationStart"
+            time.sleep(0.05)
+        fleet.kill("host3")
         info = wait(cd, d5, timeout=60)
         assert info["status"] == "Succeeded"  # AllAtOnce: four of five suffice
         lost = cd.get_deployment_instance(deploymentId=d5, instanceId="host3")["instanceSummary"]
         assert lost["status"] == "Failed"
         assert "stopped answering" in json.dumps(lost["lifecycleEvents"], default=str)
+        # Restarted, the agent reports the command it was killed in as failed (AWS's code 7,
+        # ignored: the host had already failed), and takes the next deployment.
+        fleet.start("host3")
+        d6 = deploy(cd, s3, "v6")
+        info = wait(cd, d6, timeout=60)
+        assert info["status"] == "Succeeded" and info["deploymentOverview"]["Succeeded"] == 5, info
         # The events of every deployment are in the outbox.
         kinds = {e["detail-type"] for e in s.events() if e["source"] == "aws.codedeploy"}
         assert kinds == {"CodeDeploy Deployment State-change Notification", "CodeDeploy Instance State-change Notification"}

@@ -68,38 +68,12 @@ impl Traffic {
         let old = tokio::fs::read_to_string(&lb.config)
             .await
             .map_err(|e| format!("reading {}: {e}", lb.config.display()))?;
-        let begin = format!("slipway:servers {name} begin");
-        let end = format!("slipway:servers {name} end");
-        let mut out = String::new();
-        let mut inside = false;
-        let mut found = false;
-        for line in old.split_inclusive('\n') {
-            if line.contains(&end) {
-                inside = false;
-            }
-            if inside {
-                continue;
-            }
-            out.push_str(line);
-            if line.contains(&begin) {
-                inside = true;
-                found = true;
-                let indent: String = line.chars().take_while(|c| c.is_whitespace()).collect();
-                for (instance, address) in servers {
-                    out.push_str(&match lb.kind.as_str() {
-                        "haproxy" => format!("{indent}server {instance} {address}\n"),
-                        _ => format!("{indent}server {address};\n"),
-                    });
-                }
-                if servers.is_empty() && lb.kind == "nginx" {
-                    // An upstream needs a server: one that is always down.
-                    out.push_str(&format!("{indent}server 127.0.0.1:9 down;\n"));
-                }
-            }
-        }
-        if !found {
-            return Err(format!("{} has no '# {begin}' line", lb.config.display()));
-        }
+        let out = rewrite(&old, name, &lb.kind, servers).ok_or_else(|| {
+            format!(
+                "{} has no '# slipway:servers {name} begin' line",
+                lb.config.display()
+            )
+        })?;
         write_atomic(&lb.config, &out).await?;
         if !lb.check.is_empty() {
             if let Err(e) = run(&lb.check).await {
@@ -113,6 +87,46 @@ impl Traffic {
             .await
             .map_err(|e| format!("reloading the load balancer: {e}"))
     }
+}
+
+/// `config` with target group `name`'s marked block holding `servers` (None when it has no
+/// such block).
+pub fn rewrite(
+    config: &str,
+    name: &str,
+    kind: &str,
+    servers: &[(String, String)],
+) -> Option<String> {
+    let begin = format!("slipway:servers {name} begin");
+    let end = format!("slipway:servers {name} end");
+    let mut out = String::new();
+    let mut inside = false;
+    let mut found = false;
+    for line in config.split_inclusive('\n') {
+        if line.contains(&end) {
+            inside = false;
+        }
+        if inside {
+            continue;
+        }
+        out.push_str(line);
+        if line.contains(&begin) {
+            inside = true;
+            found = true;
+            let indent: String = line.chars().take_while(|c| c.is_whitespace()).collect();
+            for (instance, address) in servers {
+                out.push_str(&match kind {
+                    "haproxy" => format!("{indent}server {instance} {address}\n"),
+                    _ => format!("{indent}server {address};\n"),
+                });
+            }
+            if servers.is_empty() && kind == "nginx" {
+                // An upstream needs a server: one that is always down.
+                out.push_str(&format!("{indent}server 127.0.0.1:9 down;\n"));
+            }
+        }
+    }
+    found.then_some(out)
 }
 
 async fn write_atomic(path: &std::path::Path, text: &str) -> Result<(), String> {
@@ -143,5 +157,30 @@ async fn run(argv: &[String]) -> Result<(), String> {
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewrite;
+
+    #[test]
+    fn rewrites_only_the_marked_block() {
+        let cfg = "backend web\n    # slipway:servers web begin\n    server old 10.0.0.1:80\n    # slipway:servers web end\n    option httpchk\nbackend api\n    # slipway:servers api begin\n    # slipway:servers api end\n";
+        let servers = vec![
+            ("h1".to_owned(), "127.0.0.1:8081".to_owned()),
+            ("h2".to_owned(), "127.0.0.1:8082".to_owned()),
+        ];
+        let out = rewrite(cfg, "web", "haproxy", &servers).unwrap();
+        assert_eq!(out, "backend web\n    # slipway:servers web begin\n    server h1 127.0.0.1:8081\n    server h2 127.0.0.1:8082\n    # slipway:servers web end\n    option httpchk\nbackend api\n    # slipway:servers api begin\n    # slipway:servers api end\n");
+        let nginx = rewrite(
+            "upstream web {\n  # slipway:servers web begin\n  # slipway:servers web end\n}\n",
+            "web",
+            "nginx",
+            &[],
+        )
+        .unwrap();
+        assert!(nginx.contains("  server 127.0.0.1:9 down;\n"));
+        assert!(rewrite(cfg, "nope", "haproxy", &servers).is_none());
     }
 }
