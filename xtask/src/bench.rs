@@ -734,20 +734,39 @@ for region in {regions:?}:
     Ok(())
 }
 
+/// Starts a fresh server on `data` and runs a Python driver against it with `args` (then the
+/// root key and secret); the server, and the JSON object the driver printed.
+fn drive(
+    bin: &Path,
+    data: &Path,
+    script: &str,
+    args: impl FnOnce(&Proc, u16, &Path) -> Vec<String>,
+) -> Result<(Proc, serde_json::Value)> {
+    let port = free_port()?;
+    let proc = slipway(bin, data, port)?;
+    wait_healthy(port, "/-/health", Duration::from_secs(30))?;
+    let out = sh(Command::new("python3")
+        .args(["-c", script])
+        .args(args(&proc, port, data))
+        .args([KEY, SECRET]))?;
+    Ok((proc, serde_json::from_str(out.trim())?))
+}
+
 /// CodePipeline: push → execution latency, a 3-stage pipeline beside its parts run
 /// directly, 100 PARALLEL executions at once (`bench_pipeline.py` drives the server).
 fn bench_pipeline(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
-    let port = free_port()?;
-    let data = tmp.join("pipeline");
-    let proc = slipway(bin, &data, port)?;
-    wait_healthy(port, "/-/health", Duration::from_secs(30))?;
-    let out = sh(Command::new("python3")
-        .args(["-c", include_str!("bench_pipeline.py")])
-        .arg(port.to_string())
-        .arg(proc.0.id().to_string())
-        .arg(&data)
-        .args([KEY, SECRET]))?;
-    let v: serde_json::Value = serde_json::from_str(out.trim())?;
+    let (proc, v) = drive(
+        bin,
+        &tmp.join("pipeline"),
+        include_str!("bench_pipeline.py"),
+        |p, port, data| {
+            vec![
+                port.to_string(),
+                p.0.id().to_string(),
+                data.display().to_string(),
+            ]
+        },
+    )?;
     let nums = |k: &str| -> Vec<f64> {
         v[k].as_array()
             .into_iter()
@@ -786,6 +805,56 @@ fn bench_pipeline(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
             f("cpu_s") * 1000.0 / f("transitions").max(1.0),
             p["rss_mb"][0].as_f64().unwrap_or_default(),
             p["rss_mb"][1].as_f64().unwrap_or_default(),
+        ),
+    ];
+    for line in rows {
+        print!("{line}");
+        report.push_str(&line);
+    }
+    drop(proc);
+    Ok(())
+}
+
+/// CodeDeploy: AllAtOnce to 50 agents beside the same work done directly on the hosts,
+/// OneAtATime to 10 agents (time per host beyond its hooks), an idle agent's CPU and RSS
+/// (`bench_deploy.py` drives the server and the agents).
+fn bench_deploy(bin: &Path, tmp: &Path, report: &mut String) -> Result<()> {
+    let (proc, v) = drive(
+        bin,
+        &tmp.join("deploy"),
+        include_str!("bench_deploy.py"),
+        |_, port, _| vec![port.to_string(), bin.display().to_string()],
+    )?;
+    let nums = |k: &str| -> Vec<f64> {
+        v[k].as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_f64())
+            .collect()
+    };
+    let (all, direct) = (nums("all_at_once_s"), nums("direct_s"));
+    let (one, hooks) = (nums("one_at_a_time_s"), nums("one_host_direct_s"));
+    let per_host_ms = (median(one.clone()) / 10.0 - median(hooks.clone())) * 1000.0;
+    let idle_cpu = v["idle_cpu_pct"].as_f64().unwrap_or_default();
+    let idle_rss = v["idle_rss_mb"].as_f64().unwrap_or_default();
+    let rows = [
+        format!(
+            "| AllAtOnce to 50 agents, 1 MB revision, 4 no-op hooks, 3 rounds | median {:.2} s | the same unpack, copy and scripts run directly on 50 hosts at once: {:.2} s ({:.1}×) | target < 3 s: **{}** |\n",
+            median(all.clone()),
+            median(direct.clone()),
+            paired_ratio(&all, &direct),
+            if median(all.clone()) < 3.0 { "met" } else { "not met" }
+        ),
+        format!(
+            "| OneAtATime to 10 agents, 3 rounds | median {:.2} s | one host's work done directly: {:.3} s | **{:.0} ms** per host beyond its hooks; target < 150 ms: **{}** |\n",
+            median(one.clone()),
+            median(hooks.clone()),
+            per_host_ms,
+            if per_host_ms < 150.0 { "met" } else { "not met" }
+        ),
+        format!(
+            "| an idle agent polling, 10 s | CPU {idle_cpu:.2} % of a core, RSS {idle_rss:.1} MB | — | RSS target < 15 MB: **{}** |\n",
+            if idle_rss < 15.0 { "met" } else { "not met" }
         ),
     ];
     for line in rows {
@@ -1137,6 +1206,9 @@ pub fn run_all(root: &Path, which: &str) -> Result<()> {
     if which == "all" || which == "pipeline" {
         bench_pipeline(&bin, &tmp, &mut report)?;
     }
+    if which == "all" || which == "deploy" {
+        bench_deploy(&bin, &tmp, &mut report)?;
+    }
     std::fs::write(root.join("target/bench-results.md"), &report)?;
     let _ = std::fs::remove_dir_all(&tmp);
     println!("\n(written to target/bench-results.md)");
@@ -1164,6 +1236,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         "build",
         "build-log",
         "pipeline",
+        "deploy",
     ];
     if !KINDS.contains(&which) {
         bail!("unknown benchmark {which}: use one of {}", KINDS.join(", "));
