@@ -802,7 +802,7 @@ impl cmd::CodeDeployCommandApi for CommandService {
         input: cmd::GetDeploymentSpecificationInput,
     ) -> Result<cmd::GetDeploymentSpecificationOutput, ApiError> {
         let host = host_of(ctx, input.host_identifier)?;
-        let spec = self
+        let (format, spec) = self
             .cd
             .deployment_specification(
                 &host,
@@ -813,7 +813,7 @@ impl cmd::CodeDeployCommandApi for CommandService {
         Ok(cmd::GetDeploymentSpecificationOutput {
             deployment_specification: Some(cmd::DeploymentSpecification {
                 generic_envelope: Some(cmd::Envelope {
-                    format: Some(slipway_codedeploy::spec::TEXT_JSON.into()),
+                    format: Some(format.into()),
                     payload: Some(spec),
                 }),
                 variant_envelope: None,

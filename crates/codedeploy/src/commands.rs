@@ -78,8 +78,13 @@ impl CodeDeploy {
         Ok(c)
     }
 
-    /// The specification of the deployment a command belongs to.
-    pub async fn deployment_specification(&self, host: &str, execution_id: &str) -> Result<String> {
+    /// The specification of the deployment a command belongs to, in its envelope: (format,
+    /// payload) — `PKCS7/JSON` as AWS's agent requires it.
+    pub async fn deployment_specification(
+        &self,
+        host: &str,
+        execution_id: &str,
+    ) -> Result<(&'static str, String)> {
         let parts: Vec<&str> = execution_id.splitn(4, '/').collect();
         let [_, _, deployment_id, command_id] = parts[..] else {
             return Err(err(
@@ -94,7 +99,16 @@ impl CodeDeploy {
             .filter(|r| r.deployment_id == c.deployment_id)
             .ok_or_else(|| deployment_missing(deployment_id))?;
         let d: Deployment = serde_json::from_str(&row.state)?;
-        Ok(serde_json::to_string(&spec_of(&d))?)
+        let json = serde_json::to_string(&spec_of(&d))?;
+        match &self.inner.signer {
+            Some(signer) => Ok((
+                crate::envelope::PKCS7_JSON,
+                signer
+                    .pkcs7_pem(json.as_bytes())
+                    .map_err(crate::error::Error::Internal)?,
+            )),
+            None => Ok((spec::TEXT_JSON, json)),
+        }
     }
 
     /// PutHostCommandAcknowledgement: what the host should do with the command.

@@ -11,6 +11,7 @@ pub mod applications;
 pub mod commands;
 pub mod configs;
 pub mod deployments;
+pub mod envelope;
 pub mod error;
 pub mod groups;
 pub mod instances;
@@ -53,6 +54,8 @@ pub(crate) struct Inner {
     pub commands: tokio::sync::Notify,
     /// Woken when the runtime has something to do (a result, a new deployment).
     pub wake: tokio::sync::Notify,
+    /// Signs deployment specifications (made at start; None: sent as TEXT/JSON).
+    pub signer: Option<envelope::Signer>,
 }
 
 /// The CodeDeploy service, as seen from one region.
@@ -72,6 +75,13 @@ impl CodeDeploy {
                 s3,
                 commands: tokio::sync::Notify::new(),
                 wake: tokio::sync::Notify::new(),
+                signer: match envelope::Signer::generate() {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "deployment specifications go unsigned (TEXT/JSON)");
+                        None
+                    }
+                },
             }),
             region,
         }

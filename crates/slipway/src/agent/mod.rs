@@ -203,7 +203,15 @@ impl Agent {
             )
             .await?;
         let envelope = &spec_v["DeploymentSpecification"]["GenericEnvelope"];
-        if envelope["Format"].as_str() != Some(slipway_codedeploy::spec::TEXT_JSON) {
+        let payload = envelope["Payload"].as_str().unwrap_or_default();
+        let json = match envelope["Format"].as_str() {
+            Some(slipway_codedeploy::envelope::PKCS7_JSON) => {
+                slipway_codedeploy::envelope::content(payload)
+            }
+            Some(slipway_codedeploy::spec::TEXT_JSON) => Some(payload.as_bytes().to_vec()),
+            _ => None,
+        };
+        let Some(json) = json else {
             let report = Report {
                 error_code: 5,
                 message: format!(
@@ -213,8 +221,8 @@ impl Agent {
                 ..Default::default()
             };
             return self.complete(&id, false, &report).await;
-        }
-        let spec: Spec = serde_json::from_str(envelope["Payload"].as_str().unwrap_or("{}"))?;
+        };
+        let spec: Spec = serde_json::from_slice(&json)?;
         let ack = self
             .call("PutHostCommandAcknowledgement", json!({"HostCommandIdentifier": id, "Diagnostics": {"Format": "JSON", "Payload": "{\"IsCommandNoop\":false}"}}))
             .await?;
