@@ -44,6 +44,13 @@ impl CodeDeploy {
         let deadline = tokio::time::Instant::now() + POLL_HOLD;
         loop {
             let notified = self.inner.commands.notified();
+            if self
+                .inner
+                .closing
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                return Ok(None);
+            }
             let mut tx = self.store().begin_write().await?;
             let taken = db::take_command(&mut tx, host, now()).await?;
             tx.commit().await?;

@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     pub commands: tokio::sync::Notify,
     /// Woken when the runtime has something to do (a result, a new deployment).
     pub wake: tokio::sync::Notify,
+    /// Set at shutdown: long polls are answered at once.
+    pub closing: std::sync::atomic::AtomicBool,
     /// Signs deployment specifications (made at start; None: sent as TEXT/JSON).
     pub signer: Option<envelope::Signer>,
 }
@@ -75,6 +77,7 @@ impl CodeDeploy {
                 s3,
                 commands: tokio::sync::Notify::new(),
                 wake: tokio::sync::Notify::new(),
+                closing: Default::default(),
                 signer: match envelope::Signer::generate() {
                     Ok(s) => Some(s),
                     Err(e) => {
@@ -105,6 +108,15 @@ impl CodeDeploy {
 
     pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// At shutdown: agents' long polls are answered at once (with no command), so draining
+    /// the connections does not wait for them.
+    pub fn close(&self) {
+        self.inner
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner.commands.notify_waiters();
     }
 
     /// Tells the runtime there may be something to do.

@@ -484,6 +484,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     workers.push(sweep_leases(builds, runtime.clone()));
     tracing::info!(%addr, %public_url, blobs = %blob_url, region = %args.region, account = %args.account_id, startup_ms = started.elapsed().as_millis() as u64, "listening");
     let closing = state.codebuild.clone();
+    let closing_deploys = state.codedeploy.clone();
     let stop_builds = stop_worker.clone();
     // Signal handlers are installed here, before "listening" is printed.
     let signalled = shutdown_signal();
@@ -492,6 +493,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         // Long-polling workers are answered at once and the built-in one stops leasing,
         // so draining the connections does not wait for a poll to time out.
         closing.close();
+        closing_deploys.close();
         let _ = stop_builds.send(true);
     };
     println!("Slipway listening on http://{addr}");
