@@ -1198,6 +1198,20 @@ impl CodeDeploy {
         ))
     }
 
+    /// The deployments still running or deregistering their original hosts: (id, region,
+    /// state).
+    async fn active(&self) -> Result<Vec<(String, String, Deployment)>> {
+        let mut conn = self.store().pool().acquire().await?;
+        let mut out = Vec::new();
+        for id in db::active_deployments(&mut conn).await? {
+            if let Some(row) = db::get_deployment(&mut conn, &id).await? {
+                let d: Deployment = serde_json::from_str(&row.state)?;
+                out.push((id, row.region, d));
+            }
+        }
+        Ok(out)
+    }
+
     /// The runtime: performs the service's traffic events, stops deployments whose health
     /// checks fail or whose Ready wait ran out, deregisters replaced hosts, and fails hosts
     /// whose agents went quiet. One task in the server.
@@ -1211,8 +1225,17 @@ impl CodeDeploy {
             if let Err(e) = self.perform_traffic().await {
                 tracing::warn!(error = %e, "moving deployment traffic failed");
             }
-            if let Err(e) = self.timers().await {
-                tracing::warn!(error = %e, "codedeploy timers failed");
+            // The running deployments, read once for the timers and the health checks.
+            match self.active().await {
+                Ok(active) => {
+                    if let Err(e) = self.timers(&active).await {
+                        tracing::warn!(error = %e, "codedeploy timers failed");
+                    }
+                    if let Err(e) = self.check_alarms(&active).await {
+                        tracing::warn!(error = %e, "checking deployment health checks failed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading running deployments failed"),
             }
             if let Err(e) = self.sweep().await {
                 tracing::warn!(error = %e, "codedeploy sweep failed");
@@ -1343,59 +1366,60 @@ impl CodeDeploy {
     }
 
     /// Ready waits that ran out, and replaced hosts whose termination wait is over.
-    async fn timers(&self) -> Result<()> {
+    async fn timers(&self, active: &[(String, String, Deployment)]) -> Result<()> {
         let t = now();
-        let ids = {
-            let mut conn = self.store().pool().acquire().await?;
-            db::active_deployments(&mut conn).await?
+        let due = |d: &Deployment| match &d.blue_green {
+            _ if d.status() == "Ready" => {
+                let wait = d.blue_green.as_ref().map_or(0.0, |b| b.ready_wait);
+                d.ready_since.is_some_and(|s| t - s >= wait)
+            }
+            Some(bg) if bg.terminate && !bg.terminated => d
+                .info
+                .complete_time
+                .is_some_and(|c| t - c >= bg.termination_wait),
+            _ => false,
         };
-        for id in ids {
+        // A write transaction only for a deployment whose timer is due (its state read
+        // again inside it).
+        for (id, _, _) in active.iter().filter(|(_, _, d)| due(d)) {
             let mut tx = self.store().begin_write().await?;
-            let Some(row) = db::get_deployment(&mut tx, &id).await? else {
+            let Some(row) = db::get_deployment(&mut tx, id).await? else {
                 continue;
             };
             let mut d: Deployment = serde_json::from_str(&row.state)?;
+            if !due(&d) {
+                tx.commit().await?;
+                continue;
+            }
             let svc = self.in_region(&row.region);
             if d.status() == "Ready" {
-                let wait = d.blue_green.as_ref().map_or(0.0, |b| b.ready_wait);
-                if d.ready_since.is_some_and(|s| t - s >= wait) {
-                    svc.apply_in(
-                        &mut tx,
-                        &id,
-                        Input::Stop {
-                            alarm: None,
-                            rollback: None,
-                        },
-                    )
-                    .await?;
-                }
-            } else if let Some(bg) = d
-                .blue_green
-                .as_mut()
-                .filter(|b| b.terminate && !b.terminated)
-            {
-                if d.info
-                    .complete_time
-                    .is_some_and(|c| t - c >= bg.termination_wait)
-                {
+                // The Ready wait ran out: STOP_DEPLOYMENT.
+                let stop = Input::Stop {
+                    alarm: None,
+                    rollback: None,
+                };
+                svc.apply_in(&mut tx, id, stop).await?;
+            } else {
+                // The termination wait is over: the original hosts are deregistered.
+                if let Some(bg) = d.blue_green.as_mut() {
                     bg.terminated = true;
-                    for target in d
-                        .targets
-                        .iter()
-                        .filter(|x| x.label.as_deref() == Some("Blue"))
-                    {
-                        svc.deregister_in(&mut tx, &target.instance).await?;
-                    }
-                    db::update_deployment(
-                        &mut tx,
-                        &id,
-                        d.status(),
-                        activity(&d),
-                        &serde_json::to_string(&d)?,
-                        t,
-                    )
-                    .await?;
                 }
+                for target in d
+                    .targets
+                    .iter()
+                    .filter(|x| x.label.as_deref() == Some("Blue"))
+                {
+                    svc.deregister_in(&mut tx, &target.instance).await?;
+                }
+                db::update_deployment(
+                    &mut tx,
+                    id,
+                    d.status(),
+                    activity(&d),
+                    &serde_json::to_string(&d)?,
+                    t,
+                )
+                .await?;
             }
             tx.commit().await?;
         }
@@ -1437,23 +1461,13 @@ impl CodeDeploy {
 
     /// Probes the health checks of running deployments; a failing one stops its deployment
     /// (ALARM_ACTIVE, rolled back when the group says DEPLOYMENT_STOP_ON_ALARM).
-    async fn check_alarms(&self) -> Result<()> {
+    async fn check_alarms(&self, active: &[(String, String, Deployment)]) -> Result<()> {
         let Some(probe) = self.inner.cfg.probe.clone() else {
             return Ok(());
         };
-        let active = {
-            let mut conn = self.store().pool().acquire().await?;
-            let mut out = Vec::new();
-            for id in db::active_deployments(&mut conn).await? {
-                if let Some(row) = db::get_deployment(&mut conn, &id).await? {
-                    let d: Deployment = serde_json::from_str(&row.state)?;
-                    if let Some(a) = d.alarms.clone() {
-                        out.push((id, row.region, a));
-                    }
-                }
-            }
-            out
-        };
+        let active = active
+            .iter()
+            .filter_map(|(id, region, d)| Some((id, region, d.alarms.clone()?)));
         for (id, region, alarms) in active {
             for alarm in alarms.alarms.iter().flatten() {
                 let Some(name) = alarm.name.clone() else {
@@ -1464,9 +1478,9 @@ impl CodeDeploy {
                     Err(false) if alarms.ignore_poll_alarm_failure == Some(true) => {}
                     Err(_) => {
                         tracing::info!(deployment = %id, check = %name, "health check failed: stopping the deployment");
-                        self.in_region(&region)
+                        self.in_region(region)
                             .apply(
-                                &id,
+                                id,
                                 Input::Stop {
                                     alarm: Some(name),
                                     rollback: None,
@@ -1483,9 +1497,6 @@ impl CodeDeploy {
 
     /// Host commands no agent has spoken about within the timeout fail their hosts.
     pub async fn sweep(&self) -> Result<()> {
-        if let Err(e) = self.check_alarms().await {
-            tracing::warn!(error = %e, "checking deployment health checks failed");
-        }
         let timeout = self.inner.cfg.agent_timeout.as_secs_f64();
         let t = now();
         let open = {
