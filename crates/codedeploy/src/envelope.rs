@@ -231,6 +231,34 @@ mod tests {
         }
     }
 
+    /// The agent reads the envelope from the network: truncated and mutated envelopes give
+    /// None or some content, never a panic.
+    #[test]
+    fn mutated_envelopes_never_panic() {
+        let signer = Signer::generate().unwrap();
+        let pem = signer.pkcs7_pem(b"{\"DeploymentId\":\"d-1\"}").unwrap();
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = slipway_model::runtime::base64_decode(&b64).unwrap();
+        let mut x: u64 = 0x0dd_ba11_cafe_f00d;
+        for i in 0..4000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut d = der.clone();
+            if i % 2 == 0 {
+                d.truncate((x as usize) % d.len());
+            } else {
+                let at = (x as usize) % d.len();
+                d[at] ^= (x >> 32) as u8 | 1;
+            }
+            let pem = format!(
+                "-----BEGIN PKCS7-----\n{}\n-----END PKCS7-----\n",
+                slipway_model::runtime::base64_encode(&d)
+            );
+            let _ = content(&pem);
+        }
+    }
+
     fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
         let d = std::env::temp_dir().join(format!("slipway-pkcs7-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&d)?;

@@ -275,6 +275,35 @@ pub fn glob(pattern: &str, rel: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A revision's appspec is untrusted input on the host: mutations of a valid one (a seeded
+    /// xorshift, so a failure replays) parse or fail with a message, never panic.
+    #[test]
+    fn mutated_appspecs_never_panic() {
+        let base = "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: /srv/app\npermissions:\n  - object: /srv/app\n    mode: 755\n    type: [file]\nhooks:\n  ApplicationStart:\n    - location: start.sh\n      timeout: 30\n";
+        let alphabet = b"-:[]{}\n #0123456789abc\"'*&!|>%@`";
+        let mut x: u64 = 0x5eed_1234_abcd_0001;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..3000 {
+            let mut b = base.as_bytes().to_vec();
+            for _ in 0..(next() % 6 + 1) {
+                let at = (next() as usize) % b.len();
+                match next() % 3 {
+                    0 => b[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => b.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                    _ => {
+                        b.remove(at);
+                    }
+                }
+            }
+            let _ = parse(&String::from_utf8_lossy(&b));
+        }
+    }
+
     #[test]
     fn parses_files_permissions_hooks() {
         let s = parse(
