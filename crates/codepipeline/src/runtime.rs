@@ -1156,9 +1156,9 @@ impl CodePipeline {
             return Ok(());
         };
         let mut started = 0;
-        for (_, body) in &rows {
+        for (seq, body) in &rows {
             let body: Value = serde_json::from_str(body).unwrap_or_default();
-            started += self.trigger_from(&mut tx, &body).await?;
+            started += self.trigger_from(&mut tx, *seq, &body).await?;
         }
         events::set_cursor(&mut tx, TRIGGER_READER, last).await?;
         tx.commit().await?;
@@ -1168,8 +1168,9 @@ impl CodePipeline {
         Ok(())
     }
 
-    /// Starts what one event triggers; how many executions.
-    async fn trigger_from(&self, conn: &mut Conn, event: &Value) -> Result<usize> {
+    /// Starts what one event (outbox sequence number `seq`) triggers; how many executions.
+    /// Pipelines created after the event are not started by it.
+    async fn trigger_from(&self, conn: &mut Conn, seq: i64, event: &Value) -> Result<usize> {
         let region = event["region"].as_str().unwrap_or_default();
         let d = &event["detail"];
         let source = event["source"].as_str().unwrap_or_default();
@@ -1198,6 +1199,7 @@ impl CodePipeline {
         let names: Vec<(String, String)> = db::pipelines(conn, region)
             .await?
             .into_iter()
+            .filter(|r| r.events_after < seq)
             .map(|r| (r.name, r.declaration))
             .collect();
         let mut n = 0;

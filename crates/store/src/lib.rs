@@ -138,6 +138,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "codedeploy",
         include_str!("../migrations/sqlite/0014_codedeploy.sql"),
     ),
+    (
+        15,
+        "cp_events_after",
+        include_str!("../migrations/sqlite/0015_cp_events_after.sql"),
+    ),
 ];
 
 /// The store: cheap to clone, shared by every service.

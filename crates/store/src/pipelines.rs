@@ -33,10 +33,12 @@ pub struct PipelineRow {
     /// JSON `{stage: execution id}`: the execution that entered each stage last.
     pub latest: String,
     pub principal: String,
+    /// The outbox sequence number at creation: only later events trigger the pipeline.
+    pub events_after: i64,
 }
 
 const PIPELINE_COLUMNS: &str =
-    "name, version, declaration, created_at, updated_at, transitions, latest, principal";
+    "name, version, declaration, created_at, updated_at, transitions, latest, principal, events_after";
 
 fn pipeline_from(r: &sqlx::sqlite::SqliteRow) -> PipelineRow {
     PipelineRow {
@@ -48,6 +50,7 @@ fn pipeline_from(r: &sqlx::sqlite::SqliteRow) -> PipelineRow {
         transitions: r.get(5),
         latest: r.get(6),
         principal: r.get(7),
+        events_after: r.get(8),
     }
 }
 
@@ -61,7 +64,7 @@ pub async fn insert_pipeline(
     principal: &str,
 ) -> Result<bool> {
     let inserted = sqlx::query(
-        "INSERT INTO cp_pipelines (region, name, version, declaration, created_at, updated_at, principal) VALUES ($1, $2, 1, $3, $4, $4, $5) ON CONFLICT DO NOTHING",
+        "INSERT INTO cp_pipelines (region, name, version, declaration, created_at, updated_at, principal, events_after) VALUES ($1, $2, 1, $3, $4, $4, $5, (SELECT COALESCE(MAX(seq), 0) FROM event_outbox)) ON CONFLICT DO NOTHING",
     )
     .bind(region)
     .bind(name)
@@ -912,4 +915,54 @@ pub async fn webhook_triggered(conn: &mut Conn, token: &str, t: f64) -> Result<(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{self, Event};
+
+    async fn event(s: &crate::Store) -> i64 {
+        let mut tx = s.begin_write().await.unwrap();
+        events::append(
+            &mut tx,
+            &Event {
+                source: "aws.s3",
+                detail_type: "Object Created",
+                account: "000000000000".into(),
+                region: "us-east-1".into(),
+                resources: vec![],
+                detail: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let mut conn = s.pool().acquire().await.unwrap();
+        let rows = events::after(&mut conn, 0, 1000).await.unwrap();
+        rows.last().unwrap().0
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_records_the_events_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::Store::open(dir.path(), "us-east-1").await.unwrap();
+        let before = event(&s).await;
+        let mut tx = s.begin_write().await.unwrap();
+        assert!(
+            insert_pipeline(&mut tx, "us-east-1", "p", "{}", 1.0, "root")
+                .await
+                .unwrap()
+        );
+        tx.commit().await.unwrap();
+        let after = event(&s).await;
+        let mut conn = s.pool().acquire().await.unwrap();
+        let row = pipeline(&mut conn, "us-east-1", "p")
+            .await
+            .unwrap()
+            .unwrap();
+        // The event committed before the pipeline does not concern it; the one after does.
+        assert_eq!(row.events_after, before);
+        assert!(after > row.events_after);
+    }
 }
