@@ -183,16 +183,21 @@ impl CodeDeploy {
             now(),
         )
         .await?;
-        self.apply_in(
-            &mut tx,
-            &c.deployment_id,
+        let input = if c.lifecycle_event == crate::orchestrator::HEALTH_CHECK {
+            Input::CheckEnded {
+                command: id.to_owned(),
+                instance: c.instance.clone(),
+                ok: succeeded,
+                diagnostics,
+            }
+        } else {
             Input::EventEnded {
                 command: id.to_owned(),
                 ok: succeeded,
                 diagnostics,
-            },
-        )
-        .await?;
+            }
+        };
+        self.apply_in(&mut tx, &c.deployment_id, input).await?;
         tx.commit().await?;
         self.inner.commands.notify_waiters();
         Ok(())
@@ -240,5 +245,6 @@ fn spec_of(d: &Deployment) -> Spec {
             }),
         }),
         revision,
+        health_checks: d.host_checks(),
     }
 }

@@ -22,12 +22,19 @@ pub(crate) fn deployment_missing(id: &str) -> crate::error::Error {
 }
 
 /// Checks an alarm name as Slipway reads it: a health check, `http://…` or `https://…` (a
-/// probe the server sends: any 2xx or 3xx answer is healthy).
+/// probe the server sends: any 2xx or 3xx answer is healthy), or `command:…` (a shell
+/// command each host's agent runs: exit status 0 is healthy).
 pub fn parse_check(name: &str) -> std::result::Result<(), String> {
     if name.starts_with("http://") || name.starts_with("https://") {
         Ok(())
+    } else if let Some(c) = name.strip_prefix(orchestrator::COMMAND_CHECK) {
+        if c.trim().is_empty() {
+            Err(format!("The health check {name:?} names no command to run"))
+        } else {
+            Ok(())
+        }
     } else {
-        Err(format!("Slipway's alarms are health checks: {name:?} must be an http:// or https:// URL to probe"))
+        Err(format!("Slipway's alarms are health checks: {name:?} must be an http:// or https:// URL to probe, or command:… to run on each host"))
     }
 }
 
@@ -360,6 +367,8 @@ impl CodeDeploy {
                 batch: 0,
                 phases,
                 label: label.map(str::to_owned),
+                checking: false,
+                checked: false,
             });
         }
         if blue_green
@@ -1234,6 +1243,9 @@ impl CodeDeploy {
                     if let Err(e) = self.check_alarms(&active).await {
                         tracing::warn!(error = %e, "checking deployment health checks failed");
                     }
+                    if let Err(e) = self.recheck_hosts(&active).await {
+                        tracing::warn!(error = %e, "queueing host health checks failed");
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "reading running deployments failed"),
             }
@@ -1470,7 +1482,12 @@ impl CodeDeploy {
             .filter_map(|(id, region, d)| Some((id, region, d.alarms.clone()?)));
         for (id, region, alarms) in active {
             for alarm in alarms.alarms.iter().flatten() {
-                let Some(name) = alarm.name.clone() else {
+                // Command checks run on the hosts (recheck_hosts), not here.
+                let Some(name) = alarm
+                    .name
+                    .clone()
+                    .filter(|n| !n.starts_with(orchestrator::COMMAND_CHECK))
+                else {
                     continue;
                 };
                 match probe(name.clone()).await {
@@ -1492,6 +1509,69 @@ impl CodeDeploy {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Queues the command health checks again on the hosts that have passed them, every
+    /// [`RECHECK_EVERY`] seconds while their deployment runs (one at a time per host).
+    async fn recheck_hosts(&self, active: &[(String, String, Deployment)]) -> Result<()> {
+        let t = now();
+        let mut due = Vec::new();
+        {
+            let mut last = self.inner.rechecked.lock().expect("not poisoned");
+            last.retain(|(id, _), _| active.iter().any(|(a, _, _)| a == id));
+            for (id, region, d) in active {
+                if d.is_done() || d.host_checks().is_empty() {
+                    continue;
+                }
+                for tg in &d.targets {
+                    if !tg.checked || !matches!(tg.status.as_str(), "Succeeded" | "Ready") {
+                        continue;
+                    }
+                    let key = (id.clone(), tg.host.clone());
+                    let at = last.entry(key).or_insert(t);
+                    if t - *at >= RECHECK_EVERY {
+                        *at = t;
+                        due.push((id, region, tg));
+                    }
+                }
+            }
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let open = {
+            let mut conn = self.store().pool().acquire().await?;
+            db::open_commands(&mut conn).await?
+        };
+        let mut tx = self.store().begin_write().await?;
+        for (id, region, tg) in due {
+            if open.iter().any(|c| {
+                c.deployment_id == *id
+                    && c.host == tg.host
+                    && c.lifecycle_event == orchestrator::HEALTH_CHECK
+            }) {
+                continue;
+            }
+            db::insert_command(
+                &mut tx,
+                &db::CommandRow {
+                    command_id: crate::new_id(),
+                    deployment_id: id.clone(),
+                    region: region.clone(),
+                    instance: tg.instance.clone(),
+                    host: tg.host.clone(),
+                    lifecycle_event: orchestrator::HEALTH_CHECK.into(),
+                    status: "Pending".into(),
+                    nonce: (t * 1000.0) as i64,
+                    created: t,
+                    updated: t,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.inner.commands.notify_waiters();
         Ok(())
     }
 
@@ -1554,6 +1634,9 @@ fn activity(d: &Deployment) -> i64 {
         0
     }
 }
+
+/// Seconds between a host's periodic health checks while its deployment runs.
+const RECHECK_EVERY: f64 = 3.0;
 
 /// How long an acknowledged command of an agent that does not heartbeat is waited for (AWS's
 /// service-side limit: 70 minutes).

@@ -56,6 +56,8 @@ pub(crate) struct Inner {
     pub wake: tokio::sync::Notify,
     /// Set at shutdown: long polls are answered at once.
     pub closing: std::sync::atomic::AtomicBool,
+    /// When each (deployment, host) last had its health checks queued again.
+    pub rechecked: std::sync::Mutex<std::collections::HashMap<(String, String), f64>>,
     /// Signs deployment specifications (made at start; None: sent as TEXT/JSON).
     pub signer: Option<envelope::Signer>,
 }
@@ -78,6 +80,7 @@ impl CodeDeploy {
                 commands: tokio::sync::Notify::new(),
                 wake: tokio::sync::Notify::new(),
                 closing: Default::default(),
+                rechecked: Default::default(),
                 signer: match envelope::Signer::generate() {
                     Ok(s) => Some(s),
                     Err(e) => {

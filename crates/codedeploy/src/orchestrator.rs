@@ -38,6 +38,13 @@ pub const IN_PLACE_WITH_TRAFFIC: &[&str] = &[
     "AfterAllowTraffic",
 ];
 
+/// The host command that runs a deployment's command health checks on a host (Slipway's
+/// agent runs them; it is no lifecycle event and not shown as one).
+pub const HEALTH_CHECK: &str = "SlipwayHealthCheck";
+
+/// The prefix of an alarm name that is a command run on each host.
+pub const COMMAND_CHECK: &str = "command:";
+
 /// Events the service performs itself (the load balancer's), never sent to an agent.
 pub fn is_service_event(event: &str) -> bool {
     matches!(event, "BlockTraffic" | "AllowTraffic")
@@ -78,6 +85,12 @@ pub struct Target {
     /// Blue (original) or Green (replacement) in a blue/green deployment.
     #[serde(default)]
     pub label: Option<String>,
+    /// Its host's health checks are running (as `command`) after its last event of phase 0.
+    #[serde(default)]
+    pub checking: bool,
+    /// Its host's health checks passed once; from then on they are run periodically.
+    #[serde(default)]
+    pub checked: bool,
 }
 
 impl Target {
@@ -157,6 +170,14 @@ pub enum Input {
         ok: bool,
         diagnostics: Diagnostics,
     },
+    /// A host's health checks ended: those run after its last event (`command` is its
+    /// target's) or those run periodically afterwards.
+    CheckEnded {
+        command: String,
+        instance: String,
+        ok: bool,
+        diagnostics: Diagnostics,
+    },
     /// A host's agent stopped answering about a command.
     HostLost {
         command: String,
@@ -198,6 +219,16 @@ const HEALTH_MESSAGE: &str = "The overall deployment failed because too many ind
 impl Deployment {
     pub fn status(&self) -> &str {
         self.info.status.as_deref().unwrap_or("Created")
+    }
+
+    /// The commands of its health checks that run on each host.
+    pub fn host_checks(&self) -> Vec<String> {
+        self.alarms
+            .iter()
+            .flat_map(|a| a.alarms.iter().flatten())
+            .filter_map(|a| a.name.as_deref()?.strip_prefix(COMMAND_CHECK))
+            .map(str::to_owned)
+            .collect()
     }
 
     pub fn is_done(&self) -> bool {
@@ -266,6 +297,38 @@ pub fn step(d: &mut Deployment, input: Input, ctx: &mut Ctx) -> Vec<Effect> {
                 return fx;
             };
             event_ended(d, i, ok, diagnostics, ctx, &mut fx);
+        }
+        Input::CheckEnded {
+            command,
+            instance,
+            ok,
+            diagnostics,
+        } => {
+            let i = d
+                .targets
+                .iter()
+                .position(|t| t.checking && t.command.as_deref() == Some(&command));
+            if ok {
+                let Some(i) = i else { return fx };
+                let t = &mut d.targets[i];
+                t.checking = false;
+                t.checked = true;
+                t.command = None;
+                next_event(d, i, ctx, &mut fx);
+            } else {
+                let check = diagnostics.script_name.unwrap_or_default();
+                let output = diagnostics
+                    .log_tail
+                    .as_deref()
+                    .and_then(|l| l.lines().rev().find(|l| !l.trim().is_empty()))
+                    .map(|l| format!(": {l}"))
+                    .unwrap_or_default();
+                let m = format!(
+                    "The deployment was stopped because the health check {COMMAND_CHECK}{check} failed on {instance}{output}"
+                );
+                end(d, "Stopped", Some(("ALARM_ACTIVE", &m)), ctx, &mut fx);
+                return fx;
+            }
         }
         Input::HostLost { command } => {
             let Some(i) = d
@@ -344,12 +407,26 @@ fn event_ended(
 /// Starts target `i`'s next pending event, or ends it as succeeded.
 fn next_event(d: &mut Deployment, i: usize, ctx: &mut Ctx, fx: &mut Vec<Effect>) {
     let phase = d.phase;
+    let checks = d.phase == 0 && !d.host_checks().is_empty();
     let t = &mut d.targets[i];
-    if let Some(k) = t
+    let next = t
         .events
         .iter()
-        .position(|e| e.status.as_deref() == Some("Pending"))
-    {
+        .position(|e| e.status.as_deref() == Some("Pending"));
+    if checks && !t.checked && t.in_fleet() && next.is_none_or(|k| t.phase_of(k) > phase) {
+        // Its part of the fleet's work is done: its health checks decide.
+        let command = (ctx.new_id)();
+        t.checking = true;
+        t.command = Some(command.clone());
+        t.updated = ctx.now;
+        fx.push(Effect::Command {
+            target: i,
+            event: HEALTH_CHECK.into(),
+            command,
+        });
+        return;
+    }
+    if let Some(k) = next {
         if t.phase_of(k) > phase {
             // Done for this phase: it waits for the next one.
             t.status = "Ready".into();
@@ -408,6 +485,7 @@ fn fail_target(
     }
     t.status = "Failed".into();
     t.command = None;
+    t.checking = false;
     t.updated = ctx.now;
     fx.push(Effect::InstanceChanged { target: i });
 }
@@ -647,6 +725,8 @@ mod tests {
                     batch: 0,
                     phases: Vec::new(),
                     label: None,
+                    checking: false,
+                    checked: false,
                 })
                 .collect(),
             rollback_on: vec!["DEPLOYMENT_FAILURE".into()],
@@ -667,6 +747,10 @@ mod tests {
         /// Max hosts in progress at once.
         peak: usize,
         ended: Option<bool>,
+        /// Hosts whose health checks fail.
+        sick: Vec<usize>,
+        /// The host commands in the order they were issued.
+        log: Vec<(usize, String)>,
     }
 
     impl Run {
@@ -676,6 +760,8 @@ mod tests {
                 n: 0,
                 peak: 0,
                 ended: None,
+                sick: Vec::new(),
+                log: Vec::new(),
             }
         }
         fn feed(&mut self, input: Input) -> Vec<Effect> {
@@ -720,12 +806,27 @@ mod tests {
             collect(fx, &mut queue);
             while let Some((target, event, command)) = (!queue.is_empty()).then(|| queue.remove(0))
             {
-                let ok = !(event == "Install" && bad.contains(&target));
-                let fx = self.feed(Input::EventEnded {
-                    command,
-                    ok,
-                    diagnostics: Diagnostics::default(),
-                });
+                self.log.push((target, event.clone()));
+                let fx = if event == HEALTH_CHECK {
+                    let ok = !self.sick.contains(&target);
+                    self.feed(Input::CheckEnded {
+                        command,
+                        instance: self.d.targets[target].instance.clone(),
+                        ok,
+                        diagnostics: Diagnostics {
+                            script_name: Some("curl -f localhost".into()),
+                            log_tail: Some("[stderr]connection refused\n".into()),
+                            ..Default::default()
+                        },
+                    })
+                } else {
+                    let ok = !(event == "Install" && bad.contains(&target));
+                    self.feed(Input::EventEnded {
+                        command,
+                        ok,
+                        diagnostics: Diagnostics::default(),
+                    })
+                };
                 collect(fx, &mut queue);
             }
         }
@@ -879,6 +980,73 @@ mod tests {
             "traffic reaches green before it leaves blue: {order:?}"
         );
         assert_eq!(r.d.count("Succeeded"), 4);
+    }
+
+    fn with_host_check(mut d: Deployment) -> Deployment {
+        d.alarms = Some(slipway_model::codedeploy::AlarmConfiguration {
+            enabled: Some(true),
+            alarms: Some(vec![slipway_model::codedeploy::Alarm {
+                name: Some("command:curl -f localhost".into()),
+            }]),
+            ..Default::default()
+        });
+        d.rollback_on.push("DEPLOYMENT_STOP_ON_ALARM".into());
+        d
+    }
+
+    #[test]
+    fn host_checks_run_after_each_hosts_events_and_gate_the_next_batch() {
+        let mut r = Run::new(with_host_check(deployment(3, "MOST_CONCURRENCY", 1)));
+        r.run(&[]);
+        assert_eq!(r.d.status(), "Succeeded");
+        let order: Vec<(usize, &str)> = r.log.iter().map(|(t, e)| (*t, e.as_str())).collect();
+        let mut want = Vec::new();
+        for t in 0..3 {
+            want.extend([(t, "DownloadBundle"), (t, "Install"), (t, HEALTH_CHECK)]);
+        }
+        assert_eq!(order, want);
+        assert!(r.d.targets.iter().all(|t| t.checked && !t.checking));
+        // The check is no lifecycle event.
+        assert!(r.d.targets.iter().all(|t| t.events.len() == 2));
+    }
+
+    #[test]
+    fn a_failing_host_check_stops_the_deployment_on_alarm_and_rolls_back() {
+        let mut r = Run::new(with_host_check(deployment(3, "MOST_CONCURRENCY", 1)));
+        r.sick = vec![1];
+        r.run(&[]);
+        assert_eq!(r.d.status(), "Stopped");
+        let e = r.d.info.error_information.clone().unwrap();
+        assert_eq!(e.code.as_deref(), Some("ALARM_ACTIVE"));
+        let m = e.message.unwrap();
+        assert!(
+            m.contains("command:curl -f localhost") && m.contains("host1"),
+            "{m}"
+        );
+        assert!(m.ends_with("connection refused"), "{m}");
+        assert_eq!(r.ended, Some(true));
+        let st: Vec<&str> = r.d.targets.iter().map(|t| t.status.as_str()).collect();
+        assert_eq!(st, ["Succeeded", "Failed", "Skipped"]);
+        // A periodic check failing later (no target's command) stops it too.
+        let mut r = Run::new(with_host_check(deployment(2, "HOST_COUNT", 0)));
+        r.feed(Input::Start);
+        let fx = r.feed(Input::CheckEnded {
+            command: "periodic".into(),
+            instance: "host0".into(),
+            ok: false,
+            diagnostics: Diagnostics::default(),
+        });
+        assert!(fx.contains(&Effect::Ended { rollback: true }));
+        // … while one passing is nothing.
+        let mut r = Run::new(with_host_check(deployment(2, "HOST_COUNT", 0)));
+        r.feed(Input::Start);
+        let fx = r.feed(Input::CheckEnded {
+            command: "periodic".into(),
+            instance: "host0".into(),
+            ok: true,
+            diagnostics: Diagnostics::default(),
+        });
+        assert!(fx.is_empty() && r.d.status() == "InProgress");
     }
 
     #[test]

@@ -21,6 +21,14 @@ pub struct Spec {
     #[serde(default)]
     pub agent_action_overrides: Option<AgentActionOverrides>,
     pub revision: Revision,
+    /// The commands of the deployment's health checks, run on the host for the
+    /// `SlipwayHealthCheck` command (a Slipway extension AWS's agent does not read).
+    #[serde(
+        default,
+        rename = "SlipwayHealthChecks",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub health_checks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -229,10 +229,14 @@ impl Agent {
         if matches!(ack["CommandStatus"].as_str(), Some("Succeeded" | "Failed")) {
             return Ok(());
         }
+        let check = name == slipway_codedeploy::orchestrator::HEALTH_CHECK;
         let ongoing = self.root.join("ongoing-deployment");
         std::fs::create_dir_all(&ongoing)?;
         let marker = ongoing.join(&spec.deployment_id);
-        std::fs::write(&marker, &id)?;
+        // A health check is no lifecycle event: nothing to fail after a restart.
+        if !check {
+            std::fs::write(&marker, &id)?;
+        }
         tracing::info!(deployment = %spec.deployment_id, event = %name, "running lifecycle event");
         let beat = {
             let api = self.api_clone();
@@ -266,7 +270,9 @@ impl Agent {
             Err(r) => (false, r),
         };
         self.complete(&id, ok, &report).await?;
-        let _ = std::fs::remove_file(&marker);
+        if !check {
+            let _ = std::fs::remove_file(&marker);
+        }
         Ok(())
     }
 
@@ -296,6 +302,17 @@ impl Agent {
         std::fs::create_dir_all(self.instructions()).map_err(|e| unknown(e.to_string()))?;
         let group = &spec.deployment_group_id;
         match name {
+            slipway_codedeploy::orchestrator::HEALTH_CHECK => {
+                let cwd = match dir.join("deployment-archive") {
+                    a if a.is_dir() => a,
+                    _ => self.root.clone(),
+                };
+                let mut log = String::new();
+                for c in &spec.health_checks {
+                    log.push_str(&run_check(c, &cwd, spec).await?);
+                }
+                Ok(log)
+            }
             "DownloadBundle" => {
                 self.download(spec, &dir)
                     .await
@@ -559,6 +576,69 @@ async fn run_scripts(
         }
     }
     Ok(diag_log(&all))
+}
+
+/// How long one health check command may run.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs one health check command (`sh -c`) in `cwd`: its output on success (exit 0).
+async fn run_check(command: &str, cwd: &Path, spec: &Spec) -> Result<String, Report> {
+    let report = |error_code, message: String, log: &str| Report {
+        error_code,
+        script_name: command.to_owned(),
+        message,
+        log: diag_log(log),
+    };
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env("DEPLOYMENT_ID", &spec.deployment_id)
+        .env("APPLICATION_NAME", &spec.application_name)
+        .env("DEPLOYMENT_GROUP_NAME", &spec.deployment_group_name)
+        .env("DEPLOYMENT_GROUP_ID", &spec.deployment_group_id)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            report(
+                4,
+                format!("Health check {command} could not start: {e}"),
+                "",
+            )
+        })?;
+    let out = match tokio::time::timeout(CHECK_TIMEOUT, child.wait_with_output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Err(report(4, format!("Health check {command} failed: {e}"), "")),
+        Err(_) => {
+            return Err(report(
+                3,
+                format!(
+                    "Health check {command} did not finish in {} seconds",
+                    CHECK_TIMEOUT.as_secs()
+                ),
+                "",
+            ))
+        }
+    };
+    let mut log = format!("HealthCheck - {command}\n");
+    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        for l in String::from_utf8_lossy(bytes).lines() {
+            log.push_str(&format!("[{stream}]{l}\n"));
+        }
+    }
+    if out.status.success() {
+        Ok(log)
+    } else {
+        let code = out.status.code().unwrap_or(-1);
+        Err(report(
+            4,
+            format!("Health check {command} failed with exit code {code}"),
+            &log,
+        ))
+    }
 }
 
 fn chrono_now() -> String {
