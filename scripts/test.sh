@@ -19,9 +19,14 @@ command -v runc >/dev/null 2>&1 || missing="$missing runc"
 # The registry-pull test runs a local registry and pushes to it with skopeo.
 command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
 command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
-# CodeDeploy's blue/green test moves traffic on a real nginx (found in /usr/sbin).
+# CodeDeploy's blue/green test moves traffic on a real nginx (found in /usr/sbin) …
 PATH=$PATH:/usr/sbin:/sbin
 command -v nginx >/dev/null 2>&1 || missing="$missing nginx"
+# … and on a real HAProxy (reloaded by tests/compat/fixtures/haproxy-reload.sh, with pgrep).
+command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
+command -v pgrep >/dev/null 2>&1 || missing="$missing procps"
+# Agents run as separate hosts in network namespaces (unshare, nsenter, ip).
+command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
 if [ -n "$missing" ]; then
   step "installing$missing"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing

@@ -1,11 +1,12 @@
-"""Blue/green CodeDeploy deployments moving real traffic: an nginx load balancer whose
-upstream Slipway rewrites and reloads gracefully, agents as separate processes, and a
-client sending requests through nginx in a loop the whole time — no request may fail while
+"""Blue/green CodeDeploy deployments moving real traffic: an nginx or HAProxy load balancer
+whose upstream Slipway rewrites and reloads gracefully, agents as separate processes, and a
+client sending requests through it in a loop the whole time — no request may fail while
 traffic moves to the replacement hosts, nor while a failed deployment moves it back."""
 
 import io
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -18,8 +19,6 @@ import pytest
 
 from conftest import Server, free_port
 from test_codedeploy import AGENT_POLICY, BIN, wait
-
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 
 START = """#!/bin/sh
 mkdir -p "$AGENT_OUT"
@@ -106,6 +105,55 @@ http {{
         subprocess.run(["nginx", "-p", str(self.prefix), "-c", str(self.conf), "-s", "stop"], check=False)
 
 
+class HAProxy:
+    """HAProxy in master-worker mode: a reload (SIGUSR2 to the master, waited for) hands the
+    listening socket to the new worker, so no connection is refused while it happens."""
+
+    def __init__(self, workdir, backends):
+        self.prefix = workdir / "haproxy"
+        self.prefix.mkdir()
+        self.port = free_port()
+        self.conf = self.prefix / "haproxy.cfg"
+        servers = "".join(f"    server b{i} {b}\n" for i, b in enumerate(backends))
+        self.conf.write_text(
+            f"""global
+    maxconn 512
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend web
+    bind 127.0.0.1:{self.port}
+    default_backend web
+backend web
+    # slipway:servers web begin
+{servers}    # slipway:servers web end
+"""
+        )
+        pidfile = self.prefix / "haproxy.pid"
+        exe = shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin")
+        self.check = [exe, "-c", "-q", "-f", str(self.conf)]
+        self.proc = subprocess.Popen([exe, "-W", "-f", str(self.conf), "-p", str(pidfile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        reload = pathlib.Path(__file__).parent / "fixtures" / "haproxy-reload.sh"
+        self.reload = ["sh", str(reload), str(self.proc.pid)]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(self.url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+BALANCERS = {"nginx": Nginx, "haproxy": HAProxy}
+
+
 class Load:
     """Requests through the load balancer in a loop; counts failures and versions seen."""
 
@@ -132,7 +180,10 @@ class Load:
         return self
 
 
-def test_blue_green_under_load_and_rollback_moves_traffic_back(workdir):
+@pytest.mark.parametrize("kind", list(BALANCERS))
+def test_blue_green_under_load_and_rollback_moves_traffic_back(workdir, kind):
+    if shutil.which(kind, path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
+        pytest.skip(f"{kind} is not installed")
     backends = {f"host{i}": free_port() for i in range(4)}
     # The original fleet (host0, host1) serves v1 from servers started by hand.
     site = workdir / "v1"
@@ -150,9 +201,9 @@ def test_blue_green_under_load_and_rollback_moves_traffic_back(workdir):
                 break
             except OSError:
                 time.sleep(0.05)
-    nginx = Nginx(workdir, [f"127.0.0.1:{backends['host0']}", f"127.0.0.1:{backends['host1']}"])
+    lb = BALANCERS[kind](workdir, [f"127.0.0.1:{backends['host0']}", f"127.0.0.1:{backends['host1']}"])
     lbs = workdir / "load-balancers.json"
-    lbs.write_text(json.dumps({"web": {"kind": "nginx", "config": str(nginx.conf), "check": nginx.check, "reload": nginx.reload}}))
+    lbs.write_text(json.dumps({"web": {"kind": kind, "config": str(lb.conf), "check": lb.check, "reload": lb.reload}}))
     s = Server(workdir / "data", env={"SLIPWAY_LOAD_BALANCERS": str(lbs), "SLIPWAY_AGENT_TIMEOUT_SECS": "20"}).start()
     agents = []
     try:
@@ -201,7 +252,7 @@ def test_blue_green_under_load_and_rollback_moves_traffic_back(workdir):
             )["deploymentId"]
 
         # 1. Traffic moves from blue (v1) to green (v2) under load.
-        load = Load(nginx.url)
+        load = Load(lb.url)
         time.sleep(0.5)
         d1 = deploy("v2", "green")
         info = wait(cd, d1, timeout=120)
@@ -228,7 +279,7 @@ def test_blue_green_under_load_and_rollback_moves_traffic_back(workdir):
         for h in ("host0", "host1"):
             (workdir / f"out-{h}").mkdir(exist_ok=True)
             (workdir / f"out-{h}" / "fail-AfterAllowTraffic").touch()
-        load = Load(nginx.url)
+        load = Load(lb.url)
         d2 = deploy("v3", "blue")
         info = wait(cd, d2, timeout=120)
         assert info["status"] == "Failed", info
@@ -241,14 +292,14 @@ def test_blue_green_under_load_and_rollback_moves_traffic_back(workdir):
         assert load.failures == [], load.failures[:5]
         assert "v3" in load.seen, "traffic reached the new revision before the failure"
         assert load.seen[-20:] == ["v2"] * 20
-        with urllib.request.urlopen(nginx.url) as r:
+        with urllib.request.urlopen(lb.url) as r:
             assert r.read().decode().strip() == "v2"
     finally:
         for a in agents:
             a.terminate()
         for a in agents:
             a.wait(timeout=10)
-        nginx.stop()
+        lb.stop()
         for p in v1:
             p.kill()
         s.stop()
