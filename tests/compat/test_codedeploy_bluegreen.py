@@ -16,6 +16,7 @@ import urllib.request
 import zipfile
 
 import pytest
+from botocore.exceptions import ClientError
 
 from conftest import Server, free_port
 from test_codedeploy import AGENT_POLICY, BIN, wait
@@ -180,53 +181,63 @@ class Load:
         return self
 
 
-@pytest.mark.parametrize("kind", list(BALANCERS))
-def test_blue_green_under_load_and_rollback_moves_traffic_back(workdir, kind):
-    if shutil.which(kind, path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
-        pytest.skip(f"{kind} is not installed")
-    backends = {f"host{i}": free_port() for i in range(4)}
-    # The original fleet (host0, host1) serves v1 from servers started by hand.
-    site = workdir / "v1"
-    site.mkdir()
-    (site / "index.html").write_text("v1")
-    v1 = [
-        subprocess.Popen([sys.executable, "-m", "http.server", str(backends[h]), "--bind", "127.0.0.1"], cwd=site, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for h in ("host0", "host1")
-    ]
-    for h in ("host0", "host1"):
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{backends[h]}/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
-    lb = BALANCERS[kind](workdir, [f"127.0.0.1:{backends['host0']}", f"127.0.0.1:{backends['host1']}"])
-    lbs = workdir / "load-balancers.json"
-    lbs.write_text(json.dumps({"web": {"kind": kind, "config": str(lb.conf), "check": lb.check, "reload": lb.reload}}))
-    s = Server(workdir / "data", env={"SLIPWAY_LOAD_BALANCERS": str(lbs), "SLIPWAY_AGENT_TIMEOUT_SECS": "20"}).start()
-    agents = []
-    try:
-        cd = s.client("codedeploy")
-        s3 = s.client("s3")
-        s3.create_bucket(Bucket="rev")
-        s3.put_bucket_versioning(Bucket="rev", VersioningConfiguration={"Status": "Enabled"})
-        for i, (name, port) in enumerate(backends.items()):
+def balancer_installed(kind):
+    return shutil.which(kind, path=os.environ.get("PATH", "") + ":/usr/sbin") is not None
+
+
+def serve_by_hand(site_dir, port):
+    """A web server started outside Slipway (an original host's app), once it answers."""
+    p = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=site_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.05)
+    return p
+
+
+class Site:
+    """A load balancer in front of hosts (each an agent with its own port, tagged with its
+    role), the original ones serving v1 from servers started by hand, and a server whose
+    target group `web` is that load balancer."""
+
+    def __init__(self, workdir, kind, roles):
+        self.workdir = workdir
+        self.backends = {name: free_port() for name in roles}
+        v1 = workdir / "v1"
+        v1.mkdir()
+        (v1 / "index.html").write_text("v1")
+        blue = [n for n, r in roles.items() if r == "blue"]
+        self.by_hand = [serve_by_hand(v1, self.backends[h]) for h in blue]
+        self.lb = BALANCERS[kind](workdir, [f"127.0.0.1:{self.backends[h]}" for h in blue])
+        lbs = workdir / "load-balancers.json"
+        lbs.write_text(json.dumps({"web": {"kind": kind, "config": str(self.lb.conf), "check": self.lb.check, "reload": self.lb.reload}}))
+        self.s = Server(workdir / "data", env={"SLIPWAY_LOAD_BALANCERS": str(lbs), "SLIPWAY_AGENT_TIMEOUT_SECS": "20"}).start()
+        self.cd = self.s.client("codedeploy")
+        self.s3 = self.s.client("s3")
+        self.s3.create_bucket(Bucket="rev")
+        self.s3.put_bucket_versioning(Bucket="rev", VersioningConfiguration={"Status": "Enabled"})
+        self.agents = []
+        for name, port in self.backends.items():
+            s = self.s
             s.admin("create-user", "--user-name", name)
             key = s.admin("create-access-key", "--user-name", name)["AccessKey"]
             s.admin("put-user-policy", "--user-name", name, "--policy-name", "a", "--policy-document", json.dumps(AGENT_POLICY))
             arn = s.admin("get-user", "--user-name", name)["User"]["Arn"]
-            cd.register_on_premises_instance(instanceName=name, iamUserArn=arn)
-            role = "blue" if i < 2 else "green"
-            cd.add_tags_to_on_premises_instances(
-                instanceNames=[name], tags=[{"Key": "role", "Value": role}, {"Key": "slipway:address", "Value": f"127.0.0.1:{port}"}]
+            self.cd.register_on_premises_instance(instanceName=name, iamUserArn=arn)
+            self.cd.add_tags_to_on_premises_instances(
+                instanceNames=[name], tags=[{"Key": "role", "Value": roles[name]}, {"Key": "slipway:address", "Value": f"127.0.0.1:{port}"}]
             )
             out = workdir / f"out-{name}"
             env = dict(os.environ, AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"], AWS_HOST_IDENTIFIER=arn, AWS_REGION="us-east-1", AGENT_OUT=str(out), AGENT_PORT=str(port))
             log = open(workdir / f"agent-{name}.log", "ab")
-            agents.append(subprocess.Popen([BIN, "agent", "--endpoint", s.url, "--root-dir", str(workdir / f"root-{name}"), "--heartbeat-secs", "1"], env=env, stdout=log, stderr=log))
-        cd.create_application(applicationName="shop")
-        cd.create_deployment_group(
+            self.agents.append(subprocess.Popen([BIN, "agent", "--endpoint", s.url, "--root-dir", str(workdir / f"root-{name}"), "--heartbeat-secs", "1"], env=env, stdout=log, stderr=log))
+        self.cd.create_application(applicationName="shop")
+
+    def group(self, **blue_green):
+        self.cd.create_deployment_group(
             applicationName="shop",
             deploymentGroupName="bg",
             serviceRoleArn="arn:aws:iam::000000000000:role/cd",
@@ -234,27 +245,57 @@ def test_blue_green_under_load_and_rollback_moves_traffic_back(workdir, kind):
             onPremisesInstanceTagFilters=[{"Key": "role", "Value": "blue", "Type": "KEY_AND_VALUE"}],
             deploymentStyle={"deploymentType": "BLUE_GREEN", "deploymentOption": "WITH_TRAFFIC_CONTROL"},
             loadBalancerInfo={"targetGroupInfoList": [{"name": "web"}]},
-            blueGreenDeploymentConfiguration={
-                "terminateBlueInstancesOnDeploymentSuccess": {"action": "KEEP_ALIVE"},
-                "deploymentReadyOption": {"actionOnTimeout": "CONTINUE_DEPLOYMENT"},
-                "greenFleetProvisioningOption": {"action": "DISCOVER_EXISTING"},
-            },
+            blueGreenDeploymentConfiguration={"greenFleetProvisioningOption": {"action": "DISCOVER_EXISTING"}, **blue_green},
             autoRollbackConfiguration={"enabled": True, "events": ["DEPLOYMENT_FAILURE"]},
         )
 
-        def deploy(version, role):
-            put = s3.put_object(Bucket="rev", Key="shop.zip", Body=bundle(version))
-            return cd.create_deployment(
-                applicationName="shop",
-                deploymentGroupName="bg",
-                revision={"revisionType": "S3", "s3Location": {"bucket": "rev", "key": "shop.zip", "bundleType": "zip", "version": put["VersionId"]}},
-                targetInstances={"tagFilters": [{"Key": "role", "Value": role, "Type": "KEY_AND_VALUE"}]},
-            )["deploymentId"]
+    def deploy(self, version, role):
+        put = self.s3.put_object(Bucket="rev", Key="shop.zip", Body=bundle(version))
+        return self.cd.create_deployment(
+            applicationName="shop",
+            deploymentGroupName="bg",
+            revision={"revisionType": "S3", "s3Location": {"bucket": "rev", "key": "shop.zip", "bundleType": "zip", "version": put["VersionId"]}},
+            targetInstances={"tagFilters": [{"Key": "role", "Value": role, "Type": "KEY_AND_VALUE"}]},
+        )["deploymentId"]
+
+    def get(self):
+        with urllib.request.urlopen(self.lb.url, timeout=5) as r:
+            return r.read().decode().strip()
+
+    def stop(self):
+        for a in self.agents:
+            a.terminate()
+        for a in self.agents:
+            a.wait(timeout=10)
+        self.lb.stop()
+        for p in self.by_hand:
+            p.kill()
+        self.s.stop()
+        for h in self.backends:
+            pid = self.workdir / f"out-{h}" / "server.pid"
+            if pid.exists():
+                try:
+                    os.kill(int(pid.read_text()), 15)
+                except (OSError, ValueError):
+                    pass
+
+
+@pytest.mark.parametrize("kind", list(BALANCERS))
+def test_blue_green_under_load_and_rollback_moves_traffic_back(workdir, kind):
+    if not balancer_installed(kind):
+        pytest.skip(f"{kind} is not installed")
+    site = Site(workdir, kind, {"host0": "blue", "host1": "blue", "host2": "green", "host3": "green"})
+    try:
+        cd = site.cd
+        site.group(
+            terminateBlueInstancesOnDeploymentSuccess={"action": "KEEP_ALIVE"},
+            deploymentReadyOption={"actionOnTimeout": "CONTINUE_DEPLOYMENT"},
+        )
 
         # 1. Traffic moves from blue (v1) to green (v2) under load.
-        load = Load(lb.url)
+        load = Load(site.lb.url)
         time.sleep(0.5)
-        d1 = deploy("v2", "green")
+        d1 = site.deploy("v2", "green")
         info = wait(cd, d1, timeout=120)
         time.sleep(0.5)
         load.end()
@@ -263,15 +304,16 @@ def test_blue_green_under_load_and_rollback_moves_traffic_back(workdir, kind):
         assert "v1" in load.seen and load.seen[-20:] == ["v2"] * 20
         labels = {
             t["instanceTarget"]["targetId"]: t["instanceTarget"]["instanceLabel"]
-            for t in cd.batch_get_deployment_targets(deploymentId=d1, targetIds=list(backends))["deploymentTargets"]
+            for t in cd.batch_get_deployment_targets(deploymentId=d1, targetIds=list(site.backends))["deploymentTargets"]
         }
         assert labels == {"host0": "Blue", "host1": "Blue", "host2": "Green", "host3": "Green"}
         blue = cd.get_deployment_instance(deploymentId=d1, instanceId="host0")["instanceSummary"]
         assert [e["lifecycleEventName"] for e in blue["lifecycleEvents"]] == ["BeforeBlockTraffic", "BlockTraffic", "AfterBlockTraffic"]
-        # The group's fleet is now the replacement one.
+        # The group's fleet is now the replacement one; the original hosts are kept.
         g = cd.get_deployment_group(applicationName="shop", deploymentGroupName="bg")["deploymentGroupInfo"]
         assert g["onPremisesInstanceTagFilters"] == [{"Key": "role", "Value": "green", "Type": "KEY_AND_VALUE"}]
-        for p in v1:
+        assert "deregisterTime" not in cd.get_on_premises_instance(instanceName="host0")["instanceInfo"]
+        for p in site.by_hand:
             p.terminate()
 
         # 2. A deployment to host0/host1 (v3) whose AfterAllowTraffic fails: traffic, which
@@ -279,8 +321,8 @@ def test_blue_green_under_load_and_rollback_moves_traffic_back(workdir, kind):
         for h in ("host0", "host1"):
             (workdir / f"out-{h}").mkdir(exist_ok=True)
             (workdir / f"out-{h}" / "fail-AfterAllowTraffic").touch()
-        load = Load(lb.url)
-        d2 = deploy("v3", "blue")
+        load = Load(site.lb.url)
+        d2 = site.deploy("v3", "blue")
         info = wait(cd, d2, timeout=120)
         assert info["status"] == "Failed", info
         rb = info["rollbackInfo"]["rollbackDeploymentId"]
@@ -292,21 +334,46 @@ def test_blue_green_under_load_and_rollback_moves_traffic_back(workdir, kind):
         assert load.failures == [], load.failures[:5]
         assert "v3" in load.seen, "traffic reached the new revision before the failure"
         assert load.seen[-20:] == ["v2"] * 20
-        with urllib.request.urlopen(lb.url) as r:
-            assert r.read().decode().strip() == "v2"
+        assert site.get() == "v2"
     finally:
-        for a in agents:
-            a.terminate()
-        for a in agents:
-            a.wait(timeout=10)
-        lb.stop()
-        for p in v1:
-            p.kill()
-        s.stop()
-        for h in backends:
-            pid = workdir / f"out-{h}" / "server.pid"
-            if pid.exists():
-                try:
-                    os.kill(int(pid.read_text()), 15)
-                except (OSError, ValueError):
-                    pass
+        site.stop()
+
+
+def test_blue_green_waits_for_continue_and_terminates_the_original_hosts(workdir):
+    kind = next((k for k in BALANCERS if balancer_installed(k)), None)
+    if kind is None:
+        pytest.skip("neither nginx nor haproxy is installed")
+    site = Site(workdir, kind, {"host0": "blue", "host1": "green"})
+    try:
+        cd = site.cd
+        site.group(
+            terminateBlueInstancesOnDeploymentSuccess={"action": "TERMINATE", "terminationWaitTimeInMinutes": 5},
+            deploymentReadyOption={"actionOnTimeout": "STOP_DEPLOYMENT", "waitTimeInMinutes": 30},
+        )
+        d1 = site.deploy("v2", "green")
+        deadline = time.time() + 60
+        while cd.get_deployment(deploymentId=d1)["deploymentInfo"]["status"] != "Ready":
+            assert time.time() < deadline, cd.get_deployment(deploymentId=d1)["deploymentInfo"]
+            time.sleep(0.2)
+        # Ready: the replacement is installed, traffic has not moved.
+        green = cd.get_deployment_target(deploymentId=d1, targetId="host1")["deploymentTarget"]["instanceTarget"]
+        assert green["status"] == "Ready"
+        assert [site.get() for _ in range(5)] == ["v1"] * 5
+        cd.continue_deployment(deploymentId=d1)
+        info = wait(cd, d1, timeout=60)
+        assert info["status"] == "Succeeded", info
+        assert site.get() == "v2"
+        # The original host waits out its termination time, unless told not to.
+        assert info["instanceTerminationWaitTimeStarted"] is True
+        time.sleep(1.5)
+        assert "deregisterTime" not in cd.get_on_premises_instance(instanceName="host0")["instanceInfo"]
+        cd.skip_wait_time_for_instance_termination(deploymentId=d1)
+        deadline = time.time() + 15
+        while "deregisterTime" not in cd.get_on_premises_instance(instanceName="host0")["instanceInfo"]:
+            assert time.time() < deadline, "the original host was not deregistered"
+            time.sleep(0.2)
+        with pytest.raises(ClientError) as e:
+            cd.continue_deployment(deploymentId=d1)
+        assert e.value.response["Error"]["Code"] == "DeploymentAlreadyCompletedException"
+    finally:
+        site.stop()

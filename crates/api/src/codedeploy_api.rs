@@ -430,7 +430,13 @@ impl CodeDeployApi for CodeDeployService {
         _ctx: &Context,
         input: ContinueDeploymentInput,
     ) -> Result<Empty, ApiError> {
-        self.cd.continue_deployment(&s(input.deployment_id)).await?;
+        let id = s(input.deployment_id);
+        // TERMINATION_WAIT ends the wait before the original hosts are terminated (what
+        // SkipWaitTimeForInstanceTermination does); READY_WAIT, the default, moves traffic.
+        match input.deployment_wait_type.as_deref() {
+            Some("TERMINATION_WAIT") => self.cd.skip_termination_wait(&id).await?,
+            _ => self.cd.continue_deployment(&id).await?,
+        }
         Ok(Empty {})
     }
 
@@ -439,7 +445,9 @@ impl CodeDeployApi for CodeDeployService {
         _ctx: &Context,
         input: SkipWaitTimeForInstanceTerminationInput,
     ) -> Result<Empty, ApiError> {
-        self.cd.continue_deployment(&s(input.deployment_id)).await?;
+        self.cd
+            .skip_termination_wait(&s(input.deployment_id))
+            .await?;
         Ok(Empty {})
     }
 

@@ -1479,6 +1479,7 @@ impl CodeDeploy {
         };
         let active = active
             .iter()
+            .filter(|(_, _, d)| !d.is_done())
             .filter_map(|(id, region, d)| Some((id, region, d.alarms.clone()?)));
         for (id, region, alarms) in active {
             for alarm in alarms.alarms.iter().flatten() {

@@ -549,10 +549,11 @@ pub async fn list_deployments(
         .collect())
 }
 
-/// The deployments still running (any region).
+/// The deployments still running, or succeeded and waiting to deregister their original
+/// hosts (any region).
 pub async fn active_deployments(conn: &mut Conn) -> Result<Vec<String>> {
     let rows = sqlx::query(
-        "SELECT deployment_id FROM cd_deployments WHERE active = 1 ORDER BY created_at",
+        "SELECT deployment_id FROM cd_deployments WHERE active IN (1, 2) ORDER BY created_at",
     )
     .fetch_all(&mut *conn)
     .await?;
