@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use slipway_codebuild::service::CodeBuild;
+use slipway_model::Principal;
 use slipway_model::{
     codebuild, codecommit, codedeploy, codedeploy_commands, codepipeline, logs, ssm, ApiError,
     Context,
@@ -308,30 +309,106 @@ async fn handle_inner(
             "Request body must be a JSON object",
         ));
     }
+    // Build log pages are linked for the caller, signed with its own key; behind a
+    // TLS-terminating proxy the link is https.
+    let host = parts
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let scheme = match parts
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
+    call(
+        state,
+        principal,
+        &region,
+        signing,
+        operation,
+        input,
+        Some((scheme, host)),
+        request_id,
+    )
+    .await
+}
+
+/// The resources an operation acts on, as IAM evaluates them.
+fn resources_of(
+    state: &AppState,
+    region: &str,
+    signing: &str,
+    operation: &str,
+    input: &Value,
+) -> Vec<String> {
+    match signing {
+        "codepipeline" => codepipeline_resources(&state.codepipeline.in_region(region), input),
+        "codedeploy" => codedeploy_resources(&state.codedeploy.in_region(region), input),
+        "codecommit" => codecommit_resources(&state.codecommit.in_region(region), input),
+        "ssm" => ssm_resources(&state.ssm.in_region(region), input),
+        "codebuild" => codebuild_resources(&state.codebuild.in_region(region), operation, input),
+        _ => vec!["*".to_owned()],
+    }
+}
+
+/// Whether `principal` may call `operation` with `input` (what the console asks before it
+/// draws a button).
+pub(crate) async fn allowed(
+    state: &AppState,
+    principal: &Principal,
+    region: &str,
+    signing: &str,
+    operation: &str,
+    input: &Value,
+) -> bool {
+    let resources = resources_of(state, region, signing, operation, input);
+    authorize(
+        state,
+        principal,
+        &format!("{signing}:{operation}"),
+        &resources,
+    )
+    .await
+    .is_ok()
+}
+
+/// Authorises and performs one operation for an authenticated caller: the JSON API's
+/// requests and the console's actions both end here, so they are judged alike.
+/// `links`: (scheme, host) build log links are made for.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn call(
+    state: &AppState,
+    principal: Principal,
+    region: &str,
+    signing: &str,
+    operation: &str,
+    input: Value,
+    links: Option<(&'static str, String)>,
+    request_id: &str,
+) -> Result<Vec<u8>, ApiError> {
     let action = format!("{signing}:{operation}");
+    let resources = resources_of(state, region, signing, operation, &input);
+    authorize(state, &principal, &action, &resources).await?;
+    tracing::debug!(request_id, %action, caller = %principal.arn, "authorized");
     // Every service acts in the region the request is signed for.
+    let region = region.to_owned();
     let codecommit = state.codecommit.in_region(&region);
     let codebuild = state.codebuild.in_region(&region);
     let ssm = state.ssm.in_region(&region);
     let pipelines = state.codepipeline.in_region(&region);
     let deploy = state.codedeploy.in_region(&region);
-    let resources = match *signing {
-        "codepipeline" => codepipeline_resources(&pipelines, &input),
-        "codedeploy" => codedeploy_resources(&deploy, &input),
-        "codecommit" => codecommit_resources(&codecommit, &input),
-        "ssm" => ssm_resources(&ssm, &input),
-        "codebuild" => codebuild_resources(&codebuild, operation, &input),
-        _ => vec!["*".to_owned()],
-    };
-    authorize(state, &principal, &action, &resources).await?;
-    tracing::debug!(request_id, %action, caller = %principal.arn, "authorized");
     let ctx = Context {
         request_id: request_id.to_owned(),
         region,
         account_id: state.account_id.clone(),
         principal,
     };
-    match *signing {
+    match signing {
         "codecommit" => {
             let svc = CodeCommitService { cc: codecommit };
             let result = codecommit::dispatch(&svc, &ctx, operation, input).await;
@@ -340,13 +417,6 @@ async fn handle_inner(
             result
         }
         "codebuild" => {
-            // Build log pages are linked for the caller, signed with its own key.
-            let host = parts
-                .headers
-                .get("host")
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
             let secret = state
                 .iam
                 .key_owner(&ctx.principal.access_key_id)
@@ -354,23 +424,16 @@ async fn handle_inner(
                 .ok()
                 .flatten()
                 .map(|o| o.secret);
-            // Behind a TLS-terminating proxy the link is https.
-            let scheme = match parts
-                .headers
-                .get("x-forwarded-proto")
-                .and_then(|h| h.to_str().ok())
-            {
-                Some("https") => "https",
-                _ => "http",
-            };
             let svc = CodeBuildService {
                 cb: codebuild,
                 ssm,
-                links: secret.map(|secret| crate::codebuild_api::DeepLinks {
-                    scheme,
-                    host,
-                    access_key_id: ctx.principal.access_key_id.clone(),
-                    secret,
+                links: links.zip(secret).map(|((scheme, host), secret)| {
+                    crate::codebuild_api::DeepLinks {
+                        scheme,
+                        host,
+                        access_key_id: ctx.principal.access_key_id.clone(),
+                        secret,
+                    }
                 }),
             };
             codebuild::dispatch(&svc, &ctx, operation, input).await
@@ -395,6 +458,6 @@ async fn handle_inner(
             let svc = SsmService { ps: ssm };
             ssm::dispatch(&svc, &ctx, operation, input).await
         }
-        _ => Err(ApiError::unknown_operation(prefix, operation)),
+        _ => Err(ApiError::unknown_operation(signing, operation)),
     }
 }

@@ -47,6 +47,9 @@ pub const MAX_JSON_BODY: usize = 10 * 1024 * 1024;
 
 /// Everything request handlers need, shared by all of them.
 pub struct AppState {
+    pub store: slipway_store::Store,
+    /// Failed console sign-ins, for the rate limit.
+    pub signins: console::SignInLimiter,
     pub iam: Iam,
     pub codecommit: CodeCommit,
     pub ssm: ParameterStore,

@@ -4,6 +4,7 @@
 //! Knows nothing of HTTP or AWS's JSON: the API edge maps these plain types and [`Error`]s
 //! (whose codes are CodeCommit's exception names) onto the wire.
 
+pub mod browse;
 pub mod files;
 pub mod git;
 pub mod refs;

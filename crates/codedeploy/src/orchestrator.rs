@@ -45,6 +45,31 @@ pub const HEALTH_CHECK: &str = "SlipwayHealthCheck";
 /// The prefix of an alarm name that is a command run on each host.
 pub const COMMAND_CHECK: &str = "command:";
 
+/// The batch of each host as its lifecycle events' times show it, for hosts in the order
+/// they started — (first event's start, last event's end, still in progress): a host starts
+/// a new batch when it started after a host of the current batch had ended (0: not started).
+pub fn batch_numbers(spans: &[(Option<f64>, Option<f64>, bool)]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut batch = 0;
+    let mut ends: Vec<f64> = Vec::new();
+    for (first, last, in_progress) in spans {
+        match first {
+            None => out.push(0),
+            Some(start) => {
+                if batch == 0 || ends.iter().any(|e| e <= start) {
+                    batch += 1;
+                    ends.clear();
+                }
+                if let Some(e) = last.filter(|_| !in_progress) {
+                    ends.push(e);
+                }
+                out.push(batch);
+            }
+        }
+    }
+    out
+}
+
 /// Events the service performs itself (the load balancer's), never sent to an agent.
 pub fn is_service_event(event: &str) -> bool {
     matches!(event, "BlockTraffic" | "AllowTraffic")

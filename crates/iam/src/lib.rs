@@ -5,6 +5,7 @@
 //! access key id and answers "may this principal do this action on this resource?".
 
 pub mod crypto;
+pub mod login;
 pub mod policy;
 
 use crypto::{random_bytes, MasterKey};

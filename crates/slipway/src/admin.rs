@@ -45,6 +45,14 @@ pub enum AdminCommand {
         #[arg(long)]
         user_name: String,
     },
+    /// Sets the user's console password (`-` reads it from standard input).
+    #[command(visible_alias = "update-login-profile")]
+    CreateLoginProfile {
+        #[arg(long)]
+        user_name: String,
+        #[arg(long)]
+        password: String,
+    },
     ListAccessKeys {
         #[arg(long)]
         user_name: String,
@@ -160,6 +168,24 @@ async fn execute(
         DeleteUser { user_name } => iam.delete_user(user_name).await.map(|_| None)?,
         CreateAccessKey { user_name } => {
             Some(json!({ "AccessKey": iam.create_access_key(user_name).await? }))
+        }
+        CreateLoginProfile {
+            user_name,
+            password,
+        } => {
+            let password = match password.as_str() {
+                "-" => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| IamError::Validation(format!("reading the password: {e}")))?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+                p => p.to_owned(),
+            };
+            iam.set_password(user_name, &password).await?;
+            let created = slipway_iam::iso8601(slipway_store::now());
+            Some(json!({ "LoginProfile": { "UserName": user_name, "CreateDate": created } }))
         }
         ListAccessKeys { user_name } => {
             Some(json!({ "AccessKeyMetadata": iam.list_access_keys(user_name).await? }))

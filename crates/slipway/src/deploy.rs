@@ -55,25 +55,11 @@ fn batches(hosts: &mut [Value]) -> Vec<usize> {
             .unwrap_or(f64::MAX)
             .total_cmp(&first(b).unwrap_or(f64::MAX))
     });
-    let mut out = Vec::new();
-    let mut batch = 0;
-    let mut ends: Vec<f64> = Vec::new();
-    for h in hosts.iter() {
-        match first(h) {
-            None => out.push(0),
-            Some(start) => {
-                if batch == 0 || ends.iter().any(|e| *e <= start) {
-                    batch += 1;
-                    ends.clear();
-                }
-                if let Some(e) = last(h).filter(|_| h["status"] != "InProgress") {
-                    ends.push(e);
-                }
-                out.push(batch);
-            }
-        }
-    }
-    out
+    let spans: Vec<(Option<f64>, Option<f64>, bool)> = hosts
+        .iter()
+        .map(|h| (first(h), last(h), h["status"] == "InProgress"))
+        .collect();
+    slipway_codedeploy::orchestrator::batch_numbers(&spans)
 }
 
 async fn picture(api: &Api, id: &str) -> anyhow::Result<(Vec<String>, String)> {

@@ -451,6 +451,8 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = Arc::new(AppState {
+        store: store.clone(),
+        signins: Default::default(),
         iam,
         codecommit,
         ssm,

@@ -58,6 +58,15 @@ pub async fn cursor(conn: &mut Conn, reader: &str) -> Result<i64, StoreError> {
     )
 }
 
+/// The sequence number of the newest event (0 when there is none).
+pub async fn last_seq(conn: &mut Conn) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_outbox")
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
 /// Up to `limit` events after sequence number `seq`: (seq, the event as JSON).
 pub async fn after(
     conn: &mut Conn,

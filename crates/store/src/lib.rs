@@ -5,6 +5,7 @@
 //! [`Db`] and write portable SQL (`$1` placeholders, no SQLite-only functions) so a PostgreSQL
 //! backend can follow behind the same interface.
 
+pub mod console;
 pub mod deploy;
 pub mod events;
 pub mod group;
@@ -142,6 +143,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         15,
         "cp_events_after",
         include_str!("../migrations/sqlite/0015_cp_events_after.sql"),
+    ),
+    (
+        16,
+        "console",
+        include_str!("../migrations/sqlite/0016_console.sql"),
     ),
 ];
 
