@@ -157,7 +157,7 @@ pub fn page(
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"selfRequestsOnly":true}"#;
+                meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"selfRequestsOnly":true,"attributesToSettle":["class","width","height"]}"#;
                 title { (title) " · Slipway" }
                 link rel="icon" type="image/svg+xml" href=(icon) id="favicon";
                 link rel="stylesheet" href={(BASE) "/assets/console.css"};

@@ -95,15 +95,27 @@ pub struct PipelineView {
     /// What UpdatePipeline said of the JSON last posted.
     pub json_error: Option<String>,
     pub can: Can,
+    /// The event outbox's position when the page's data was read: its live stream starts
+    /// there.
+    pub live_from: i64,
 }
 
-/// The graph of stages and actions, live: swapped whole when the pipeline changes.
+/// The graph of stages and actions, live: the page's stream sends its content again when
+/// the pipeline changes (the section itself stays).
 pub fn graph(viewer: &Viewer, p: &PipelineView) -> Markup {
-    let base = format!("{BASE}/pipelines/{}", enc(&p.name));
     html! {
         section id="graph" class="graph" aria-label="Stages" aria-live="polite"
-            hx-get={(base) "/graph"} hx-trigger="sse:change" hx-swap="outerHTML"
-            data-status=[p.latest.as_deref()] {
+            sse-swap="graph" hx-swap="innerHTML" {
+            (graph_content(viewer, p))
+        }
+    }
+}
+
+/// What the graph section holds.
+fn graph_content(viewer: &Viewer, p: &PipelineView) -> Markup {
+    let base = format!("{BASE}/pipelines/{}", enc(&p.name));
+    html! {
+            span hidden data-status=[p.latest.as_deref()] {}
             @for (i, s) in p.stages.iter().enumerate() {
                 @if i > 0 {
                     div class="transition" {
@@ -157,7 +169,6 @@ pub fn graph(viewer: &Viewer, p: &PipelineView) -> Markup {
                     }
                 }
             }
-        }
     }
 }
 
@@ -201,7 +212,7 @@ fn action(viewer: &Viewer, p: &PipelineView, s: &StageView, a: &ActionView) -> M
 }
 
 pub fn graph_fragment(viewer: &Viewer, p: &PipelineView) -> String {
-    graph(viewer, p).into_string()
+    graph_content(viewer, p).into_string()
 }
 
 pub fn pipeline(viewer: &Viewer, p: &PipelineView) -> String {
@@ -226,7 +237,7 @@ pub fn pipeline(viewer: &Viewer, p: &PipelineView) -> String {
                     }
                 }
             }
-            div hx-ext="sse" sse-connect={(BASE) "/live?topic=pipeline:" (enc(&p.name))} {
+            div hx-ext="sse" sse-connect={(base) "/live?after=" (p.live_from)} {
                 (graph(viewer, p))
             }
             h2 id="history" { "Execution history" }

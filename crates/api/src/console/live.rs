@@ -1,10 +1,8 @@
-//! Live updates: a Server-Sent Events stream per page, fed from the event outbox. The page
-//! names a topic (`pipeline:NAME`, `build:ID`, `deployment:ID`); each outbox event about it
-//! sends `change`, and htmx fetches the page's live fragment again.
+//! Live updates: a Server-Sent Events stream per page, fed from the event outbox. A page's
+//! stream watches a topic (`pipeline:NAME`, `build:ID`, `deployment:ID`); after each outbox
+//! event about it the page's live fragment is drawn again and sent, and htmx swaps it in.
 
 use crate::AppState;
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -13,11 +11,6 @@ use std::time::Duration;
 
 /// How often the outbox is read for a stream.
 const POLL: Duration = Duration::from_millis(200);
-
-#[derive(serde::Deserialize)]
-pub struct Topic {
-    topic: String,
-}
 
 /// Whether outbox event `e` is about `topic` in `region`.
 pub(crate) fn about(e: &Value, topic: &str, region: &str) -> bool {
@@ -42,53 +35,92 @@ pub(crate) fn about(e: &Value, topic: &str, region: &str) -> bool {
     }
 }
 
-pub async fn stream(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<Topic>,
-) -> Result<Response, super::Fail> {
-    let s = super::require(&state, &headers, "/-/console/").await?;
-    let start = {
-        let mut conn = state
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(super::internal)?;
-        slipway_store::events::last_seq(&mut conn)
-            .await
-            .map_err(super::internal)?
-    };
-    let region = s.region.clone();
-    let events = futures_util::stream::unfold((state, start), move |(state, mut seq)| {
-        let (topic, region) = (q.topic.clone(), region.clone());
-        async move {
-            loop {
-                tokio::time::sleep(POLL).await;
-                let batch = {
-                    let Ok(mut conn) = state.store.pool().acquire().await else {
-                        continue;
+/// The outbox position a page's stream starts after.
+#[derive(serde::Deserialize)]
+pub struct After {
+    pub after: Option<i64>,
+}
+
+/// The outbox position now: a page drawn after reading it passes it to its stream, which
+/// then misses nothing that happened after the page was drawn.
+pub(crate) async fn position(state: &AppState) -> Result<i64, super::Fail> {
+    let mut conn = state
+        .store
+        .pool()
+        .acquire()
+        .await
+        .map_err(super::internal)?;
+    Ok(slipway_store::events::last_seq(&mut conn)
+        .await
+        .map_err(super::internal)?)
+}
+
+/// How far back a stream may be asked to start (a page older than this is drawn again).
+const MAX_BEHIND: i64 = 10_000;
+
+/// A stream that yields each time outbox events about `topic` have been committed after
+/// position `after` (several at once yield once; the newest position when None).
+pub(crate) async fn changes(
+    state: Arc<AppState>,
+    region: String,
+    topic: String,
+    after: Option<i64>,
+) -> Result<impl futures_util::Stream<Item = ()> + Send, super::Fail> {
+    let now = position(&state).await?;
+    let start = after.map_or(now, |a| a.clamp(now - MAX_BEHIND, now));
+    Ok(futures_util::stream::unfold(
+        (state, start),
+        move |(state, mut seq)| {
+            let (topic, region) = (topic.clone(), region.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(POLL).await;
+                    let batch = {
+                        let Ok(mut conn) = state.store.pool().acquire().await else {
+                            continue;
+                        };
+                        slipway_store::events::after(&mut conn, seq, 500)
+                            .await
+                            .unwrap_or_default()
                     };
-                    slipway_store::events::after(&mut conn, seq, 500)
-                        .await
-                        .unwrap_or_default()
-                };
-                let mut hit = false;
-                for (n, body) in &batch {
-                    seq = *n;
-                    hit |= serde_json::from_str::<Value>(body)
-                        .is_ok_and(|e| about(&e, &topic, &region));
-                }
-                if hit {
-                    let ev = Event::default().event("change").data(seq.to_string());
-                    return Some((Ok::<_, std::convert::Infallible>(ev), (state, seq)));
+                    let mut hit = false;
+                    for (n, body) in &batch {
+                        seq = *n;
+                        hit |= serde_json::from_str::<Value>(body)
+                            .is_ok_and(|e| about(&e, &topic, &region));
+                    }
+                    if hit {
+                        return Some(((), (state, seq)));
+                    }
                 }
             }
-        }
-    });
-    Ok(Sse::new(events)
+        },
+    ))
+}
+
+/// A page's live stream: on every change, `render` draws the fragment again and it is sent
+/// as event `name` (htmx's `sse-swap` puts it in place). Drawing after the change, in the
+/// order of the changes, no update is lost to a request in flight.
+pub(crate) fn fragments<S, F, Fut>(changes: S, name: &'static str, render: F) -> Response
+where
+    S: futures_util::Stream<Item = ()> + Send + 'static,
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<String>> + Send,
+{
+    use futures_util::StreamExt as _;
+    let render = Arc::new(render);
+    let events = changes
+        .then(move |()| {
+            let render = render.clone();
+            async move { render().await }
+        })
+        .filter_map(|html| async move { html })
+        .map(move |html| {
+            Ok::<_, std::convert::Infallible>(Event::default().event(name).data(html))
+        });
+    Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+        .into_response()
 }
 
 #[cfg(test)]

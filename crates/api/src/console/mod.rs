@@ -41,7 +41,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/-/console/favicon/{status}", get(favicon))
         .route("/-/console/signin", get(signin::page).post(signin::submit))
         .route("/-/console/signout", post(signin::signout))
-        .route("/-/console/live", get(live::stream))
         .merge(repos::routes())
         .merge(pipelines::routes())
         .merge(builds::routes())

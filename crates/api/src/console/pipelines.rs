@@ -21,6 +21,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/-/console/pipelines", get(list))
         .route("/-/console/pipelines/{name}", get(page))
         .route("/-/console/pipelines/{name}/graph", get(graph))
+        .route("/-/console/pipelines/{name}/live", get(live))
         .route("/-/console/pipelines/{name}/release", post(release))
         .route("/-/console/pipelines/{name}/stop", post(stop))
         .route("/-/console/pipelines/{name}/retry", post(retry))
@@ -224,6 +225,7 @@ async fn view(
     let json = posted
         .unwrap_or_else(|| serde_json::to_string_pretty(&decl["pipeline"]).unwrap_or_default());
     Ok(views::PipelineView {
+        live_from: 0,
         name: name.to_owned(),
         stages,
         latest,
@@ -263,6 +265,36 @@ async fn graph(
     let s = require(&state, &headers, &path_of(&name)).await?;
     let v = view(&state, &s, &name, None, None, None).await?;
     Ok(html(views::graph_fragment(&s.viewer(), &v)))
+}
+
+/// The graph, drawn again after each change of the pipeline.
+async fn live(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(at): Query<super::live::After>,
+) -> PageResult {
+    let s = Arc::new(require(&state, &headers, &path_of(&name)).await?);
+    let changes = super::live::changes(
+        state.clone(),
+        s.region.clone(),
+        format!("pipeline:{name}"),
+        at.after,
+    )
+    .await?;
+    Ok(super::live::fragments(changes, "graph", move || {
+        let (state, s, name) = (state.clone(), s.clone(), name.clone());
+        async move {
+            match view(&state, &s, &name, None, None, None).await {
+                Ok(v) => Some(views::graph_fragment(&s.viewer(), &v)),
+                Err(Fail::Api(_, e)) => {
+                    tracing::warn!(pipeline = %name, code = %e.code, message = %e.message, "drawing the live graph failed");
+                    None
+                }
+                Err(Fail::SignIn(_)) => None,
+            }
+        }
+    }))
 }
 
 fn field<'a>(f: &'a HashMap<String, String>, k: &str) -> &'a str {
