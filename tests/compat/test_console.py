@@ -145,8 +145,9 @@ def test_console_end_to_end(server, workdir):
         approve.click()
         expect(stage_badge(page, "Approve")).to_have_text("Succeeded", timeout=60_000)
         expect(stage_badge(page, "Deploy")).to_have_text("Succeeded", timeout=120_000)
-        page.reload()
-        expect(page.locator("table tbody tr").first.locator(".badge")).to_have_text("Succeeded")
+        # The history and the buttons follow too, without a reload.
+        expect(page.locator("table.history tbody tr").first.locator(".badge")).to_have_text("Succeeded")
+        expect(page.get_by_role("button", name="Stop execution")).to_have_count(0)
         shot(page, "pipeline")
         approvals = server.aws("codepipeline", "list-action-executions", "--pipeline-name", "release")["actionExecutionDetails"]
         [ok] = [a for a in approvals if a["actionName"] == "Approval"]
@@ -165,10 +166,13 @@ def test_console_end_to_end(server, workdir):
                        env=server.env(), capture_output=True, check=True)
         d = server.aws("deploy", "create-deployment", "--application-name", "site", "--deployment-group-name", "self",
                        "--s3-location", "bucket=bundles,key=site.zip,bundleType=zip")["deploymentId"]
-        server.aws("deploy", "wait", "deployment-successful", "--deployment-id", d)
         page.goto(f"{server.url}/-/console/deployments")
         page.get_by_role("link", name="site").click()
         page.get_by_role("link", name=d).click()
+        page.evaluate("window.__samePage = 44")
+        # It runs while the page is open: the page follows it to the end.
+        expect(page.locator("#live .toolbar .badge")).to_have_text("Succeeded", timeout=60_000)
+        assert page.evaluate("window.__samePage") == 44, "the page was reloaded"
         host = page.locator("details.host", has_text="slipway-server")
         expect(host).to_contain_text("Succeeded")
         host.locator("summary").click()

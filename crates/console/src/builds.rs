@@ -113,6 +113,8 @@ pub struct BuildView {
     pub artifacts: Vec<(String, String)>,
     pub can_stop: bool,
     pub can_start: bool,
+    /// The event outbox's position when the data was read (the live stream starts there).
+    pub live_from: i64,
 }
 
 /// A run of log lines, as the page shows them (also what the live stream sends).
@@ -133,6 +135,31 @@ pub fn build(viewer: &Viewer, b: &BuildView) -> String {
                 a href={(BASE) "/builds/" (enc(&b.project))} { (b.project) } " / "
                 strong { "#" (b.number.unwrap_or(0)) }
             }
+            div hx-ext="sse" sse-connect={(link) "/live?after=" (b.live_from)} {
+                div id="live" sse-swap="live" hx-swap="innerHTML" { (live(viewer, b)) }
+            }
+            h2 { "Log" }
+            div class="logbar" {
+                label for="log-search" { "Search the log" }
+                input id="log-search" type="search" data-filter="log";
+            }
+            @if b.done {
+                pre id="log" class="log" { (log_lines(&b.log)) }
+            } @else {
+                div hx-ext="sse" sse-connect={(link) "/log/stream?from=" (enc(&b.log_next))} sse-close="end" {
+                    pre id="log" class="log" sse-swap="lines" hx-swap="beforeend" { (log_lines(&b.log)) }
+                }
+            }
+        },
+    )
+}
+
+/// The build's status, buttons, phases, reports and artifacts (sent again by the page's
+/// stream after each change).
+pub fn live(viewer: &Viewer, b: &BuildView) -> Markup {
+    let link = build_link(&b.id);
+    html! {
+            span hidden data-status=(b.status) {}
             div class="toolbar" {
                 h1 { (b.project) " #" (b.number.unwrap_or(0)) " " span id="build-status" { (badge(&b.status)) } }
                 @if b.can_stop && !b.done { (button_form(viewer, &format!("{link}/stop"), "Stop build", "danger", &[])) }
@@ -152,18 +179,6 @@ pub fn build(viewer: &Viewer, b: &BuildView) -> String {
                     }
                 }
             }
-            h2 { "Log" }
-            div class="logbar" {
-                label for="log-search" { "Search the log" }
-                input id="log-search" type="search" data-filter="log";
-            }
-            @if b.done {
-                pre id="log" class="log" { (log_lines(&b.log)) }
-            } @else {
-                div hx-ext="sse" sse-connect={(link) "/log/stream?from=" (enc(&b.log_next))} sse-close="end" {
-                    pre id="log" class="log" sse-swap="lines" hx-swap="beforeend" { (log_lines(&b.log)) }
-                }
-            }
             @if !b.reports.is_empty() {
                 h2 { "Reports" }
                 table {
@@ -179,6 +194,5 @@ pub fn build(viewer: &Viewer, b: &BuildView) -> String {
                 h2 { "Artifacts" }
                 ul { @for (name, href) in &b.artifacts { li { a href=(href) download { (name) } } } }
             }
-        },
-    )
+    }
 }

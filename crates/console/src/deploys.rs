@@ -92,13 +92,12 @@ pub struct DeploymentView {
     pub rolled_back_by: Option<String>,
     pub hosts: Vec<HostRow>,
     pub can_stop: bool,
+    /// The event outbox's position when the data was read (the live stream starts there).
+    pub live_from: i64,
 }
 
 pub fn deployment(viewer: &Viewer, d: &DeploymentView) -> String {
     let base = format!("{BASE}/deployments/{}", enc(&d.app));
-    let mut batches: Vec<u32> = d.hosts.iter().map(|h| h.batch).collect();
-    batches.sort_unstable();
-    batches.dedup();
     page(
         &d.id,
         Some(viewer),
@@ -109,6 +108,21 @@ pub fn deployment(viewer: &Viewer, d: &DeploymentView) -> String {
                 a href={(BASE) "/deployments"} { "Deployments" } " / "
                 a href=(base) { (d.app) } " / " strong { (d.id) }
             }
+            div hx-ext="sse" sse-connect={(base) "/" (enc(&d.id)) "/live?after=" (d.live_from)} {
+                div id="live" sse-swap="live" hx-swap="innerHTML" { (live(viewer, d)) }
+            }
+        },
+    )
+}
+
+/// What changes as the deployment runs (sent again by the page's stream after each change).
+pub fn live(viewer: &Viewer, d: &DeploymentView) -> maud::Markup {
+    let base = format!("{BASE}/deployments/{}", enc(&d.app));
+    let mut batches: Vec<u32> = d.hosts.iter().map(|h| h.batch).collect();
+    batches.sort_unstable();
+    batches.dedup();
+    html! {
+            span hidden data-status=(d.status) {}
             div class="toolbar" {
                 h1 { (d.id) " " (badge(&d.status)) }
                 @if d.can_stop && !d.done {
@@ -158,6 +172,5 @@ pub fn deployment(viewer: &Viewer, d: &DeploymentView) -> String {
                     }
                 }
             }
-        },
-    )
+    }
 }

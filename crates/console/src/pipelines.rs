@@ -100,12 +100,10 @@ pub struct PipelineView {
     pub live_from: i64,
 }
 
-/// The graph of stages and actions, live: the page's stream sends its content again when
-/// the pipeline changes (the section itself stays).
+/// The graph of stages and actions.
 pub fn graph(viewer: &Viewer, p: &PipelineView) -> Markup {
     html! {
-        section id="graph" class="graph" aria-label="Stages" aria-live="polite"
-            sse-swap="graph" hx-swap="innerHTML" {
+        section id="graph" class="graph" aria-label="Stages" aria-live="polite" {
             (graph_content(viewer, p))
         }
     }
@@ -211,13 +209,56 @@ fn action(viewer: &Viewer, p: &PipelineView, s: &StageView, a: &ActionView) -> M
     }
 }
 
-pub fn graph_fragment(viewer: &Viewer, p: &PipelineView) -> String {
-    graph_content(viewer, p).into_string()
+/// What changes as the pipeline runs: the buttons, the graph and the history (the page's
+/// stream sends it again after each change; the JSON editor stays as it is).
+pub fn live(viewer: &Viewer, p: &PipelineView) -> Markup {
+    let base = format!("{BASE}/pipelines/{}", enc(&p.name));
+    let filters = ["InProgress", "Succeeded", "Failed", "Stopped", "Superseded"];
+    html! {
+        div class="toolbar" {
+            h1 { (p.name) }
+            @if p.can.release { (button_form(viewer, &format!("{base}/release"), "Release change", "primary", &[])) }
+            @if let (true, Some(id), Some("InProgress")) = (p.can.stop, &p.latest_id, p.latest.as_deref()) {
+                form method="post" action={(base) "/stop"} class="inline" {
+                    input type="hidden" name="csrf" value=(viewer.csrf);
+                    input type="hidden" name="execution" value=(id);
+                    label { input type="checkbox" name="abandon" value="true"; " abandon in-flight actions" }
+                    button type="submit" class="danger" { "Stop execution" }
+                }
+            }
+        }
+        (graph(viewer, p))
+        h2 id="history" { "Execution history" }
+        nav class="filters" aria-label="Filter by status" {
+            a href={(base) "#history"} aria-current=[p.filter.is_none().then_some("page")] { "All" }
+            @for f in filters {
+                a href={(base) "?status=" (f) "#history"} aria-current=[(p.filter.as_deref() == Some(f)).then_some("page")] { (f) }
+            }
+        }
+        table class="history" {
+            thead { tr { th scope="col" { "Execution" } th scope="col" { "Status" } th scope="col" { "Trigger" } th scope="col" { "Revision" } th scope="col" { "Started" } th scope="col" { "Updated" } } }
+            tbody {
+                @for e in &p.executions {
+                    tr {
+                        td class="sha" { (e.id) }
+                        td { (badge(&e.status)) }
+                        td { (e.trigger) }
+                        td class="sha" { (e.revision.as_deref().map(|r| &r[..r.len().min(12)]).unwrap_or("—")) }
+                        td { (time(e.start)) }
+                        td { (time(e.updated)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn live_fragment(viewer: &Viewer, p: &PipelineView) -> String {
+    live(viewer, p).into_string()
 }
 
 pub fn pipeline(viewer: &Viewer, p: &PipelineView) -> String {
     let base = format!("{BASE}/pipelines/{}", enc(&p.name));
-    let filters = ["InProgress", "Succeeded", "Failed", "Stopped", "Superseded"];
     page(
         &p.name,
         Some(viewer),
@@ -225,42 +266,8 @@ pub fn pipeline(viewer: &Viewer, p: &PipelineView) -> String {
         p.latest.as_deref(),
         html! {
             nav aria-label="Breadcrumb" class="crumbs" { a href={(BASE) "/pipelines"} { "Pipelines" } " / " strong { (p.name) } }
-            div class="toolbar" {
-                h1 { (p.name) }
-                @if p.can.release { (button_form(viewer, &format!("{base}/release"), "Release change", "primary", &[])) }
-                @if let (true, Some(id), Some("InProgress")) = (p.can.stop, &p.latest_id, p.latest.as_deref()) {
-                    form method="post" action={(base) "/stop"} class="inline" {
-                        input type="hidden" name="csrf" value=(viewer.csrf);
-                        input type="hidden" name="execution" value=(id);
-                        label { input type="checkbox" name="abandon" value="true"; " abandon in-flight actions" }
-                        button type="submit" class="danger" { "Stop execution" }
-                    }
-                }
-            }
-            div hx-ext="sse" sse-connect={(base) "/live?after=" (p.live_from)} {
-                (graph(viewer, p))
-            }
-            h2 id="history" { "Execution history" }
-            nav class="filters" aria-label="Filter by status" {
-                a href={(base) "#history"} aria-current=[p.filter.is_none().then_some("page")] { "All" }
-                @for f in filters {
-                    a href={(base) "?status=" (f) "#history"} aria-current=[(p.filter.as_deref() == Some(f)).then_some("page")] { (f) }
-                }
-            }
-            table {
-                thead { tr { th scope="col" { "Execution" } th scope="col" { "Status" } th scope="col" { "Trigger" } th scope="col" { "Revision" } th scope="col" { "Started" } th scope="col" { "Updated" } } }
-                tbody {
-                    @for e in &p.executions {
-                        tr {
-                            td class="sha" { (e.id) }
-                            td { (badge(&e.status)) }
-                            td { (e.trigger) }
-                            td class="sha" { (e.revision.as_deref().map(|r| &r[..r.len().min(12)]).unwrap_or("—")) }
-                            td { (time(e.start)) }
-                            td { (time(e.updated)) }
-                        }
-                    }
-                }
+            div hx-ext="sse" sse-connect={(base) "/live?after=" (p.live_from) (p.filter.as_deref().map(|f| format!("&status={}", enc(f))).unwrap_or_default())} {
+                div id="live" sse-swap="live" hx-swap="innerHTML" { (live(viewer, p)) }
             }
             h2 { "Pipeline JSON" }
             @if let Some(e) = &p.json_error { p class="error" role="alert" id="json-error" { (e) } }

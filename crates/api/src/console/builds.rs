@@ -27,6 +27,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/-/console/builds/{project}/start", post(start))
         .route("/-/console/builds/{project}/{uuid}", get(build))
         .route("/-/console/builds/{project}/{uuid}/stop", post(stop))
+        .route("/-/console/builds/{project}/{uuid}/live", get(live))
         .route(
             "/-/console/builds/{project}/{uuid}/log/stream",
             get(log_stream),
@@ -151,6 +152,41 @@ async fn build(
 ) -> PageResult {
     let id = format!("{project}:{uuid}");
     let s = require(&state, &headers, &path_of(&id)).await?;
+    let at = super::live::position(&state).await?;
+    let mut v = view(&state, &s, &project, &id, true).await?;
+    v.live_from = at;
+    Ok(html(views::build(&s.viewer(), &v)))
+}
+
+/// The status and phases, drawn again after each change of the build.
+async fn live(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, uuid)): Path<(String, String)>,
+    Query(at): Query<super::live::After>,
+) -> PageResult {
+    let id = format!("{project}:{uuid}");
+    let s = Arc::new(require(&state, &headers, &path_of(&id)).await?);
+    let topic = format!("build:{id}");
+    let changes = super::live::changes(state.clone(), s.region.clone(), topic, at.after).await?;
+    Ok(super::live::fragments(changes, "live", move || {
+        let (state, s, project, id) = (state.clone(), s.clone(), project.clone(), id.clone());
+        async move {
+            let v = view(&state, &s, &project, &id, false).await.ok()?;
+            Some(views::live(&s.viewer(), &v).into_string())
+        }
+    }))
+}
+
+/// The build as its page shows it (`with_log`: and the newest lines of its log).
+async fn view(
+    state: &AppState,
+    s: &Session,
+    project: &str,
+    id: &str,
+    with_log: bool,
+) -> Result<views::BuildView, Fail> {
+    let (project, id) = (project.to_owned(), id.to_owned());
     let got = op(
         &state,
         &s,
@@ -174,7 +210,7 @@ async fn build(
         str_of(logs, "groupName").to_owned(),
         str_of(logs, "streamName").to_owned(),
     );
-    let (log, log_next) = if group.is_empty() {
+    let (log, log_next) = if group.is_empty() || !with_log {
         (Vec::new(), String::new())
     } else {
         let ev = op(&state, &s, "logs", "GetLogEvents", json!({"logGroupName": group, "logStreamName": stream, "startFromHead": false, "limit": LOG_LINES})).await?;
@@ -259,15 +295,16 @@ async fn build(
         artifacts,
         can_stop: can(&state, &s, "codebuild", "StopBuild", &json!({"id": id})).await,
         can_start: can(
-            &state,
-            &s,
+            state,
+            s,
             "codebuild",
             "StartBuild",
             &json!({"projectName": project}),
         )
         .await,
+        live_from: 0,
     };
-    Ok(html(views::build(&s.viewer(), &view)))
+    Ok(view)
 }
 
 /// An artifact's S3 ARN as a path on this server's S3 API.

@@ -4,7 +4,7 @@
 
 use super::{back, can, form, html, op, opt, require, str_of, PageResult};
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
@@ -18,6 +18,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/-/console/deployments/{app}", get(application))
         .route("/-/console/deployments/{app}/{id}", get(deployment))
         .route("/-/console/deployments/{app}/{id}/stop", post(stop))
+        .route("/-/console/deployments/{app}/{id}/live", get(live))
 }
 
 fn strings(v: &Value, k: &str) -> Vec<String> {
@@ -109,17 +110,48 @@ async fn application(
     Ok(html(views::application(&s.viewer(), &app, &groups, &rows)))
 }
 
+fn page_path(app: &str, id: &str) -> String {
+    format!("/-/console/deployments/{}/{}", enc(app), enc(id))
+}
+
 async fn deployment(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((app, id)): Path<(String, String)>,
 ) -> PageResult {
-    let s = require(
-        &state,
-        &headers,
-        &format!("/-/console/deployments/{}/{}", enc(&app), enc(&id)),
-    )
-    .await?;
+    let s = require(&state, &headers, &page_path(&app, &id)).await?;
+    let at = super::live::position(&state).await?;
+    let mut v = view(&state, &s, &app, &id).await?;
+    v.live_from = at;
+    Ok(html(views::deployment(&s.viewer(), &v)))
+}
+
+/// The hosts and buttons, drawn again after each change of the deployment.
+async fn live(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((app, id)): Path<(String, String)>,
+    Query(at): Query<super::live::After>,
+) -> PageResult {
+    let s = Arc::new(require(&state, &headers, &page_path(&app, &id)).await?);
+    let topic = format!("deployment:{id}");
+    let changes = super::live::changes(state.clone(), s.region.clone(), topic, at.after).await?;
+    Ok(super::live::fragments(changes, "live", move || {
+        let (state, s, app, id) = (state.clone(), s.clone(), app.clone(), id.clone());
+        async move {
+            let v = view(&state, &s, &app, &id).await.ok()?;
+            Some(views::live(&s.viewer(), &v).into_string())
+        }
+    }))
+}
+
+async fn view(
+    state: &AppState,
+    s: &super::Session,
+    app: &str,
+    id: &str,
+) -> Result<views::DeploymentView, super::Fail> {
+    let (app, id) = (app.to_owned(), id.to_owned());
     let d = op(
         &state,
         &s,
@@ -219,15 +251,16 @@ async fn deployment(
         rolled_back_by: opt(&d["rollbackInfo"], "rollbackDeploymentId"),
         hosts,
         can_stop: can(
-            &state,
-            &s,
+            state,
+            s,
             "codedeploy",
             "StopDeployment",
             &json!({"deploymentId": id}),
         )
         .await,
+        live_from: 0,
     };
-    Ok(html(views::deployment(&s.viewer(), &view)))
+    Ok(view)
 }
 
 async fn stop(

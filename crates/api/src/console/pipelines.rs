@@ -264,7 +264,7 @@ async fn graph(
 ) -> PageResult {
     let s = require(&state, &headers, &path_of(&name)).await?;
     let v = view(&state, &s, &name, None, None, None).await?;
-    Ok(html(views::graph_fragment(&s.viewer(), &v)))
+    Ok(html(views::live_fragment(&s.viewer(), &v)))
 }
 
 /// The graph, drawn again after each change of the pipeline.
@@ -273,8 +273,10 @@ async fn live(
     headers: HeaderMap,
     Path(name): Path<String>,
     Query(at): Query<super::live::After>,
+    Query(f): Query<Filter>,
 ) -> PageResult {
     let s = Arc::new(require(&state, &headers, &path_of(&name)).await?);
+    let filter = f.status.filter(|x| !x.is_empty());
     let changes = super::live::changes(
         state.clone(),
         s.region.clone(),
@@ -282,11 +284,11 @@ async fn live(
         at.after,
     )
     .await?;
-    Ok(super::live::fragments(changes, "graph", move || {
-        let (state, s, name) = (state.clone(), s.clone(), name.clone());
+    Ok(super::live::fragments(changes, "live", move || {
+        let (state, s, name, filter) = (state.clone(), s.clone(), name.clone(), filter.clone());
         async move {
-            match view(&state, &s, &name, None, None, None).await {
-                Ok(v) => Some(views::graph_fragment(&s.viewer(), &v)),
+            match view(&state, &s, &name, filter, None, None).await {
+                Ok(v) => Some(views::live_fragment(&s.viewer(), &v)),
                 Err(Fail::Api(_, e)) => {
                     tracing::warn!(pipeline = %name, code = %e.code, message = %e.message, "drawing the live graph failed");
                     None
