@@ -188,8 +188,8 @@ async fn view(
 ) -> Result<views::BuildView, Fail> {
     let (project, id) = (project.to_owned(), id.to_owned());
     let got = op(
-        &state,
-        &s,
+        state,
+        s,
         "codebuild",
         "BatchGetBuilds",
         json!({"ids": [id]}),
@@ -213,7 +213,7 @@ async fn view(
     let (log, log_next) = if group.is_empty() || !with_log {
         (Vec::new(), String::new())
     } else {
-        let ev = op(&state, &s, "logs", "GetLogEvents", json!({"logGroupName": group, "logStreamName": stream, "startFromHead": false, "limit": LOG_LINES})).await?;
+        let ev = op(state, s, "logs", "GetLogEvents", json!({"logGroupName": group, "logStreamName": stream, "startFromHead": false, "limit": LOG_LINES})).await?;
         let lines = ev["events"]
             .as_array()
             .into_iter()
@@ -224,8 +224,8 @@ async fn view(
     };
     let reports = match b["reportArns"].as_array() {
         Some(arns) if !arns.is_empty() => op(
-            &state,
-            &s,
+            state,
+            s,
             "codebuild",
             "BatchGetReports",
             json!({"reportArns": arns}),
@@ -293,7 +293,7 @@ async fn view(
         log_next,
         reports,
         artifacts,
-        can_stop: can(&state, &s, "codebuild", "StopBuild", &json!({"id": id})).await,
+        can_stop: can(state, s, "codebuild", "StopBuild", &json!({"id": id})).await,
         can_start: can(
             state,
             s,

@@ -153,8 +153,8 @@ async fn view(
 ) -> Result<views::DeploymentView, super::Fail> {
     let (app, id) = (app.to_owned(), id.to_owned());
     let d = op(
-        &state,
-        &s,
+        state,
+        s,
         "codedeploy",
         "GetDeployment",
         json!({"deploymentId": id}),
@@ -163,8 +163,8 @@ async fn view(
     let d = &d["deploymentInfo"];
     let targets = strings(
         &op(
-            &state,
-            &s,
+            state,
+            s,
             "codedeploy",
             "ListDeploymentTargets",
             json!({"deploymentId": id}),
@@ -175,8 +175,8 @@ async fn view(
     let mut hosts = Vec::new();
     for chunk in targets.chunks(25) {
         let got = op(
-            &state,
-            &s,
+            state,
+            s,
             "codedeploy",
             "BatchGetDeploymentTargets",
             json!({"deploymentId": id, "targetIds": chunk}),
