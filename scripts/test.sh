@@ -10,6 +10,8 @@ step() { printf '\n==> %s\n' "$*"; }
 # Pinned to the botocore whose models the API layer is generated from.
 BOTOCORE=1.43.11
 AWSCLI=1.45.11
+# Playwright drives the system's Chromium (its own browser download cannot work here).
+PLAYWRIGHT=1.65.3
 
 step "checking tools"
 missing=""
@@ -27,15 +29,17 @@ command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
 command -v pgrep >/dev/null 2>&1 || missing="$missing procps"
 # Agents run as separate hosts in network namespaces (unshare, nsenter, ip).
 command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+# The console is tested in Debian's Chromium, driven by Playwright.
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 if [ -n "$missing" ]; then
   step "installing$missing"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
 fi
-if ! python3 -c "import boto3, botocore, pytest; assert botocore.__version__ == '$BOTOCORE'" 2>/dev/null \
+if ! python3 -c "import boto3, botocore, pytest, playwright; assert botocore.__version__ == '$BOTOCORE'" 2>/dev/null \
    || ! command -v aws >/dev/null 2>&1; then
-  step "installing aws-cli $AWSCLI, boto3/botocore $BOTOCORE and pytest"
+  step "installing aws-cli $AWSCLI, boto3/botocore $BOTOCORE, pytest and Playwright $PLAYWRIGHT"
   python3 -m pip install --quiet --disable-pip-version-check \
-    "awscli==$AWSCLI" "botocore==$BOTOCORE" "boto3==$BOTOCORE" pytest 2>&1 | grep -v "Running pip as the 'root' user" || true
+    "awscli==$AWSCLI" "botocore==$BOTOCORE" "boto3==$BOTOCORE" pytest "playwright==$PLAYWRIGHT" 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi
 git --version
 runc --version | head -1

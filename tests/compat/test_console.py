@@ -149,6 +149,13 @@ def test_console_end_to_end(server, workdir):
         expect(page.locator("table.history tbody tr").first.locator(".badge")).to_have_text("Succeeded")
         expect(page.get_by_role("button", name="Stop execution")).to_have_count(0)
         shot(page, "pipeline")
+        # The build that passed: its artifact downloads through the console.
+        page.locator('article.stage[data-stage="Build"] .action h3 a').click()
+        expect(page.locator("#build-status")).to_have_text("SUCCEEDED")
+        with page.expect_download() as dl:
+            page.locator("ul a[download]").first.click()
+        path = dl.value.path()
+        assert pathlib.Path(path).read_bytes()[:2] == b"PK", "the artifact is the build's zip"
         approvals = server.aws("codepipeline", "list-action-executions", "--pipeline-name", "release")["actionExecutionDetails"]
         [ok] = [a for a in approvals if a["actionName"] == "Approval"]
         assert ok["status"] == "Succeeded" and ok["output"]["executionResult"]["externalExecutionSummary"] == "ship it"

@@ -28,6 +28,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/-/console/builds/{project}/{uuid}", get(build))
         .route("/-/console/builds/{project}/{uuid}/stop", post(stop))
         .route("/-/console/builds/{project}/{uuid}/live", get(live))
+        .route("/-/console/artifacts/{bucket}/{*key}", get(artifact))
         .route(
             "/-/console/builds/{project}/{uuid}/log/stream",
             get(log_stream),
@@ -307,10 +308,64 @@ async fn view(
     Ok(view)
 }
 
-/// An artifact's S3 ARN as a path on this server's S3 API.
+/// An artifact's S3 ARN as the console's download link.
 fn artifact_link(location: &str) -> String {
     let key = location.strip_prefix("arn:aws:s3:::").unwrap_or(location);
-    format!("/{}", key.split('/').map(enc).collect::<Vec<_>>().join("/"))
+    format!(
+        "/-/console/artifacts/{}",
+        key.split('/').map(enc).collect::<Vec<_>>().join("/")
+    )
+}
+
+/// An object downloaded through the console: authorised as `s3:GetObject` for the
+/// signed-in caller, streamed.
+async fn artifact(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((bucket, key)): Path<(String, String)>,
+) -> PageResult {
+    let s = require(&state, &headers, "/-/console/builds").await?;
+    let arn = format!("arn:aws:s3:::{bucket}/{key}");
+    crate::auth::authorize(&state, &s.principal, "s3:GetObject", &[arn])
+        .await
+        .map_err(|e| Fail::Api(Some((s.name.clone(), s.csrf.clone())), e))?;
+    let stream = state
+        .s3
+        .get_stream(&bucket, &key, None)
+        .await
+        .map_err(|e| {
+            Fail::Api(
+                Some((s.name.clone(), s.csrf.clone())),
+                slipway_model::ApiError::new("NoSuchKey", 404, format!("{bucket}/{key}: {e}")),
+            )
+        })?;
+    let name: String = key
+        .rsplit('/')
+        .next()
+        .unwrap_or("artifact")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .collect();
+    use futures_util::TryStreamExt as _;
+    let body = axum::body::Body::from_stream(stream.map_err(std::io::Error::other));
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/octet-stream".to_owned(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (
+                axum::http::header::X_CONTENT_TYPE_OPTIONS,
+                "nosniff".to_owned(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(serde::Deserialize)]
