@@ -362,7 +362,12 @@ def test_blue_green_waits_for_continue_and_terminates_the_original_hosts(workdir
         cd.continue_deployment(deploymentId=d1)
         info = wait(cd, d1, timeout=60)
         assert info["status"] == "Succeeded", info
-        assert site.get() == "v2"
+        # A reload is applied by the load balancer's new workers as the old ones finish (nginx
+        # signals its master and returns): v2 within moments.
+        deadline = time.time() + 5
+        while site.get() != "v2":
+            assert time.time() < deadline, "traffic did not move to the replacement host"
+            time.sleep(0.1)
         # The original host waits out its termination time, unless told not to.
         assert info["instanceTerminationWaitTimeStarted"] is True
         time.sleep(1.5)

@@ -160,6 +160,44 @@ def test_console_end_to_end(server, workdir):
         [ok] = [a for a in approvals if a["actionName"] == "Approval"]
         assert ok["status"] == "Succeeded" and ok["output"]["executionResult"]["externalExecutionSummary"] == "ship it"
 
+        # A push while the page is open starts an execution: its revision appears live, and
+        # it is stopped from the page (abandoning its approval).
+        page.goto(f"{server.url}/-/console/pipelines/release")
+        page.evaluate("window.__samePage = 45")
+        commit = push_change(server, workdir, "v3\n")
+        expect(page.locator('article.stage[data-stage="Source"] .action p.sha')).to_have_text(commit[:12], timeout=60_000)
+        expect(stage_badge(page, "Approve")).to_have_text("InProgress", timeout=120_000)
+        assert page.evaluate("window.__samePage") == 45, "the page was reloaded"
+        page.get_by_label("abandon in-flight actions").check()
+        page.get_by_role("button", name="Stop execution").click()
+        expect(page.locator("table.history tbody tr").first.locator(".badge")).to_have_text("Stopped", timeout=60_000)
+        page.get_by_role("link", name="Succeeded", exact=True).click()
+        expect(page.locator("table.history tbody tr")).to_have_count(1)
+        expect(page.locator("table.history tbody tr .badge")).to_have_text("Succeeded")
+
+        # A transition disabled with a reason, and enabled again.
+        deploy_gate = page.locator("div.transition").nth(2)
+        deploy_gate.locator("summary").click()
+        deploy_gate.get_by_label("Reason").fill("freeze until Monday (release train)")
+        deploy_gate.get_by_role("button", name="Disable").click()
+        expect(page.locator("div.transition").nth(2)).to_contain_text("Transition disabled")
+        expect(page.locator("div.transition").nth(2)).to_contain_text("freeze until Monday (release train)")
+        st = server.aws("codepipeline", "get-pipeline-state", "--name", "release")
+        assert [x["inboundTransitionState"] for x in st["stageStates"] if x["stageName"] == "Deploy"][0]["enabled"] is False
+        page.get_by_role("button", name="Enable transition").click()
+        expect(page.get_by_text("Transition disabled")).to_have_count(0)
+
+        # The pipeline's JSON: an invalid one is refused with UpdatePipeline's error in place,
+        # as it was posted; nothing changes.
+        version = server.aws("codepipeline", "get-pipeline", "--name", "release")["pipeline"]["version"]
+        broken = json.loads(page.locator("#pipeline-json").input_value())
+        del broken["artifactStore"]
+        page.locator("#pipeline-json").fill(json.dumps(broken, indent=1))
+        page.get_by_role("button", name="Save").click()
+        expect(page.locator("#json-error")).to_contain_text("Exception")
+        assert "artifactStore" not in page.locator("#pipeline-json").input_value()
+        assert server.aws("codepipeline", "get-pipeline", "--name", "release")["pipeline"]["version"] == version
+
         # A deployment to the server's own agent: its host and lifecycle events.
         group_on_self(server, "site", "self")
         server.aws("s3api", "create-bucket", "--bucket", "bundles")
