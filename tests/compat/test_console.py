@@ -83,6 +83,8 @@ def test_console_end_to_end(server, workdir):
         expect(page.locator("#clone-url")).to_have_value(server.aws("codecommit", "get-repository", "--repository-name", "app")["repositoryMetadata"]["cloneUrlHttp"])
         page.get_by_role("link", name="buildspec.yml").click()
         expect(page.locator("table.code")).to_contain_text("test -f fixed.txt")
+        # Shown as YAML: its keys are marked.
+        expect(page.locator("table.code .hk").first).to_have_text("version")
         page.get_by_role("link", name="Commits").click()
         expect(page.locator("ol.commits")).to_contain_text(f"change {INJECTED}")
         shot(page, "repository-commits")

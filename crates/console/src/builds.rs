@@ -119,7 +119,7 @@ pub struct BuildView {
 
 /// A run of log lines, as the page shows them (also what the live stream sends).
 pub fn log_lines(lines: &[String]) -> Markup {
-    html! { @for l in lines { span class="line" { (ansi(l)) } "\n" } }
+    html! { @for l in lines { span class="line" { (ansi(l)) "\n" } } }
 }
 
 pub fn build(viewer: &Viewer, b: &BuildView) -> String {

@@ -5,6 +5,7 @@
 
 pub mod builds;
 pub mod deploys;
+pub mod highlight;
 pub mod pipelines;
 pub mod repos;
 

@@ -173,7 +173,7 @@ pub fn blob(viewer: &Viewer, h: &RepoHead, path: &str, text: Option<&str>, size:
                 Some(t) => {
                     table class={"code lang-" (lang)} {
                         tbody {
-                            @for (i, line) in t.lines().enumerate() {
+                            @for (i, line) in crate::highlight::lines(path, t).into_iter().enumerate() {
                                 tr id={"L" (i + 1)} {
                                     td class="ln" { a href={"#L" (i + 1)} { (i + 1) } }
                                     td class="src" { code { (line) } }
