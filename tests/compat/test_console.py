@@ -200,6 +200,22 @@ def test_console_end_to_end(server, workdir):
         assert "artifactStore" not in page.locator("#pipeline-json").input_value()
         assert server.aws("codepipeline", "get-pipeline", "--name", "release")["pipeline"]["version"] == version
 
+        # A build started from the page: its log streams in as it is written (colours as
+        # classes), and it is stopped from the page.
+        slow = ("version: 0.2\nphases:\n  build:\n    commands:\n"
+                "      - for i in 1 2 3 4 5 6 7 8 9 10; do printf '\\033[32mtick %s\\033[0m\\n' $i; sleep 1; done\n"
+                "      - sleep 60\n")
+        create_project(server, "slow", {"type": "NO_SOURCE", "buildspec": slow})
+        page.goto(f"{server.url}/-/console/builds/slow")
+        page.get_by_role("button", name="Start build").click()
+        page.evaluate("window.__samePage = 46")
+        expect(page.locator("#log")).to_contain_text("tick 3", timeout=60_000)
+        expect(page.locator("#log .c2").first).to_contain_text("tick")
+        expect(page.locator("#build-status")).to_have_text("IN_PROGRESS")
+        assert page.evaluate("window.__samePage") == 46, "the page was reloaded"
+        page.get_by_role("button", name="Stop build").click()
+        expect(page.locator("#build-status")).to_have_text("STOPPED", timeout=60_000)
+
         # A deployment to the server's own agent: its host and lifecycle events.
         group_on_self(server, "site", "self")
         server.aws("s3api", "create-bucket", "--bucket", "bundles")
