@@ -2,6 +2,7 @@
 //! comments, strings, numbers and keywords (and YAML/JSON keys) with classes, line by line,
 //! carrying block comments across lines. Everything else is escaped text.
 
+use crate::escape_into;
 use maud::PreEscaped;
 
 /// What a file's extension (or name) says about how to read it.
@@ -149,24 +150,11 @@ fn lang_of(path: &str) -> Option<Lang> {
     }
 }
 
-fn push_escaped(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-}
-
 fn span(out: &mut String, class: &str, text: &str) {
     out.push_str("<span class=\"");
     out.push_str(class);
     out.push_str("\">");
-    push_escaped(out, text);
+    escape_into(out, text);
     out.push_str("</span>");
 }
 
@@ -178,7 +166,7 @@ pub fn lines(path: &str, text: &str) -> Vec<PreEscaped<String>> {
             .lines()
             .map(|l| {
                 let mut out = String::new();
-                push_escaped(&mut out, l);
+                escape_into(&mut out, l);
                 PreEscaped(out)
             })
             .collect();
@@ -210,7 +198,7 @@ fn line(lang: &Lang, l: &str, in_block: &mut bool) -> String {
             })
         };
         if let Some(end) = key_end {
-            push_escaped(&mut out, indent);
+            escape_into(&mut out, indent);
             span(&mut out, "hk", &trimmed[..end]);
             rest = &trimmed[end..];
         }
@@ -274,13 +262,13 @@ fn line(lang: &Lang, l: &str, in_block: &mut bool) -> String {
             {
                 span(&mut out, "hw", word);
             } else {
-                push_escaped(&mut out, word);
+                escape_into(&mut out, word);
             }
             rest = &rest[end..];
             continue;
         }
         let len = first.len_utf8();
-        push_escaped(&mut out, &rest[..len]);
+        escape_into(&mut out, &rest[..len]);
         rest = &rest[len..];
     }
     out

@@ -341,7 +341,16 @@ pub fn ansi(text: &str) -> Markup {
     PreEscaped(out)
 }
 
-fn escape_into(out: &mut String, s: &str) {
+/// `s` as HTML text or attribute value (the one escaping the console's hand-built HTML uses;
+/// maud escapes alike).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    escape_into(&mut out, s);
+    out
+}
+
+/// Appends `s` to `out`, escaped as [`escape`] does.
+pub fn escape_into(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),

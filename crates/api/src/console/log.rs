@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use slipway_codebuild::service::LogQuery;
+use slipway_console::escape;
 use slipway_model::ApiError;
 use std::sync::Arc;
 
@@ -33,21 +34,6 @@ pub fn page_path(build_id: &str) -> String {
         crate::sigv4::uri_encode(project, false),
         crate::sigv4::uri_encode(uuid, false)
     )
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 async fn log_page(

@@ -20,7 +20,6 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/-/console/pipelines", get(list))
         .route("/-/console/pipelines/{name}", get(page))
-        .route("/-/console/pipelines/{name}/graph", get(graph))
         .route("/-/console/pipelines/{name}/live", get(live))
         .route("/-/console/pipelines/{name}/release", post(release))
         .route("/-/console/pipelines/{name}/stop", post(stop))
@@ -257,17 +256,7 @@ async fn page(
     Ok(html(views::pipeline(&s.viewer(), &v)))
 }
 
-async fn graph(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> PageResult {
-    let s = require(&state, &headers, &path_of(&name)).await?;
-    let v = view(&state, &s, &name, None, None, None).await?;
-    Ok(html(views::live_fragment(&s.viewer(), &v)))
-}
-
-/// The graph, drawn again after each change of the pipeline.
+/// The buttons, graph and history, drawn again after each change of the pipeline.
 async fn live(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
