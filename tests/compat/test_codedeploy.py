@@ -45,6 +45,19 @@ def bundle(version, files=None):
     return buf.getvalue()
 
 
+def agent_user(server, name, tags):
+    """An IAM user for host `name`'s agent, registered as an on-premises instance with
+    `tags`: its access key and user ARN."""
+    server.admin("create-user", "--user-name", name)
+    key = server.admin("create-access-key", "--user-name", name)["AccessKey"]
+    server.admin("put-user-policy", "--user-name", name, "--policy-name", "agent", "--policy-document", json.dumps(AGENT_POLICY))
+    arn = server.admin("get-user", "--user-name", name)["User"]["Arn"]
+    cd = server.client("codedeploy")
+    cd.register_on_premises_instance(instanceName=name, iamUserArn=arn)
+    cd.add_tags_to_on_premises_instances(instanceNames=[name], tags=tags)
+    return key, arn
+
+
 class Fleet:
     def __init__(self, server, workdir, n, tag="web"):
         self.server = server
@@ -52,13 +65,7 @@ class Fleet:
         self.procs = {}
         for i in range(n):
             name = f"host{i}"
-            server.admin("create-user", "--user-name", name)
-            key = server.admin("create-access-key", "--user-name", name)["AccessKey"]
-            server.admin("put-user-policy", "--user-name", name, "--policy-name", "agent", "--policy-document", json.dumps(AGENT_POLICY))
-            arn = server.admin("get-user", "--user-name", name)["User"]["Arn"]
-            cd = server.client("codedeploy")
-            cd.register_on_premises_instance(instanceName=name, iamUserArn=arn)
-            cd.add_tags_to_on_premises_instances(instanceNames=[name], tags=[{"Key": "role", "Value": tag}])
+            key, arn = agent_user(server, name, [{"Key": "role", "Value": tag}])
             out = workdir / f"out-{name}"
             out.mkdir()
             self.agents[name] = dict(key=key, arn=arn, out=out, root=workdir / f"root-{name}")

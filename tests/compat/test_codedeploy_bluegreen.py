@@ -19,7 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from conftest import Server, free_port
-from test_codedeploy import AGENT_POLICY, BIN, wait
+from test_codedeploy import BIN, agent_user, wait
 
 START = """#!/bin/sh
 mkdir -p "$AGENT_OUT"
@@ -222,14 +222,7 @@ class Site:
         self.agents = []
         for name, port in self.backends.items():
             s = self.s
-            s.admin("create-user", "--user-name", name)
-            key = s.admin("create-access-key", "--user-name", name)["AccessKey"]
-            s.admin("put-user-policy", "--user-name", name, "--policy-name", "a", "--policy-document", json.dumps(AGENT_POLICY))
-            arn = s.admin("get-user", "--user-name", name)["User"]["Arn"]
-            self.cd.register_on_premises_instance(instanceName=name, iamUserArn=arn)
-            self.cd.add_tags_to_on_premises_instances(
-                instanceNames=[name], tags=[{"Key": "role", "Value": roles[name]}, {"Key": "slipway:address", "Value": f"127.0.0.1:{port}"}]
-            )
+            key, arn = agent_user(s, name, [{"Key": "role", "Value": roles[name]}, {"Key": "slipway:address", "Value": f"127.0.0.1:{port}"}])
             out = workdir / f"out-{name}"
             env = dict(os.environ, AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"], AWS_HOST_IDENTIFIER=arn, AWS_REGION="us-east-1", AGENT_OUT=str(out), AGENT_PORT=str(port))
             log = open(workdir / f"agent-{name}.log", "ab")

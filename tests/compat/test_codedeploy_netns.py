@@ -5,7 +5,6 @@ each host's agent runs there; it gates every host after its last event, is run a
 later batches deploy, and stops the deployment (ALARM_ACTIVE) and rolls it back when it fails."""
 
 import io
-import json
 import os
 import pathlib
 import shutil
@@ -18,7 +17,7 @@ import zipfile
 import pytest
 
 from conftest import BIN, Server
-from test_codedeploy import AGENT_POLICY, wait
+from test_codedeploy import agent_user, wait
 
 RELAY = pathlib.Path(__file__).parent / "fixtures" / "relay.py"
 
@@ -92,15 +91,9 @@ class Hosts:
         assert self.outer.stdout.readline().strip() == b"ready"
         self.procs = {}
         self.out = {}
-        cd = server.client("codedeploy")
         for i in range(n):
             name = f"host{i}"
-            server.admin("create-user", "--user-name", name)
-            key = server.admin("create-access-key", "--user-name", name)["AccessKey"]
-            server.admin("put-user-policy", "--user-name", name, "--policy-name", "agent", "--policy-document", json.dumps(AGENT_POLICY))
-            arn = server.admin("get-user", "--user-name", name)["User"]["Arn"]
-            cd.register_on_premises_instance(instanceName=name, iamUserArn=arn)
-            cd.add_tags_to_on_premises_instances(instanceNames=[name], tags=[{"Key": "role", "Value": "isolated"}])
+            key, arn = agent_user(server, name, [{"Key": "role", "Value": "isolated"}])
             out = workdir / f"out-{name}"
             out.mkdir()
             self.out[name] = out
