@@ -318,6 +318,53 @@ mod tests {
         );
     }
 
+    /// Many generated inputs from the characters the lexers branch on (a fixed LCG, so a
+    /// failure repeats), each line of every language, and ANSI rendering of the same text.
+    #[test]
+    fn generated_input_never_panics_and_stays_escaped() {
+        const ALPHABET: &[char] = &[
+            '"', '\'', '`', '\\', '/', '*', '#', '-', ':', ' ', '\n', 'a', '1', '<', '>', '&', 'é',
+            '\u{1b}', '[', 'm', ';', '3',
+        ];
+        let mut seed: u64 = 0x5eed;
+        for _ in 0..3000 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (seed >> 59) as usize;
+            let text: String = (0..len)
+                .map(|i| {
+                    let r = seed.rotate_left(i as u32 * 5);
+                    ALPHABET[(r % ALPHABET.len() as u64) as usize]
+                })
+                .collect();
+            for p in ["a.rs", "a.yml", "a.json", "a.py", "a.sh", "a.sql", "a.txt"] {
+                for l in lines(p, &text) {
+                    assert!(
+                        !l.0.contains('<') || l.0.contains("<span"),
+                        "{p}: {text:?} → {}",
+                        l.0
+                    );
+                    assert!(
+                        !l.0.replace("<span class=\"", "")
+                            .replace("\">", "")
+                            .replace("</span>", "")
+                            .contains(['<', '>']),
+                        "{p}: {text:?}"
+                    );
+                }
+            }
+            let a = crate::ansi(&text).0;
+            assert!(
+                !a.replace("<span class=\"", "")
+                    .replace("\">", "")
+                    .replace("</span>", "")
+                    .contains(['<', '>']),
+                "ansi: {text:?}"
+            );
+        }
+    }
+
     #[test]
     fn never_panics_on_odd_input() {
         for s in [
